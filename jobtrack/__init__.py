@@ -1,0 +1,50 @@
+"""jobtrack: an embedded, single-file job tracker with the job API of a cloud training service."""
+
+from jobtrack.errors import (
+    DuplicateName,
+    InvalidArgument,
+    InvalidTransition,
+    JobCanceled,
+    JobNotFound,
+    JobtrackError,
+    ModelNotFound,
+    ModelNotReady,
+    NotAJobtrackDatabase,
+    NotSerializable,
+    RunnerFenced,
+    SchemaTooNew,
+    StoreBusy,
+    StoreError,
+    StoreReadOnly,
+    WaitTimeout,
+)
+from jobtrack.manager import JobManager
+from jobtrack.monitor import JobMonitor, JobStatusDict
+from jobtrack.states import JobStatus, JobType
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DuplicateName",
+    "InvalidArgument",
+    "InvalidTransition",
+    "JobCanceled",
+    "JobManager",
+    "JobMonitor",
+    "JobNotFound",
+    "JobStatus",
+    "JobStatusDict",
+    "JobType",
+    "JobtrackError",
+    "ModelNotFound",
+    "ModelNotReady",
+    "NotAJobtrackDatabase",
+    "NotSerializable",
+    "RunnerFenced",
+    "SchemaTooNew",
+    "StoreBusy",
+    "StoreError",
+    "StoreReadOnly",
+    "WaitTimeout",
+    "__version__",
+]

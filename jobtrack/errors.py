@@ -1,0 +1,209 @@
+"""Every exception jobtrack raises, under one base so ``except JobtrackError`` catches them all.
+
+Each error keeps its facts as attributes and builds its message from them; errors with a custom
+``__init__`` define ``__reduce__`` so they survive pickling across process boundaries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JobtrackError(Exception):
+    """Base class of every error jobtrack raises on purpose."""
+
+
+class JobNotFound(JobtrackError, LookupError):
+    """No job with this id exists in the database."""
+
+    def __init__(self, job_id: str, db: str | None = None) -> None:
+        self.job_id = job_id
+        self.db = db
+        where = f" in {db}" if db else ""
+        super().__init__(
+            f"No job with id {job_id!r}{where}. "
+            "Check the id (JobManager().list_jobs() shows them) and the database path."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.job_id, self.db))
+
+
+class ModelNotFound(JobtrackError, LookupError):
+    """No model run or registered model matches the given id or key."""
+
+    def __init__(self, model_ref: str, detail: str = "") -> None:
+        self.model_ref = model_ref
+        self.detail = detail
+        super().__init__(
+            f"No model {model_ref!r} in this database{': ' + detail if detail else ''}. "
+            "Use the model_run_id of a train job, or a key printed by register_model()."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.model_ref, self.detail))
+
+
+class ModelNotReady(JobtrackError):
+    """The model's training job has not completed, so the model cannot be used or registered."""
+
+    def __init__(self, model_run_id: str, status: str) -> None:
+        self.model_run_id = model_run_id
+        self.status = status
+        super().__init__(
+            f"Model run {model_run_id!r} comes from a training job that is {status}, not COMPLETED. "
+            "Wait for the training job (monitor.wait()) or use another model."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.model_run_id, self.status))
+
+
+class InvalidTransition(JobtrackError):
+    """A status change that the state machine does not allow (SPEC §1)."""
+
+    def __init__(self, job_id: str | None, current: str, requested: str) -> None:
+        self.job_id = job_id
+        self.current = str(current)
+        self.requested = str(requested)
+        who = f"Job {job_id!r}" if job_id else "A job"
+        from jobtrack.states import TERMINAL, JobStatus  # local: errors imports nothing at load time
+
+        if self.current in {s.value for s in TERMINAL}:
+            why = "which is terminal; it cannot move anywhere"
+        else:
+            allowed = ", ".join(sorted(JobStatus(self.current).next_statuses())) or "nothing"
+            why = f"which may only move to {allowed}"
+        super().__init__(f"{who} is {self.current}, {why}; refused the move to {self.requested}.")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.job_id, self.current, self.requested))
+
+
+class InvalidArgument(JobtrackError, ValueError):
+    """An argument, or a combination of arguments, that cannot be accepted."""
+
+
+class DuplicateName(InvalidArgument):
+    """A name that must be unique (output alias, model version) is already taken."""
+
+
+class NotSerializable(JobtrackError, TypeError):
+    """A value meant for the database is not JSON-serializable."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        self.field = field
+        self.detail = detail
+        super().__init__(
+            f"{field} is not JSON-serializable: {detail}. "
+            "Report plain numbers, strings, lists and dicts (convert arrays with .tolist())."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.field, self.detail))
+
+
+class WaitTimeout(JobtrackError, TimeoutError):
+    """``wait()`` ran out of time before the job reached a terminal status."""
+
+    def __init__(self, job_id: str, timeout: float, status: str) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        self.status = status
+        super().__init__(
+            f"Job {job_id!r} is still {status} after {timeout:g} s. "
+            "Wait longer (wait(timeout=...)) or cancel it (cancel())."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.job_id, self.timeout, self.status))
+
+
+class RunnerFenced(JobtrackError):
+    """A runner lost its claim on a job (declared dead or canceled) and may no longer write to it."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        super().__init__(
+            f"This runner no longer owns job {job_id!r} (it is {status}); its writes were refused. "
+            "The job was taken over or declared lost; nothing more is recorded from this run."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.job_id, self.status))
+
+
+class StoreError(JobtrackError):
+    """A problem with the database file or its location."""
+
+
+class NotAJobtrackDatabase(StoreError):
+    """The file exists but is not a jobtrack database."""
+
+    def __init__(self, path: str, detail: str = "") -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(
+            f"{path} is not a jobtrack database{' (' + detail + ')' if detail else ''}. "
+            "Nothing was changed. Point db= or JOBTRACK_DB at a jobtrack database or a new path."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.detail))
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer jobtrack than this one."""
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        self.path = path
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"{path} was written by jobtrack schema {found}; this version reads up to {supported}. "
+            "Upgrade jobtrack (pip install -U jobtrack). Nothing was changed."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.found, self.supported))
+
+
+class StoreReadOnly(StoreError):
+    """The database or its directory cannot be created or written."""
+
+    def __init__(self, path: str, detail: str = "") -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(
+            f"Cannot write the jobtrack database at {path}{': ' + detail if detail else ''}. "
+            "Choose a writable location with db= or JOBTRACK_DB, or fix the permissions."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.detail))
+
+
+class StoreBusy(StoreError, TimeoutError):
+    """The write lock could not be taken within its bound."""
+
+    def __init__(self, path: str, timeout: float, holder: str = "") -> None:
+        self.path = path
+        self.timeout = timeout
+        self.holder = holder
+        super().__init__(
+            f"Could not take the write lock of {path} within {timeout:g} s"
+            f"{' (held by ' + holder + ')' if holder else ''}. "
+            "Another process is holding it; stop that process or raise lock_timeout."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.timeout, self.holder))
+
+
+class JobCanceled(BaseException):
+    """Raised inside user code when its job was canceled; control flow, not an error.
+
+    It derives from BaseException so that a broad ``except Exception`` in training code
+    cannot swallow a cancel request.
+    """

@@ -1,0 +1,82 @@
+"""JobManager: find and cancel any job of a database by id; thin over the Store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime
+
+from jobtrack.monitor import JobMonitor, JobStatusDict, status_dict
+from jobtrack.states import JobStatus, JobType, parse_status
+from jobtrack.errors import InvalidArgument
+from jobtrack.store import Store
+from jobtrack.timeutil import parse_when
+
+
+class JobManager:
+    """Jobs of one database (``db`` argument, else ``$JOBTRACK_DB``, else the default path)."""
+
+    def __init__(self, db: str | os.PathLike[str] | None = None) -> None:
+        self._store = Store.open(db)
+
+    @property
+    def db(self) -> str:
+        """The database this manager reads."""
+        return self._store.target
+
+    def fetch_job(self, job_id: str) -> JobMonitor:
+        """The monitor of job ``job_id``.
+
+        Raises:
+            JobNotFound: no job has this id.
+        """
+        return JobMonitor(self._store, self._store.get_job(job_id))
+
+    def cancel_job(self, job_id: str) -> JobStatus:
+        """Cancel job ``job_id`` (see ``JobMonitor.cancel``) and return its status after the call."""
+        return self._store.request_cancel(job_id)
+
+    def list_jobs(
+        self,
+        *,
+        status: str | JobStatus | Sequence[str | JobStatus] | None = None,
+        job_type: str | JobType | None = None,
+        experiment_name: str | None = None,
+        since: str | datetime | None = None,
+        until: str | datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[JobMonitor]:
+        """Jobs matching every given filter, newest first.
+
+        ``since``/``until`` bound the creation time: an aware datetime, a date or time string
+        (read by dateutil; no zone means local time), or an age such as ``"2h"`` or ``"3d"``.
+
+        Raises:
+            InvalidArgument: an unknown status or job type, an unreadable time, or a bad limit.
+        """
+        statuses = None
+        if status is not None:
+            items = [status] if isinstance(status, str) else list(status)
+            statuses = [parse_status(s).value for s in items]
+        if job_type is not None:
+            try:
+                job_type = JobType(str(job_type).lower()).value
+            except ValueError:
+                raise InvalidArgument(
+                    f"Unknown job type {job_type!r}; use one of {', '.join(t.value for t in JobType)}."
+                ) from None
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise InvalidArgument(f"limit must be a positive integer or None, not {limit!r}.")
+        recs = self._store.list_jobs(
+            statuses=statuses,
+            job_type=job_type,
+            experiment_name=experiment_name,
+            since=parse_when(since) if since is not None else None,
+            until=parse_when(until) if until is not None else None,
+            limit=limit,
+        )
+        return [JobMonitor(self._store, r) for r in recs]
+
+    def show_jobs(self, *, limit: int | None = None) -> list[JobStatusDict]:
+        """Every job's status dict, newest first (the reference's ``show_jobs``)."""
+        return [status_dict(self._store, r) for r in self._store.list_jobs(limit=limit)]

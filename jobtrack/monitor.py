@@ -1,0 +1,126 @@
+"""JobMonitor: a handle on one job; thin, reads through the Store, changes state only via the Store."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from jobtrack import jsonutil
+from jobtrack.config import DEFAULT_WAIT_POLL_S
+from jobtrack.errors import InvalidArgument, WaitTimeout
+from jobtrack.states import JobStatus, JobType
+from jobtrack.timeutil import to_iso
+
+if TYPE_CHECKING:
+    from jobtrack.store import EventRecord, JobRecord, Store
+
+
+class JobStatusDict(TypedDict):
+    """What ``get_status()`` returns: exactly the eleven keys of SPEC §2, all JSON-serializable."""
+
+    job_id: str
+    status: str
+    started_at: str
+    finished_at: str | None
+    updated_at: str
+    experiment_name: str
+    job_type: str
+    model_run_id: str | None
+    result: dict[str, Any]
+    export_paths: dict[str, str]
+    source_views: dict[str, str]
+
+
+def status_dict(store: Store, rec: JobRecord) -> JobStatusDict:
+    """Build the SPEC §2 dict from a job record (``started_at`` is the creation time, as the reference says)."""
+    return {
+        "job_id": rec.id,
+        "status": rec.status,
+        "started_at": to_iso(rec.created_at),
+        "finished_at": to_iso(rec.finished_at) if rec.finished_at is not None else None,
+        "updated_at": to_iso(rec.updated_at),
+        "experiment_name": rec.experiment_name,
+        "job_type": rec.job_type,
+        "model_run_id": rec.model_run_id,
+        "result": store.result(rec),
+        "export_paths": jsonutil.loads(rec.export_paths_json),
+        "source_views": jsonutil.loads(rec.source_views_json),
+    }
+
+
+class JobMonitor:
+    """A job created by ``Trainer.fit()``/``predict()``/``fit_predict()`` or fetched by ``JobManager``."""
+
+    def __init__(self, store: Store, record: JobRecord) -> None:
+        self._store = store
+        self.job_id: str = record.id
+        self.job_type: JobType = JobType(record.job_type)
+        self.experiment_name: str = record.experiment_name
+        self.model_run_id: str | None = record.model_run_id
+
+    def __repr__(self) -> str:
+        return f"JobMonitor(job_id={self.job_id!r}, job_type={self.job_type.value!r})"
+
+    def get_status(self) -> JobStatusDict:
+        """The job's current status, metadata and results as a JSON-serializable dict (SPEC §2).
+
+        Raises:
+            JobNotFound: the job was removed from the database.
+        """
+        return status_dict(self._store, self._store.get_job(self.job_id))
+
+    @property
+    def status(self) -> JobStatus:
+        """Just the current status."""
+        return JobStatus(self._store.get_job(self.job_id).status)
+
+    def wait(self, timeout: float | None = None, *, poll_interval: float = DEFAULT_WAIT_POLL_S) -> JobStatusDict:
+        """Block until the job is terminal and return its final status dict.
+
+        Raises:
+            WaitTimeout: the job was not terminal after ``timeout`` seconds.
+        """
+        if timeout is not None and timeout < 0:
+            raise InvalidArgument(f"timeout must be >= 0 seconds or None, not {timeout!r}.")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(0.005, poll_interval)
+        while True:
+            rec = self._store.get_job(self.job_id)
+            if JobStatus(rec.status).is_terminal:
+                return status_dict(self._store, rec)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(self.job_id, timeout or 0.0, rec.status)
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+            delay = min(delay * 2, poll_interval)  # react fast to short jobs, poll gently on long ones
+
+    def cancel(self) -> JobStatus:
+        """Cancel the job: QUEUED → CANCELED at once; RUNNING is asked to stop; terminal is left alone.
+
+        Returns the status right after the call.
+        """
+        return self._store.request_cancel(self.job_id)
+
+    def events(self) -> list[EventRecord]:
+        """The job's status history (job, from, to, when, reason), oldest first."""
+        return self._store.events(self.job_id)
+
+    def stream_logs(self, *, file: Any = None, follow: bool = True, poll_interval: float = 0.2) -> None:
+        """Print the job's log lines as they are written, until the job ends (or at once if ``follow=False``)."""
+        out = file if file is not None else sys.stdout
+        path = self._store.job_dir(self.job_id) / "log.txt"
+        pos = 0
+        while True:
+            terminal = JobStatus(self._store.get_job(self.job_id).status).is_terminal
+            if path.exists():
+                with open(path, encoding="utf-8") as fh:
+                    fh.seek(pos)
+                    chunk = fh.read()
+                    pos = fh.tell()
+                if chunk:
+                    out.write(chunk)
+                    out.flush()
+            if terminal or not follow:
+                return
+            time.sleep(poll_interval)

@@ -1,0 +1,165 @@
+"""The schema: SQLModel tables on a private registry, and the UTC timestamp column type.
+
+The private registry keeps these tables out of ``SQLModel.metadata``, so a user's own
+``SQLModel.metadata.create_all()`` never touches them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import Column, Index, String, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import registry
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from jobtrack.timeutil import from_iso, to_iso
+
+
+class UTCText(TypeDecorator[datetime]):
+    """Aware UTC datetimes stored as fixed-width ISO 8601 text with offset.
+
+    SQLite's ``DateTime(timezone=True)`` silently drops the offset; this column refuses naive
+    values on the way in and returns aware UTC on the way out, and its text sorts by instant.
+    """
+
+    impl = String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else to_iso(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else from_iso(value)
+
+
+class _Base(SQLModel, registry=registry()):
+    """Base of jobtrack's tables, on a registry of its own."""
+
+
+def _ts(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCText(), nullable=nullable, index=index))
+
+
+class Meta(_Base, table=True):
+    """Key/value facts about the database itself, such as the schema version."""
+
+    __tablename__ = "jobtrack_meta"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Job(_Base, table=True):
+    """One job: its identity, status, runner claim and results."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_created", "created_at"),
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_type_created", "job_type", "created_at"),
+        Index("ix_jobs_experiment_created", "experiment_name", "created_at"),
+        Index("ix_jobs_model_run", "model_run_id"),
+        Index("ix_jobs_output_alias", "output_alias"),
+    )
+
+    id: str = Field(primary_key=True)
+    job_type: str
+    status: str
+    experiment_name: str
+    model_run_id: Optional[str] = None
+    output_alias: Optional[str] = None
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    finished_at: Optional[datetime] = _ts(nullable=True)
+    reason: Optional[str] = None
+    eval_metric: Optional[str] = None
+    metric_mode: Optional[str] = None  # "max" or "min": which direction of eval_metric is better
+    spec_json: str = "{}"  # dataset, config, function references: what a runner needs to run the job
+    runner_kind: str = "thread"
+    submitter: str = ""  # "host|pid|start" of the submitting process (liveness.ProcessIdentity)
+    runner: Optional[str] = None  # the same for the runner that claimed the job
+    claim_token: int = 0  # fencing token: bumped at every claim, checked by every runner write
+    heartbeat_at: Optional[datetime] = _ts(nullable=True)
+    lease_expires_at: Optional[datetime] = _ts(nullable=True)
+    cancel_requested: bool = False
+    summary_json: Optional[str] = None
+    error_json: Optional[str] = None
+    result_json: Optional[str] = None  # the whole result, frozen once the job is terminal
+    export_paths_json: str = "{}"
+    source_views_json: str = "{}"
+
+
+class JobEvent(_Base, table=True):
+    """One applied status change: (job, from, to, when, reason)."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job", "job_id", "id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id")
+    from_status: Optional[str] = None
+    to_status: str
+    at: datetime = _ts()
+    reason: Optional[str] = None
+
+
+class JobEpoch(_Base, table=True):
+    """One reported epoch of a job, in the order reported."""
+
+    __tablename__ = "job_epochs"
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True)
+    seq: int = Field(primary_key=True)
+    epoch: int
+    train_json: str = "{}"
+    validation_json: str = "{}"
+    at: datetime = _ts()
+
+
+class ModelRun(_Base, table=True):
+    """A model trained (or being trained) by a train or train_inference job."""
+
+    __tablename__ = "model_runs"
+
+    id: str = Field(primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", index=True)
+    experiment_name: str
+    task_type: str
+    created_at: datetime = _ts()
+
+
+class RegisteredModel(_Base, table=True):
+    """A name and version given to a completed model run (the local model registry)."""
+
+    __tablename__ = "registered_models"
+    __table_args__ = (UniqueConstraint("model_name", "version_name"),)
+
+    key: str = Field(primary_key=True)
+    model_name: str
+    version_name: str
+    model_run_id: str = Field(foreign_key="model_runs.id")
+    comment: Optional[str] = None
+    created_at: datetime = _ts()
+
+
+class ExportRow(_Base, table=True):
+    """One exported row (predictions or embeddings) as a JSON array; source views read these."""
+
+    __tablename__ = "export_rows"
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True)
+    kind: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    data_json: str
+
+
+METADATA = _Base.metadata
+jobs = Job.__table__  # type: ignore[attr-defined]
+events = JobEvent.__table__  # type: ignore[attr-defined]
+epochs = JobEpoch.__table__  # type: ignore[attr-defined]
+model_runs = ModelRun.__table__  # type: ignore[attr-defined]
+registered_models = RegisteredModel.__table__  # type: ignore[attr-defined]
+export_rows = ExportRow.__table__  # type: ignore[attr-defined]
+meta = Meta.__table__  # type: ignore[attr-defined]

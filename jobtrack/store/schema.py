@@ -1,0 +1,126 @@
+"""Schema version, creation and upgrade, and refusal of files that are not (or not yet) ours.
+
+The version lives in the ``jobtrack_meta`` table (works on every SQLAlchemy database); every
+upgrade step runs in one write transaction together with its version bump.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from jobtrack.errors import NotAJobtrackDatabase, SchemaTooNew, StoreReadOnly
+from jobtrack.store import models
+from jobtrack.store.db import Database, read_only_probe, sniff_sqlite_file
+
+SCHEMA_VERSION = 1
+"""The schema this jobtrack writes and the newest it reads."""
+
+APPLICATION = "jobtrack"
+
+# Upgrade steps: UPGRADES[n] takes a version-n database to version n+1, inside one write transaction.
+UPGRADES: dict[int, Callable[[Connection], None]] = {}
+
+
+def prepare(db: Database) -> None:
+    """Make ``db`` ready: create it if new, upgrade it if old, refuse it if foreign or newer.
+
+    Raises:
+        NotAJobtrackDatabase: the file is not SQLite, or a SQLite database of something else.
+        SchemaTooNew: the database was written by a newer jobtrack.
+        StoreReadOnly: the file or its directory cannot be created or written.
+    """
+    if db.is_sqlite:
+        assert db.path is not None
+        _prepare_location(db.path)
+        found = _probe_sqlite(db.path)
+        if found is not None and found == SCHEMA_VERSION:
+            return  # the common case: nothing to write, no lock taken
+    with db.write() as conn:
+        version = _read_version(conn, db.target)
+        if version is None:
+            models.METADATA.create_all(conn)
+            conn.execute(
+                models.meta.insert(),
+                [
+                    {"key": "application", "value": APPLICATION},
+                    {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                ],
+            )
+            return
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(db.target, version, SCHEMA_VERSION)
+        while version < SCHEMA_VERSION:
+            UPGRADES[version](conn)
+            version += 1
+            conn.execute(
+                models.meta.update().where(models.meta.c.key == "schema_version"),
+                {"value": str(version)},
+            )
+
+
+def _prepare_location(path: str) -> None:
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StoreReadOnly(path, f"cannot create the directory {parent}: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreReadOnly(path, f"the directory {parent} is not writable")
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        raise StoreReadOnly(path, "the file is not readable and writable by this user")
+    if not os.path.exists(path):
+        # Create the file private to the user before SQLite does (its -wal/-shm copy these bits).
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise StoreReadOnly(path, exc.strerror or str(exc)) from None
+
+
+def _probe_sqlite(path: str) -> int | None:
+    """The schema version of an existing file, read without changing it; None for a new, empty file."""
+    kind = sniff_sqlite_file(path)
+    if kind in ("missing", "empty"):
+        return None
+    if kind == "foreign":
+        raise NotAJobtrackDatabase(path, "it is not a SQLite file")
+    try:
+        tables = {r[0] for r in read_only_probe(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return None
+        if "jobtrack_meta" not in tables:
+            raise NotAJobtrackDatabase(path, "a SQLite database without jobtrack's tables")
+        rows = dict(read_only_probe(path, "SELECT key, value FROM jobtrack_meta"))  # type: ignore[arg-type]
+    except sqlite3.DatabaseError as exc:
+        raise NotAJobtrackDatabase(path, str(exc)) from None
+    return _check_meta(path, rows)
+
+
+def _read_version(conn: Connection, target: str) -> int | None:
+    """The schema version seen inside a write transaction; None when the database is empty."""
+    names = set(conn.dialect.get_table_names(conn))
+    if not names:
+        return None
+    if "jobtrack_meta" not in names:
+        raise NotAJobtrackDatabase(target, "a database without jobtrack's tables")
+    rows = dict(conn.execute(select(models.meta.c.key, models.meta.c.value)).tuples().all())
+    return _check_meta(target, rows)
+
+
+def _check_meta(target: str, rows: dict[str, str]) -> int:
+    if rows.get("application") != APPLICATION:
+        raise NotAJobtrackDatabase(target, "its jobtrack_meta table is not jobtrack's")
+    try:
+        version = int(rows["schema_version"])
+    except (KeyError, ValueError):
+        raise NotAJobtrackDatabase(target, "it has no readable schema version") from None
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(target, version, SCHEMA_VERSION)
+    return version
+
+

@@ -1,0 +1,78 @@
+"""The one place datetimes are created, checked, formatted and parsed: aware UTC everywhere."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+from dateutil import parser as _dtparser
+
+from jobtrack.errors import InvalidArgument
+
+UTC = timezone.utc
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (the clock tests may shift)."""
+    return datetime.now(UTC) + _clock_offset
+
+
+_clock_offset = timedelta(0)
+
+
+def _set_clock_offset(offset: timedelta) -> None:
+    """Shift what ``utcnow()`` returns (fault injection for tests); ``timedelta(0)`` undoes it."""
+    global _clock_offset
+    _clock_offset = offset
+
+
+def require_aware(value: datetime, what: str = "datetime") -> datetime:
+    """Return value converted to UTC, or raise InvalidArgument for a naive datetime."""
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise InvalidArgument(
+            f"{what} {value.isoformat()} has no time zone; pass an aware datetime "
+            "(for example datetime.now(timezone.utc))."
+        )
+    return value.astimezone(UTC)
+
+
+def to_iso(value: datetime) -> str:
+    """Fixed-width ISO 8601 UTC text with offset; sorts the same as the instants it names."""
+    return require_aware(value).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def from_iso(text: str) -> datetime:
+    """Parse stored ISO text back into an aware UTC datetime."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:  # never written by jobtrack; refuse to guess
+        raise InvalidArgument(f"timestamp {text!r} has no offset")
+    return value.astimezone(UTC)
+
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(value: str | datetime, *, now: datetime | None = None) -> datetime:
+    """Parse a user's time bound: an aware datetime, ISO/free text via dateutil, or an age like ``2h``.
+
+    Text without a zone is read as local time (what a person typing it means) and converted to UTC.
+    """
+    if isinstance(value, datetime):
+        return require_aware(value, "time bound")
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgument(f"Cannot read {value!r} as a time; use e.g. '2h', '3d' or '2026-11-01'.")
+    match = _RELATIVE.match(value)
+    if match:
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+        return (now or utcnow()) - timedelta(seconds=seconds)
+    try:
+        parsed = _dtparser.parse(value)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(
+            f"Cannot read {value!r} as a time ({exc}); use e.g. '2h', '3d', '2026-11-01' "
+            "or '2026-11-01T12:00:00+00:00'."
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()  # local time, as the user typed it
+    return parsed.astimezone(UTC)
