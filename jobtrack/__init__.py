@@ -18,13 +18,17 @@ from jobtrack.errors import (
     StoreReadOnly,
     WaitTimeout,
 )
+from jobtrack.context import RunContext
+from jobtrack.dataset import TASK_TYPES, Dataset
 from jobtrack.manager import JobManager
 from jobtrack.monitor import JobMonitor, JobStatusDict
 from jobtrack.states import JobStatus, JobType
+from jobtrack.trainer import Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Dataset",
     "DuplicateName",
     "InvalidArgument",
     "InvalidTransition",
@@ -40,11 +44,14 @@ __all__ = [
     "ModelNotReady",
     "NotAJobtrackDatabase",
     "NotSerializable",
+    "RunContext",
     "RunnerFenced",
     "SchemaTooNew",
     "StoreBusy",
     "StoreError",
     "StoreReadOnly",
+    "TASK_TYPES",
+    "Trainer",
     "WaitTimeout",
     "__version__",
 ]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from jobtrack import jsonutil
 from jobtrack.config import DEFAULT_WAIT_POLL_S
-from jobtrack.errors import InvalidArgument, WaitTimeout
+from jobtrack.errors import InvalidArgument, ModelNotReady, WaitTimeout
 from jobtrack.states import JobStatus, JobType
 from jobtrack.timeutil import to_iso
 
@@ -101,6 +101,33 @@ class JobMonitor:
         Returns the status right after the call.
         """
         return self._store.request_cancel(self.job_id)
+
+    def register_model(self, model_name: str, version_name: str, comment: str | None = None) -> str:
+        """Register this job's trained model in the local registry; prints and returns its key.
+
+        The key (``"model_name:version_name"``) is what ``predict(registered_model_key=...)`` accepts.
+
+        Raises:
+            InvalidArgument: an inference job (it trains no model) or a bad name.
+            ModelNotReady: the job has not completed.
+            DuplicateName: this model name already has this version.
+        """
+        from jobtrack.dataset import check_name
+
+        check_name(model_name, "model_name")
+        check_name(version_name, "version_name")
+        if self.job_type is JobType.INFERENCE or self.model_run_id is None:
+            raise InvalidArgument(
+                f"Job {self.job_id!r} is an inference job and trained no model; register a train or "
+                "train_inference job's model."
+            )
+        status = self._store.get_job(self.job_id).status
+        if status != JobStatus.COMPLETED:
+            raise ModelNotReady(self.model_run_id, status)
+        key = f"{model_name}:{version_name}"
+        self._store.register_model(key, model_name, version_name, self.model_run_id, comment)
+        print(f"Registered model run {self.model_run_id} as {key!r}; use predict(registered_model_key={key!r}).")
+        return key
 
     def events(self) -> list[EventRecord]:
         """The job's status history (job, from, to, when, reason), oldest first."""

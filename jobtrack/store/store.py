@@ -417,17 +417,28 @@ class Store:
                 updated_at=now, heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_s)))
             return bool(row.cancel_requested)
 
-    def add_export(self, job_id: str, token: int, kind: str, rows_json: list[str], path: str,
-                   view_name: str, view_sql: str) -> None:
-        """Record an export: its rows (for the source view), the view itself and the path, atomically."""
+    def add_export(self, job_id: str, token: int, kind: str, columns: list[str], rows_json: list[str],
+                   path: str, view_name: str) -> None:
+        """Record an export atomically: its rows, a read-only view over them, and its file path.
+
+        The view turns each stored JSON array back into named columns, so plain ``sqlite3`` can
+        ``SELECT * FROM <view_name>``.
+        """
+        XR = models.export_rows
+        select_list = ", ".join(
+            f"json_extract(data_json, '$[{i}]') AS \"{col.replace(chr(34), chr(34) * 2)}\""
+            for i, col in enumerate(columns)
+        ) or "NULL AS empty"
+        view_sql = (
+            f'CREATE VIEW "{view_name}" AS SELECT {select_list} FROM export_rows '
+            f"WHERE job_id = '{job_id}' AND kind = '{kind}' ORDER BY seq"
+        )
         with self.db.write() as conn:
             self._fenced_row(conn, job_id, token)
-            conn.execute(models.export_rows.delete().where(
-                models.export_rows.c.job_id == job_id, models.export_rows.c.kind == kind))
+            conn.execute(XR.delete().where(XR.c.job_id == job_id, XR.c.kind == kind))
             if rows_json:
-                conn.execute(insert(models.export_rows),
-                             [{"job_id": job_id, "kind": kind, "seq": i, "data_json": d}
-                              for i, d in enumerate(rows_json)])
+                conn.execute(insert(XR), [{"job_id": job_id, "kind": kind, "seq": i, "data_json": d}
+                                          for i, d in enumerate(rows_json)])
             conn.exec_driver_sql(f'DROP VIEW IF EXISTS "{view_name}"')
             conn.exec_driver_sql(view_sql)
             paths, views = conn.execute(

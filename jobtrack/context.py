@@ -1,0 +1,148 @@
+"""RunContext: what the user's training and prediction code receives while its job runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobtrack import exports, jsonutil
+from jobtrack.errors import InvalidArgument, JobCanceled
+from jobtrack.timeutil import to_iso, utcnow
+
+if TYPE_CHECKING:
+    from jobtrack.dataset import Dataset
+    from jobtrack.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class RunContext:
+    """The job's dataset, config and model directory, and the way to report back.
+
+    Training code calls ``log_epoch()`` once per epoch (which also raises ``JobCanceled`` once a
+    cancel was requested), ``log()`` for free-form lines, and prediction code ``export()``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        job_id: str,
+        token: int,
+        job_type: str,
+        dataset: Dataset,
+        config: dict[str, Any],
+        model_run_id: str | None,
+        output_alias: str | None = None,
+        output_config: Mapping[str, Any] | None = None,
+        extract_embeddings: bool = False,
+    ) -> None:
+        self._store = store
+        self._token = token
+        self.job_id = job_id
+        self.job_type = job_type
+        self.dataset = dataset
+        self.config = config
+        self.model_run_id = model_run_id
+        self.output_alias = output_alias
+        self.output_config = dict(output_config or {})
+        self.extract_embeddings = extract_embeddings
+        self.phase = "predict" if job_type == "inference" else "train"
+        self._cancel_seen = False
+        self.job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @property
+    def model_dir(self) -> Path:
+        """The model run's directory: training code saves its model here, prediction code loads it."""
+        path = self._store.model_dir(self.model_run_id or self.job_id)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    @property
+    def job_dir(self) -> Path:
+        """This job's own directory (log file, default export location)."""
+        return self._store.job_dir(self.job_id)
+
+    @property
+    def log_path(self) -> Path:
+        return self.job_dir / "log.txt"
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def log_epoch(
+        self,
+        epoch: int,
+        train: Mapping[str, Any] | None = None,
+        validation: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record one epoch's training and validation metrics (numbers; NaN/inf are stored as None).
+
+        Raises:
+            JobCanceled: a cancel was requested; let it propagate so the job ends CANCELED.
+            NotSerializable: a metric that is not a number.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int):
+            raise InvalidArgument(f"log_epoch(epoch=...) must be an int, not {type(epoch).__name__} {epoch!r}.")
+        train_clean, bad_t = jsonutil.clean_metrics(train, "train metrics")
+        val_clean, bad_v = jsonutil.clean_metrics(validation, "validation metrics")
+        for name in bad_t + bad_v:
+            self.log(f"epoch {epoch}: metric {name!r} was not finite (NaN or infinite); stored as null")
+        cancel = self._store.add_epoch(
+            self.job_id,
+            self._token,
+            epoch,
+            jsonutil.dumps(train_clean, "train metrics"),
+            jsonutil.dumps(val_clean, "validation metrics"),
+        )
+        if cancel:
+            self._cancel_seen = True
+            raise JobCanceled(self.job_id)
+
+    def log(self, message: str) -> None:
+        """Append a line to the job's log (``stream_logs()`` and ``jobtrack logs`` show it)."""
+        line = f"{to_iso(utcnow())} {message}".replace("\n", "\n    ")
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether the user asked this job to stop (checking also renews the runner's lease)."""
+        if not self._cancel_seen:
+            self._cancel_seen = self._store.heartbeat(self.job_id, self._token)
+        return self._cancel_seen
+
+    def check_canceled(self) -> None:
+        """Raise JobCanceled if a cancel was requested (for long loops that report no epochs)."""
+        if self.cancel_requested:
+            raise JobCanceled(self.job_id)
+
+    def export(self, kind: str, rows: Iterable[Mapping[str, Any]]) -> Path | None:
+        """Write ``predictions`` or ``embeddings`` rows to a file and a source view; returns the path.
+
+        Embeddings are exported only when the job was submitted with ``extract_embeddings=True``;
+        otherwise the call is skipped with a log line and returns None.
+
+        Raises:
+            InvalidArgument: an unknown kind, a job without an output alias, or inconsistent rows.
+            NotSerializable: a value that cannot be stored as JSON.
+        """
+        if kind not in exports.KINDS:
+            raise InvalidArgument(f"export kind must be one of {', '.join(exports.KINDS)}, not {kind!r}.")
+        if self.output_alias is None:
+            raise InvalidArgument(
+                "export() needs an output_alias: only predict() and fit_predict() jobs export rows."
+            )
+        if kind == "embeddings" and not self.extract_embeddings:
+            self.log("embeddings export skipped: the job was submitted without extract_embeddings=True")
+            return None
+        columns, values = exports.normalise_rows(kind, rows)
+        rows_json = [jsonutil.dumps(v, f"export({kind!r})") for v in values]
+        directory = Path(self.output_config.get("directory") or self.job_dir)
+        path = exports.write_file(directory, self.output_alias, kind, self.output_config.get("format", "csv"),
+                                  columns, values)
+        self._store.add_export(self.job_id, self._token, kind, columns, rows_json, str(path),
+                               exports.view_name(kind, self.output_alias))
+        self.log(f"exported {len(values)} {kind} rows to {path}")
+        return path

@@ -1,0 +1,206 @@
+"""Dataset: the data a job uses, its task type and the evaluation metric that comes with it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+from jobtrack.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """A task type of the reference SDK with its default evaluation metric and its direction."""
+
+    name: str
+    eval_metric: str
+    mode: str  # "max": larger is better; "min": smaller is better
+
+
+TASK_TYPES: dict[str, TaskType] = {
+    t.name: t
+    for t in (
+        TaskType("binary_classification", "roc_auc", "max"),
+        TaskType("multiclass_classification", "macro_f1", "max"),
+        TaskType("multilabel_classification", "multilabel_auroc_macro", "max"),
+        TaskType("regression", "rmse", "min"),
+        # link_prediction_map is the mean average precision at k=12, as in the reference.
+        TaskType("link_prediction", "link_prediction_map", "max"),
+        TaskType("repeated_link_prediction", "link_prediction_map", "max"),
+    )
+}
+"""The six task types, by name."""
+
+SPLITS = ("train", "validation", "test")
+"""Table names a dataset may have."""
+
+TABLE_SUFFIXES = (".csv", ".json", ".jsonl")
+"""File formats a table may be read from."""
+
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+Rows = Sequence[Mapping[str, Any]]
+TableSource = Union[str, os.PathLike, Rows]
+
+
+def check_name(value: Any, what: str) -> str:
+    """Return value if it is a safe name (letters, digits, '-', '_', '.', not starting with '.').
+
+    Raises:
+        InvalidArgument: anything else, with the rule in the message.
+    """
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or len(value) > 200:
+        raise InvalidArgument(
+            f"{what} {value!r} is not allowed: use 1-200 letters, digits, '-', '_' and '.', "
+            "not starting with '.'."
+        )
+    return value
+
+
+class Dataset:
+    """The data a job uses: a name, a task type and task name, and tables by split.
+
+    ``tables`` maps ``train``/``validation``/``test`` to a file path (CSV, JSON list or JSON lines)
+    or to in-memory rows (a list of dicts). ``experiment_name`` is ``name_task_type_task_name``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        task_type: str,
+        task_name: str,
+        tables: Mapping[str, TableSource] | None = None,
+    ) -> None:
+        self.name = check_name(name, "Dataset name")
+        if task_type not in TASK_TYPES:
+            raise InvalidArgument(
+                f"Unknown task_type {task_type!r}; use one of {', '.join(TASK_TYPES)}."
+            )
+        self.task_type = task_type
+        self.task_name = check_name(task_name, "task_name")
+        self._tables: dict[str, Path | list[dict[str, Any]]] = {}
+        for split, source in (tables or {}).items():
+            self._tables[split] = _check_table(split, source)
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.name!r}, {self.task_type!r}, {self.task_name!r}, tables={sorted(self._tables)})"
+
+    @property
+    def experiment_name(self) -> str:
+        """``f"{name}_{task_type}_{task_name}"``: the experiment this dataset's jobs belong to."""
+        return "_".join((self.name, self.task_type, self.task_name))
+
+    @property
+    def eval_metric(self) -> str:
+        """The task type's default evaluation metric."""
+        return TASK_TYPES[self.task_type].eval_metric
+
+    @property
+    def metric_mode(self) -> str:
+        """"max" if a larger eval_metric is better, else "min"."""
+        return TASK_TYPES[self.task_type].mode
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits this dataset has tables for."""
+        return [s for s in SPLITS if s in self._tables]
+
+    def has_table(self, split: str) -> bool:
+        return split in self._tables
+
+    def table_path(self, split: str) -> Path | None:
+        """The file behind a split, or None for in-memory rows or a missing split."""
+        source = self._tables.get(split)
+        return source if isinstance(source, Path) else None
+
+    @property
+    def is_file_backed(self) -> bool:
+        """True when every table is a file (needed for jobs run by ``jobtrack worker``)."""
+        return all(isinstance(s, Path) for s in self._tables.values())
+
+    def table(self, split: str) -> list[dict[str, Any]]:
+        """The rows of one split, read from its file or returned from memory.
+
+        Raises:
+            InvalidArgument: the dataset has no such table.
+        """
+        if split not in self._tables:
+            raise InvalidArgument(
+                f"Dataset {self.name!r} has no {split!r} table; it has {', '.join(self.splits) or 'none'}."
+            )
+        source = self._tables[split]
+        return _read_rows(source) if isinstance(source, Path) else source
+
+    def with_table(self, split: str, source: TableSource) -> Dataset:
+        """A copy of this dataset with one table replaced."""
+        tables: dict[str, TableSource] = dict(self._tables)
+        tables[split] = source
+        return Dataset(self.name, self.task_type, self.task_name, tables)
+
+    def to_spec(self) -> dict[str, Any]:
+        """A JSON description: names, and each table as a path or a count of in-memory rows."""
+        return {
+            "name": self.name,
+            "task_type": self.task_type,
+            "task_name": self.task_name,
+            "tables": {
+                split: {"path": str(src)} if isinstance(src, Path) else {"rows_in_memory": len(src)}
+                for split, src in self._tables.items()
+            },
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Dataset:
+        """Rebuild a file-backed dataset from ``to_spec()`` output (in-memory tables cannot be)."""
+        tables = {split: t["path"] for split, t in spec.get("tables", {}).items() if "path" in t}
+        return cls(spec["name"], spec["task_type"], spec["task_name"], tables)
+
+
+def _check_table(split: str, source: Any) -> Path | list[dict[str, Any]]:
+    if split not in SPLITS:
+        raise InvalidArgument(f"Unknown table {split!r}; tables are named {', '.join(SPLITS)}.")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser().absolute()
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise InvalidArgument(
+                f"The {split} table {str(path)!r} has an unsupported format; use {', '.join(TABLE_SUFFIXES)}."
+            )
+        if not path.is_file():
+            raise InvalidArgument(f"The {split} table file {str(path)!r} does not exist.")
+        return path
+    if isinstance(source, Sequence) and all(isinstance(r, Mapping) for r in source):
+        return [dict(r) for r in source]
+    raise InvalidArgument(
+        f"The {split} table must be a file path or a list of dicts (rows), not {type(source).__name__}."
+    )
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    with open(path, encoding="utf-8", newline="") as fh:
+        if suffix == ".csv":
+            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        if suffix == ".jsonl":
+            return [json.loads(line) for line in fh if line.strip()]
+        data = json.load(fh)
+    if not isinstance(data, list):
+        raise InvalidArgument(f"{path} must hold a JSON list of row objects.")
+    return data
+
+
+def _number(text: str | None) -> Any:
+    """CSV cells are text; give numbers back as numbers so training code need not convert."""
+    if text is None or text == "":
+        return text
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text

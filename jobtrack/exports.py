@@ -1,0 +1,126 @@
+"""Export files for predictions and embeddings: format choice, validation and atomic writes (no SQL)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from jobtrack import jsonutil
+from jobtrack.errors import InvalidArgument
+
+KINDS = ("predictions", "embeddings")
+"""What a job may export."""
+
+FORMATS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
+"""Export formats and their file suffixes; parquet needs the ``parquet`` extra (pyarrow)."""
+
+_OUTPUT_CONFIG_KEYS = {"format", "directory"}
+
+
+def check_output_config(output_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate ``output_config`` at call time: ``{"format": "csv"|"jsonl"|"parquet", "directory": path}``.
+
+    Raises:
+        InvalidArgument: unknown keys or format, a missing extra, or a directory that cannot be created.
+    """
+    config = dict(output_config or {})
+    unknown = set(config) - _OUTPUT_CONFIG_KEYS
+    if unknown:
+        raise InvalidArgument(
+            f"Unknown output_config keys {sorted(unknown)}; allowed: {sorted(_OUTPUT_CONFIG_KEYS)}."
+        )
+    fmt = str(config.get("format", "csv")).lower()
+    if fmt not in FORMATS:
+        raise InvalidArgument(f"Unknown export format {fmt!r}; use one of {', '.join(FORMATS)} (never pickle).")
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise InvalidArgument("Parquet exports need pyarrow: pip install 'jobtrack[parquet]'.")
+    out: dict[str, Any] = {"format": fmt}
+    if config.get("directory") is not None:
+        directory = Path(config["directory"]).expanduser().absolute()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidArgument(f"Cannot create the export directory {directory}: {exc.strerror}.") from None
+        if not os.access(directory, os.W_OK):
+            raise InvalidArgument(f"The export directory {directory} is not writable.")
+        out["directory"] = str(directory)
+    return out
+
+
+def view_name(kind: str, alias: str) -> str:
+    """The source view's name: a plain SQL identifier, so users need no quoting."""
+    return f"{kind}_{re.sub(r'[^A-Za-z0-9_]', '_', alias)}"
+
+
+def alias_key(alias: str) -> str:
+    """Aliases that map to the same view name are the same alias."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", alias)
+
+
+def normalise_rows(kind: str, rows: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Columns and value lists of rows that all have the same keys and JSON-serializable values.
+
+    Raises:
+        InvalidArgument: rows that are not mappings or disagree on their columns.
+        NotSerializable: a value that cannot be stored as JSON.
+    """
+    columns: list[str] | None = None
+    values: list[list[Any]] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise InvalidArgument(f"export({kind!r}): row {i} is a {type(row).__name__}, not a dict.")
+        keys = [str(k) for k in row]
+        if columns is None:
+            columns = keys
+        elif keys != columns:
+            raise InvalidArgument(f"export({kind!r}): row {i} has columns {keys}, the first row has {columns}.")
+        values.append([_plain(v) for v in row.values()])
+    for i, vals in enumerate(values):
+        jsonutil.dumps(vals, f"export({kind!r}) row {i}")  # names the bad cell before anything is written
+    return columns or [], values
+
+
+def _plain(value: Any) -> Any:
+    # numpy scalars and arrays become plain numbers and lists without importing numpy
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return value.tolist()
+    return value
+
+
+def write_file(directory: Path, alias: str, kind: str, fmt: str, columns: list[str], values: list[list[Any]]) -> Path:
+    """Write rows to ``<directory>/<alias>_<kind>.<fmt>`` atomically (temp file, then rename)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{alias}_{kind}{FORMATS[fmt]}"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if fmt == "csv":
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(columns)
+                for vals in values:
+                    writer.writerow([json.dumps(v) if isinstance(v, (list, dict)) else v for v in vals])
+        elif fmt == "jsonl":
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for vals in values:
+                    fh.write(json.dumps(dict(zip(columns, vals))) + "\n")
+        else:
+            import pyarrow as pa  # the parquet extra
+            import pyarrow.parquet as pq
+
+            table = pa.table({c: [v[i] for v in values] for i, c in enumerate(columns)})
+            pq.write_table(table, tmp)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

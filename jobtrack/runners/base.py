@@ -1,0 +1,214 @@
+"""What every runner shares: claim a job, run the user's code with a RunContext, record how it ended."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from jobtrack import jsonutil
+from jobtrack.config import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_S
+from jobtrack.context import RunContext
+from jobtrack.errors import InvalidArgument, InvalidTransition, JobCanceled, RunnerFenced
+from jobtrack.states import JobStatus
+
+if TYPE_CHECKING:
+    from jobtrack.dataset import Dataset
+    from jobtrack.store import Store
+
+log = logging.getLogger(__name__)
+
+UserFn = Callable[[RunContext], Any]
+
+
+@dataclass
+class JobPayload:
+    """Everything needed to run one job, held in memory by in-process runners."""
+
+    job_id: str
+    job_type: str
+    dataset: Dataset
+    config: dict[str, Any]
+    model_run_id: str | None
+    train_fn: UserFn | None = None
+    predict_fn: UserFn | None = None
+    output_alias: str | None = None
+    output_config: dict[str, Any] = field(default_factory=dict)
+    extract_embeddings: bool = False
+
+
+def error_info(exc: BaseException) -> dict[str, str]:
+    """The ``error`` entry of a failed job's result: type, message, traceback."""
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
+def run_job(store: Store, payload: JobPayload, *, token: int | None = None) -> JobStatus | None:
+    """Claim (unless already claimed with ``token``), run and finish one job; returns its final status.
+
+    Returns None when the job could not be claimed (canceled or failed before it started) or the
+    runner was fenced off. Errors in user code never escape: they become FAILED with the error.
+    """
+    if token is None:
+        try:
+            token = store.claim(payload.job_id)
+        except InvalidTransition:
+            return None  # canceled (or declared lost) before it started
+    ctx = RunContext(
+        store,
+        job_id=payload.job_id,
+        token=token,
+        job_type=payload.job_type,
+        dataset=payload.dataset,
+        config=payload.config,
+        model_run_id=payload.model_run_id,
+        output_alias=payload.output_alias,
+        output_config=payload.output_config,
+        extract_embeddings=payload.extract_embeddings,
+    )
+    HEARTBEATS.add(store, payload.job_id, token)
+    try:
+        return _execute(store, payload, ctx, token)
+    finally:
+        HEARTBEATS.remove(store, payload.job_id)
+
+
+def _execute(store: Store, payload: JobPayload, ctx: RunContext, token: int) -> JobStatus | None:
+    ctx.log(f"job {payload.job_id} ({payload.job_type}) started")
+    try:
+        summary = _call_user_code(payload, ctx)
+        summary_json = jsonutil.dumps(summary, "the returned summary") if summary is not None else None
+        if ctx.cancel_requested:  # the code returned without noticing a cancel: the cancel wins
+            raise JobCanceled(payload.job_id)
+    except JobCanceled:
+        ctx.log("job canceled")
+        return _finish(store, payload.job_id, token, JobStatus.CANCELED, reason="canceled by user")
+    except RunnerFenced as exc:
+        log.warning("%s", exc)
+        return None
+    except BaseException as exc:  # noqa: BLE001 - every failure of user code is recorded, then re-raised if fatal
+        ctx.log(f"job failed: {type(exc).__name__}: {exc}")
+        status = _finish(store, payload.job_id, token, JobStatus.FAILED, reason=f"error: {type(exc).__name__}",
+                         error_json=jsonutil.dumps(error_info(exc), "error"))
+        if not isinstance(exc, Exception):
+            raise  # KeyboardInterrupt / SystemExit still stop the process, after the job is recorded
+        return status
+    ctx.log("job completed")
+    return _finish(store, payload.job_id, token, JobStatus.COMPLETED, reason="completed", summary_json=summary_json)
+
+
+def _call_user_code(payload: JobPayload, ctx: RunContext) -> Any:
+    if payload.job_type == "train":
+        assert payload.train_fn is not None
+        return payload.train_fn(ctx)
+    if payload.job_type == "inference":
+        assert payload.predict_fn is not None
+        return payload.predict_fn(ctx)
+    assert payload.train_fn is not None and payload.predict_fn is not None
+    train_summary = payload.train_fn(ctx)
+    ctx.phase = "predict"
+    ctx.check_canceled()
+    return {"train": train_summary, "predict": payload.predict_fn(ctx)}
+
+
+def _finish(store: Store, job_id: str, token: int, status: JobStatus, *, reason: str,
+            summary_json: str | None = None, error_json: str | None = None) -> JobStatus | None:
+    try:
+        store.finish(job_id, token, status, reason=reason, summary_json=summary_json, error_json=error_json)
+    except (RunnerFenced, InvalidTransition) as exc:
+        log.warning("job %s: could not record %s: %s", job_id, status, exc)
+        return None
+    return status
+
+
+def import_function(ref: str) -> UserFn:
+    """Import ``package.module:function`` (dots after the colon reach nested attributes).
+
+    Raises:
+        InvalidArgument: a malformed reference, or one that does not import to a callable.
+    """
+    module_name, sep, qualname = ref.partition(":")
+    if not sep or not module_name or not qualname:
+        raise InvalidArgument(f"{ref!r} is not of the form 'package.module:function'.")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidArgument(f"Cannot import {ref!r}: {exc}.") from None
+    if not callable(obj):
+        raise InvalidArgument(f"{ref!r} is not callable.")
+    return obj  # type: ignore[no-any-return]
+
+
+def function_ref(fn: Callable[..., Any], what: str) -> str:
+    """The importable reference of ``fn``, checked by importing it back.
+
+    Raises:
+        InvalidArgument: ``fn`` is a lambda, a nested function, or defined in ``__main__``.
+    """
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not module or not qualname or module == "__main__" or "<" in qualname:
+        raise InvalidArgument(
+            f"runner='worker' needs {what} importable as 'package.module:function'; {fn!r} is not "
+            "(lambdas, nested functions and functions defined in __main__ cannot be imported by a worker). "
+            "Move it into a module, or use runner='thread'."
+        )
+    ref = f"{module}:{qualname}"
+    if import_function(ref) is not fn:
+        raise InvalidArgument(f"{ref!r} does not import back to {fn!r}; use a module-level function.")
+    return ref
+
+
+class _Heartbeats:
+    """One daemon thread per process renewing the leases of the jobs this process runs."""
+
+    def __init__(self, interval_s: float = DEFAULT_HEARTBEAT_S) -> None:
+        self.interval_s = interval_s
+        self._jobs: dict[tuple[int, str], tuple[Store, int]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, store: Store, job_id: str, token: int) -> None:
+        with self._lock:
+            self._jobs[(id(store), job_id)] = (store, token)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="jobtrack-heartbeat", daemon=True)
+                self._thread.start()
+
+    def remove(self, store: Store, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop((id(store), job_id), None)
+
+    def _run(self) -> None:
+        while not self._wake.wait(self.interval_s):
+            with self._lock:
+                jobs = list(self._jobs.items())
+            for (_, job_id), (store, token) in jobs:
+                try:
+                    store.heartbeat(job_id, token, lease_s=DEFAULT_LEASE_S)
+                except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the thread
+                    log.debug("heartbeat of %s failed: %s", job_id, exc)
+
+
+HEARTBEATS = _Heartbeats()
+
+
+def _reset_heartbeats_in_child() -> None:
+    # A forked child inherits the parent's registry and lock state but not its threads.
+    HEARTBEATS._jobs = {}
+    HEARTBEATS._lock = threading.Lock()
+    HEARTBEATS._thread = None
+
+
+os.register_at_fork(after_in_child=_reset_heartbeats_in_child)

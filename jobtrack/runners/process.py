@@ -1,0 +1,76 @@
+"""The process runner: each job in a forked child, so a crash or hard cancel cannot take the user's process down."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from jobtrack.runners.base import JobPayload, run_job
+from jobtrack.states import JobStatus
+
+if TYPE_CHECKING:
+    from jobtrack.store import Store
+
+log = logging.getLogger(__name__)
+
+CANCEL_GRACE_S = 5.0
+"""Seconds a child gets to notice a cancel request before it is terminated."""
+
+POLL_S = 0.05
+"""Seconds between checks of the child's exit and of cancel requests."""
+
+
+def run_in_child(store: Store, payload: JobPayload) -> JobStatus | None:
+    """Run one job in a child process and record the outcome if the child could not (crash, kill)."""
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    child = ctx.Process(target=_child_main, args=(store.target, payload), name=f"jobtrack-{payload.job_id}")
+    child.start()
+    cancel_seen_at: float | None = None
+    while True:
+        child.join(POLL_S)
+        if child.exitcode is not None:
+            break
+        rec = store.get_job(payload.job_id, check_liveness=False)
+        if rec.cancel_requested and rec.status == "RUNNING":
+            cancel_seen_at = cancel_seen_at or time.monotonic()
+            if time.monotonic() - cancel_seen_at > CANCEL_GRACE_S:
+                child.terminate()
+    return _record_exit(store, payload.job_id, child.exitcode, canceled=cancel_seen_at is not None)
+
+
+def _child_main(target: str, payload: JobPayload) -> None:
+    from jobtrack.store import Store
+
+    run_job(Store.open(target), payload)
+
+
+def _record_exit(store: Store, job_id: str, exitcode: int, *, canceled: bool) -> JobStatus | None:
+    rec = store.get_job(job_id, check_liveness=False)
+    if JobStatus(rec.status).is_terminal:
+        return JobStatus(rec.status)
+    if exitcode < 0:
+        how = f"killed by signal {signal.Signals(-exitcode).name}"
+    else:
+        how = f"exited with code {exitcode}"
+    if rec.status == "QUEUED":
+        store.fail_unclaimed(job_id, f"runner process {how} before starting the job")
+        return JobStatus.FAILED
+    status = JobStatus.CANCELED if canceled and exitcode == -signal.SIGTERM else JobStatus.FAILED
+    reason = "canceled by user (process terminated)" if status is JobStatus.CANCELED else f"runner process {how}"
+    error = None
+    if status is JobStatus.FAILED:
+        from jobtrack import jsonutil
+
+        error = jsonutil.dumps({"type": "RunnerExited", "message": f"The job's process {how}.", "traceback": ""},
+                               "error")
+    try:
+        store.finish(job_id, rec.claim_token, status, reason=reason, error_json=error)
+    except Exception as exc:  # noqa: BLE001 - someone else recorded the end first
+        log.debug("job %s: exit not recorded: %s", job_id, exc)
+    return JobStatus(store.get_job(job_id, check_liveness=False).status)
+
+
+__all__ = ["run_in_child"]

@@ -1,0 +1,274 @@
+"""Trainer: holds the user's training and prediction code; each call validates, writes one job, hands it to a runner."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jobtrack import exports, jsonutil
+from jobtrack.dataset import Dataset, TableSource, check_name
+from jobtrack.errors import InvalidArgument, ModelNotReady, NotSerializable
+from jobtrack.monitor import JobMonitor
+from jobtrack.runners import RUNNERS, process, thread
+from jobtrack.runners.base import JobPayload, UserFn, function_ref, run_job
+from jobtrack.states import JobType
+from jobtrack.store import Store
+
+# Datasets with in-memory tables, by model run, so predict() in this process can reuse the
+# training dataset's test table (those rows never enter the database).
+_TRAINING_DATASETS: dict[str, Dataset] = {}
+_TRAINING_DATASETS_LOCK = threading.Lock()
+
+
+def new_id(prefix: str) -> str:
+    """A unique id that sorts by creation time: prefix, microseconds in hex, random suffix."""
+    return f"{prefix}_{time.time_ns() // 1000:x}{secrets.token_hex(4)}"
+
+
+class Trainer:
+    """The user's training and prediction code and its config, bound to a database and a runner.
+
+    Args:
+        train: ``train(ctx) -> dict | None``; reports epochs with ``ctx.log_epoch`` and saves the
+            model under ``ctx.model_dir``.
+        predict: ``predict(ctx) -> dict | None``; loads the model from ``ctx.model_dir`` and calls
+            ``ctx.export("predictions", rows)``.
+        config: passed to the code as ``ctx.config``.
+        db: database path or URL (default: ``$JOBTRACK_DB``, then the documented default path).
+        runner: ``"thread"`` (default), ``"eager"``, ``"process"`` or ``"worker"``.
+        max_workers: jobs run at once by the thread and process runners (default 1: submission order).
+    """
+
+    def __init__(
+        self,
+        train: UserFn | None = None,
+        predict: UserFn | None = None,
+        *,
+        config: Mapping[str, Any] | None = None,
+        db: str | os.PathLike[str] | None = None,
+        runner: str = "thread",
+        max_workers: int = 1,
+    ) -> None:
+        if runner not in RUNNERS:
+            raise InvalidArgument(f"Unknown runner {runner!r}; use one of {', '.join(RUNNERS)}.")
+        for fn, what in ((train, "train"), (predict, "predict")):
+            if fn is not None and not callable(fn):
+                raise InvalidArgument(f"{what} must be a function taking a RunContext, not {type(fn).__name__}.")
+        if not isinstance(max_workers, int) or max_workers < 1:
+            raise InvalidArgument(f"max_workers must be a positive integer, not {max_workers!r}.")
+        if config is not None and not isinstance(config, Mapping):
+            raise InvalidArgument(f"config must be a dict, not {type(config).__name__}.")
+        self.train_fn = train
+        self.predict_fn = predict
+        self.config: dict[str, Any] = dict(config or {})
+        self.runner = runner
+        self.max_workers = max_workers
+        self._refs: dict[str, str] = {}
+        if runner == "worker":
+            jsonutil.dumps(self.config, "config (runner='worker' stores it for the worker)")
+            self._refs = {what: function_ref(fn, what) for fn, what in ((train, "train"), (predict, "predict"))
+                          if fn is not None}
+        self._store = Store.open(db)
+
+    @property
+    def db(self) -> str:
+        """The database this trainer writes to."""
+        return self._store.target
+
+    # -- the three calls -------------------------------------------------------------------
+
+    def fit(self, dataset: Dataset) -> JobMonitor:
+        """Create a ``train`` job for ``dataset`` and return its monitor at once.
+
+        Raises:
+            InvalidArgument: no train function, a dataset without a train table, or a dataset the runner cannot use.
+        """
+        self._require("train", self.train_fn)
+        self._check_dataset(dataset, needs=("train",))
+        model_run_id = new_id("mr")
+        return self._submit(JobType.TRAIN, dataset, model_run_id, new_model=True)
+
+    def predict(
+        self,
+        output_alias: str,
+        output_config: Mapping[str, Any] | None = None,
+        dataset: Dataset | None = None,
+        test_table: TableSource | None = None,
+        model_run_id: str | None = None,
+        registered_model_key: str | None = None,
+        extract_embeddings: bool = False,
+    ) -> JobMonitor:
+        """Create an ``inference`` job with a trained model and return its monitor at once.
+
+        Exactly one of ``model_run_id`` / ``registered_model_key``. ``test_table`` only without
+        ``dataset`` (it replaces the training dataset's test table); with neither, the training
+        dataset's test table is used.
+
+        Raises:
+            InvalidArgument: a broken argument rule, or no test table.
+            ModelNotFound: an unknown model run or registered key.
+            ModelNotReady: the model's training job has not completed.
+            DuplicateName: ``output_alias`` already has exports.
+        """
+        self._require("predict", self.predict_fn)
+        alias = check_name(output_alias, "output_alias")
+        out_config = exports.check_output_config(output_config)
+        if (model_run_id is None) == (registered_model_key is None):
+            raise InvalidArgument("Pass exactly one of model_run_id= and registered_model_key=.")
+        if dataset is not None and test_table is not None:
+            raise InvalidArgument(
+                "Pass test_table= only without dataset= (it overrides the training dataset's test table); "
+                "to use another dataset, give that dataset a test table."
+            )
+        if registered_model_key is not None:
+            model_run_id = self._store.resolve_registered(registered_model_key)
+        assert model_run_id is not None
+        run, train_job = self._store.get_model_run(model_run_id)
+        if train_job.status != "COMPLETED":
+            raise ModelNotReady(model_run_id, train_job.status)
+        if dataset is None:
+            dataset = self._training_dataset(model_run_id, train_job.spec)
+            if test_table is not None:
+                dataset = dataset.with_table("test", test_table)
+        self._check_dataset(dataset, needs=("test",))
+        return self._submit(JobType.INFERENCE, dataset, model_run_id, alias=alias, output_config=out_config,
+                            extract_embeddings=bool(extract_embeddings))
+
+    def fit_predict(
+        self,
+        dataset: Dataset,
+        output_alias: str,
+        output_config: Mapping[str, Any] | None = None,
+        extract_embeddings: bool = False,
+    ) -> JobMonitor:
+        """Create a ``train_inference`` job: train on ``dataset``, then predict its test table.
+
+        Raises:
+            InvalidArgument: missing code, a dataset without train and test tables, a bad alias or output_config.
+            DuplicateName: ``output_alias`` already has exports.
+        """
+        self._require("train", self.train_fn)
+        self._require("predict", self.predict_fn)
+        alias = check_name(output_alias, "output_alias")
+        out_config = exports.check_output_config(output_config)
+        self._check_dataset(dataset, needs=("train", "test"))
+        return self._submit(JobType.TRAIN_INFERENCE, dataset, new_id("mr"), new_model=True, alias=alias,
+                            output_config=out_config, extract_embeddings=bool(extract_embeddings))
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _require(self, what: str, fn: Callable[..., Any] | None) -> None:
+        if fn is None:
+            raise InvalidArgument(f"This Trainer has no {what} function; pass {what}=... to Trainer().")
+
+    def _check_dataset(self, dataset: Any, *, needs: tuple[str, ...]) -> None:
+        if not isinstance(dataset, Dataset):
+            raise InvalidArgument(f"dataset must be a jobtrack.Dataset, not {type(dataset).__name__}.")
+        for split in needs:
+            if not dataset.has_table(split):
+                raise InvalidArgument(
+                    f"Dataset {dataset.name!r} has no {split!r} table, which this job needs; "
+                    f"it has {', '.join(dataset.splits) or 'no tables'}."
+                )
+        if self.runner == "worker" and not dataset.is_file_backed:
+            raise InvalidArgument(
+                "runner='worker' needs every table as a file path (a worker process cannot see this "
+                "process's memory); write the rows to CSV/JSON, or use runner='thread'."
+            )
+
+    def _training_dataset(self, model_run_id: str, train_spec: dict[str, Any]) -> Dataset:
+        with _TRAINING_DATASETS_LOCK:
+            ds = _TRAINING_DATASETS.get(model_run_id)
+        if ds is not None:
+            return ds
+        spec = train_spec.get("dataset") or {}
+        try:
+            return Dataset.from_spec(spec)
+        except (InvalidArgument, KeyError):
+            raise InvalidArgument(
+                f"The training dataset of model run {model_run_id!r} is not available here (its tables were "
+                "in another process's memory or its files are gone); pass dataset= or test_table=."
+            ) from None
+
+    def _submit(
+        self,
+        job_type: JobType,
+        dataset: Dataset,
+        model_run_id: str,
+        *,
+        new_model: bool = False,
+        alias: str | None = None,
+        output_config: dict[str, Any] | None = None,
+        extract_embeddings: bool = False,
+    ) -> JobMonitor:
+        job_id = new_id("job")
+        trains = job_type is not JobType.INFERENCE
+        spec: dict[str, Any] = {
+            "dataset": dataset.to_spec(),
+            "config": self.config,
+            "output_alias": alias,
+            "output_config": output_config or {},
+            "extract_embeddings": extract_embeddings,
+            "train_fn": self._refs.get("train") if trains else None,
+            "predict_fn": self._refs.get("predict") if job_type is not JobType.TRAIN else None,
+        }
+        values = {
+            "id": job_id,
+            "job_type": job_type.value,
+            "experiment_name": dataset.experiment_name,
+            "model_run_id": model_run_id,
+            "output_alias": exports.alias_key(alias) if alias else None,
+            "eval_metric": dataset.eval_metric if trains else None,
+            "metric_mode": dataset.metric_mode if trains else None,
+            "runner_kind": self.runner,
+            "spec_json": _spec_json(spec, strict=self.runner == "worker"),
+        }
+        model_run = None
+        if new_model:
+            model_run = {"id": model_run_id, "job_id": job_id, "experiment_name": dataset.experiment_name,
+                         "task_type": dataset.task_type}
+            if not dataset.is_file_backed:
+                with _TRAINING_DATASETS_LOCK:
+                    _TRAINING_DATASETS[model_run_id] = dataset
+        alias_check = (exports.alias_key(alias), alias) if alias else None
+        self._store.create_job(values, model_run=model_run, alias_check=alias_check)
+        monitor = JobMonitor(self._store, self._store.get_job(job_id, check_liveness=False))
+        self._dispatch(JobPayload(
+            job_id=job_id, job_type=job_type.value, dataset=dataset, config=self.config,
+            model_run_id=model_run_id, train_fn=self.train_fn if trains else None,
+            predict_fn=self.predict_fn if job_type is not JobType.TRAIN else None,
+            output_alias=alias, output_config=output_config or {}, extract_embeddings=extract_embeddings,
+        ))
+        return monitor
+
+    def _dispatch(self, payload: JobPayload) -> None:
+        if self.runner == "eager":
+            run_job(self._store, payload)
+        elif self.runner == "thread":
+            thread.submit(self._store, run_job, self._store, payload, max_workers=self.max_workers)
+        elif self.runner == "process":
+            thread.submit(self._store, process.run_in_child, self._store, payload, max_workers=self.max_workers)
+        # "worker": the row is queued; `jobtrack worker` processes pick it up.
+
+
+def _spec_json(spec: dict[str, Any], *, strict: bool) -> str:
+    try:
+        return jsonutil.dumps(spec, "job spec")
+    except NotSerializable:
+        if strict:
+            raise
+        # In-process runners keep the real config in memory; the stored copy is for people to read.
+        spec = {**spec, "config": {k: _readable(v) for k, v in spec["config"].items()}}
+        return jsonutil.dumps(spec, "job spec")
+
+
+def _readable(value: Any) -> Any:
+    try:
+        jsonutil.dumps(value, "config value")
+        return value
+    except NotSerializable:
+        return repr(value)
