@@ -1,0 +1,114 @@
+"""A small real model for the demo and the tests: logistic regression by gradient descent, pure Python.
+
+The functions are importable (``jobtrack.demo:train``), so every runner, ``jobtrack worker`` included, can run them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+from jobtrack.context import RunContext
+
+FEATURES = ("x1", "x2", "x3")
+
+
+def make_rows(n: int, *, seed: int) -> list[dict[str, Any]]:
+    """Generated binary-classification rows: three features, a noisy linear label, an id."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        x = [rng.gauss(0, 1) for _ in FEATURES]
+        logit = 1.0 * x[0] - 0.8 * x[1] + 0.3 * x[2] + rng.gauss(0, 1.2)
+        rows.append({"id": i, **dict(zip(FEATURES, x)), "label": int(logit > 0)})
+    return rows
+
+
+def write_csv_tables(directory: str | Path, *, seed: int = 7, n: int = 300) -> dict[str, str]:
+    """Write train/validation/test CSV files for the demo dataset; returns split → path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for k, split in enumerate(("train", "validation", "test")):
+        rows = make_rows(n if split == "train" else n // 3, seed=seed + k)
+        path = directory / f"{split}.csv"
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        paths[split] = str(path)
+    return paths
+
+
+def roc_auc(labels: list[int], scores: list[float]) -> float:
+    """Area under the ROC curve by the rank statistic (ties count half)."""
+    pos = [s for y, s in zip(labels, scores) if y == 1]
+    neg = [s for y, s in zip(labels, scores) if y == 0]
+    if not pos or not neg:
+        return 0.5
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+def _score(w: list[float], row: dict[str, Any]) -> float:
+    return _sigmoid(w[-1] + sum(wi * float(row[f]) for wi, f in zip(w, FEATURES)))
+
+
+def _log_loss(w: list[float], rows: list[dict[str, Any]]) -> float:
+    eps = 1e-12
+    return -sum(
+        int(r["label"]) * math.log(_score(w, r) + eps) + (1 - int(r["label"])) * math.log(1 - _score(w, r) + eps)
+        for r in rows
+    ) / len(rows)
+
+
+def train(ctx: RunContext) -> dict[str, Any]:
+    """Fit the model for ``config["epochs"]`` epochs, reporting loss and roc_auc; save the weights."""
+    rows = ctx.dataset.table("train")
+    val = ctx.dataset.table("validation") if ctx.dataset.has_table("validation") else rows
+    epochs = int(ctx.config.get("epochs", 8))
+    lr = float(ctx.config.get("lr", 0.05))
+    if ctx.config.get("fail_at_epoch") is not None and epochs <= int(ctx.config["fail_at_epoch"]):
+        raise ValueError("fail_at_epoch must be below epochs")
+    w = [0.0] * (len(FEATURES) + 1)
+    for epoch in range(1, epochs + 1):
+        if ctx.config.get("fail_at_epoch") == epoch:
+            raise RuntimeError(f"simulated failure at epoch {epoch}")
+        grad = [0.0] * len(w)
+        for r in rows:
+            err = _score(w, r) - int(r["label"])
+            for j, f in enumerate(FEATURES):
+                grad[j] += err * float(r[f])
+            grad[-1] += err
+        w = [wi - lr * g / len(rows) for wi, g in zip(w, grad)]
+        auc = roc_auc([int(r["label"]) for r in val], [_score(w, r) for r in val])
+        ctx.log_epoch(epoch, train={"loss": _log_loss(w, rows)}, validation={"loss": _log_loss(w, val), "roc_auc": auc})
+        ctx.log(f"epoch {epoch}: validation roc_auc={auc:.4f}")
+        if ctx.config.get("epoch_pause_s"):
+            import time
+
+            time.sleep(float(ctx.config["epoch_pause_s"]))  # lets tests and the demo cancel mid-training
+    (ctx.model_dir / "weights.json").write_text(json.dumps(w), encoding="utf-8")
+    return {"weights": w, "train_rows": len(rows)}
+
+
+def predict(ctx: RunContext) -> dict[str, Any]:
+    """Score the test table with the saved weights; export probabilities (and embeddings if asked)."""
+    w = json.loads((ctx.model_dir / "weights.json").read_text(encoding="utf-8"))
+    rows = ctx.dataset.table("test")
+    ctx.export("predictions", [{"id": r["id"], "probability": _score(w, r)} for r in rows])
+    ctx.export("embeddings", [{"id": r["id"], "embedding": [wi * float(r[f]) for wi, f in zip(w, FEATURES)]}
+                              for r in rows])
+    labels = [int(r["label"]) for r in rows if "label" in r]
+    summary: dict[str, Any] = {"rows": len(rows)}
+    if len(labels) == len(rows):
+        summary["test_roc_auc"] = roc_auc(labels, [_score(w, r) for r in rows])
+    return summary
