@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,7 +104,8 @@ class RunContext:
     def log(self, message: str) -> None:
         """Append a line to the job's log (``stream_logs()`` and ``jobtrack logs`` show it)."""
         line = f"{to_iso(utcnow())} {message}".replace("\n", "\n    ")
-        with open(self.log_path, "a", encoding="utf-8") as fh:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # private to the user
+        with open(fd, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 
     @property

@@ -46,7 +46,7 @@ TABLE_SUFFIXES = (".csv", ".json", ".jsonl")
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 Rows = Sequence[Mapping[str, Any]]
-TableSource = Union[str, os.PathLike, Rows]
+TableSource = Union[str, "os.PathLike[str]", Rows]
 
 
 def check_name(value: Any, what: str) -> str:

@@ -184,6 +184,22 @@ class StoreReadOnly(StoreError):
         return (type(self), (self.path, self.detail))
 
 
+class NetworkFilesystem(StoreError):
+    """The database sits on a network filesystem, where file locks are unreliable."""
+
+    def __init__(self, path: str, fstype: str) -> None:
+        self.path = path
+        self.fstype = fstype
+        super().__init__(
+            f"{path} is on a {fstype} network filesystem, where file locks are unreliable and jobs could be "
+            "corrupted. Use a local path, or a PostgreSQL URL for several machines; set "
+            "JOBTRACK_ALLOW_NETWORK_FS=1 to override at your own risk."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.fstype))
+
+
 class StoreBusy(StoreError, TimeoutError):
     """The write lock could not be taken within its bound."""
 

@@ -75,4 +75,5 @@ def parse_when(value: str | datetime, *, now: datetime | None = None) -> datetim
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.astimezone()  # local time, as the user typed it
-    return parsed.astimezone(UTC)
+    result: datetime = parsed.astimezone(UTC)
+    return result

@@ -13,7 +13,7 @@ from jobtrack import exports, jsonutil
 from jobtrack.dataset import Dataset, TableSource, check_name
 from jobtrack.errors import InvalidArgument, ModelNotReady, NotSerializable
 from jobtrack.monitor import JobMonitor
-from jobtrack.runners import RUNNERS, process, thread
+from jobtrack.runners import RUNNERS, process, signals, thread
 from jobtrack.runners.base import JobPayload, UserFn, function_ref, run_job
 from jobtrack.states import JobType
 from jobtrack.store import Store
@@ -246,6 +246,8 @@ class Trainer:
         return monitor
 
     def _dispatch(self, payload: JobPayload) -> None:
+        if self.runner != "worker":
+            signals.watch(self._store)
         if self.runner == "eager":
             run_job(self._store, payload)
         elif self.runner == "thread":

@@ -6,7 +6,7 @@ import logging
 import multiprocessing
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobtrack.runners.base import JobPayload, run_job
 from jobtrack.states import JobStatus
@@ -25,7 +25,11 @@ POLL_S = 0.05
 
 def run_in_child(store: Store, payload: JobPayload) -> JobStatus | None:
     """Run one job in a child process and record the outcome if the child could not (crash, kill)."""
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    # fork: the user's functions and in-memory tables need not be picklable (spawn where fork is missing)
+    if "fork" in multiprocessing.get_all_start_methods():
+        ctx: Any = multiprocessing.get_context("fork")
+    else:
+        ctx = multiprocessing.get_context("spawn")
     child = ctx.Process(target=_child_main, args=(store.target, payload), name=f"jobtrack-{payload.job_id}")
     child.start()
     cancel_seen_at: float | None = None

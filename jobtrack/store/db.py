@@ -200,6 +200,45 @@ def _store_error(target: str, orig: BaseException | None) -> StoreError:
     return StoreError(f"Database error on {target}: {text}")
 
 
+NETWORK_FS_TYPES = frozenset({
+    "nfs", "nfs4", "cifs", "smb", "smbfs", "smb3", "afs", "ncpfs", "9p", "ceph", "glusterfs",
+    "lustre", "gpfs", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone", "fuse.glusterfs",
+})
+"""Filesystem types whose locks SQLite and flock cannot rely on."""
+
+
+def filesystem_type(path: str, mounts_file: str = "/proc/mounts") -> str | None:
+    """The type of the filesystem holding ``path`` (longest matching mount point), or None if unknown."""
+    try:
+        with open(mounts_file, encoding="utf-8") as fh:
+            mounts = [line.split()[1:3] for line in fh if len(line.split()) >= 3]
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best: tuple[int, str] | None = None
+    for mount_point, fstype in mounts:
+        mount_point = mount_point.replace("\\040", " ")
+        prefix = mount_point.rstrip("/") + "/"
+        if (real == mount_point or real.startswith(prefix)) and (best is None or len(mount_point) > best[0]):
+            best = (len(mount_point), fstype)
+    return best[1] if best else None
+
+
+def check_local_filesystem(path: str, mounts_file: str = "/proc/mounts") -> None:
+    """Refuse a database on a network filesystem unless JOBTRACK_ALLOW_NETWORK_FS=1.
+
+    Raises:
+        NetworkFilesystem: the directory of ``path`` is on NFS, SMB, sshfs and the like.
+    """
+    if os.environ.get("JOBTRACK_ALLOW_NETWORK_FS") == "1":
+        return
+    fstype = filesystem_type(os.path.dirname(path) or ".", mounts_file)
+    if fstype is not None and (fstype in NETWORK_FS_TYPES or fstype.split(".")[0] in NETWORK_FS_TYPES):
+        from jobtrack.errors import NetworkFilesystem
+
+        raise NetworkFilesystem(path, fstype)
+
+
 def sniff_sqlite_file(path: str) -> str:
     """Classify a path before any connection touches it: 'missing', 'empty', 'sqlite' or 'foreign'."""
     try:

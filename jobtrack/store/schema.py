@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from jobtrack.errors import NotAJobtrackDatabase, SchemaTooNew, StoreReadOnly
 from jobtrack.store import models
-from jobtrack.store.db import Database, read_only_probe, sniff_sqlite_file
+from jobtrack.store.db import Database, check_local_filesystem, read_only_probe, sniff_sqlite_file
 
 SCHEMA_VERSION = 1
 """The schema this jobtrack writes and the newest it reads."""
@@ -37,6 +37,7 @@ def prepare(db: Database) -> None:
     """
     if db.is_sqlite:
         assert db.path is not None
+        check_local_filesystem(db.path)
         _prepare_location(db.path)
         found = _probe_sqlite(db.path)
         if found is not None and found == SCHEMA_VERSION:
@@ -95,7 +96,7 @@ def _probe_sqlite(path: str) -> int | None:
             return None
         if "jobtrack_meta" not in tables:
             raise NotAJobtrackDatabase(path, "a SQLite database without jobtrack's tables")
-        rows = dict(read_only_probe(path, "SELECT key, value FROM jobtrack_meta"))  # type: ignore[arg-type]
+        rows = {str(k): str(v) for k, v in read_only_probe(path, "SELECT key, value FROM jobtrack_meta")}
     except sqlite3.DatabaseError as exc:
         raise NotAJobtrackDatabase(path, str(exc)) from None
     return _check_meta(path, rows)
@@ -108,7 +109,7 @@ def _read_version(conn: Connection, target: str) -> int | None:
         return None
     if "jobtrack_meta" not in names:
         raise NotAJobtrackDatabase(target, "a database without jobtrack's tables")
-    rows = dict(conn.execute(select(models.meta.c.key, models.meta.c.value)).tuples().all())
+    rows: dict[str, str] = dict(conn.execute(select(models.meta.c.key, models.meta.c.value)).tuples().all())
     return _check_meta(target, rows)
 
 

@@ -487,6 +487,25 @@ class Store:
                     cancel_requested=True, updated_at=utcnow()))
             return JobStatus(status)
 
+    def cancel_process_jobs(self, process: str, *, reason: str) -> int:
+        """Cancel every job that a process runs or holds queued for its in-process runners.
+
+        Used when that process is stopped by a signal. Returns how many jobs were canceled.
+        """
+        kinds = list(IN_PROCESS_RUNNERS)
+        with self.db.write() as conn:
+            rows = conn.execute(
+                select(J.c.id, J.c.status, J.c.claim_token).where(
+                    ((J.c.status == "RUNNING") & ((J.c.runner == process) |
+                                                  ((J.c.submitter == process) & J.c.runner_kind.in_(kinds))))
+                    | ((J.c.status == "QUEUED") & (J.c.submitter == process) & J.c.runner_kind.in_(kinds))
+                )
+            ).all()
+            for job_id, status, token in rows:
+                self._apply_transition(conn, job_id, JobStatus(status), JobStatus.CANCELED, reason=reason,
+                                       token=token)
+        return len(rows)
+
     # -- models ----------------------------------------------------------------------------
 
     def get_model_run(self, model_run_id: str) -> tuple[dict[str, Any], JobRecord]:
