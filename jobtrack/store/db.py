@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import filelock
 from sqlalchemy import create_engine, event
@@ -255,7 +256,10 @@ def sniff_sqlite_file(path: str) -> str:
 
 def read_only_probe(path: str, sql: str) -> list[tuple[Any, ...]]:
     """Run one query through a read-only connection that cannot change the file (no WAL switch)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000)
+    # Without a -wal file nobody has the database open in WAL mode, so an immutable read sees all of
+    # it and creates no -wal/-shm files beside a file that may turn out not to be ours.
+    immutable = "&immutable=1" if not os.path.exists(path + "-wal") else ""
+    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro{immutable}", uri=True, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000)
     try:
         return conn.execute(sql).fetchall()
     finally:

@@ -1,0 +1,242 @@
+"""Faults with real processes: SIGKILLed runners, fencing, signals, a held lock, and bad input that changes nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from jobtrack import (
+    Dataset,
+    InvalidArgument,
+    JobManager,
+    NetworkFilesystem,
+    NotAJobtrackDatabase,
+    RunnerFenced,
+    StoreBusy,
+    Trainer,
+    demo,
+)
+from jobtrack.states import JobStatus, is_allowed
+from jobtrack.store import Store
+from jobtrack.store.db import check_local_filesystem
+from jobtrack import timeutil
+from proc import spawn, wait_until
+
+# A child that trains slowly with the thread runner and prints its job id.
+SLOW_TRAINER = """
+import sys
+from jobtrack import Dataset, Trainer, demo
+db = sys.argv[1]
+t = Trainer(demo.train, config={"epochs": 10000, "epoch_pause_s": 0.02}, db=db)
+m = t.fit(Dataset("d", "binary_classification", "t", tables={"train": demo.make_rows(40, seed=1)}))
+print(m.job_id, flush=True)
+m.wait()
+"""
+
+
+def _raw_rows(db: str, job_id: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    conn = sqlite3.connect(db)
+    try:
+        job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchall()
+        events = conn.execute("SELECT * FROM job_events WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
+        return job, events
+    finally:
+        conn.close()
+
+
+def test_sigkilled_runner_reads_failed_at_the_next_read_and_keeps_its_epochs(db_path: str) -> None:
+    with spawn(SLOW_TRAINER, db_path) as child:
+        job_id = child.stdout.readline().strip()  # type: ignore[union-attr]
+        manager = JobManager(db_path)
+        wait_until(lambda: len(manager.fetch_job(job_id).get_status()["result"].get("epochs", [])) >= 3,
+                   message="three epochs reported")
+        assert manager.fetch_job(job_id).get_status()["status"] == "RUNNING"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+        killed_at = time.monotonic()
+        status = manager.fetch_job(job_id).get_status()
+        detection_s = time.monotonic() - killed_at
+    assert status["status"] == "FAILED"
+    assert len(status["result"]["epochs"]) >= 3
+    assert status["finished_at"] is not None
+    last = manager.fetch_job(job_id).events()[-1]
+    assert (last.from_status, last.to_status, last.reason) == ("RUNNING", "FAILED", "runner lost")
+    assert detection_s < 5  # one read, no sweeper; the benchmark reports the real latency
+
+
+def test_sigterm_cancels_running_and_queued_jobs_before_exit(db_path: str) -> None:
+    code = SLOW_TRAINER.replace("print(m.job_id, flush=True)",
+                                "m2 = t.fit(Dataset('d', 'binary_classification', 't', "
+                                "tables={'train': demo.make_rows(40, seed=2)}))\n"
+                                "print(m.job_id, m2.job_id, flush=True)")
+    with spawn(code, db_path) as child:
+        running_id, queued_id = child.stdout.readline().split()  # type: ignore[union-attr]
+        manager = JobManager(db_path)
+        wait_until(lambda: manager.fetch_job(running_id).get_status()["result"].get("epochs"),
+                   message="first epoch reported")
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=10) == -signal.SIGTERM
+    for job_id in (running_id, queued_id):
+        last = manager.fetch_job(job_id).events()[-1]
+        assert last.to_status == "CANCELED" and last.reason == "signal SIGTERM"
+
+
+def test_fenced_runner_cannot_overwrite_a_lost_verdict(store: Store, db_path: str) -> None:
+    store.create_job({"id": "job_f", "job_type": "train", "experiment_name": "e", "runner_kind": "worker"})
+    token = store.claim("job_f")
+    # Pretend the runner lives on another host (no pid check possible), then let its lease expire.
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE jobs SET runner = 'elsewhere|1|x' WHERE id = 'job_f'")
+    conn.commit()
+    conn.close()
+    timeutil._set_clock_offset(timedelta(hours=1))
+    try:
+        assert store.get_job("job_f").status == "FAILED"
+    finally:
+        timeutil._set_clock_offset(timedelta(0))
+    before = _raw_rows(db_path, "job_f")
+    with pytest.raises(RunnerFenced):
+        store.add_epoch("job_f", token, 1, "{}", "{}")
+    with pytest.raises(RunnerFenced):
+        store.finish("job_f", token, JobStatus.COMPLETED, reason="late")
+    with pytest.raises(RunnerFenced):
+        store.heartbeat("job_f", token)
+    assert _raw_rows(db_path, "job_f") == before
+    assert store.events("job_f")[-1].reason == "runner lost (lease expired)"
+
+
+def test_live_but_slow_runner_on_this_host_is_never_declared_dead(db_path: str) -> None:
+    with spawn(SLOW_TRAINER, db_path) as child:
+        job_id = child.stdout.readline().strip()  # type: ignore[union-attr]
+        manager = JobManager(db_path)
+        wait_until(lambda: manager.fetch_job(job_id).get_status()["status"] == "RUNNING", message="running")
+        os.kill(child.pid, signal.SIGSTOP)  # frozen: no heartbeats, no epochs
+        try:
+            timeutil._set_clock_offset(timedelta(hours=2))  # far past any lease
+            assert manager.fetch_job(job_id).get_status()["status"] == "RUNNING"
+        finally:
+            timeutil._set_clock_offset(timedelta(0))
+            os.kill(child.pid, signal.SIGCONT)
+
+
+def test_held_lock_gives_storebusy_naming_the_holder(db_path: str) -> None:
+    Store.open(db_path)  # create the database first
+    holder = "import fcntl, sys, time\nfh = open(sys.argv[1], 'a')\nfcntl.flock(fh, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n"
+    with spawn(holder, db_path + ".lock") as child:
+        assert child.stdout.readline().strip() == "held"  # type: ignore[union-attr]
+        store = Store(db_path, lock_timeout=0.2)
+        started = time.monotonic()
+        with pytest.raises(StoreBusy) as info:
+            store.create_job({"id": "job_b", "job_type": "train", "experiment_name": "e", "runner_kind": "worker"})
+        assert time.monotonic() - started < 5
+        assert f"pid {child.pid}" in str(info.value)
+        assert isinstance(info.value, TimeoutError)
+    assert JobManager(db_path).list_jobs() == []
+
+
+def test_non_serializable_summary_fails_the_job_naming_the_key(db_path: str) -> None:
+    def train(ctx):  # type: ignore[no-untyped-def]
+        ctx.log_epoch(1, train={"loss": 0.5})
+        return {"ok": 1, "weights": object()}
+
+    trainer = Trainer(train, db=db_path, runner="eager")
+    status = trainer.fit(Dataset("d", "regression", "t", tables={"train": [{"x": 1}]})).get_status()
+    assert status["status"] == "FAILED"
+    assert status["result"]["error"]["type"] == "NotSerializable"
+    assert "['weights']" in status["result"]["error"]["message"]
+    assert status["result"]["epochs"][0]["train"] == {"loss": 0.5}
+
+
+def test_non_number_metric_fails_the_job_naming_the_metric(db_path: str) -> None:
+    def train(ctx):  # type: ignore[no-untyped-def]
+        ctx.log_epoch(1, validation={"rmse": "low"})
+
+    trainer = Trainer(train, db=db_path, runner="eager")
+    status = trainer.fit(Dataset("d", "regression", "t", tables={"train": [{"x": 1}]})).get_status()
+    assert status["status"] == "FAILED"
+    assert "validation metrics['rmse']" in status["result"]["error"]["message"]
+    assert "epochs" not in status["result"]
+
+
+def test_nan_and_infinite_metrics_are_stored_as_null_and_skipped_for_best(db_path: str) -> None:
+    def train(ctx):  # type: ignore[no-untyped-def]
+        ctx.log_epoch(1, train={"loss": math.nan}, validation={"rmse": 2.0})
+        ctx.log_epoch(2, train={"loss": math.inf}, validation={"rmse": -math.inf})
+        ctx.log_epoch(3, train={"loss": 1.0}, validation={"rmse": 1.5})
+
+    trainer = Trainer(train, db=db_path, runner="eager")
+    status = trainer.fit(Dataset("d", "regression", "t", tables={"train": [{"x": 1}]})).get_status()
+    assert status["status"] == "COMPLETED"
+    epochs = status["result"]["epochs"]
+    assert epochs[0]["train"] == {"loss": None} and epochs[1]["validation"] == {"rmse": None}
+    assert (status["result"]["best_epoch"], status["result"]["best_metric"]) == (3, 1.5)
+    json.loads(json.dumps(status, allow_nan=False))  # strict JSON all the way
+
+
+@pytest.mark.parametrize("alias", ["../escape", "a/b", ".hidden", "x;DROP TABLE jobs", "sp ace", ""])
+def test_output_alias_that_would_escape_or_break_sql_is_refused(db_path: str, alias: str) -> None:
+    trainer = Trainer(demo.train, demo.predict, db=db_path, runner="eager")
+    ds = Dataset("d", "binary_classification", "t", tables={"train": demo.make_rows(30, seed=1),
+                                                            "test": demo.make_rows(10, seed=2)})
+    with pytest.raises(InvalidArgument, match="not allowed"):
+        trainer.fit_predict(ds, alias)
+    assert JobManager(db_path).list_jobs() == []
+
+
+@pytest.mark.parametrize("name", ["../x", "a b", "robert'); --"])
+def test_dataset_names_that_would_escape_or_break_sql_are_refused(name: str) -> None:
+    with pytest.raises(InvalidArgument):
+        Dataset(name, "regression", "t")
+
+
+def test_truncated_database_is_refused_and_left_alone(db_path: str, tmp_path: Path) -> None:
+    trainer = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 2})
+    trainer.fit(Dataset("d", "binary_classification", "t", tables={"train": demo.make_rows(30, seed=1)}))
+    Store.open(db_path).close()
+    Store._instances.clear()
+    data = Path(db_path).read_bytes()
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(data[: len(data) // 3] + b"\x00garbage" * 100)
+    before = broken.read_bytes()
+    with pytest.raises(NotAJobtrackDatabase):
+        JobManager(str(broken))
+    assert broken.read_bytes() == before
+    assert not Path(str(broken) + "-wal").exists()
+
+
+def test_network_filesystem_is_refused_unless_overridden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/sda1 / ext4 rw 0 0\nserver:/export {tmp_path}/nfs nfs4 rw 0 0\n")
+    check_local_filesystem(str(tmp_path / "local.db"), str(mounts))
+    with pytest.raises(NetworkFilesystem, match="nfs4"):
+        check_local_filesystem(str(tmp_path / "nfs" / "jobs.db"), str(mounts))
+    monkeypatch.setenv("JOBTRACK_ALLOW_NETWORK_FS", "1")
+    check_local_filesystem(str(tmp_path / "nfs" / "jobs.db"), str(mounts))
+
+
+def test_files_are_private_to_the_user(db_path: str) -> None:
+    trainer = Trainer(demo.train, demo.predict, db=db_path, runner="eager", config={"epochs": 2})
+    ds = Dataset("d", "binary_classification", "t", tables={"train": demo.make_rows(30, seed=1),
+                                                            "test": demo.make_rows(10, seed=2)})
+    status = trainer.fit_predict(ds, "priv").get_status()
+    log = Path(db_path + "-files") / "jobs" / status["job_id"] / "log.txt"
+    for path in (Path(db_path), Path(db_path + ".lock"), log, Path(status["export_paths"]["predictions"])):
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+
+
+def test_every_history_is_a_legal_path(db_path: str) -> None:
+    trainer = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 2})
+    ds = Dataset("d", "binary_classification", "t", tables={"train": demo.make_rows(30, seed=1)})
+    m = trainer.fit(ds)
+    history = m.events()
+    assert history[0].from_status is None and history[0].to_status == "QUEUED"
+    for prev, ev in zip(history, history[1:]):
+        assert ev.from_status == prev.to_status and is_allowed(ev.from_status, ev.to_status)
