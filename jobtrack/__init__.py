@@ -1,59 +1,84 @@
-"""jobtrack: an embedded, single-file job tracker with the job API of a cloud training service."""
+"""jobtrack: an embedded, single-file job tracker with the job API of a cloud training service.
 
-from jobtrack.errors import (
-    DuplicateName,
-    InvalidArgument,
-    InvalidTransition,
-    JobCanceled,
-    JobNotFound,
-    JobtrackError,
-    ModelNotFound,
-    ModelNotReady,
-    NetworkFilesystem,
-    NotAJobtrackDatabase,
-    NotSerializable,
-    RunnerFenced,
-    SchemaTooNew,
-    StoreBusy,
-    StoreError,
-    StoreReadOnly,
-    WaitTimeout,
-)
-from jobtrack.context import RunContext
-from jobtrack.dataset import TASK_TYPES, Dataset
-from jobtrack.manager import JobManager
-from jobtrack.monitor import JobMonitor, JobStatusDict
-from jobtrack.states import JobStatus, JobType
-from jobtrack.trainer import Trainer
+Public names load on first use (PEP 562), so ``import jobtrack`` and the pytest plugin stay cheap
+until a job is actually touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Dataset",
-    "DuplicateName",
-    "InvalidArgument",
-    "InvalidTransition",
-    "JobCanceled",
-    "JobManager",
-    "JobMonitor",
-    "JobNotFound",
-    "JobStatus",
-    "JobStatusDict",
-    "JobType",
-    "JobtrackError",
-    "ModelNotFound",
-    "ModelNotReady",
-    "NetworkFilesystem",
-    "NotAJobtrackDatabase",
-    "NotSerializable",
-    "RunContext",
-    "RunnerFenced",
-    "SchemaTooNew",
-    "StoreBusy",
-    "StoreError",
-    "StoreReadOnly",
-    "TASK_TYPES",
-    "Trainer",
-    "WaitTimeout",
-    "__version__",
-]
+_EXPORTS = {
+    "Dataset": "jobtrack.dataset",
+    "DuplicateName": "jobtrack.errors",
+    "InvalidArgument": "jobtrack.errors",
+    "InvalidTransition": "jobtrack.errors",
+    "JobCanceled": "jobtrack.errors",
+    "JobManager": "jobtrack.manager",
+    "JobMonitor": "jobtrack.monitor",
+    "JobNotFound": "jobtrack.errors",
+    "JobStatus": "jobtrack.states",
+    "JobStatusDict": "jobtrack.monitor",
+    "JobType": "jobtrack.states",
+    "JobtrackError": "jobtrack.errors",
+    "ModelNotFound": "jobtrack.errors",
+    "ModelNotReady": "jobtrack.errors",
+    "NetworkFilesystem": "jobtrack.errors",
+    "NotAJobtrackDatabase": "jobtrack.errors",
+    "NotSerializable": "jobtrack.errors",
+    "RunContext": "jobtrack.context",
+    "RunnerFenced": "jobtrack.errors",
+    "SchemaTooNew": "jobtrack.errors",
+    "StoreBusy": "jobtrack.errors",
+    "StoreError": "jobtrack.errors",
+    "StoreReadOnly": "jobtrack.errors",
+    "TASK_TYPES": "jobtrack.dataset",
+    "Trainer": "jobtrack.trainer",
+    "WaitTimeout": "jobtrack.errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jobtrack' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from jobtrack.context import RunContext as RunContext
+    from jobtrack.dataset import TASK_TYPES as TASK_TYPES, Dataset as Dataset
+    from jobtrack.errors import (
+        DuplicateName as DuplicateName,
+        InvalidArgument as InvalidArgument,
+        InvalidTransition as InvalidTransition,
+        JobCanceled as JobCanceled,
+        JobNotFound as JobNotFound,
+        JobtrackError as JobtrackError,
+        ModelNotFound as ModelNotFound,
+        ModelNotReady as ModelNotReady,
+        NetworkFilesystem as NetworkFilesystem,
+        NotAJobtrackDatabase as NotAJobtrackDatabase,
+        NotSerializable as NotSerializable,
+        RunnerFenced as RunnerFenced,
+        SchemaTooNew as SchemaTooNew,
+        StoreBusy as StoreBusy,
+        StoreError as StoreError,
+        StoreReadOnly as StoreReadOnly,
+        WaitTimeout as WaitTimeout,
+    )
+    from jobtrack.manager import JobManager as JobManager
+    from jobtrack.monitor import JobMonitor as JobMonitor, JobStatusDict as JobStatusDict
+    from jobtrack.states import JobStatus as JobStatus, JobType as JobType
+    from jobtrack.trainer import Trainer as Trainer

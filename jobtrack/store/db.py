@@ -148,7 +148,7 @@ class Database:
             yield
             return
         try:
-            lock.acquire()
+            lock.acquire(timeout=self.lock_timeout)
         except filelock.Timeout:
             raise StoreBusy(self.target, self.lock_timeout, holder=self._lock_holder()) from None
         except PermissionError as exc:

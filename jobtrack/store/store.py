@@ -506,6 +506,11 @@ class Store:
                                        token=token)
         return len(rows)
 
+    def set_runner_identity(self, job_id: str, runner: str) -> None:
+        """Overwrite the recorded runner of a RUNNING job (fault injection: make it look dead or remote)."""
+        with self.db.write() as conn:
+            conn.execute(update(J).where(J.c.id == job_id, J.c.status == "RUNNING").values(runner=runner))
+
     # -- models ----------------------------------------------------------------------------
 
     def get_model_run(self, model_run_id: str) -> tuple[dict[str, Any], JobRecord]:
