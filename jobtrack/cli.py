@@ -61,6 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("wait", parents=[common], help="wait for a job; exit 0 COMPLETED, 3 FAILED, 4 CANCELED")
     p.add_argument("job_id")
     p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+
+    p = sub.add_parser("prune", parents=[common], help="remove finished jobs older than an age, with their files")
+    p.add_argument("--older-than", required=True, help="age or time, e.g. '30d', '12h', '2026-11-01'")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+
+    p = sub.add_parser("plot", parents=[common], help="training and validation curves as a PNG (extra: plot)")
+    p.add_argument("job_id")
+    p.add_argument("-o", "--output", required=True, help="PNG file to write")
 
     p = sub.add_parser("worker", parents=[common], help="run queued runner='worker' jobs")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
@@ -81,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `jobtrack list | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _manager(args: argparse.Namespace) -> Any:
@@ -147,9 +159,30 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _cmd_wait(args: argparse.Namespace) -> int:
-    final = _manager(args).fetch_job(args.job_id).wait(timeout=args.timeout)
+    final = _manager(args).fetch_job(args.job_id).wait(timeout=args.timeout, progress=not args.quiet)
     print(f"{args.job_id}: {final['status']}")
     return EXIT_CODES[final["status"]]
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    report = _manager(args).prune(args.older_than, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(report.removed)} job(s), {len(report.views)} view(s), {len(report.files)} path(s)")
+    for job_id in report.removed:
+        print(f"  {job_id}")
+    for path in report.files:
+        print(f"  {path}")
+    for job_id, why in report.kept.items():
+        print(f"kept {job_id}: {why}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from jobtrack.plot import plot_curves
+
+    status = _manager(args).fetch_job(args.job_id).get_status()
+    print(f"wrote {plot_curves(dict(status), args.output)}")
+    return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -195,6 +228,8 @@ _COMMANDS = {
     "cancel": _cmd_cancel,
     "logs": _cmd_logs,
     "wait": _cmd_wait,
+    "prune": _cmd_prune,
+    "plot": _cmd_plot,
     "worker": _cmd_worker,
     "demo": _cmd_demo,
 }

@@ -75,10 +75,11 @@ def train(ctx: RunContext) -> dict[str, Any]:
     rows = ctx.dataset.table("train")
     val = ctx.dataset.table("validation") if ctx.dataset.has_table("validation") else rows
     epochs = int(ctx.config.get("epochs", 8))
-    lr = float(ctx.config.get("lr", 0.05))
+    lr = float(ctx.config.get("lr", 0.3))
     if ctx.config.get("fail_at_epoch") is not None and epochs <= int(ctx.config["fail_at_epoch"]):
         raise ValueError("fail_at_epoch must be below epochs")
-    w = [0.0] * (len(FEATURES) + 1)
+    init = random.Random(int(ctx.config.get("seed", 0)))
+    w = [init.uniform(-1, 1) for _ in range(len(FEATURES) + 1)]  # a random start, so the curves move
     for epoch in range(1, epochs + 1):
         if ctx.config.get("fail_at_epoch") == epoch:
             raise RuntimeError(f"simulated failure at epoch {epoch}")
@@ -90,7 +91,9 @@ def train(ctx: RunContext) -> dict[str, Any]:
             grad[-1] += err
         w = [wi - lr * g / len(rows) for wi, g in zip(w, grad)]
         auc = roc_auc([int(r["label"]) for r in val], [_score(w, r) for r in val])
-        ctx.log_epoch(epoch, train={"loss": _log_loss(w, rows)}, validation={"loss": _log_loss(w, val), "roc_auc": auc})
+        train_auc = roc_auc([int(r["label"]) for r in rows], [_score(w, r) for r in rows])
+        ctx.log_epoch(epoch, train={"loss": _log_loss(w, rows), "roc_auc": train_auc},
+                      validation={"loss": _log_loss(w, val), "roc_auc": auc})
         ctx.log(f"epoch {epoch}: validation roc_auc={auc:.4f}")
         if ctx.config.get("epoch_pause_s"):
             import time

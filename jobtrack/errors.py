@@ -88,6 +88,19 @@ class DuplicateName(InvalidArgument):
     """A name that must be unique (output alias, model version) is already taken."""
 
 
+class MissingExtra(JobtrackError, ImportError):
+    """An optional feature whose extra is not installed."""
+
+    def __init__(self, extra: str, package: str, feature: str) -> None:
+        self.extra = extra
+        self.package = package
+        self.feature = feature
+        super().__init__(f"{feature} needs {package}, which is not installed: pip install 'jobtrack[{extra}]'.")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.extra, self.package, self.feature))
+
+
 class NotSerializable(JobtrackError, TypeError):
     """A value meant for the database is not JSON-serializable."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jobtrack import jsonutil
-from jobtrack.errors import InvalidArgument
+from jobtrack.errors import InvalidArgument, MissingExtra
 
 KINDS = ("predictions", "embeddings")
 """What a job may export."""
@@ -40,7 +40,7 @@ def check_output_config(output_config: Mapping[str, Any] | None) -> dict[str, An
     if fmt not in FORMATS:
         raise InvalidArgument(f"Unknown export format {fmt!r}; use one of {', '.join(FORMATS)} (never pickle).")
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
-        raise InvalidArgument("Parquet exports need pyarrow: pip install 'jobtrack[parquet]'.")
+        raise MissingExtra("parquet", "pyarrow", "Parquet exports")
     out: dict[str, Any] = {"format": fmt}
     if config.get("directory") is not None:
         directory = Path(config["directory"]).expanduser().absolute()

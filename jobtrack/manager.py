@@ -9,7 +9,7 @@ from datetime import datetime
 from jobtrack.monitor import JobMonitor, JobStatusDict, status_dict
 from jobtrack.states import JobStatus, JobType, parse_status
 from jobtrack.errors import InvalidArgument
-from jobtrack.store import Store
+from jobtrack.store import PruneReport, Store
 from jobtrack.timeutil import parse_when
 
 
@@ -76,6 +76,16 @@ class JobManager:
             limit=limit,
         )
         return [JobMonitor(self._store, r) for r in recs]
+
+    def prune(self, older_than: str | datetime, *, dry_run: bool = False) -> PruneReport:
+        """Remove finished jobs that ended before ``older_than`` (an age like ``"30d"`` or a time), with their files.
+
+        Jobs whose model is registered are kept. ``dry_run`` reports without removing anything.
+
+        Raises:
+            InvalidArgument: an unreadable age or time.
+        """
+        return self._store.prune(parse_when(older_than), dry_run=dry_run)
 
     def show_jobs(self, *, limit: int | None = None) -> list[JobStatusDict]:
         """Every job's status dict, newest first (the reference's ``show_jobs``)."""

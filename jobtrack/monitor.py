@@ -75,8 +75,18 @@ class JobMonitor:
         """Just the current status."""
         return JobStatus(self._store.get_job(self.job_id).status)
 
-    def wait(self, timeout: float | None = None, *, poll_interval: float = DEFAULT_WAIT_POLL_S) -> JobStatusDict:
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        progress: bool = False,
+        poll_interval: float = DEFAULT_WAIT_POLL_S,
+        progress_stream: Any = None,
+    ) -> JobStatusDict:
         """Block until the job is terminal and return its final status dict.
+
+        ``progress=True`` shows a live line with the latest epoch and metrics (redrawn in a
+        terminal, updated in a notebook, one line per epoch in a log).
 
         Raises:
             WaitTimeout: the job was not terminal after ``timeout`` seconds.
@@ -85,15 +95,29 @@ class JobMonitor:
             raise InvalidArgument(f"timeout must be >= 0 seconds or None, not {timeout!r}.")
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = min(0.005, poll_interval)
-        while True:
-            rec = self._store.get_job(self.job_id)
-            if JobStatus(rec.status).is_terminal:
-                return status_dict(self._store, rec)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(self.job_id, timeout or 0.0, rec.status)
-            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
-            time.sleep(pause)
-            delay = min(delay * 2, poll_interval)  # react fast to short jobs, poll gently on long ones
+        bar = None
+        if progress:
+            from jobtrack.progress import Progress
+
+            bar = Progress(progress_stream)
+        try:
+            while True:
+                rec = self._store.get_job(self.job_id)
+                terminal = JobStatus(rec.status).is_terminal
+                if bar is not None or terminal:
+                    current = status_dict(self._store, rec)
+                    if bar is not None:
+                        bar.update(dict(current))
+                    if terminal:
+                        return current
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeout(self.job_id, timeout or 0.0, rec.status)
+                pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+                time.sleep(pause)
+                delay = min(delay * 2, poll_interval if bar is None else max(poll_interval, 0.2))
+        finally:
+            if bar is not None:
+                bar.close()
 
     def cancel(self) -> JobStatus:
         """Cancel the job: QUEUED → CANCELED at once; RUNNING is asked to stop; terminal is left alone.

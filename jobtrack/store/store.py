@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,23 @@ class EventRecord:
     to_status: str
     at: datetime
     reason: str | None
+
+
+@dataclass
+class PruneReport:
+    """What ``prune`` removed (or would remove, in a dry run) and what it kept and why."""
+
+    removed: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    views: list[str] = field(default_factory=list)
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class Store:
@@ -505,6 +523,50 @@ class Store:
                 self._apply_transition(conn, job_id, JobStatus(status), JobStatus.CANCELED, reason=reason,
                                        token=token)
         return len(rows)
+
+    def prune(self, finished_before: datetime, *, dry_run: bool = False) -> PruneReport:
+        """Remove terminal jobs finished before ``finished_before``, with their epochs, events, exports, views and files.
+
+        A training job whose model is registered is kept (its registry entry needs it). Files are
+        deleted after the transaction commits, never under the lock.
+        """
+        XR, MR, RM = models.export_rows, models.model_runs, models.registered_models
+        report = PruneReport()
+        with self.db.write() as conn:
+            rows = conn.execute(
+                select(J.c.id, J.c.status, J.c.job_type, J.c.model_run_id, J.c.export_paths_json,
+                       J.c.source_views_json)
+                .where(J.c.status.in_(["COMPLETED", "FAILED", "CANCELED"]), J.c.finished_at < finished_before)
+                .order_by(J.c.created_at)
+            ).all()
+            for job_id, status, job_type, model_run_id, paths_json, views_json in rows:
+                own_model = job_type != "inference" and model_run_id is not None
+                if own_model:
+                    key = conn.execute(select(RM.c.key).where(RM.c.model_run_id == model_run_id)).scalar()
+                    if key is not None:
+                        report.kept[job_id] = f"its model is registered as {key!r}"
+                        continue
+                report.removed.append(job_id)
+                report.files.append(str(self.job_dir(job_id)))
+                report.files.extend(p for p in jsonutil.loads(paths_json).values()
+                                    if not p.startswith(str(self.job_dir(job_id))))
+                views = list(jsonutil.loads(views_json).values())
+                report.views.extend(views)
+                if own_model:
+                    report.files.append(str(self.model_dir(model_run_id)))
+                if dry_run:
+                    continue
+                for view in views:
+                    conn.exec_driver_sql(f'DROP VIEW IF EXISTS "{view}"')
+                conn.execute(XR.delete().where(XR.c.job_id == job_id))
+                conn.execute(EP.delete().where(EP.c.job_id == job_id))
+                conn.execute(E.delete().where(E.c.job_id == job_id))
+                conn.execute(MR.delete().where(MR.c.job_id == job_id))
+                conn.execute(J.delete().where(J.c.id == job_id))
+        if not dry_run:
+            for path in report.files:
+                _remove_path(Path(path))
+        return report
 
     def set_runner_identity(self, job_id: str, runner: str) -> None:
         """Overwrite the recorded runner of a RUNNING job (fault injection: make it look dead or remote)."""

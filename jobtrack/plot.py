@@ -1,0 +1,54 @@
+"""Training curves as a PNG (needs the ``plot`` extra: ``pip install 'jobtrack[plot]'``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jobtrack.errors import MissingExtra
+
+
+def plot_curves(status: dict[str, Any], path: str | os.PathLike[str]) -> str:
+    """Draw each metric's training and validation curve by epoch, with the best epoch marked; returns the path.
+
+    Raises:
+        MissingExtra: matplotlib is not installed.
+        InvalidArgument: the job has reported no epochs.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, never a window
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingExtra("plot", "matplotlib", "jobtrack plot") from None
+    from jobtrack.errors import InvalidArgument
+
+    result = status["result"]
+    epochs = result.get("epochs") or []
+    if not epochs:
+        raise InvalidArgument(f"Job {status['job_id']} has reported no epochs yet; there is nothing to plot.")
+    metrics = sorted({m for ep in epochs for part in ("train", "validation") for m in (ep.get(part) or {})})
+    eval_metric = result.get("eval_metric")
+    if eval_metric in metrics:  # the evaluation metric first
+        metrics.remove(eval_metric)
+        metrics.insert(0, eval_metric)
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 2.8 * len(metrics)), squeeze=False)
+    best = result.get("best_epoch")
+    for ax, metric in zip(axes[:, 0], metrics):
+        for part, style in (("train", "-o"), ("validation", "-s")):
+            points = [(ep["epoch"], (ep.get(part) or {}).get(metric)) for ep in epochs]
+            points = [(x, y) for x, y in points if y is not None]
+            if points:
+                ax.plot([x for x, _ in points], [y for _, y in points], style, markersize=3, label=part)
+        if best is not None:
+            ax.axvline(best, color="tab:red", linestyle="--", linewidth=1, label=f"best epoch {best}")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    axes[-1, 0].set_xlabel("epoch")
+    axes[0, 0].set_title(f"{status['experiment_name']} — {status['job_id']} ({status['status']})", fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=100)
+    plt.close(fig)
+    return os.fspath(path)
