@@ -6,6 +6,7 @@ import os
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,8 +20,11 @@ from jobtrack.states import JobType
 from jobtrack.store import Store
 
 # Datasets with in-memory tables, by model run, so predict() in this process can reuse the
-# training dataset's test table (those rows never enter the database).
-_TRAINING_DATASETS: dict[str, Dataset] = {}
+# training dataset's test table (those rows never enter the database). Bounded, so memory does
+# not grow with the number of jobs; an older model needs predict(dataset=...) or test_table=.
+_TRAINING_DATASETS: OrderedDict[str, Dataset] = OrderedDict()
+TRAINING_DATASETS_KEPT = 256
+"""How many recent in-memory training datasets predict() can fall back on."""
 _TRAINING_DATASETS_LOCK = threading.Lock()
 
 
@@ -234,6 +238,8 @@ class Trainer:
             if not dataset.is_file_backed:
                 with _TRAINING_DATASETS_LOCK:
                     _TRAINING_DATASETS[model_run_id] = dataset
+                    while len(_TRAINING_DATASETS) > TRAINING_DATASETS_KEPT:
+                        _TRAINING_DATASETS.popitem(last=False)
         alias_check = (exports.alias_key(alias), alias) if alias else None
         self._store.create_job(values, model_run=model_run, alias_check=alias_check)
         monitor = JobMonitor(self._store, self._store.get_job(job_id, check_liveness=False))

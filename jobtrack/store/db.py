@@ -1,41 +1,105 @@
-"""Connections, transactions and the write lock: the only module that emits BEGIN or PRAGMA or takes a FileLock.
+"""Connections, transactions and the write lock: the only module that emits BEGIN or PRAGMA or takes the file lock.
 
 Reads run in a short deferred transaction without the lock (WAL lets them overlap a writer).
-Writes take an in-process lock, then the ``filelock.FileLock`` beside the database, then
-``BEGIN IMMEDIATE``; they commit or roll back and release in reverse order. Writes do not nest.
+Writes take an in-process lock, then the file lock beside the database, then ``BEGIN IMMEDIATE``;
+they commit or roll back and release in reverse order. Writes do not nest.
+
+SQLite's hot path runs on one raw ``sqlite3`` connection per thread (SQLAlchemy's execution
+machinery costs ten times the statement itself); other databases run the same SQL text through
+SQLAlchemy. The file lock is filelock's descriptor lock on a lock file kept open per process, the
+same OS lock a ``filelock.FileLock`` on that path takes, without reopening the file every time.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
 import filelock
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from jobtrack.config import (
-    DEFAULT_BUSY_TIMEOUT_MS,
-    DEFAULT_LOCK_POLL_S,
-    DEFAULT_LOCK_TIMEOUT_S,
-    is_url,
-)
-from jobtrack.errors import JobtrackError, StoreBusy, StoreError, StoreReadOnly
+from jobtrack.config import DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_S, is_url
+from jobtrack.errors import JobtrackError, NotAJobtrackDatabase, StoreBusy, StoreError, StoreReadOnly
 
 log = logging.getLogger(__name__)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    f"PRAGMA busy_timeout={DEFAULT_BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys=ON",
+    # FULL: a commit reported to the user survives power loss (SPEC §5: nothing is lost).
+    "PRAGMA synchronous=FULL",
+)
+
+Params = Mapping[str, Any]
+
+
+class Tx:
+    """One open transaction; SQL text with ``:name`` parameters, the same for every backend."""
+
+    def __init__(self, conn: Any, *, raw: bool) -> None:
+        self._conn = conn
+        self._raw = raw
+
+    def execute(self, sql: str, params: Params | None = None) -> Any:
+        if self._raw:
+            return self._conn.execute(sql, params or {})
+        return self._conn.execute(_text(sql), dict(params or {}))
+
+    def all(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.execute(sql, params).fetchall()]
+
+    def one(self, sql: str, params: Params | None = None) -> tuple[Any, ...] | None:
+        row = self.execute(sql, params).fetchone()
+        return None if row is None else tuple(row)
+
+    def scalar(self, sql: str, params: Params | None = None) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+    def run(self, sql: str, params: Params | None = None) -> int:
+        """Execute a write and return how many rows it changed."""
+        return int(self.execute(sql, params).rowcount)
+
+    def run_many(self, sql: str, rows: Sequence[Params]) -> None:
+        if not rows:
+            return
+        if self._raw:
+            self._conn.executemany(sql, rows)
+        else:
+            self._conn.execute(_text(sql), [dict(r) for r in rows])
+
+    def ddl(self, sql: str) -> None:
+        if self._raw:
+            self._conn.execute(sql)
+        else:
+            self._conn.exec_driver_sql(sql)
+
+
+_texts: dict[str, Any] = {}
+
+
+def _text(sql: str) -> Any:
+    stmt = _texts.get(sql)
+    if stmt is None:
+        stmt = _texts[sql] = text(sql)
+    return stmt
+
 
 class Database:
-    """One database: its engine (rebuilt after fork), its write lock and its transaction helpers."""
+    """One database: its connections (rebuilt after fork), its write lock and its transaction helpers."""
 
     def __init__(self, db: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
         self.target = db
@@ -45,35 +109,34 @@ class Database:
         self.lock_timeout = lock_timeout
         self._pid = -1
         self._engine: Engine | None = None
-        self._filelock: filelock.FileLock | None = None
+        self._lock_fd: int | None = None
         self._thread_lock = threading.Lock()
         self._local = threading.local()
 
-    # -- engine ----------------------------------------------------------------------------
+    # -- connections -------------------------------------------------------------------------
 
-    @property
-    def engine(self) -> Engine:
-        """The engine for this process; a forked child builds its own (connections never cross fork)."""
-        if self._pid != os.getpid() or self._engine is None:
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():
             self._reset_after_fork()
-        assert self._engine is not None
-        return self._engine
 
     def _reset_after_fork(self) -> None:
+        # A forked child must not use its parent's connections, nor share the parent's open lock file:
+        # flock belongs to the open file, so a shared descriptor would let both "hold" the lock.
         if self._engine is not None:
-            self._engine.dispose(close=False)  # the parent still owns those connections
+            self._engine.dispose(close=False)
+        self._engine = None
+        self._lock_fd = None
         self._pid = os.getpid()
         self._thread_lock = threading.Lock()
         self._local = threading.local()
-        self._engine = self._make_engine()
-        if self.lock_path is not None:
-            self._filelock = filelock.FileLock(
-                self.lock_path,
-                timeout=self.lock_timeout,
-                mode=0o600,
-                thread_local=False,  # the in-process thread lock already serialises threads
-                poll_interval=DEFAULT_LOCK_POLL_S,
-            )
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine of this process (schema work, and every statement on server databases)."""
+        self._check_pid()
+        if self._engine is None:
+            self._engine = self._make_engine()
+        return self._engine
 
     def _make_engine(self) -> Engine:
         if not self.is_sqlite:
@@ -85,78 +148,127 @@ class Database:
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-            # The driver's own transaction handling is off; the "begin" hook below issues BEGIN.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA busy_timeout={DEFAULT_BUSY_TIMEOUT_MS}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            # FULL: a commit reported to the user survives power loss (SPEC §5: nothing is lost).
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.close()
+            dbapi_conn.isolation_level = None  # no implicit BEGIN; the "begin" hook below issues it
+            for pragma in _PRAGMAS:
+                dbapi_conn.execute(pragma)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            mode = "IMMEDIATE" if conn.get_execution_options().get("jobtrack_write") else "DEFERRED"
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # the engine is used for writes (schema) only
 
         return engine
 
+    def _raw(self) -> sqlite3.Connection:
+        """This thread's own sqlite3 connection, in autocommit mode with jobtrack's PRAGMAs."""
+        self._check_pid()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path or "", timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False, cached_statements=256)
+            for pragma in _PRAGMAS:
+                conn.execute(pragma)
+            self._local.conn = conn
+        return conn
+
     def dispose(self) -> None:
-        """Close every pooled connection of this process."""
-        if self._engine is not None and self._pid == os.getpid():
+        """Close this thread's connection and the engine's pool; both reopen on next use."""
+        if self._pid != os.getpid():
+            return
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        if self._engine is not None:
             self._engine.dispose()
-        self._engine = None
+            self._engine = None
 
-    # -- transactions ----------------------------------------------------------------------
+    # -- transactions ------------------------------------------------------------------------
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Tx]:
         """A short read transaction (one consistent snapshot), without the write lock."""
-        with _translate(self.target), self.engine.connect() as conn:
-            with conn.begin():
-                yield conn
+        with _translate(self.target):
+            if self.is_sqlite:
+                conn = self._raw()
+                conn.execute("BEGIN")
+                try:
+                    yield Tx(conn, raw=True)
+                finally:
+                    conn.execute("COMMIT")  # a read has nothing to lose; end the snapshot promptly
+            else:
+                with self.engine.connect() as sa, sa.begin():
+                    yield Tx(sa, raw=False)
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self) -> Iterator[Tx]:
         """An exclusive write transaction: thread lock, file lock, BEGIN IMMEDIATE; commit or roll back.
 
         Raises:
-            StoreBusy: the file lock was not free within ``lock_timeout``.
-            InvalidArgument: called while this thread already holds a write (writes do not nest).
+            StoreBusy: the lock was not free within ``lock_timeout``.
         """
-        engine = self.engine
+        self._check_pid()
         if getattr(self._local, "in_write", False):
-            raise RuntimeError("jobtrack store writes do not nest; pass the connection down instead")
-        if not self._thread_lock.acquire(timeout=self.lock_timeout):
-            raise StoreBusy(self.target, self.lock_timeout, holder=f"another thread of pid {os.getpid()}")
-        self._local.in_write = True
-        try:
-            with self._file_lock(), _translate(self.target):
-                with engine.connect() as conn:
-                    conn = conn.execution_options(jobtrack_write=True)
-                    with conn.begin():
-                        yield conn
-        finally:
-            self._local.in_write = False
-            self._thread_lock.release()
+            raise RuntimeError("jobtrack store writes do not nest; pass the transaction down instead")
+        with self._locked(), _translate(self.target):
+            self._local.in_write = True
+            try:
+                if self.is_sqlite:
+                    conn = self._raw()
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield Tx(conn, raw=True)
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                else:
+                    with self.engine.connect() as sa, sa.begin():
+                        yield Tx(sa, raw=False)
+            finally:
+                self._local.in_write = False
 
     @contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        lock = self._filelock
-        if lock is None:  # server databases lock rows, not files
-            yield
-            return
+    def admin(self) -> Iterator[Connection]:
+        """A write transaction on a SQLAlchemy connection (schema creation and upgrades), under the same lock."""
+        with self._locked(), _translate(self.target), self.engine.connect() as sa, sa.begin():
+            yield sa
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._check_pid()  # before taking the thread lock: a reset after fork replaces it
+        deadline = time.monotonic() + self.lock_timeout
+        if not self._thread_lock.acquire(timeout=max(self.lock_timeout, 0)):
+            raise StoreBusy(self.target, self.lock_timeout, holder=f"another thread of pid {os.getpid()}")
         try:
-            lock.acquire(timeout=self.lock_timeout)
-        except filelock.Timeout:
-            raise StoreBusy(self.target, self.lock_timeout, holder=self._lock_holder()) from None
-        except PermissionError as exc:
-            raise StoreReadOnly(self.target, f"cannot open the lock file {self.lock_path}: {exc}") from None
-        try:
-            yield
+            fd = self._lock_file()
+            if fd is not None:
+                self._acquire_file_lock(fd, deadline)
+            try:
+                yield
+            finally:
+                if fd is not None:
+                    filelock.unlock_descriptor(fd)
         finally:
-            lock.release()
+            self._thread_lock.release()
+
+    def _lock_file(self) -> int | None:
+        if self.lock_path is None:
+            return None  # server databases lock rows, not files
+        if self._lock_fd is None:
+            try:
+                self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StoreReadOnly(self.target, f"cannot open the lock file {self.lock_path}: {exc.strerror}") from None
+        return self._lock_fd
+
+    def _acquire_file_lock(self, fd: int, deadline: float) -> None:
+        """Take the lock with jittered exponential backoff (50 µs up to 2 ms) until ``deadline``."""
+        delay = 50e-6
+        while not filelock.lock_descriptor(fd, blocking=False):
+            if time.monotonic() >= deadline:
+                raise StoreBusy(self.target, self.lock_timeout, holder=self._lock_holder())
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.002)
 
     def _lock_holder(self) -> str:
         """Best-effort description of the process holding the lock file (Linux /proc/locks)."""
@@ -170,6 +282,31 @@ class Database:
         except OSError:
             pass
         return ""
+
+    # -- dialect-specific SQL ----------------------------------------------------------------
+
+    def export_view_sql(self, view_name: str, columns: Sequence[str], job_id: str, kind: str) -> str:
+        """DDL of a read-only view turning stored JSON arrays back into named columns."""
+        if self.is_sqlite:
+            cells = [f"json_extract(data_json, '$[{i}]')" for i in range(len(columns))]
+        else:
+            cells = [f"(data_json::jsonb)->>{i}" for i in range(len(columns))]
+        select_list = ", ".join(f'{cell} AS "{_ident(col)}"' for cell, col in zip(cells, columns)) or "NULL AS empty"
+        return (f'CREATE VIEW "{_ident(view_name)}" AS SELECT {select_list} FROM export_rows '
+                f"WHERE job_id = '{_literal(job_id)}' AND kind = '{_literal(kind)}' ORDER BY seq")
+
+    @property
+    def skip_locked(self) -> str:
+        """Row-locking suffix for claiming queued jobs (servers); SQLite's write lock already serialises."""
+        return "" if self.is_sqlite else " FOR UPDATE SKIP LOCKED"
+
+
+def _ident(name: str) -> str:
+    return name.replace('"', '""')
+
+
+def _literal(value: str) -> str:
+    return value.replace("'", "''")
 
 
 @contextmanager
@@ -186,19 +323,17 @@ def _translate(target: str) -> Iterator[None]:
 
 
 def _store_error(target: str, orig: BaseException | None) -> StoreError:
-    text = str(orig)
-    lowered = text.lower()
+    text_ = str(orig)
+    lowered = text_.lower()
     if "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
-        return StoreReadOnly(target, text)
+        return StoreReadOnly(target, text_)
     if "not a database" in lowered or "malformed" in lowered:
-        from jobtrack.errors import NotAJobtrackDatabase
-
-        return NotAJobtrackDatabase(target, text)
+        return NotAJobtrackDatabase(target, text_)
     if "disk is full" in lowered or "disk i/o" in lowered:
-        return StoreError(f"Cannot write {target}: {text}. Free disk space or move the database.")
+        return StoreError(f"Cannot write {target}: {text_}. Free disk space or move the database; nothing was written.")
     if "locked" in lowered or "busy" in lowered:
         return StoreBusy(target, DEFAULT_BUSY_TIMEOUT_MS / 1000)
-    return StoreError(f"Database error on {target}: {text}")
+    return StoreError(f"Database error on {target}: {text_}")
 
 
 NETWORK_FS_TYPES = frozenset({

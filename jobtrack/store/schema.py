@@ -42,7 +42,7 @@ def prepare(db: Database) -> None:
         found = _probe_sqlite(db.path)
         if found is not None and found == SCHEMA_VERSION:
             return  # the common case: nothing to write, no lock taken
-    with db.write() as conn:
+    with db.admin() as conn:
         version = _read_version(conn, db.target)
         if version is None:
             models.METADATA.create_all(conn)

@@ -3,6 +3,10 @@
 Status changes go through ``_apply_transition``: the pure check of ``states.check_transition``,
 then a conditional UPDATE (the row changes only if its status, and for runner writes its claim
 token, are still what the caller saw), then the event row, all in one write transaction.
+
+Statements are plain SQL text with ``:name`` parameters (the schema itself is defined with
+SQLModel in ``models.py``): the same text runs on a raw sqlite3 connection, which keeps the hot
+paths within a few times the cost of SQLite itself, and through SQLAlchemy on other databases.
 """
 
 from __future__ import annotations
@@ -17,9 +21,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
-from sqlalchemy.engine import Connection
-
 from jobtrack import jsonutil, liveness, results
 from jobtrack.config import DEFAULT_LEASE_S, DEFAULT_LOCK_TIMEOUT_S, files_dir, resolve_db
 from jobtrack.errors import (
@@ -29,21 +30,17 @@ from jobtrack.errors import (
     ModelNotFound,
     RunnerFenced,
 )
-from jobtrack.states import JobStatus, check_transition
-from jobtrack.store import models
-from jobtrack.store.db import Database
+from jobtrack.states import TERMINAL, JobStatus, check_transition
+from jobtrack.store.db import Database, Tx
 from jobtrack.store.schema import prepare
-from jobtrack.timeutil import utcnow
+from jobtrack.timeutil import from_iso, to_iso, utcnow
 
 log = logging.getLogger(__name__)
 
-J = models.jobs
-E = models.events
-EP = models.epochs
-
 RUNNER_LOST = "runner lost"
 SUBMITTER_LOST = "submitter lost"
-IN_PROCESS_RUNNERS = frozenset({"thread", "eager", "process"})
+IN_PROCESS_RUNNERS = ("thread", "eager", "process")
+_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +72,7 @@ class JobRecord:
     result_json: str | None
     export_paths_json: str
     source_views_json: str
+    epoch_seq: int
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -82,7 +80,26 @@ class JobRecord:
 
 
 _JOB_FIELDS = [f.name for f in fields(JobRecord)]
-_JOB_COLUMNS = [J.c[name] for name in _JOB_FIELDS]
+_JOB_COLUMNS = ", ".join(_JOB_FIELDS)
+_TS_INDEXES = [i for i, name in enumerate(_JOB_FIELDS) if name.endswith("_at")]
+_CANCEL_INDEX = _JOB_FIELDS.index("cancel_requested")
+_SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = :id"
+
+
+def _record(row: Sequence[Any]) -> JobRecord:
+    values = list(row)
+    for i in _TS_INDEXES:
+        if values[i] is not None:
+            values[i] = from_iso(values[i])
+    values[_CANCEL_INDEX] = bool(values[_CANCEL_INDEX])
+    return JobRecord(*values)
+
+
+def _in_list(name: str, items: Sequence[str], params: dict[str, Any]) -> str:
+    """``(:name0, :name1, ...)`` with the values added to ``params``."""
+    keys = [f"{name}{i}" for i in range(len(items))]
+    params.update(zip(keys, items))
+    return "(" + ", ".join(f":{k}" for k in keys) + ")"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +156,15 @@ class Store:
         return store
 
     def close(self) -> None:
-        """Release this process's connections; the Store can still be used (it reconnects)."""
+        """Release this thread's connections; the Store can still be used (it reconnects)."""
         self.db.dispose()
 
     @property
     def files_dir(self) -> Path:
         """Directory beside the database holding models, exports and logs."""
-        return files_dir(self.target) if self.db.is_sqlite else Path(os.environ.get("JOBTRACK_FILES", ".jobtrack-files"))
+        if self.db.is_sqlite:
+            return files_dir(self.target)
+        return Path(os.environ.get("JOBTRACK_FILES") or Path.home() / ".local" / "share" / "jobtrack" / "files")
 
     def job_dir(self, job_id: str) -> Path:
         return self.files_dir / "jobs" / job_id
@@ -159,34 +178,33 @@ class Store:
                    alias_check: tuple[str, str] | None = None) -> None:
         """Insert a QUEUED job (and its model run) with its creation event.
 
-        ``alias_check`` = (normalised alias, message) refuses an output alias that is in use.
+        ``alias_check`` = (normalised alias, alias) refuses an output alias that is in use.
         """
-        now = utcnow()
-        row = {
-            "status": JobStatus.QUEUED.value,
-            "created_at": now,
-            "updated_at": now,
-            "submitter": liveness.current().encode(),
-            "claim_token": 0,
-            "cancel_requested": False,
-            "export_paths_json": "{}",
-            "source_views_json": "{}",
-            "spec_json": "{}",
-            **values,
-        }
-        with self.db.write() as conn:
+        now = to_iso(utcnow())
+        row: dict[str, Any] = {name: None for name in _JOB_FIELDS}
+        row.update(status="QUEUED", created_at=now, updated_at=now, submitter=liveness.current().encode(),
+                   claim_token=0, cancel_requested=False, export_paths_json="{}", source_views_json="{}",
+                   spec_json="{}", runner_kind="thread", epoch_seq=0)
+        row.update(values)
+        with self.db.write() as tx:
             if alias_check is not None:
-                self._check_alias_free(conn, alias_check[0])
-            conn.execute(insert(J), row)
+                self._check_alias_free(tx, alias_check[0])
+            tx.run(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join(':' + n for n in _JOB_FIELDS)})", row)
             if model_run is not None:
-                conn.execute(insert(models.model_runs), {"created_at": now, **model_run})
-            conn.execute(insert(E), {"job_id": row["id"], "from_status": None, "to_status": "QUEUED",
-                                     "at": now, "reason": "submitted"})
+                tx.run("INSERT INTO model_runs (id, job_id, experiment_name, task_type, created_at) "
+                       "VALUES (:id, :job_id, :experiment_name, :task_type, :created_at)",
+                       {"created_at": now, **model_run})
+            self._add_event(tx, row["id"], None, "QUEUED", now, "submitted")
 
-    def _check_alias_free(self, conn: Connection, alias_key: str) -> None:
-        rows = conn.execute(
-            select(J.c.id, J.c.status, J.c.export_paths_json).where(J.c.output_alias == alias_key)
-        ).all()
+    @staticmethod
+    def _add_event(tx: Tx, job_id: str, src: str | None, dst: str, at: str, reason: str | None) -> None:
+        tx.run("INSERT INTO job_events (job_id, from_status, to_status, at, reason) "
+               "VALUES (:job_id, :src, :dst, :at, :reason)",
+               {"job_id": job_id, "src": src, "dst": dst, "at": at, "reason": reason})
+
+    def _check_alias_free(self, tx: Tx, alias_key: str) -> None:
+        rows = tx.all("SELECT id, status, export_paths_json FROM jobs WHERE output_alias = :alias",
+                      {"alias": alias_key})
         for job_id, status, paths in rows:
             if not JobStatus(status).is_terminal or paths != "{}":
                 raise DuplicateName(
@@ -196,33 +214,30 @@ class Store:
 
     # -- reading ---------------------------------------------------------------------------
 
-    _by_id = select(*_JOB_COLUMNS).where(J.c.id == bindparam("id"))
-
     def get_job(self, job_id: str, *, check_liveness: bool = True) -> JobRecord:
         """The job's row; a RUNNING job whose runner is dead is first marked FAILED (SPEC §5).
 
         Raises:
             JobNotFound: no job has this id.
         """
-        with self.db.read() as conn:
-            row = conn.execute(self._by_id, {"id": job_id}).first()
+        with self.db.read() as tx:
+            row = tx.one(_SELECT_JOB, {"id": job_id})
         if row is None:
             raise JobNotFound(job_id, self.target)
-        rec = JobRecord(*row)
+        rec = _record(row)
         if check_liveness and rec.status in ("RUNNING", "QUEUED"):
             rec = self._apply_liveness(rec)
         return rec
 
     def epochs(self, job_id: str) -> list[dict[str, Any]]:
         """The job's reported epochs in reporting order."""
-        with self.db.read() as conn:
-            return self._epochs(conn, job_id)
+        with self.db.read() as tx:
+            return self._epochs(tx, job_id)
 
     @staticmethod
-    def _epochs(conn: Connection, job_id: str) -> list[dict[str, Any]]:
-        rows = conn.execute(
-            select(EP.c.epoch, EP.c.train_json, EP.c.validation_json).where(EP.c.job_id == job_id).order_by(EP.c.seq)
-        ).all()
+    def _epochs(tx: Tx, job_id: str) -> list[dict[str, Any]]:
+        rows = tx.all("SELECT epoch, train_json, validation_json FROM job_epochs WHERE job_id = :id ORDER BY seq",
+                      {"id": job_id})
         return [{"epoch": e, "train": jsonutil.loads(t), "validation": jsonutil.loads(v)} for e, t, v in rows]
 
     def result(self, rec: JobRecord) -> dict[str, Any]:
@@ -232,22 +247,19 @@ class Store:
         return results.compose(
             eval_metric=rec.eval_metric,
             metric_mode=rec.metric_mode,
-            epochs=self.epochs(rec.id) if rec.status != "QUEUED" else [],
+            epochs=self.epochs(rec.id) if rec.epoch_seq else [],
             summary=jsonutil.loads(rec.summary_json),
             error=jsonutil.loads(rec.error_json),
         )
 
     def events(self, job_id: str) -> list[EventRecord]:
         """The job's status history, oldest first, starting with its creation (None → QUEUED)."""
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(E.c.job_id, E.c.from_status, E.c.to_status, E.c.at, E.c.reason)
-                .where(E.c.job_id == job_id)
-                .order_by(E.c.id)
-            ).all()
-            if not rows and conn.execute(select(J.c.id).where(J.c.id == job_id)).first() is None:
+        with self.db.read() as tx:
+            rows = tx.all("SELECT job_id, from_status, to_status, at, reason FROM job_events "
+                          "WHERE job_id = :id ORDER BY id", {"id": job_id})
+            if not rows and tx.one("SELECT id FROM jobs WHERE id = :id", {"id": job_id}) is None:
                 raise JobNotFound(job_id, self.target)
-        return [EventRecord(*r) for r in rows]
+        return [EventRecord(j, f, t, from_iso(at), r) for j, f, t, at, r in rows]
 
     def list_jobs(
         self,
@@ -260,22 +272,31 @@ class Store:
         limit: int | None = 100,
     ) -> list[JobRecord]:
         """Jobs matching every given filter, newest first (by creation time), at most ``limit``."""
-        stmt = select(*_JOB_COLUMNS)
+        where: list[str] = []
+        params: dict[str, Any] = {}
         if statuses:
-            stmt = stmt.where(J.c.status.in_(list(statuses)))
+            where.append(f"status IN {_in_list('s', list(statuses), params)}")
         if job_type:
-            stmt = stmt.where(J.c.job_type == job_type)
+            where.append("job_type = :job_type")
+            params["job_type"] = job_type
         if experiment_name:
-            stmt = stmt.where(J.c.experiment_name == experiment_name)
+            where.append("experiment_name = :experiment")
+            params["experiment"] = experiment_name
         if since is not None:
-            stmt = stmt.where(J.c.created_at >= since)
+            where.append("created_at >= :since")
+            params["since"] = to_iso(since)
         if until is not None:
-            stmt = stmt.where(J.c.created_at < until)
-        stmt = stmt.order_by(J.c.created_at.desc(), J.c.id.desc())
+            where.append("created_at < :until")
+            params["until"] = to_iso(until)
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC"
         if limit is not None:
-            stmt = stmt.limit(limit)
-        with self.db.read() as conn:
-            recs = [JobRecord(*r) for r in conn.execute(stmt).all()]
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        with self.db.read() as tx:
+            recs = [_record(r) for r in tx.all(sql, params)]
         out = [self._apply_liveness(r) if r.status in ("RUNNING", "QUEUED") else r for r in recs]
         if statuses:  # a verdict may have moved a job out of the requested statuses
             out = [r for r in out if r.status in statuses]
@@ -289,8 +310,8 @@ class Store:
         if verdict is None:
             return rec
         try:
-            with self.db.write() as conn:
-                self._apply_transition(conn, rec.id, JobStatus(rec.status), JobStatus.FAILED, reason=verdict,
+            with self.db.write() as tx:
+                self._apply_transition(tx, rec.id, JobStatus(rec.status), JobStatus.FAILED, reason=verdict,
                                        token=rec.claim_token)
         except (InvalidTransition, RunnerFenced):
             pass  # someone else moved it first; re-read below
@@ -307,18 +328,17 @@ class Store:
             InvalidTransition: the move is not allowed from the job's status; nothing changes.
         """
         new = JobStatus(new)
-        with self.db.write() as conn:
+        with self.db.write() as tx:
             if expected is None:
-                current = conn.execute(select(J.c.status).where(J.c.id == job_id)).scalar()
-                if current is None:
+                expected = tx.scalar("SELECT status FROM jobs WHERE id = :id", {"id": job_id})
+                if expected is None:
                     raise JobNotFound(job_id, self.target)
-                expected = current
-            self._apply_transition(conn, job_id, JobStatus(expected), new, reason=reason)
+            self._apply_transition(tx, job_id, JobStatus(expected), new, reason=reason)
         return self.get_job(job_id, check_liveness=False)
 
     def _apply_transition(
         self,
-        conn: Connection,
+        tx: Tx,
         job_id: str,
         expected: JobStatus,
         new: JobStatus,
@@ -327,42 +347,48 @@ class Store:
         token: int | None = None,
         values: dict[str, Any] | None = None,
     ) -> None:
-        """The one place a status changes: pure check, conditional UPDATE, event row; same transaction."""
+        """The one place a status changes: pure check, conditional UPDATE, event row; same transaction.
+
+        Raises:
+            InvalidTransition: the state machine refuses the move, or the job is no longer ``expected``.
+            RunnerFenced: a runner write (``token`` given) on a job it no longer owns.
+            JobNotFound: no such job.
+        """
         check_transition(expected, new, job_id=job_id)
-        now = utcnow()
-        vals: dict[str, Any] = {"status": new.value, "updated_at": now, "reason": reason, **(values or {})}
+        now = to_iso(utcnow())
+        sets: dict[str, Any] = {"status": new.value, "updated_at": now, "reason": reason, **(values or {})}
         if new.is_terminal:
-            vals["finished_at"] = now
-            vals["lease_expires_at"] = None
-            vals["result_json"] = self._frozen_result(conn, job_id, vals)
-        cond = [J.c.id == job_id, J.c.status == expected.value]
+            sets["finished_at"] = now
+            sets["lease_expires_at"] = None
+            sets["result_json"] = self._frozen_result(tx, job_id, sets)
+        params = {f"v_{k}": v for k, v in sets.items()}
+        params.update(id=job_id, expected=expected.value, token=token)
+        sql = (f"UPDATE jobs SET {', '.join(f'{k} = :v_{k}' for k in sets)} "
+               "WHERE id = :id AND status = :expected")
         if token is not None:
-            cond.append(J.c.claim_token == token)
-        if conn.execute(update(J).where(and_(*cond)).values(**vals)).rowcount != 1:
-            row = conn.execute(select(J.c.status, J.c.claim_token).where(J.c.id == job_id)).first()
+            sql += " AND claim_token = :token"
+        if tx.run(sql, params) != 1:
+            row = tx.one("SELECT status FROM jobs WHERE id = :id", {"id": job_id})
             if row is None:
                 raise JobNotFound(job_id, self.target)
             if token is not None:  # a runner's write: it no longer owns the job
-                raise RunnerFenced(job_id, row.status)
-            raise InvalidTransition(job_id, row.status, new)
-        conn.execute(insert(E), {"job_id": job_id, "from_status": expected.value, "to_status": new.value,
-                                 "at": now, "reason": reason})
+                raise RunnerFenced(job_id, row[0])
+            raise InvalidTransition(job_id, row[0], new)
+        self._add_event(tx, job_id, expected.value, new.value, now, reason)
         log.debug("job %s: %s -> %s (%s)", job_id, expected, new, reason)
 
-    def _frozen_result(self, conn: Connection, job_id: str, vals: dict[str, Any]) -> str:
-        row = conn.execute(
-            select(J.c.eval_metric, J.c.metric_mode, J.c.summary_json, J.c.error_json).where(J.c.id == job_id)
-        ).first()
+    def _frozen_result(self, tx: Tx, job_id: str, sets: dict[str, Any]) -> str:
+        row = tx.one("SELECT eval_metric, metric_mode, summary_json, error_json, epoch_seq FROM jobs WHERE id = :id",
+                     {"id": job_id})
         if row is None:
             return "{}"
-        summary = vals.get("summary_json", row.summary_json)
-        error = vals.get("error_json", row.error_json)
+        eval_metric, metric_mode, summary_json, error_json, epoch_seq = row
         result = results.compose(
-            eval_metric=row.eval_metric,
-            metric_mode=row.metric_mode,
-            epochs=self._epochs(conn, job_id),
-            summary=jsonutil.loads(summary),
-            error=jsonutil.loads(error),
+            eval_metric=eval_metric,
+            metric_mode=metric_mode,
+            epochs=self._epochs(tx, job_id) if epoch_seq else [],
+            summary=jsonutil.loads(sets.get("summary_json", summary_json)),
+            error=jsonutil.loads(sets.get("error_json", error_json)),
         )
         return jsonutil.dumps(result, "result")
 
@@ -370,53 +396,58 @@ class Store:
 
     def claim(self, job_id: str, *, lease_s: float = DEFAULT_LEASE_S) -> int:
         """QUEUED → RUNNING for the calling process; returns the fencing token its later writes must carry."""
-        with self.db.write() as conn:
-            return self._claim(conn, job_id, lease_s)
+        with self.db.write() as tx:
+            return self._claim(tx, job_id, lease_s)
 
     def claim_next(self, runner_kinds: Iterable[str], *, lease_s: float = DEFAULT_LEASE_S) -> tuple[str, int] | None:
         """Claim the oldest QUEUED job run by one of ``runner_kinds``; None when there is none."""
-        with self.db.write() as conn:
-            job_id = conn.execute(
-                select(J.c.id)
-                .where(J.c.status == "QUEUED", J.c.runner_kind.in_(list(runner_kinds)))
-                .order_by(J.c.created_at, J.c.id)
-                .limit(1)
-            ).scalar()
+        params: dict[str, Any] = {}
+        kinds = _in_list("k", list(runner_kinds), params)
+        sql = (f"SELECT id FROM jobs WHERE status = 'QUEUED' AND runner_kind IN {kinds} "
+               f"ORDER BY created_at, id LIMIT 1{self.db.skip_locked}")
+        with self.db.write() as tx:
+            job_id = tx.scalar(sql, params)
             if job_id is None:
                 return None
-            return job_id, self._claim(conn, job_id, lease_s)
+            return job_id, self._claim(tx, job_id, lease_s)
 
-    def _claim(self, conn: Connection, job_id: str, lease_s: float) -> int:
-        token = conn.execute(select(J.c.claim_token).where(J.c.id == job_id)).scalar()
+    def _claim(self, tx: Tx, job_id: str, lease_s: float) -> int:
+        token = tx.scalar("SELECT claim_token FROM jobs WHERE id = :id", {"id": job_id})
         if token is None:
             raise JobNotFound(job_id, self.target)
         now = utcnow()
-        token += 1
+        token = int(token) + 1
         self._apply_transition(
-            conn, job_id, JobStatus.QUEUED, JobStatus.RUNNING, reason="claimed",
-            values={"claim_token": token, "runner": liveness.current().encode(), "heartbeat_at": now,
-                    "lease_expires_at": now + timedelta(seconds=lease_s)},
+            tx, job_id, JobStatus.QUEUED, JobStatus.RUNNING, reason="claimed",
+            values={"claim_token": token, "runner": liveness.current().encode(), "heartbeat_at": to_iso(now),
+                    "lease_expires_at": to_iso(now + timedelta(seconds=lease_s))},
         )
-        return int(token)
+        return token
 
-    def _fenced_row(self, conn: Connection, job_id: str, token: int) -> Any:
-        row = conn.execute(
-            select(J.c.status, J.c.claim_token, J.c.cancel_requested).where(J.c.id == job_id)
-        ).first()
+    def _renew(self, tx: Tx, job_id: str, token: int, lease_s: float, *, epoch: bool = False) -> tuple[int, bool]:
+        """Renew the runner's lease (and count an epoch); returns (epoch_seq, cancel_requested).
+
+        Raises:
+            RunnerFenced: the job is no longer RUNNING under this token.
+        """
+        now = utcnow()
+        changed = tx.run(
+            "UPDATE jobs SET updated_at = :now, heartbeat_at = :now, lease_expires_at = :lease"
+            + (", epoch_seq = epoch_seq + 1" if epoch else "")
+            + " WHERE id = :id AND status = 'RUNNING' AND claim_token = :token",
+            {"now": to_iso(now), "lease": to_iso(now + timedelta(seconds=lease_s)), "id": job_id, "token": token},
+        )
+        row = tx.one("SELECT status, epoch_seq, cancel_requested FROM jobs WHERE id = :id", {"id": job_id})
         if row is None:
             raise JobNotFound(job_id, self.target)
-        if row.status != "RUNNING" or row.claim_token != token:
-            raise RunnerFenced(job_id, row.status)
-        return row
+        if changed != 1:
+            raise RunnerFenced(job_id, row[0])
+        return int(row[1]), bool(row[2])
 
     def heartbeat(self, job_id: str, token: int, *, lease_s: float = DEFAULT_LEASE_S) -> bool:
         """Extend the runner's lease; returns whether cancellation was requested."""
-        now = utcnow()
-        with self.db.write() as conn:
-            row = self._fenced_row(conn, job_id, token)
-            conn.execute(update(J).where(J.c.id == job_id).values(
-                heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_s)))
-            return bool(row.cancel_requested)
+        with self.db.write() as tx:
+            return self._renew(tx, job_id, token, lease_s)[1]
 
     def add_epoch(self, job_id: str, token: int, epoch: int, train_json: str, validation_json: str,
                   *, lease_s: float = DEFAULT_LEASE_S) -> bool:
@@ -425,15 +456,13 @@ class Store:
         Raises:
             RunnerFenced: the job is no longer RUNNING under this token.
         """
-        now = utcnow()
-        with self.db.write() as conn:
-            row = self._fenced_row(conn, job_id, token)
-            seq = conn.execute(select(func.coalesce(func.max(EP.c.seq), 0)).where(EP.c.job_id == job_id)).scalar()
-            conn.execute(insert(EP), {"job_id": job_id, "seq": int(seq or 0) + 1, "epoch": epoch,
-                                      "train_json": train_json, "validation_json": validation_json, "at": now})
-            conn.execute(update(J).where(J.c.id == job_id).values(
-                updated_at=now, heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_s)))
-            return bool(row.cancel_requested)
+        with self.db.write() as tx:
+            seq, cancel = self._renew(tx, job_id, token, lease_s, epoch=True)
+            tx.run("INSERT INTO job_epochs (job_id, seq, epoch, train_json, validation_json, at) "
+                   "VALUES (:id, :seq, :epoch, :train, :validation, :at)",
+                   {"id": job_id, "seq": seq, "epoch": epoch, "train": train_json, "validation": validation_json,
+                    "at": to_iso(utcnow())})
+            return cancel
 
     def add_export(self, job_id: str, token: int, kind: str, columns: list[str], rows_json: list[str],
                    path: str, view_name: str) -> None:
@@ -442,30 +471,20 @@ class Store:
         The view turns each stored JSON array back into named columns, so plain ``sqlite3`` can
         ``SELECT * FROM <view_name>``.
         """
-        XR = models.export_rows
-        select_list = ", ".join(
-            f"json_extract(data_json, '$[{i}]') AS \"{col.replace(chr(34), chr(34) * 2)}\""
-            for i, col in enumerate(columns)
-        ) or "NULL AS empty"
-        view_sql = (
-            f'CREATE VIEW "{view_name}" AS SELECT {select_list} FROM export_rows '
-            f"WHERE job_id = '{job_id}' AND kind = '{kind}' ORDER BY seq"
-        )
-        with self.db.write() as conn:
-            self._fenced_row(conn, job_id, token)
-            conn.execute(XR.delete().where(XR.c.job_id == job_id, XR.c.kind == kind))
-            if rows_json:
-                conn.execute(insert(XR), [{"job_id": job_id, "kind": kind, "seq": i, "data_json": d}
-                                          for i, d in enumerate(rows_json)])
-            conn.exec_driver_sql(f'DROP VIEW IF EXISTS "{view_name}"')
-            conn.exec_driver_sql(view_sql)
-            paths, views = conn.execute(
-                select(J.c.export_paths_json, J.c.source_views_json).where(J.c.id == job_id)).one()
+        with self.db.write() as tx:
+            self._renew(tx, job_id, token, DEFAULT_LEASE_S)
+            tx.run("DELETE FROM export_rows WHERE job_id = :id AND kind = :kind", {"id": job_id, "kind": kind})
+            tx.run_many("INSERT INTO export_rows (job_id, kind, seq, data_json) VALUES (:id, :kind, :seq, :data)",
+                        [{"id": job_id, "kind": kind, "seq": i, "data": d} for i, d in enumerate(rows_json)])
+            tx.ddl(f'DROP VIEW IF EXISTS "{view_name}"')
+            tx.ddl(self.db.export_view_sql(view_name, columns, job_id, kind))
+            paths, views = tx.one("SELECT export_paths_json, source_views_json FROM jobs WHERE id = :id",
+                                  {"id": job_id}) or ("{}", "{}")
             paths_d, views_d = jsonutil.loads(paths), jsonutil.loads(views)
             paths_d[kind], views_d[kind] = path, view_name
-            conn.execute(update(J).where(J.c.id == job_id).values(
-                updated_at=utcnow(), export_paths_json=jsonutil.dumps(paths_d, "export_paths"),
-                source_views_json=jsonutil.dumps(views_d, "source_views")))
+            tx.run("UPDATE jobs SET export_paths_json = :paths, source_views_json = :views WHERE id = :id",
+                   {"paths": jsonutil.dumps(paths_d, "export_paths"), "views": jsonutil.dumps(views_d, "source_views"),
+                    "id": job_id})
 
     def finish(self, job_id: str, token: int, new: JobStatus, *, reason: str,
                summary_json: str | None = None, error_json: str | None = None) -> None:
@@ -475,14 +494,14 @@ class Store:
             values["summary_json"] = summary_json
         if error_json is not None:
             values["error_json"] = error_json
-        with self.db.write() as conn:
-            self._apply_transition(conn, job_id, JobStatus.RUNNING, new, reason=reason, token=token, values=values)
+        with self.db.write() as tx:
+            self._apply_transition(tx, job_id, JobStatus.RUNNING, new, reason=reason, token=token, values=values)
 
     def fail_unclaimed(self, job_id: str, reason: str, error_json: str | None = None) -> bool:
         """QUEUED → FAILED for a job that cannot be started; False if it was no longer QUEUED."""
         try:
-            with self.db.write() as conn:
-                self._apply_transition(conn, job_id, JobStatus.QUEUED, JobStatus.FAILED, reason=reason,
+            with self.db.write() as tx:
+                self._apply_transition(tx, job_id, JobStatus.QUEUED, JobStatus.FAILED, reason=reason,
                                        values={"error_json": error_json} if error_json else None)
             return True
         except InvalidTransition:
@@ -493,16 +512,17 @@ class Store:
 
         Returns the status right after the call (RUNNING means a stop was requested).
         """
-        with self.db.write() as conn:
-            status = conn.execute(select(J.c.status).where(J.c.id == job_id)).scalar()
+        with self.db.write() as tx:
+            status = tx.scalar("SELECT status FROM jobs WHERE id = :id", {"id": job_id})
             if status is None:
                 raise JobNotFound(job_id, self.target)
             if status == "QUEUED":
-                self._apply_transition(conn, job_id, JobStatus.QUEUED, JobStatus.CANCELED, reason=reason)
+                self._apply_transition(tx, job_id, JobStatus.QUEUED, JobStatus.CANCELED, reason=reason)
                 return JobStatus.CANCELED
             if status == "RUNNING":
-                conn.execute(update(J).where(J.c.id == job_id, J.c.status == "RUNNING").values(
-                    cancel_requested=True, updated_at=utcnow()))
+                tx.run("UPDATE jobs SET cancel_requested = :yes, updated_at = :now "
+                       "WHERE id = :id AND status = 'RUNNING'",
+                       {"yes": True, "now": to_iso(utcnow()), "id": job_id})
             return JobStatus(status)
 
     def cancel_process_jobs(self, process: str, *, reason: str) -> int:
@@ -510,17 +530,17 @@ class Store:
 
         Used when that process is stopped by a signal. Returns how many jobs were canceled.
         """
-        kinds = list(IN_PROCESS_RUNNERS)
-        with self.db.write() as conn:
-            rows = conn.execute(
-                select(J.c.id, J.c.status, J.c.claim_token).where(
-                    ((J.c.status == "RUNNING") & ((J.c.runner == process) |
-                                                  ((J.c.submitter == process) & J.c.runner_kind.in_(kinds))))
-                    | ((J.c.status == "QUEUED") & (J.c.submitter == process) & J.c.runner_kind.in_(kinds))
-                )
-            ).all()
+        params: dict[str, Any] = {"p": process}
+        kinds = _in_list("k", list(IN_PROCESS_RUNNERS), params)
+        with self.db.write() as tx:
+            rows = tx.all(
+                "SELECT id, status, claim_token FROM jobs WHERE "
+                f"(status = 'RUNNING' AND (runner = :p OR (submitter = :p AND runner_kind IN {kinds}))) "
+                f"OR (status = 'QUEUED' AND submitter = :p AND runner_kind IN {kinds})",
+                params,
+            )
             for job_id, status, token in rows:
-                self._apply_transition(conn, job_id, JobStatus(status), JobStatus.CANCELED, reason=reason,
+                self._apply_transition(tx, job_id, JobStatus(status), JobStatus.CANCELED, reason=reason,
                                        token=token)
         return len(rows)
 
@@ -530,26 +550,24 @@ class Store:
         A training job whose model is registered is kept (its registry entry needs it). Files are
         deleted after the transaction commits, never under the lock.
         """
-        XR, MR, RM = models.export_rows, models.model_runs, models.registered_models
         report = PruneReport()
-        with self.db.write() as conn:
-            rows = conn.execute(
-                select(J.c.id, J.c.status, J.c.job_type, J.c.model_run_id, J.c.export_paths_json,
-                       J.c.source_views_json)
-                .where(J.c.status.in_(["COMPLETED", "FAILED", "CANCELED"]), J.c.finished_at < finished_before)
-                .order_by(J.c.created_at)
-            ).all()
-            for job_id, status, job_type, model_run_id, paths_json, views_json in rows:
+        with self.db.write() as tx:
+            rows = tx.all(
+                "SELECT id, job_type, model_run_id, export_paths_json, source_views_json FROM jobs "
+                f"WHERE status IN ({_TERMINAL_SQL}) AND finished_at < :before ORDER BY created_at",
+                {"before": to_iso(finished_before)},
+            )
+            for job_id, job_type, model_run_id, paths_json, views_json in rows:
                 own_model = job_type != "inference" and model_run_id is not None
                 if own_model:
-                    key = conn.execute(select(RM.c.key).where(RM.c.model_run_id == model_run_id)).scalar()
+                    key = tx.scalar("SELECT key FROM registered_models WHERE model_run_id = :m", {"m": model_run_id})
                     if key is not None:
                         report.kept[job_id] = f"its model is registered as {key!r}"
                         continue
+                job_dir = str(self.job_dir(job_id))
                 report.removed.append(job_id)
-                report.files.append(str(self.job_dir(job_id)))
-                report.files.extend(p for p in jsonutil.loads(paths_json).values()
-                                    if not p.startswith(str(self.job_dir(job_id))))
+                report.files.append(job_dir)
+                report.files.extend(p for p in jsonutil.loads(paths_json).values() if not p.startswith(job_dir))
                 views = list(jsonutil.loads(views_json).values())
                 report.views.extend(views)
                 if own_model:
@@ -557,12 +575,10 @@ class Store:
                 if dry_run:
                     continue
                 for view in views:
-                    conn.exec_driver_sql(f'DROP VIEW IF EXISTS "{view}"')
-                conn.execute(XR.delete().where(XR.c.job_id == job_id))
-                conn.execute(EP.delete().where(EP.c.job_id == job_id))
-                conn.execute(E.delete().where(E.c.job_id == job_id))
-                conn.execute(MR.delete().where(MR.c.job_id == job_id))
-                conn.execute(J.delete().where(J.c.id == job_id))
+                    tx.ddl(f'DROP VIEW IF EXISTS "{view}"')
+                for table in ("export_rows", "job_epochs", "job_events", "model_runs"):
+                    tx.run(f"DELETE FROM {table} WHERE job_id = :id", {"id": job_id})
+                tx.run("DELETE FROM jobs WHERE id = :id", {"id": job_id})
         if not dry_run:
             for path in report.files:
                 _remove_path(Path(path))
@@ -570,8 +586,9 @@ class Store:
 
     def set_runner_identity(self, job_id: str, runner: str) -> None:
         """Overwrite the recorded runner of a RUNNING job (fault injection: make it look dead or remote)."""
-        with self.db.write() as conn:
-            conn.execute(update(J).where(J.c.id == job_id, J.c.status == "RUNNING").values(runner=runner))
+        with self.db.write() as tx:
+            tx.run("UPDATE jobs SET runner = :runner WHERE id = :id AND status = 'RUNNING'",
+                   {"runner": runner, "id": job_id})
 
     # -- models ----------------------------------------------------------------------------
 
@@ -581,18 +598,18 @@ class Store:
         Raises:
             ModelNotFound: no such model run.
         """
-        with self.db.read() as conn:
-            row = conn.execute(select(models.model_runs).where(models.model_runs.c.id == model_run_id)).first()
+        with self.db.read() as tx:
+            row = tx.one("SELECT id, job_id, experiment_name, task_type, created_at FROM model_runs WHERE id = :id",
+                         {"id": model_run_id})
         if row is None:
             raise ModelNotFound(model_run_id)
-        run = dict(row._mapping)
+        run = dict(zip(("id", "job_id", "experiment_name", "task_type", "created_at"), row))
         return run, self.get_job(run["job_id"])
 
     def resolve_registered(self, key: str) -> str:
         """The model_run_id behind a registered model key ("name:version")."""
-        with self.db.read() as conn:
-            run_id = conn.execute(select(models.registered_models.c.model_run_id)
-                                  .where(models.registered_models.c.key == key)).scalar()
+        with self.db.read() as tx:
+            run_id = tx.scalar("SELECT model_run_id FROM registered_models WHERE key = :key", {"key": key})
         if run_id is None:
             raise ModelNotFound(key, "no registered model has this key")
         return str(run_id)
@@ -600,14 +617,15 @@ class Store:
     def register_model(self, key: str, model_name: str, version_name: str, model_run_id: str,
                        comment: str | None) -> None:
         """Record a registry entry; a (name, version) pair can be registered once."""
-        RM = models.registered_models
-        with self.db.write() as conn:
-            if conn.execute(select(RM.c.key).where(RM.c.model_name == model_name,
-                                                   RM.c.version_name == version_name)).first():
+        with self.db.write() as tx:
+            if tx.one("SELECT key FROM registered_models WHERE model_name = :n AND version_name = :v",
+                      {"n": model_name, "v": version_name}):
                 raise DuplicateName(
                     f"Model {model_name!r} already has a version {version_name!r}; choose a new version_name.")
-            conn.execute(insert(RM), {"key": key, "model_name": model_name, "version_name": version_name,
-                                      "model_run_id": model_run_id, "comment": comment, "created_at": utcnow()})
+            tx.run("INSERT INTO registered_models (key, model_name, version_name, model_run_id, comment, created_at) "
+                   "VALUES (:key, :n, :v, :m, :c, :at)",
+                   {"key": key, "n": model_name, "v": version_name, "m": model_run_id, "c": comment,
+                    "at": to_iso(utcnow())})
 
 
 def _liveness_verdict(rec: JobRecord, now: datetime) -> str | None:
