@@ -52,7 +52,6 @@ class RunContext:
         self.extract_embeddings = extract_embeddings
         self.phase = "predict" if job_type == "inference" else "train"
         self._cancel_seen = False
-        self.job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     @property
     def model_dir(self) -> Path:
@@ -104,7 +103,12 @@ class RunContext:
     def log(self, message: str) -> None:
         """Append a line to the job's log (``stream_logs()`` and ``jobtrack logs`` show it)."""
         line = f"{to_iso(utcnow())} {message}".replace("\n", "\n    ")
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # private to the user
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        try:
+            fd = os.open(self.log_path, flags, 0o600)  # private to the user
+        except FileNotFoundError:  # the job's first line: create its directory
+            self.job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.log_path, flags, 0o600)
         with open(fd, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 

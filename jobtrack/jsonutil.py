@@ -26,6 +26,18 @@ def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def splice(obj_json: str, members: dict[str, str | None]) -> str:
+    """Add already-encoded members to an encoded JSON object (members whose value is None are left out).
+
+    >>> splice('{"a":1}', {"b": '[2]', "c": None})
+    '{"a":1,"b":[2]}'
+    """
+    extra = ",".join(f"{_ENCODER.encode(k)}:{v}" for k, v in members.items() if v is not None)
+    if not extra:
+        return obj_json
+    return obj_json[:-1] + ("," if obj_json != "{}" else "") + extra + "}"
+
+
 def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None], list[str]]:
     """Check a metrics mapping: string keys, real-number values; NaN/±inf become None.
 

@@ -30,7 +30,7 @@ class JobManager:
         Raises:
             JobNotFound: no job has this id.
         """
-        return JobMonitor(self._store, self._store.get_job(job_id))
+        return JobMonitor.from_record(self._store, self._store.get_job(job_id))
 
     def cancel_job(self, job_id: str) -> JobStatus:
         """Cancel job ``job_id`` (see ``JobMonitor.cancel``) and return its status after the call."""
@@ -75,7 +75,7 @@ class JobManager:
             until=parse_when(until) if until is not None else None,
             limit=limit,
         )
-        return [JobMonitor(self._store, r) for r in recs]
+        return [JobMonitor.from_record(self._store, r) for r in recs]
 
     def prune(self, older_than: str | datetime, *, dry_run: bool = False) -> PruneReport:
         """Remove finished jobs that ended before ``older_than`` (an age like ``"30d"`` or a time), with their files.

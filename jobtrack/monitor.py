@@ -52,12 +52,18 @@ def status_dict(store: Store, rec: JobRecord) -> JobStatusDict:
 class JobMonitor:
     """A job created by ``Trainer.fit()``/``predict()``/``fit_predict()`` or fetched by ``JobManager``."""
 
-    def __init__(self, store: Store, record: JobRecord) -> None:
+    def __init__(self, store: Store, job_id: str, job_type: str, experiment_name: str,
+                 model_run_id: str | None) -> None:
         self._store = store
-        self.job_id: str = record.id
-        self.job_type: JobType = JobType(record.job_type)
-        self.experiment_name: str = record.experiment_name
-        self.model_run_id: str | None = record.model_run_id
+        self.job_id = job_id
+        self.job_type = JobType(job_type)
+        self.experiment_name = experiment_name
+        self.model_run_id = model_run_id
+
+    @classmethod
+    def from_record(cls, store: Store, record: JobRecord) -> JobMonitor:
+        """The monitor of a job read from the store."""
+        return cls(store, record.id, record.job_type, record.experiment_name, record.model_run_id)
 
     def __repr__(self) -> str:
         return f"JobMonitor(job_id={self.job_id!r}, job_type={self.job_type.value!r})"

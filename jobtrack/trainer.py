@@ -242,7 +242,7 @@ class Trainer:
                         _TRAINING_DATASETS.popitem(last=False)
         alias_check = (exports.alias_key(alias), alias) if alias else None
         self._store.create_job(values, model_run=model_run, alias_check=alias_check)
-        monitor = JobMonitor(self._store, self._store.get_job(job_id, check_liveness=False))
+        monitor = JobMonitor(self._store, job_id, job_type.value, dataset.experiment_name, model_run_id)
         self._dispatch(JobPayload(
             job_id=job_id, job_type=job_type.value, dataset=dataset, config=self.config,
             model_run_id=model_run_id, train_fn=self.train_fn if trains else None,

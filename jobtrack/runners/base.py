@@ -86,8 +86,6 @@ def _execute(store: Store, payload: JobPayload, ctx: RunContext, token: int) -> 
     try:
         summary = _call_user_code(payload, ctx)
         summary_json = jsonutil.dumps(summary, "the returned summary") if summary is not None else None
-        if ctx.cancel_requested:  # the code returned without noticing a cancel: the cancel wins
-            raise JobCanceled(payload.job_id)
     except JobCanceled:
         ctx.log("job canceled")
         return _finish(store, payload.job_id, token, JobStatus.CANCELED, reason="canceled by user")
@@ -101,8 +99,10 @@ def _execute(store: Store, payload: JobPayload, ctx: RunContext, token: int) -> 
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt / SystemExit still stop the process, after the job is recorded
         return status
-    ctx.log("job completed")
-    return _finish(store, payload.job_id, token, JobStatus.COMPLETED, reason="completed", summary_json=summary_json)
+    # A cancel requested while the code ran, which it never noticed, still wins over COMPLETED.
+    status = _finish(store, payload.job_id, token, JobStatus.COMPLETED, reason="completed", summary_json=summary_json)
+    ctx.log(f"job {(status or 'not recorded').lower()}")
+    return status
 
 
 def _call_user_code(payload: JobPayload, ctx: RunContext) -> Any:
@@ -122,11 +122,10 @@ def _call_user_code(payload: JobPayload, ctx: RunContext) -> Any:
 def _finish(store: Store, job_id: str, token: int, status: JobStatus, *, reason: str,
             summary_json: str | None = None, error_json: str | None = None) -> JobStatus | None:
     try:
-        store.finish(job_id, token, status, reason=reason, summary_json=summary_json, error_json=error_json)
+        return store.finish(job_id, token, status, reason=reason, summary_json=summary_json, error_json=error_json)
     except (RunnerFenced, InvalidTransition) as exc:
         log.warning("job %s: could not record %s: %s", job_id, status, exc)
         return None
-    return status
 
 
 def import_function(ref: str) -> UserFn:

@@ -387,10 +387,12 @@ class Store:
             eval_metric=eval_metric,
             metric_mode=metric_mode,
             epochs=self._epochs(tx, job_id) if epoch_seq else [],
-            summary=jsonutil.loads(sets.get("summary_json", summary_json)),
-            error=jsonutil.loads(sets.get("error_json", error_json)),
         )
-        return jsonutil.dumps(result, "result")
+        # summary and error are already JSON: splice them in rather than decode and re-encode them
+        return jsonutil.splice(jsonutil.dumps(result, "result"), {
+            "summary": sets.get("summary_json", summary_json),
+            "error": sets.get("error_json", error_json),
+        })
 
     # -- runner writes (fenced by the claim token) ------------------------------------------
 
@@ -487,15 +489,24 @@ class Store:
                     "id": job_id})
 
     def finish(self, job_id: str, token: int, new: JobStatus, *, reason: str,
-               summary_json: str | None = None, error_json: str | None = None) -> None:
-        """RUNNING → a terminal status by the runner holding ``token`` (fenced)."""
+               summary_json: str | None = None, error_json: str | None = None) -> JobStatus:
+        """RUNNING → a terminal status by the runner holding ``token`` (fenced); returns the status applied.
+
+        COMPLETED becomes CANCELED if a cancel was requested that the code never noticed (SPEC §5:
+        the job was asked to stop; its summary is kept).
+        """
         values: dict[str, Any] = {"cancel_requested": False}
         if summary_json is not None:
             values["summary_json"] = summary_json
         if error_json is not None:
             values["error_json"] = error_json
         with self.db.write() as tx:
+            if new is JobStatus.COMPLETED and tx.scalar(
+                "SELECT cancel_requested FROM jobs WHERE id = :id", {"id": job_id}
+            ):
+                new, reason = JobStatus.CANCELED, "canceled by user"
             self._apply_transition(tx, job_id, JobStatus.RUNNING, new, reason=reason, token=token, values=values)
+        return new
 
     def fail_unclaimed(self, job_id: str, reason: str, error_json: str | None = None) -> bool:
         """QUEUED → FAILED for a job that cannot be started; False if it was no longer QUEUED."""

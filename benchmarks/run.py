@@ -1,0 +1,521 @@
+"""jobtrack's benchmarks: each workload measures jobtrack and its baseline in the same run and prints ratios.
+
+Run:  python benchmarks/run.py [--quick] [--only NAME ...] [--results benchmarks/RESULTS.md]
+
+Baselines: raw sqlite3 on the same kind of file (WAL, synchronous=FULL, like jobtrack), and raw
+sqlite3 plus a ``filelock.FileLock`` per write transaction, the floor of this design. Peers
+(huey with SQLite storage, MLflow with a sqlite:/// tracking store) run when installed
+(``pip install -e ".[bench]"``). Timings are medians (p99 where it matters); ratios compare
+figures taken in this same run, because the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import (  # noqa: E402
+    EPOCHS,
+    RawLifecycle,
+    epoch_metrics,
+    fifty_epoch_result,
+    interleaved,
+    noop_job,
+    raw_connect,
+    summary,
+)
+
+from jobtrack import Dataset, JobManager, Trainer  # noqa: E402
+
+QUICK = False
+ROWS: list[dict[str, Any]] = []  # every figure printed, for RESULTS.md
+
+
+def report(workload: str, figure: str, value: str, target: str = "", met: bool | None = None) -> None:
+    status = "" if met is None else ("met" if met else "MISSED")
+    ROWS.append({"workload": workload, "figure": figure, "value": value, "target": target, "status": status})
+    extra = f"   target {target}: {status}" if target else ""
+    print(f"  {figure:<58} {value:>22}{extra}", flush=True)
+
+
+def _dataset() -> Dataset:
+    return Dataset("bench", "binary_classification", "jobs", tables={"train": [{"x": 1}]})
+
+
+def _fifty_epoch_train(ctx: Any) -> None:
+    for e in range(EPOCHS):
+        train, validation = epoch_metrics(e)
+        ctx.log_epoch(e, train=train, validation=validation)
+
+
+# -- 1. status reads --------------------------------------------------------------------------------
+
+
+def bench_status(tmp: Path) -> None:
+    print("1. get_status() of a completed job with a 50-epoch result", flush=True)
+    db = str(tmp / "status.db")
+    job = Trainer(_fifty_epoch_train, db=db, runner="eager").fit(_dataset())
+    manager = JobManager(db)
+    raw = raw_connect(db)
+    sql = "SELECT * FROM jobs WHERE id = ?"
+    cols = [d[0] for d in raw.execute(sql, (job.job_id,)).description]
+    json_cols = [cols.index(c) for c in ("result_json", "export_paths_json", "source_views_json")]
+
+    def raw_read() -> None:
+        row = raw.execute(sql, (job.job_id,)).fetchone()
+        for i in json_cols:
+            json.loads(row[i])
+
+    samples = interleaved({"raw": raw_read, "monitor": job.get_status,
+                           "fresh": lambda: manager.fetch_job(job.job_id).get_status()},
+                          calls=2000 if QUICK else 10000)
+    base, mon, fresh = (summary(samples[k]) for k in ("raw", "monitor", "fresh"))
+    size = len(json.dumps(job.get_status()["result"]))
+    report("status", f"raw sqlite3 read + JSON decode ({size} B result)", f"{base['median_us']:.1f} us")
+    ratio = mon["median_us"] / base["median_us"]
+    report("status", "monitor.get_status() median / p99",
+           f"{mon['median_us']:.1f} / {mon['p99_us']:.0f} us")
+    report("status", "monitor.get_status() vs raw", f"{ratio:.2f}x", "<= 4x", ratio <= 4)
+    report("status", "fetch_job(id).get_status() median / p99",
+           f"{fresh['median_us']:.1f} / {fresh['p99_us']:.0f} us")
+    report("status", "fetch_job(id).get_status() vs raw", f"{fresh['median_us'] / base['median_us']:.2f}x")
+
+
+# -- 2. lifecycle throughput ------------------------------------------------------------------------
+
+
+def _throughput(fn: Callable[[], Any], n: int) -> float:
+    started = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return n / (time.perf_counter() - started)
+
+
+def lifecycle_rates(tmp: Path, n: int) -> tuple[float, float, float]:
+    """Jobs/s of jobtrack (eager no-op job with a 50-epoch result), raw sqlite3 + FileLock, raw sqlite3."""
+    trainer = Trainer(noop_job, db=str(tmp / "lifecycle.db"), runner="eager")
+    ds = _dataset()
+    floor = RawLifecycle(str(tmp / "floor.db"))
+    bare = RawLifecycle(str(tmp / "bare.db"), file_lock=False)
+    result = fifty_epoch_result()
+    rates: dict[str, list[float]] = {"jt": [], "floor": [], "bare": []}
+    for _ in range(5):  # interleave rounds against noise
+        rates["jt"].append(_throughput(lambda: trainer.fit(ds), n // 5))
+        rates["floor"].append(_throughput(lambda: floor.lifecycle(result), n // 5))
+        rates["bare"].append(_throughput(lambda: bare.lifecycle(result), n // 5))
+    med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+    return med["jt"], med["floor"], med["bare"]
+
+
+def bench_lifecycle(tmp: Path) -> None:
+    print("2. job lifecycle: submit -> claim -> complete, no-op job with a 50-epoch result", flush=True)
+    jt, floor, bare = lifecycle_rates(tmp, 500 if QUICK else 2000)
+    report("lifecycle", "raw sqlite3, three transactions", f"{bare:.0f} jobs/s")
+    report("lifecycle", "raw sqlite3 + FileLock, three locked transactions", f"{floor:.0f} jobs/s")
+    report("lifecycle", "jobtrack Trainer(runner='eager').fit()", f"{jt:.0f} jobs/s")
+    report("lifecycle", "jobtrack vs raw sqlite3 + FileLock", f"{jt / floor:.2f}x", ">= 0.6x", jt / floor >= 0.6)
+
+
+# -- 3. per-epoch reporting -------------------------------------------------------------------------
+
+
+def bench_epochs(tmp: Path) -> None:
+    n = 2000 if QUICK else 10000
+    print(f"3. per-epoch reporting: {n} log_epoch calls, each committed durably (WAL, synchronous=FULL)",
+          flush=True)
+    timing: dict[str, float] = {}
+
+    def train(ctx: Any) -> None:
+        started = time.perf_counter()
+        for e in range(n):
+            train_m, val_m = epoch_metrics(e)
+            ctx.log_epoch(e, train=train_m, validation=val_m)
+        timing["jt"] = time.perf_counter() - started
+
+    Trainer(train, db=str(tmp / "epochs.db"), runner="eager").fit(_dataset())
+    raw = raw_connect(str(tmp / "epochs_raw.db"))
+    raw.execute("CREATE TABLE job_epochs (job_id TEXT, seq INTEGER, epoch INTEGER, train_json TEXT, "
+                "validation_json TEXT, at TEXT, PRIMARY KEY (job_id, seq))")
+    started = time.perf_counter()
+    for e in range(n):
+        train_m, val_m = epoch_metrics(e)
+        raw.execute("BEGIN IMMEDIATE")
+        raw.execute("INSERT INTO job_epochs VALUES (?, ?, ?, ?, ?, ?)",
+                    ("job", e, e, json.dumps(train_m), json.dumps(val_m), "2026-11-25T00:00:00.000000+00:00"))
+        raw.execute("COMMIT")
+    timing["raw"] = time.perf_counter() - started
+    ratio = timing["jt"] / timing["raw"]
+    report("epochs", "raw sqlite3 insert + commit per row", f"{timing['raw'] / n * 1e6:.0f} us/epoch")
+    report("epochs", "ctx.log_epoch()", f"{timing['jt'] / n * 1e6:.0f} us/epoch")
+    report("epochs", "log_epoch vs raw insert", f"{ratio:.2f}x", "<= 2x", ratio <= 2)
+
+
+# -- 4. scale ---------------------------------------------------------------------------------------
+
+
+def _fill(db: str, n: int) -> str:
+    """Create a jobtrack database and bulk-load ``n`` jobs with their events; returns a completed job's id."""
+    from jobtrack import liveness
+    from jobtrack.store import Store
+
+    Store.open(db).close()
+    me = liveness.current().encode()
+    result = json.dumps({"eval_metric": "roc_auc", "summary": {"ok": True}})
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA synchronous=OFF")  # bulk loading only; the measured reads do not depend on it
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    batch_jobs, batch_events = [], []
+    cols = ("id, job_type, status, experiment_name, model_run_id, output_alias, created_at, updated_at, finished_at, "
+            "reason, eval_metric, metric_mode, spec_json, runner_kind, submitter, runner, claim_token, heartbeat_at, "
+            "lease_expires_at, cancel_requested, summary_json, error_json, result_json, export_paths_json, "
+            "source_views_json, epoch_seq")
+    for i in range(n):
+        at = (base + dt.timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+        status = "RUNNING" if i % 200 == 7 else "QUEUED" if i % 200 == 11 else "COMPLETED"
+        job_id = f"job_{i:012d}"
+        done = status == "COMPLETED"
+        batch_jobs.append((job_id, "train", status, f"exp{i % 50}_binary_classification_t", f"mr_{i:012d}", None,
+                           at, at, at if done else None, "completed" if done else None, "roc_auc", "max", "{}",
+                           "worker", me, me if status == "RUNNING" else None, 1, None, None, 0, None, None,
+                           result if done else None, "{}", "{}", 0))
+        batch_events.append((job_id, None, "QUEUED", at, "submitted"))
+        if status != "QUEUED":
+            batch_events.append((job_id, "QUEUED", "RUNNING", at, "claimed"))
+        if done:
+            batch_events.append((job_id, "RUNNING", "COMPLETED", at, "completed"))
+        if len(batch_jobs) >= 50_000 or i == n - 1:
+            conn.executemany(f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * 26)})", batch_jobs)
+            conn.executemany("INSERT INTO job_events (job_id, from_status, to_status, at, reason) VALUES (?, ?, ?, ?, ?)",
+                             batch_events)
+            conn.commit()
+            batch_jobs, batch_events = [], []
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return f"job_{(n // 2) // 200 * 200:012d}"
+
+
+def bench_scale(tmp: Path) -> None:
+    big_n = 100_000 if QUICK else 1_000_000
+    print(f"4. scale: {big_n:,} jobs against 1,000 jobs", flush=True)
+    small_db, big_db = str(tmp / "small.db"), str(tmp / "big.db")
+    small_id = _fill(small_db, 1000)
+    started = time.perf_counter()
+    big_id = _fill(big_db, big_n)
+    load_s = time.perf_counter() - started
+    small, big = JobManager(small_db).fetch_job(small_id), JobManager(big_db).fetch_job(big_id)
+    big_manager = JobManager(big_db)
+    samples = interleaved({"small": small.get_status, "big": big.get_status,
+                           "list": lambda: big_manager.list_jobs(status="RUNNING", limit=100)},
+                          calls=500 if QUICK else 2000, batch=25)
+    s_small, s_big, s_list = (summary(samples[k]) for k in ("small", "big", "list"))
+    ratio = s_big["median_us"] / s_small["median_us"]
+    report("scale", f"bulk load of {big_n:,} jobs (setup, not a target)", f"{load_s:.1f} s")
+    report("scale", "get_status() with 1,000 jobs", f"{s_small['median_us']:.1f} us")
+    report("scale", f"get_status() with {big_n:,} jobs", f"{s_big['median_us']:.1f} us")
+    report("scale", f"get_status() {big_n:,} vs 1,000 jobs", f"{ratio:.2f}x", "<= 1.5x", ratio <= 1.5)
+    list_ms = s_list["median_us"] / 1000
+    report("scale", "list_jobs(status='RUNNING', limit=100) median / p99",
+           f"{list_ms:.2f} / {s_list['p99_us'] / 1000:.2f} ms", "< 20 ms", list_ms < 20)
+    per_job = os.path.getsize(big_db) / big_n
+    report("scale", "file size per job (row, ~3 events, indexes)", f"{per_job:.0f} B")
+
+
+# -- 5. concurrency ---------------------------------------------------------------------------------
+
+_CONCURRENT_CHILD = """
+import json, sys, time
+sys.path.insert(0, sys.argv[4])
+from common import noop_job
+from jobtrack import Dataset, Trainer
+db, n, start_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+trainer = Trainer(noop_job, db=db, runner="eager")
+ds = Dataset("bench", "binary_classification", "jobs", tables={"train": [{"x": 1}]})
+errors = []
+time.sleep(max(0.0, start_at - time.time()))
+started = time.time()
+for _ in range(n):
+    try:
+        if trainer.fit(ds).get_status()["status"] != "COMPLETED":
+            errors.append("not completed")
+    except Exception as exc:
+        errors.append(repr(exc))
+print(json.dumps({"start": started, "end": time.time(), "errors": errors}))
+"""
+
+_POLLER = """
+import json, sys, time
+from jobtrack import JobManager
+db, until = sys.argv[1], float(sys.argv[2])
+manager, polls, errors = JobManager(db), 0, []
+while time.time() < until:
+    try:
+        for job in manager.list_jobs(limit=20):
+            job.get_status()
+        polls += 1
+    except Exception as exc:
+        errors.append(repr(exc))
+    time.sleep(0.005)
+print(json.dumps({"polls": polls, "errors": errors}))
+"""
+
+
+def bench_concurrency(tmp: Path) -> None:
+    procs, per = 8, 100 if QUICK else 500
+    print(f"5. concurrency: {procs} processes x {per} lifecycles + one polling reader", flush=True)
+    single_db, multi_db = str(tmp / "single.db"), str(tmp / "multi.db")
+    for db in (single_db, multi_db):
+        JobManager(db)
+    start_at = time.time() + 2.0
+    one = subprocess.run([sys.executable, "-c", _CONCURRENT_CHILD, single_db, str(per), str(start_at), str(HERE)],
+                         capture_output=True, text=True, check=True)
+    single = json.loads(one.stdout)
+    single_rate = per / (single["end"] - single["start"])
+    start_at = time.time() + 3.0
+    children = [subprocess.Popen([sys.executable, "-c", _CONCURRENT_CHILD, multi_db, str(per), str(start_at),
+                                  str(HERE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(procs)]
+    poller = subprocess.Popen([sys.executable, "-c", _POLLER, multi_db, str(start_at + 600)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outs = [json.loads(c.communicate()[0]) for c in children]
+    poller.send_signal(signal.SIGTERM)
+    poller.wait()
+    errors = [e for o in outs for e in o["errors"]]
+    elapsed = max(o["end"] for o in outs) - min(o["start"] for o in outs)
+    rate = procs * per / elapsed
+    locked = sum("locked" in e.lower() for e in errors)
+    report("concurrency", "one process alone", f"{single_rate:.0f} jobs/s")
+    report("concurrency", f"{procs} processes together (+ polling reader)", f"{rate:.0f} jobs/s")
+    report("concurrency", "errors ('database is locked' among them)", f"{len(errors)} ({locked})", "0", not errors)
+    report("concurrency", f"{procs} processes vs one alone", f"{rate / single_rate:.2f}x", ">= 0.5x",
+           rate / single_rate >= 0.5)
+
+
+# -- 6. dead-runner detection -----------------------------------------------------------------------
+
+_SLOW_RUNNER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from common import slow_job
+from jobtrack import Dataset, Trainer
+job = Trainer(slow_job, db=sys.argv[1]).fit(Dataset("bench", "regression", "slow", tables={"train": [{"x": 1}]}))
+print(job.job_id, flush=True)
+job.wait()
+"""
+
+
+def bench_detection(tmp: Path) -> None:
+    rounds = 5 if QUICK else 11
+    print(f"6. dead-runner detection: SIGKILL to a FAILED read, same host, {rounds} rounds", flush=True)
+    db = str(tmp / "detect.db")
+    manager = JobManager(db)
+    latencies = []
+    for _ in range(rounds):
+        child = subprocess.Popen([sys.executable, "-c", _SLOW_RUNNER, db, str(HERE)], stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        job = manager.fetch_job(child.stdout.readline().strip())
+        while not job.get_status()["result"].get("epochs"):
+            time.sleep(0.005)
+        killed = time.perf_counter()
+        os.kill(child.pid, signal.SIGKILL)
+        while job.get_status()["status"] != "FAILED":
+            pass
+        latencies.append(time.perf_counter() - killed)
+        child.wait()
+    med = sorted(latencies)[len(latencies) // 2] * 1000
+    report("detection", "SIGKILL -> FAILED read, median / max",
+           f"{med:.1f} / {max(latencies) * 1000:.1f} ms", "< 100 ms", med < 100)
+
+
+# -- 7. memory --------------------------------------------------------------------------------------
+
+_MEMORY_CHILD = """
+import json, os, resource, sys
+sys.path.insert(0, sys.argv[3])
+from common import tiny_job
+from jobtrack import Dataset, Trainer
+db, n = sys.argv[1], int(sys.argv[2])
+trainer = Trainer(tiny_job, db=db)  # the default thread runner
+ds = Dataset("bench", "regression", "memory", tables={"train": [{"x": 1}]})
+done = 0
+while done < n:  # waves of 100, so the runner's queue does not hold thousands of pending jobs at once
+    wave = [trainer.fit(ds) for _ in range(min(100, n - done))]
+    wave[-1].wait()
+    done += len(wave)
+assert all(j.get_status()["status"] == "COMPLETED" for j in wave)
+print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "db_bytes": os.path.getsize(db)}))
+"""
+
+
+def bench_memory(tmp: Path) -> None:
+    n = 2000 if QUICK else 10000
+    print(f"7. memory: peak RSS after {n} jobs through the thread runner vs after one job", flush=True)
+    out = {}
+    for label, count in (("one", 1), ("many", n)):
+        proc = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(tmp / f"mem_{label}.db"), str(count),
+                               str(HERE)], capture_output=True, text=True, check=True)
+        out[label] = json.loads(proc.stdout)
+    ratio = out["many"]["maxrss_kb"] / out["one"]["maxrss_kb"]
+    report("memory", "peak RSS after one job", f"{out['one']['maxrss_kb'] / 1024:.1f} MiB")
+    report("memory", f"peak RSS after {n} jobs", f"{out['many']['maxrss_kb'] / 1024:.1f} MiB")
+    report("memory", f"{n} jobs vs one job", f"{ratio:.2f}x", "<= 1.5x", ratio <= 1.5)
+    per_10k = out["many"]["db_bytes"] / n * 10000 / 1e6
+    report("memory", "file size per 10,000 finished jobs", f"{per_10k:.1f} MB")
+
+
+# -- 8. peers ---------------------------------------------------------------------------------------
+
+
+def bench_peers(tmp: Path) -> None:
+    print("8. peers: lifecycle throughput and status-read latency", flush=True)
+    n = 100 if QUICK else 300
+    (tmp / "peers").mkdir()
+    jt_rate = lifecycle_rates(tmp / "peers", n)[0]
+    job = Trainer(_fifty_epoch_train, db=str(tmp / "peers" / "status.db"), runner="eager").fit(_dataset())
+    jt_read = summary(interleaved({"jt": job.get_status}, calls=2000))["median_us"]
+    report("peers", "jobtrack lifecycle / status read", f"{jt_rate:.0f} jobs/s / {jt_read:.0f} us")
+    for name, peer in (("huey", _huey_peer), ("mlflow", _mlflow_peer)):
+        try:
+            rate, read_us = peer(tmp, n)
+        except ImportError:
+            report("peers", f"{name}", "not installed (pip install -e '.[bench]')")
+            continue
+        report("peers", f"{name} lifecycle / status read", f"{rate:.0f} jobs/s / {read_us:.0f} us")
+        report("peers", f"jobtrack vs {name}: lifecycle throughput", f"{jt_rate / rate:.2f}x", "> 1x", jt_rate > rate)
+        report("peers", f"jobtrack vs {name}: status read (their time / ours)", f"{read_us / jt_read:.2f}x", "> 1x",
+               read_us > jt_read)
+
+
+def _huey_peer(tmp: Path, n: int) -> tuple[float, float]:
+    from huey import SqliteHuey
+
+    huey = SqliteHuey(filename=str(tmp / "huey.db"), fsync=True)
+    result = fifty_epoch_result()
+
+    @huey.task()
+    def noop() -> dict[str, Any]:
+        return result
+
+    def lifecycle() -> Any:
+        handle = noop()  # enqueue
+        huey.execute(huey.dequeue())  # a consumer's work: run it and store the result
+        return handle
+
+    rate = _throughput(lifecycle, n)
+    handle = lifecycle()
+    read = summary(interleaved({"r": lambda: handle.get(preserve=True)}, calls=2000))["median_us"]
+    return rate, read
+
+
+def _mlflow_peer(tmp: Path, n: int) -> tuple[float, float]:
+    import logging
+
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    experiment = client.create_experiment("bench")
+
+    def lifecycle() -> str:
+        run = client.create_run(experiment)
+        run_id = run.info.run_id
+        now = int(time.time() * 1000)
+        metrics = []
+        for e in range(EPOCHS):
+            train, validation = epoch_metrics(e)
+            metrics += [Metric(f"train_{k}", v, now, e) for k, v in train.items()]
+            metrics += [Metric(f"val_{k}", v, now, e) for k, v in validation.items()]
+        client.log_batch(run_id, metrics=metrics)
+        client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    rate = _throughput(lifecycle, max(20, n // 5))
+    run_id = lifecycle()
+    read = summary(interleaved({"r": lambda: client.get_run(run_id).info.status}, calls=300, batch=25))["median_us"]
+    return rate, read
+
+
+# -- driver -----------------------------------------------------------------------------------------
+
+WORKLOADS: dict[str, Callable[[Path], None]] = {
+    "status": bench_status,
+    "lifecycle": bench_lifecycle,
+    "epochs": bench_epochs,
+    "scale": bench_scale,
+    "concurrency": bench_concurrency,
+    "detection": bench_detection,
+    "memory": bench_memory,
+    "peers": bench_peers,
+}
+
+
+def _cli(tmp: Path) -> None:
+    print("9. command line: whole-process `jobtrack status` vs a bare import of the core dependencies", flush=True)
+    import bench_cli
+
+    out = bench_cli.main()
+    report("cli", "`jobtrack status` vs `import sqlmodel, filelock, dateutil`", f"{out['ratio']:.2f}x", "<= 1.3x",
+           out["ratio"] <= 1.3)
+
+
+WORKLOADS["cli"] = _cli
+
+
+def write_results(path: Path, command: str, elapsed_s: float) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- Command: `{command}`",
+        f"- Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; run took {elapsed_s:.0f} s",
+        f"- Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, {platform.platform()}",
+        "",
+        "| workload | figure | value | target | status |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['workload']} | {r['figure']} | {r['value']} | {r['target']} | {r['status']} |" for r in ROWS]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    global QUICK
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), help="run just these workloads")
+    parser.add_argument("--results", type=Path, help="write the figures to this Markdown file")
+    args = parser.parse_args(argv)
+    QUICK = args.quick
+    started = time.perf_counter()
+    print(f"jobtrack benchmarks on {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"SQLite {sqlite3.sqlite_version}{' (quick)' if QUICK else ''}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="jobtrack-bench-") as tmp:
+        for name in args.only or list(WORKLOADS):
+            WORKLOADS[name](Path(tmp))
+    elapsed = time.perf_counter() - started
+    missed = [r for r in ROWS if r["status"] == "MISSED"]
+    print(f"done in {elapsed:.0f} s; peak RSS of this process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
+          f"targets missed: {len(missed)}", flush=True)
+    if args.results:
+        write_results(args.results, "python benchmarks/run.py " + " ".join(argv or sys.argv[1:]), elapsed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
