@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from typing import Any
@@ -10,9 +11,37 @@ from jobtrack.errors import NotSerializable
 
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
+_orjson: Any
+try:  # the ``fast`` extra: the same JSON, encoded and decoded about four times faster
+    _orjson = importlib.import_module("orjson")
+except ImportError:  # pragma: no cover - exercised by the core-only CI step
+    _orjson = None
+
+# orjson must never accept what the standard encoder refuses: types it would serialize itself
+# (datetime, dataclasses, subclasses) are passed to a default that refuses them, which sends the
+# value down the standard path, where it is encoded or refused exactly as without the extra.
+_ORJSON_OPTIONS = (
+    _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_SUBCLASS
+    if _orjson is not None
+    else 0
+)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError
+
 
 def dumps(value: Any, field: str) -> str:
     """Encode value as compact strict JSON, or raise NotSerializable naming the offending key path."""
+    if _orjson is not None:
+        try:
+            out: bytes = _orjson.dumps(value, default=_refuse, option=_ORJSON_OPTIONS)
+        except (TypeError, _orjson.JSONEncodeError):
+            pass  # the standard path decides, and names the offending key
+        else:
+            # orjson writes NaN and infinities as null; only output without any null is certainly strict
+            if b"null" not in out:
+                return out.decode()
     try:
         return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
@@ -23,7 +52,14 @@ def dumps(value: Any, field: str) -> str:
 
 def loads(text: str | None) -> Any:
     """Decode stored JSON (None stays None)."""
-    return None if text is None else json.loads(text)
+    if text is None:
+        return None
+    if _orjson is not None:
+        try:
+            return _orjson.loads(text)
+        except _orjson.JSONDecodeError:
+            pass  # e.g. integers beyond 64 bits: the standard decoder reads them
+    return json.loads(text)
 
 
 def splice(obj_json: str, members: dict[str, str | None]) -> str:

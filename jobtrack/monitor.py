@@ -10,7 +10,6 @@ from jobtrack import jsonutil
 from jobtrack.config import DEFAULT_WAIT_POLL_S
 from jobtrack.errors import InvalidArgument, ModelNotReady, WaitTimeout
 from jobtrack.states import JobStatus, JobType
-from jobtrack.timeutil import to_iso
 
 if TYPE_CHECKING:
     from jobtrack.store import EventRecord, JobRecord, Store
@@ -37,9 +36,9 @@ def status_dict(store: Store, rec: JobRecord) -> JobStatusDict:
     return {
         "job_id": rec.id,
         "status": rec.status,
-        "started_at": to_iso(rec.created_at),
-        "finished_at": to_iso(rec.finished_at) if rec.finished_at is not None else None,
-        "updated_at": to_iso(rec.updated_at),
+        "started_at": rec.created_iso,  # stored as fixed-width ISO 8601 UTC text already
+        "finished_at": rec.finished_iso,
+        "updated_at": rec.updated_iso,
         "experiment_name": rec.experiment_name,
         "job_type": rec.job_type,
         "model_run_id": rec.model_run_id,

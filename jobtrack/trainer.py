@@ -241,9 +241,10 @@ class Trainer:
                     while len(_TRAINING_DATASETS) > TRAINING_DATASETS_KEPT:
                         _TRAINING_DATASETS.popitem(last=False)
         alias_check = (exports.alias_key(alias), alias) if alias else None
-        self._store.create_job(values, model_run=model_run, alias_check=alias_check)
+        token = self._store.create_job(values, model_run=model_run, alias_check=alias_check,
+                                       claim=self.runner == "eager")
         monitor = JobMonitor(self._store, job_id, job_type.value, dataset.experiment_name, model_run_id)
-        self._dispatch(JobPayload(
+        self._dispatch(token, JobPayload(
             job_id=job_id, job_type=job_type.value, dataset=dataset, config=self.config,
             model_run_id=model_run_id, train_fn=self.train_fn if trains else None,
             predict_fn=self.predict_fn if job_type is not JobType.TRAIN else None,
@@ -251,11 +252,11 @@ class Trainer:
         ))
         return monitor
 
-    def _dispatch(self, payload: JobPayload) -> None:
+    def _dispatch(self, token: int | None, payload: JobPayload) -> None:
         if self.runner != "worker":
             signals.watch(self._store)
         if self.runner == "eager":
-            run_job(self._store, payload)
+            run_job(self._store, payload, token=token)
         elif self.runner == "thread":
             thread.submit(self._store, run_job, self._store, payload, max_workers=self.max_workers)
         elif self.runner == "process":

@@ -82,7 +82,8 @@ def run_job(store: Store, payload: JobPayload, *, token: int | None = None) -> J
 
 
 def _execute(store: Store, payload: JobPayload, ctx: RunContext, token: int) -> JobStatus | None:
-    ctx.log(f"job {payload.job_id} ({payload.job_type}) started")
+    # No "started"/"completed" log lines: the event history records those, and a log file per
+    # no-op job would cost more than the job's three transactions together.
     try:
         summary = _call_user_code(payload, ctx)
         summary_json = jsonutil.dumps(summary, "the returned summary") if summary is not None else None
@@ -100,9 +101,7 @@ def _execute(store: Store, payload: JobPayload, ctx: RunContext, token: int) -> 
             raise  # KeyboardInterrupt / SystemExit still stop the process, after the job is recorded
         return status
     # A cancel requested while the code ran, which it never noticed, still wins over COMPLETED.
-    status = _finish(store, payload.job_id, token, JobStatus.COMPLETED, reason="completed", summary_json=summary_json)
-    ctx.log(f"job {(status or 'not recorded').lower()}")
-    return status
+    return _finish(store, payload.job_id, token, JobStatus.COMPLETED, reason="completed", summary_json=summary_json)
 
 
 def _call_user_code(payload: JobPayload, ctx: RunContext) -> Any:

@@ -52,6 +52,7 @@ class Tx:
     def __init__(self, conn: Any, *, raw: bool) -> None:
         self._conn = conn
         self._raw = raw
+        self.memo: dict[Any, Any] = {}  # reads remembered for the rest of this transaction
 
     def execute(self, sql: str, params: Params | None = None) -> Any:
         if self._raw:
@@ -185,11 +186,17 @@ class Database:
     # -- transactions ------------------------------------------------------------------------
 
     @contextmanager
-    def read(self) -> Iterator[Tx]:
-        """A short read transaction (one consistent snapshot), without the write lock."""
+    def read(self, *, snapshot: bool = True) -> Iterator[Tx]:
+        """A short read transaction (one consistent snapshot), without the write lock.
+
+        ``snapshot=False`` skips BEGIN/COMMIT for a single statement, which SQLite runs atomically anyway.
+        """
         with _translate(self.target):
             if self.is_sqlite:
                 conn = self._raw()
+                if not snapshot:
+                    yield Tx(conn, raw=True)
+                    return
                 conn.execute("BEGIN")
                 try:
                     yield Tx(conn, raw=True)

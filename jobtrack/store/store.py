@@ -45,7 +45,11 @@ _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:
-    """A job row as read from the store (timestamps are aware UTC datetimes)."""
+    """A job row as read from the store.
+
+    Timestamps are kept as the stored ISO 8601 UTC text (``*_iso``), which ``get_status()``
+    returns as is; the ``*_at`` properties give them as aware UTC datetimes.
+    """
 
     id: str
     job_type: str
@@ -53,9 +57,9 @@ class JobRecord:
     experiment_name: str
     model_run_id: str | None
     output_alias: str | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
+    created_iso: str
+    updated_iso: str
+    finished_iso: str | None
     reason: str | None
     eval_metric: str | None
     metric_mode: str | None
@@ -64,9 +68,9 @@ class JobRecord:
     submitter: str
     runner: str | None
     claim_token: int
-    heartbeat_at: datetime | None
-    lease_expires_at: datetime | None
-    cancel_requested: bool
+    heartbeat_iso: str | None
+    lease_expires_iso: str | None
+    cancel_requested: int  # 0/1 (SQLite) or a bool (servers): test its truth
     summary_json: str | None
     error_json: str | None
     result_json: str | None
@@ -75,24 +79,34 @@ class JobRecord:
     epoch_seq: int
 
     @property
+    def created_at(self) -> datetime:
+        return from_iso(self.created_iso)
+
+    @property
+    def updated_at(self) -> datetime:
+        return from_iso(self.updated_iso)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return None if self.finished_iso is None else from_iso(self.finished_iso)
+
+    @property
+    def lease_expires_at(self) -> datetime | None:
+        return None if self.lease_expires_iso is None else from_iso(self.lease_expires_iso)
+
+    @property
     def spec(self) -> dict[str, Any]:
         return jsonutil.loads(self.spec_json) or {}
 
 
-_JOB_FIELDS = [f.name for f in fields(JobRecord)]
+# Column names in the table, in JobRecord's order (the record renames *_at columns to *_iso).
+_JOB_FIELDS = [f.name.replace("_iso", "_at") for f in fields(JobRecord)]
 _JOB_COLUMNS = ", ".join(_JOB_FIELDS)
-_TS_INDEXES = [i for i, name in enumerate(_JOB_FIELDS) if name.endswith("_at")]
-_CANCEL_INDEX = _JOB_FIELDS.index("cancel_requested")
 _SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = :id"
 
 
 def _record(row: Sequence[Any]) -> JobRecord:
-    values = list(row)
-    for i in _TS_INDEXES:
-        if values[i] is not None:
-            values[i] = from_iso(values[i])
-    values[_CANCEL_INDEX] = bool(values[_CANCEL_INDEX])
-    return JobRecord(*values)
+    return JobRecord(*row)
 
 
 def _in_list(name: str, items: Sequence[str], params: dict[str, Any]) -> str:
@@ -175,10 +189,14 @@ class Store:
     # -- creating jobs ---------------------------------------------------------------------
 
     def create_job(self, values: dict[str, Any], *, model_run: dict[str, Any] | None = None,
-                   alias_check: tuple[str, str] | None = None) -> None:
+                   alias_check: tuple[str, str] | None = None, claim: bool = False,
+                   lease_s: float = DEFAULT_LEASE_S) -> int | None:
         """Insert a QUEUED job (and its model run) with its creation event.
 
         ``alias_check`` = (normalised alias, alias) refuses an output alias that is in use.
+        ``claim=True`` also claims it for the calling process in the same transaction (the eager
+        runner, which runs the job at once) and returns the fencing token; the history still
+        shows QUEUED → RUNNING.
         """
         now = to_iso(utcnow())
         row: dict[str, Any] = {name: None for name in _JOB_FIELDS}
@@ -195,6 +213,9 @@ class Store:
                        "VALUES (:id, :job_id, :experiment_name, :task_type, :created_at)",
                        {"created_at": now, **model_run})
             self._add_event(tx, row["id"], None, "QUEUED", now, "submitted")
+            if claim:
+                return self._claim(tx, row["id"], lease_s, token=0)  # just inserted with token 0
+        return None
 
     @staticmethod
     def _add_event(tx: Tx, job_id: str, src: str | None, dst: str, at: str, reason: str | None) -> None:
@@ -220,7 +241,7 @@ class Store:
         Raises:
             JobNotFound: no job has this id.
         """
-        with self.db.read() as tx:
+        with self.db.read(snapshot=False) as tx:
             row = tx.one(_SELECT_JOB, {"id": job_id})
         if row is None:
             raise JobNotFound(job_id, self.target)
@@ -378,11 +399,7 @@ class Store:
         log.debug("job %s: %s -> %s (%s)", job_id, expected, new, reason)
 
     def _frozen_result(self, tx: Tx, job_id: str, sets: dict[str, Any]) -> str:
-        row = tx.one("SELECT eval_metric, metric_mode, summary_json, error_json, epoch_seq FROM jobs WHERE id = :id",
-                     {"id": job_id})
-        if row is None:
-            return "{}"
-        eval_metric, metric_mode, summary_json, error_json, epoch_seq = row
+        eval_metric, metric_mode, summary_json, error_json, epoch_seq, _ = self._row(tx, job_id)
         result = results.compose(
             eval_metric=eval_metric,
             metric_mode=metric_mode,
@@ -413,10 +430,12 @@ class Store:
                 return None
             return job_id, self._claim(tx, job_id, lease_s)
 
-    def _claim(self, tx: Tx, job_id: str, lease_s: float) -> int:
-        token = tx.scalar("SELECT claim_token FROM jobs WHERE id = :id", {"id": job_id})
+    def _claim(self, tx: Tx, job_id: str, lease_s: float, *, token: int | None = None) -> int:
+        """QUEUED → RUNNING under a new fencing token (the previous token + 1, read unless given)."""
         if token is None:
-            raise JobNotFound(job_id, self.target)
+            token = tx.scalar("SELECT claim_token FROM jobs WHERE id = :id", {"id": job_id})
+            if token is None:
+                raise JobNotFound(job_id, self.target)
         now = utcnow()
         token = int(token) + 1
         self._apply_transition(
@@ -501,12 +520,24 @@ class Store:
         if error_json is not None:
             values["error_json"] = error_json
         with self.db.write() as tx:
-            if new is JobStatus.COMPLETED and tx.scalar(
-                "SELECT cancel_requested FROM jobs WHERE id = :id", {"id": job_id}
-            ):
+            if new is JobStatus.COMPLETED and self._row(tx, job_id)[5]:  # cancel_requested
                 new, reason = JobStatus.CANCELED, "canceled by user"
             self._apply_transition(tx, job_id, JobStatus.RUNNING, new, reason=reason, token=token, values=values)
         return new
+
+    def _row(self, tx: Tx, job_id: str) -> tuple[Any, ...]:
+        """(eval_metric, metric_mode, summary_json, error_json, epoch_seq, cancel_requested) of a job.
+
+        Read once per transaction: finishing a job needs it twice (cancel check, frozen result).
+        """
+        row: tuple[Any, ...] | None = tx.memo.get(("job", job_id))
+        if row is None:
+            row = tx.one("SELECT eval_metric, metric_mode, summary_json, error_json, epoch_seq, cancel_requested "
+                         "FROM jobs WHERE id = :id", {"id": job_id})
+            if row is None:
+                raise JobNotFound(job_id, self.target)
+            tx.memo[("job", job_id)] = row
+        return row
 
     def fail_unclaimed(self, job_id: str, reason: str, error_json: str | None = None) -> bool:
         """QUEUED → FAILED for a job that cannot be started; False if it was no longer QUEUED."""

@@ -1,0 +1,95 @@
+"""Strict JSON: the optional orjson fast path must accept and refuse exactly what the standard encoder does."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jobtrack import NotSerializable, jsonutil
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=5) | st.integers(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def _standard(value: object) -> object:
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError):
+        return NotSerializable
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_dumps_agrees_with_the_standard_encoder(value: object) -> None:
+    expected = _standard(value)
+    try:
+        got = json.loads(jsonutil.dumps(value, "v"))
+    except NotSerializable:
+        got = NotSerializable
+    assert got == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_loads_reads_back_what_dumps_wrote(value: object) -> None:
+    try:
+        text = jsonutil.dumps(value, "v")
+    except NotSerializable:
+        return
+    assert jsonutil.loads(text) == json.loads(text)
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+@pytest.mark.parametrize("value", [
+    {"when": dt.datetime(2026, 1, 1)}, {"p": Point(1)}, {"nan": math.nan}, {"inf": [1.0, -math.inf]},
+    {"obj": object()}, {(1, 2): "tuple key"},
+])
+def test_values_the_standard_encoder_refuses_are_refused_with_the_key_named(value: dict[object, object]) -> None:
+    with pytest.raises(NotSerializable) as info:
+        jsonutil.dumps(value, "summary")
+    assert "summary" in str(info.value)
+
+
+def test_subclasses_and_big_integers_encode_as_the_standard_encoder_does() -> None:
+    value = {"color": Color.RED, "big": 2**70, 3: "int key", "none": None}
+    assert json.loads(jsonutil.dumps(value, "v")) == json.loads(json.dumps(value))
+    assert jsonutil.loads(json.dumps({"big": 2**70})) == {"big": 2**70}
+
+
+def test_without_the_fast_extra_the_standard_path_does_the_same(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "orjson.py"
+    blocker.write_text("raise ImportError('fast extra not installed')\n")
+    code = (
+        "import json, math\n"
+        "from jobtrack import jsonutil, NotSerializable\n"
+        "assert jsonutil._orjson is None\n"
+        "assert json.loads(jsonutil.dumps({'a': [1, 2.5, None]}, 'v')) == {'a': [1, 2.5, None]}\n"
+        "assert jsonutil.loads('{\"a\": 1}') == {'a': 1}\n"
+        "try:\n    jsonutil.dumps({'x': math.nan}, 'v')\nexcept NotSerializable as e:\n    print('refused', e.field)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "refused v"
