@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.add_argument("--max-jobs", type=int, default=None)
     sub.add_parser("demo", parents=[common], help="train and use a small real model on the default database")
+    p = sub.add_parser("migrate", parents=[common], help="copy a database's jobs into another (e.g. a file to PostgreSQL)")
+    p.add_argument("--from", dest="source", required=True, help="database to copy from (path or URL)")
+    p.add_argument("--to", dest="target", required=True, help="database to copy into (path or URL)")
     return parser
 
 
@@ -185,6 +188,17 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from jobtrack.store import Store
+    from jobtrack.store.migrate import migrate
+
+    source, target = Store.open(args.source), Store.open(args.target)
+    report = migrate(source, target)
+    print(f"copied {len(report.copied)} job(s) from {source.target} to {target.target}; "
+          f"{len(report.skipped)} already there; {len(report.registered)} registered model(s)")
+    return 0
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     from jobtrack.runners.worker import run_worker
     from jobtrack.store import Store
@@ -231,5 +245,6 @@ _COMMANDS = {
     "prune": _cmd_prune,
     "plot": _cmd_plot,
     "worker": _cmd_worker,
+    "migrate": _cmd_migrate,
     "demo": _cmd_demo,
 }

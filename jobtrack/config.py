@@ -26,10 +26,36 @@ DEFAULT_BUSY_TIMEOUT_MS = 30_000
 """SQLite busy_timeout in milliseconds; a backstop, since writers already serialise on the file lock."""
 
 DEFAULT_LEASE_S = 30.0
-"""Seconds a runner's claim stays valid without a heartbeat, for runners that cannot be checked by pid."""
+"""Seconds a runner's claim stays valid without a heartbeat, for runners that cannot be checked by pid.
 
-DEFAULT_HEARTBEAT_S = 10.0
-"""Seconds between heartbeats of a running job (a third of the lease)."""
+Runners renew it every third of a lease; a reader on another host declares the job lost once it expires.
+"""
+
+ENV_LEASE = "JOBTRACK_LEASE_S"
+"""Environment variable overriding DEFAULT_LEASE_S (seconds), e.g. for workers on several hosts."""
+
+ENV_HOST = "JOBTRACK_HOST"
+"""Environment variable naming this machine for liveness checks, where hostnames are not unique."""
+
+
+def lease_seconds() -> float:
+    """The runner lease: ``$JOBTRACK_LEASE_S`` if set, else DEFAULT_LEASE_S.
+
+    Raises:
+        InvalidArgument: a value that is not a positive number of seconds.
+    """
+    raw = os.environ.get(ENV_LEASE)
+    if raw is None or raw == "":
+        return DEFAULT_LEASE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value != value or value == float("inf"):
+        from jobtrack.errors import InvalidArgument
+
+        raise InvalidArgument(f"{ENV_LEASE}={raw!r} is not a positive number of seconds; unset it or use e.g. 30.")
+    return value
 
 DEFAULT_WAIT_POLL_S = 0.05
 """Seconds between status reads while wait() blocks."""

@@ -39,6 +39,7 @@ class RunContext:
         output_alias: str | None = None,
         output_config: Mapping[str, Any] | None = None,
         extract_embeddings: bool = False,
+        model_dir: str | None = None,
     ) -> None:
         self._store = store
         self._token = token
@@ -52,13 +53,13 @@ class RunContext:
         self.extract_embeddings = extract_embeddings
         self.phase = "predict" if job_type == "inference" else "train"
         self._cancel_seen = False
+        self._model_dir = Path(model_dir) if model_dir else store.model_dir(model_run_id or job_id)
 
     @property
     def model_dir(self) -> Path:
         """The model run's directory: training code saves its model here, prediction code loads it."""
-        path = self._store.model_dir(self.model_run_id or self.job_id)
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
+        self._model_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self._model_dir
 
     @property
     def job_dir(self) -> Path:

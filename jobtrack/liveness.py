@@ -33,7 +33,8 @@ class ProcessIdentity:
 
 @lru_cache(maxsize=1)
 def _hostname() -> str:
-    return socket.gethostname()
+    # JOBTRACK_HOST names the machine where hostnames repeat (containers, cloned VMs).
+    return os.environ.get("JOBTRACK_HOST") or socket.gethostname()
 
 
 @lru_cache(maxsize=1)

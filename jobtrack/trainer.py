@@ -139,8 +139,9 @@ class Trainer:
             if test_table is not None:
                 dataset = dataset.with_table("test", test_table)
         self._check_dataset(dataset, needs=("test",))
+        model_dir = train_job.spec.get("model_dir") or str(self._store.model_dir(model_run_id))
         return self._submit(JobType.INFERENCE, dataset, model_run_id, alias=alias, output_config=out_config,
-                            extract_embeddings=bool(extract_embeddings))
+                            extract_embeddings=bool(extract_embeddings), model_dir=model_dir)
 
     def fit_predict(
         self,
@@ -208,9 +209,11 @@ class Trainer:
         alias: str | None = None,
         output_config: dict[str, Any] | None = None,
         extract_embeddings: bool = False,
+        model_dir: str | None = None,
     ) -> JobMonitor:
         job_id = new_id("job")
         trains = job_type is not JobType.INFERENCE
+        model_dir = model_dir or str(self._store.model_dir(model_run_id))
         spec: dict[str, Any] = {
             "dataset": dataset.to_spec(),
             "config": self.config,
@@ -219,6 +222,7 @@ class Trainer:
             "extract_embeddings": extract_embeddings,
             "train_fn": self._refs.get("train") if trains else None,
             "predict_fn": self._refs.get("predict") if job_type is not JobType.TRAIN else None,
+            "model_dir": model_dir,
         }
         values = {
             "id": job_id,
@@ -249,6 +253,7 @@ class Trainer:
             model_run_id=model_run_id, train_fn=self.train_fn if trains else None,
             predict_fn=self.predict_fn if job_type is not JobType.TRAIN else None,
             output_alias=alias, output_config=output_config or {}, extract_embeddings=extract_embeddings,
+            model_dir=model_dir,
         ))
         return monitor
 

@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
-import sys
+import tempfile
 import time
 import traceback
 from typing import Any
@@ -25,9 +26,17 @@ def quick_train(ctx: Any) -> dict[str, Any]:
     return {"ok": True}
 
 
+def slow_train(ctx: Any) -> dict[str, Any]:
+    """Reports an epoch every 50 ms for ``config["epochs"]`` epochs (long enough to be killed mid-job)."""
+    for epoch in range(int(ctx.config.get("epochs", 100))):
+        ctx.log_epoch(epoch, train={"loss": 1.0 / (epoch + 1)})
+        time.sleep(0.05)
+    return {"ok": True}
+
+
 def main(db: str, seconds: float, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    table = f"{db}.p{seed}.csv"
+    table = os.path.join(tempfile.gettempdir(), f"jobtrack-stress-{os.getpid()}-{seed}.csv")  # db may be a URL
     with open(table, "w", encoding="utf-8") as fh:
         fh.write("x\n1\n")
     ds = Dataset("stress", "regression", f"p{seed}", tables={"train": table})

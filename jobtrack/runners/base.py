@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import importlib
-import os
 import logging
+import os
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobtrack import jsonutil
-from jobtrack.config import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_S
 from jobtrack.context import RunContext
 from jobtrack.errors import InvalidArgument, InvalidTransition, JobCanceled, RunnerFenced
 from jobtrack.states import JobStatus
@@ -40,6 +40,7 @@ class JobPayload:
     output_alias: str | None = None
     output_config: dict[str, Any] = field(default_factory=dict)
     extract_embeddings: bool = False
+    model_dir: str | None = None  # where the model run's files live (kept across `jobtrack migrate`)
 
 
 def error_info(exc: BaseException) -> dict[str, str]:
@@ -73,6 +74,7 @@ def run_job(store: Store, payload: JobPayload, *, token: int | None = None) -> J
         output_alias=payload.output_alias,
         output_config=payload.output_config,
         extract_embeddings=payload.extract_embeddings,
+        model_dir=payload.model_dir,
     )
     HEARTBEATS.add(store, payload.job_id, token)
     try:
@@ -168,35 +170,50 @@ def function_ref(fn: Callable[..., Any], what: str) -> str:
 
 
 class _Heartbeats:
-    """One daemon thread per process renewing the leases of the jobs this process runs."""
+    """One daemon thread per process renewing the leases of the jobs this process runs.
 
-    def __init__(self, interval_s: float = DEFAULT_HEARTBEAT_S) -> None:
-        self.interval_s = interval_s
-        self._jobs: dict[tuple[int, str], tuple[Store, int]] = {}
+    Each job is renewed every third of its store's lease, so a live runner never loses a claim
+    to lease expiry, and a dead one loses it within one lease.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[tuple[int, str], tuple[Store, int, float]] = {}  # -> (store, token, last beat)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def add(self, store: Store, job_id: str, token: int) -> None:
         with self._lock:
-            self._jobs[(id(store), job_id)] = (store, token)
+            self._jobs[(id(store), job_id)] = (store, token, time.monotonic())
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="jobtrack-heartbeat", daemon=True)
                 self._thread.start()
+        self._wake.set()  # a shorter lease than the others may need an earlier beat
 
     def remove(self, store: Store, job_id: str) -> None:
         with self._lock:
             self._jobs.pop((id(store), job_id), None)
 
     def _run(self) -> None:
-        while not self._wake.wait(self.interval_s):
+        while True:
             with self._lock:
                 jobs = list(self._jobs.items())
-            for (_, job_id), (store, token) in jobs:
-                try:
-                    store.heartbeat(job_id, token, lease_s=DEFAULT_LEASE_S)
-                except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the thread
-                    log.debug("heartbeat of %s failed: %s", job_id, exc)
+            now = time.monotonic()
+            wait = 10.0
+            for key, (store, token, last) in jobs:
+                interval = store.lease_s / 3
+                if now - last >= interval:
+                    try:
+                        store.heartbeat(key[1], token)
+                    except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the thread
+                        log.debug("heartbeat of %s failed: %s", key[1], exc)
+                    with self._lock:
+                        if key in self._jobs:
+                            self._jobs[key] = (store, token, time.monotonic())
+                    last = time.monotonic()
+                wait = min(wait, max(0.01, interval - (time.monotonic() - last)))
+            self._wake.wait(wait)
+            self._wake.clear()
 
 
 HEARTBEATS = _Heartbeats()

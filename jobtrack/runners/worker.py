@@ -42,6 +42,7 @@ def payload_from_record(rec: JobRecord) -> JobPayload:
         output_alias=spec.get("output_alias"),
         output_config=spec.get("output_config") or {},
         extract_embeddings=bool(spec.get("extract_embeddings")),
+        model_dir=spec.get("model_dir"),
     )
 
 

@@ -45,6 +45,8 @@ _PRAGMAS = (
 
 Params = Mapping[str, Any]
 
+_ADVISORY_KEY = 0x6A6F6274  # "jobt": the advisory lock id jobtrack's schema work takes on PostgreSQL
+
 
 class Tx:
     """One open transaction; SQL text with ``:name`` parameters, the same for every backend."""
@@ -236,8 +238,14 @@ class Database:
 
     @contextmanager
     def admin(self) -> Iterator[Connection]:
-        """A write transaction on a SQLAlchemy connection (schema creation and upgrades), under the same lock."""
+        """A write transaction on a SQLAlchemy connection (schema creation and upgrades), under the same lock.
+
+        On PostgreSQL a transaction-scoped advisory lock stands in for the file lock, so workers that
+        start together do not create or upgrade the schema twice.
+        """
         with self._locked(), _translate(self.target), self.engine.connect() as sa, sa.begin():
+            if sa.dialect.name == "postgresql":
+                sa.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
             yield sa
 
     @contextmanager
@@ -301,6 +309,11 @@ class Database:
         select_list = ", ".join(f'{cell} AS "{_ident(col)}"' for cell, col in zip(cells, columns)) or "NULL AS empty"
         return (f'CREATE VIEW "{_ident(view_name)}" AS SELECT {select_list} FROM export_rows '
                 f"WHERE job_id = '{_literal(job_id)}' AND kind = '{_literal(kind)}' ORDER BY seq")
+
+    @property
+    def for_update(self) -> str:
+        """Row lock for a read that a write in the same transaction depends on (servers; SQLite holds the database)."""
+        return "" if self.is_sqlite else " FOR UPDATE"
 
     @property
     def skip_locked(self) -> str:

@@ -145,6 +145,18 @@ class RegisteredModel(_Base, table=True):
     created_at: datetime = _ts()
 
 
+class JobExport(_Base, table=True):
+    """One export of a job: its file, its source view and the view's column names."""
+
+    __tablename__ = "job_exports"
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True)
+    kind: str = Field(primary_key=True)
+    path: str
+    view_name: str
+    columns_json: str
+
+
 class ExportRow(_Base, table=True):
     """One exported row (predictions or embeddings) as a JSON array; source views read these."""
 
@@ -163,4 +175,5 @@ epochs = JobEpoch.__table__  # type: ignore[attr-defined]
 model_runs = ModelRun.__table__  # type: ignore[attr-defined]
 registered_models = RegisteredModel.__table__  # type: ignore[attr-defined]
 export_rows = ExportRow.__table__  # type: ignore[attr-defined]
+job_exports = JobExport.__table__  # type: ignore[attr-defined]
 meta = Meta.__table__  # type: ignore[attr-defined]

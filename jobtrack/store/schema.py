@@ -6,25 +6,44 @@ upgrade step runs in one write transaction together with its version bump.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 
 from jobtrack.errors import NotAJobtrackDatabase, SchemaTooNew, StoreReadOnly
 from jobtrack.store import models
 from jobtrack.store.db import Database, check_local_filesystem, read_only_probe, sniff_sqlite_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema this jobtrack writes and the newest it reads."""
 
 APPLICATION = "jobtrack"
 
-# Upgrade steps: UPGRADES[n] takes a version-n database to version n+1, inside one write transaction.
-UPGRADES: dict[int, Callable[[Connection], None]] = {}
+
+def _v1_to_v2(conn: Connection) -> None:
+    """Version 2 counts each job's epochs in ``jobs.epoch_seq`` (one UPDATE per epoch instead of a MAX scan)
+    and records each export's columns in ``job_exports`` (so views can be rebuilt on another database)."""
+    conn.execute(text("ALTER TABLE jobs ADD COLUMN epoch_seq INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text("UPDATE jobs SET epoch_seq = (SELECT COUNT(*) FROM job_epochs WHERE job_epochs.job_id = jobs.id)"))
+    models.job_exports.create(conn, checkfirst=True)
+    rows = conn.execute(text("SELECT id, export_paths_json, source_views_json FROM jobs "
+                             "WHERE source_views_json != '{}'")).all()
+    for job_id, paths_json, views_json in rows:  # version 1 existed on SQLite only
+        paths, views = json.loads(paths_json), json.loads(views_json)
+        for kind, view in views.items():
+            columns = [r[1] for r in conn.exec_driver_sql(f'PRAGMA table_info("{view}")').all()]
+            conn.execute(models.job_exports.insert(), {"job_id": job_id, "kind": kind, "path": paths.get(kind, ""),
+                                                       "view_name": view, "columns_json": json.dumps(columns)})
+
+
+UPGRADES: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+"""Upgrade steps: ``UPGRADES[n]`` takes a version-n database to version n+1 (run in one write transaction
+together with the version bump, so a failed upgrade leaves the database as it was)."""
 
 
 def prepare(db: Database) -> None:
@@ -105,11 +124,14 @@ def _probe_sqlite(path: str) -> int | None:
 def _read_version(conn: Connection, target: str) -> int | None:
     """The schema version seen inside a write transaction; None when the database is empty."""
     names = set(conn.dialect.get_table_names(conn))
+    if conn.dialect.name != "sqlite":
+        # A server database (or schema) may hold other applications' tables; only ours matter.
+        names &= {t.name for t in models.METADATA.sorted_tables}
     if not names:
         return None
     if "jobtrack_meta" not in names:
         raise NotAJobtrackDatabase(target, "a database without jobtrack's tables")
-    rows: dict[str, str] = dict(conn.execute(select(models.meta.c.key, models.meta.c.value)).tuples().all())
+    rows = {str(k): str(v) for k, v in conn.execute(select(models.meta.c.key, models.meta.c.value)).all()}
     return _check_meta(target, rows)
 
 

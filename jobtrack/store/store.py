@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from jobtrack import jsonutil, liveness, results
-from jobtrack.config import DEFAULT_LEASE_S, DEFAULT_LOCK_TIMEOUT_S, files_dir, resolve_db
+from jobtrack.config import DEFAULT_LOCK_TIMEOUT_S, files_dir, lease_seconds, resolve_db
 from jobtrack.errors import (
     DuplicateName,
     InvalidTransition,
@@ -152,6 +152,7 @@ class Store:
 
     def __init__(self, db: str | os.PathLike[str] | None = None, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S):
         self.target = resolve_db(db)
+        self.lease_s = lease_seconds()
         self.db = Database(self.target, lock_timeout=lock_timeout)
         prepare(self.db)
 
@@ -190,7 +191,7 @@ class Store:
 
     def create_job(self, values: dict[str, Any], *, model_run: dict[str, Any] | None = None,
                    alias_check: tuple[str, str] | None = None, claim: bool = False,
-                   lease_s: float = DEFAULT_LEASE_S) -> int | None:
+                   lease_s: float | None = None) -> int | None:
         """Insert a QUEUED job (and its model run) with its creation event.
 
         ``alias_check`` = (normalised alias, alias) refuses an output alias that is in use.
@@ -351,7 +352,7 @@ class Store:
         new = JobStatus(new)
         with self.db.write() as tx:
             if expected is None:
-                expected = tx.scalar("SELECT status FROM jobs WHERE id = :id", {"id": job_id})
+                expected = tx.scalar(f"SELECT status FROM jobs WHERE id = :id{self.db.for_update}", {"id": job_id})
                 if expected is None:
                     raise JobNotFound(job_id, self.target)
             self._apply_transition(tx, job_id, JobStatus(expected), new, reason=reason)
@@ -413,12 +414,12 @@ class Store:
 
     # -- runner writes (fenced by the claim token) ------------------------------------------
 
-    def claim(self, job_id: str, *, lease_s: float = DEFAULT_LEASE_S) -> int:
+    def claim(self, job_id: str, *, lease_s: float | None = None) -> int:
         """QUEUED → RUNNING for the calling process; returns the fencing token its later writes must carry."""
         with self.db.write() as tx:
             return self._claim(tx, job_id, lease_s)
 
-    def claim_next(self, runner_kinds: Iterable[str], *, lease_s: float = DEFAULT_LEASE_S) -> tuple[str, int] | None:
+    def claim_next(self, runner_kinds: Iterable[str], *, lease_s: float | None = None) -> tuple[str, int] | None:
         """Claim the oldest QUEUED job run by one of ``runner_kinds``; None when there is none."""
         params: dict[str, Any] = {}
         kinds = _in_list("k", list(runner_kinds), params)
@@ -430,13 +431,14 @@ class Store:
                 return None
             return job_id, self._claim(tx, job_id, lease_s)
 
-    def _claim(self, tx: Tx, job_id: str, lease_s: float, *, token: int | None = None) -> int:
+    def _claim(self, tx: Tx, job_id: str, lease_s: float | None, *, token: int | None = None) -> int:
         """QUEUED → RUNNING under a new fencing token (the previous token + 1, read unless given)."""
         if token is None:
-            token = tx.scalar("SELECT claim_token FROM jobs WHERE id = :id", {"id": job_id})
+            token = tx.scalar(f"SELECT claim_token FROM jobs WHERE id = :id{self.db.for_update}", {"id": job_id})
             if token is None:
                 raise JobNotFound(job_id, self.target)
         now = utcnow()
+        lease_s = self.lease_s if lease_s is None else lease_s
         token = int(token) + 1
         self._apply_transition(
             tx, job_id, JobStatus.QUEUED, JobStatus.RUNNING, reason="claimed",
@@ -445,13 +447,15 @@ class Store:
         )
         return token
 
-    def _renew(self, tx: Tx, job_id: str, token: int, lease_s: float, *, epoch: bool = False) -> tuple[int, bool]:
+    def _renew(self, tx: Tx, job_id: str, token: int, lease_s: float | None, *,
+               epoch: bool = False) -> tuple[int, bool]:
         """Renew the runner's lease (and count an epoch); returns (epoch_seq, cancel_requested).
 
         Raises:
             RunnerFenced: the job is no longer RUNNING under this token.
         """
         now = utcnow()
+        lease_s = self.lease_s if lease_s is None else lease_s
         changed = tx.run(
             "UPDATE jobs SET updated_at = :now, heartbeat_at = :now, lease_expires_at = :lease"
             + (", epoch_seq = epoch_seq + 1" if epoch else "")
@@ -465,13 +469,13 @@ class Store:
             raise RunnerFenced(job_id, row[0])
         return int(row[1]), bool(row[2])
 
-    def heartbeat(self, job_id: str, token: int, *, lease_s: float = DEFAULT_LEASE_S) -> bool:
+    def heartbeat(self, job_id: str, token: int, *, lease_s: float | None = None) -> bool:
         """Extend the runner's lease; returns whether cancellation was requested."""
         with self.db.write() as tx:
             return self._renew(tx, job_id, token, lease_s)[1]
 
     def add_epoch(self, job_id: str, token: int, epoch: int, train_json: str, validation_json: str,
-                  *, lease_s: float = DEFAULT_LEASE_S) -> bool:
+                  *, lease_s: float | None = None) -> bool:
         """Append one epoch's metrics; returns whether cancellation was requested.
 
         Raises:
@@ -493,12 +497,17 @@ class Store:
         ``SELECT * FROM <view_name>``.
         """
         with self.db.write() as tx:
-            self._renew(tx, job_id, token, DEFAULT_LEASE_S)
+            self._renew(tx, job_id, token, None)
             tx.run("DELETE FROM export_rows WHERE job_id = :id AND kind = :kind", {"id": job_id, "kind": kind})
             tx.run_many("INSERT INTO export_rows (job_id, kind, seq, data_json) VALUES (:id, :kind, :seq, :data)",
                         [{"id": job_id, "kind": kind, "seq": i, "data": d} for i, d in enumerate(rows_json)])
             tx.ddl(f'DROP VIEW IF EXISTS "{view_name}"')
             tx.ddl(self.db.export_view_sql(view_name, columns, job_id, kind))
+            tx.run("DELETE FROM job_exports WHERE job_id = :id AND kind = :kind", {"id": job_id, "kind": kind})
+            tx.run("INSERT INTO job_exports (job_id, kind, path, view_name, columns_json) "
+                   "VALUES (:id, :kind, :path, :view, :columns)",
+                   {"id": job_id, "kind": kind, "path": path, "view": view_name,
+                    "columns": jsonutil.dumps(columns, "export columns")})
             paths, views = tx.one("SELECT export_paths_json, source_views_json FROM jobs WHERE id = :id",
                                   {"id": job_id}) or ("{}", "{}")
             paths_d, views_d = jsonutil.loads(paths), jsonutil.loads(views)
@@ -533,7 +542,7 @@ class Store:
         row: tuple[Any, ...] | None = tx.memo.get(("job", job_id))
         if row is None:
             row = tx.one("SELECT eval_metric, metric_mode, summary_json, error_json, epoch_seq, cancel_requested "
-                         "FROM jobs WHERE id = :id", {"id": job_id})
+                         f"FROM jobs WHERE id = :id{self.db.for_update}", {"id": job_id})
             if row is None:
                 raise JobNotFound(job_id, self.target)
             tx.memo[("job", job_id)] = row
@@ -555,7 +564,7 @@ class Store:
         Returns the status right after the call (RUNNING means a stop was requested).
         """
         with self.db.write() as tx:
-            status = tx.scalar("SELECT status FROM jobs WHERE id = :id", {"id": job_id})
+            status = tx.scalar(f"SELECT status FROM jobs WHERE id = :id{self.db.for_update}", {"id": job_id})
             if status is None:
                 raise JobNotFound(job_id, self.target)
             if status == "QUEUED":
@@ -578,7 +587,7 @@ class Store:
             rows = tx.all(
                 "SELECT id, status, claim_token FROM jobs WHERE "
                 f"(status = 'RUNNING' AND (runner = :p OR (submitter = :p AND runner_kind IN {kinds}))) "
-                f"OR (status = 'QUEUED' AND submitter = :p AND runner_kind IN {kinds})",
+                f"OR (status = 'QUEUED' AND submitter = :p AND runner_kind IN {kinds}){self.db.for_update}",
                 params,
             )
             for job_id, status, token in rows:
@@ -595,11 +604,11 @@ class Store:
         report = PruneReport()
         with self.db.write() as tx:
             rows = tx.all(
-                "SELECT id, job_type, model_run_id, export_paths_json, source_views_json FROM jobs "
+                "SELECT id, job_type, model_run_id, export_paths_json, source_views_json, spec_json FROM jobs "
                 f"WHERE status IN ({_TERMINAL_SQL}) AND finished_at < :before ORDER BY created_at",
                 {"before": to_iso(finished_before)},
             )
-            for job_id, job_type, model_run_id, paths_json, views_json in rows:
+            for job_id, job_type, model_run_id, paths_json, views_json, spec_json in rows:
                 own_model = job_type != "inference" and model_run_id is not None
                 if own_model:
                     key = tx.scalar("SELECT key FROM registered_models WHERE model_run_id = :m", {"m": model_run_id})
@@ -613,12 +622,13 @@ class Store:
                 views = list(jsonutil.loads(views_json).values())
                 report.views.extend(views)
                 if own_model:
-                    report.files.append(str(self.model_dir(model_run_id)))
+                    recorded = (jsonutil.loads(spec_json) or {}).get("model_dir")
+                    report.files.append(recorded or str(self.model_dir(model_run_id)))
                 if dry_run:
                     continue
                 for view in views:
                     tx.ddl(f'DROP VIEW IF EXISTS "{view}"')
-                for table in ("export_rows", "job_epochs", "job_events", "model_runs"):
+                for table in ("export_rows", "job_exports", "job_epochs", "job_events", "model_runs"):
                     tx.run(f"DELETE FROM {table} WHERE job_id = :id", {"id": job_id})
                 tx.run("DELETE FROM jobs WHERE id = :id", {"id": job_id})
         if not dry_run:

@@ -1,0 +1,230 @@
+"""The core, Trainer and reliability behaviour on both stores: a SQLite file and a PostgreSQL server.
+
+Every test here takes ``any_db`` and runs twice. Without a server the PostgreSQL half skips with a
+message saying how to enable it; under CI=true it fails instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from dateutil.parser import isoparse
+from sqlalchemy import create_engine, text
+
+from jobtrack import (
+    Dataset,
+    InvalidTransition,
+    JobManager,
+    RunnerFenced,
+    Trainer,
+    demo,
+    testing,
+)
+from jobtrack.states import TRANSITIONS, JobStatus, is_allowed
+from jobtrack.store import Store
+from proc import child_env, run_python
+
+STATUSES = list(JobStatus)
+KEYS = {"job_id", "status", "started_at", "finished_at", "updated_at", "experiment_name", "job_type",
+        "model_run_id", "result", "export_paths", "source_views"}
+
+
+def _job(store: Store, job_id: str, status: JobStatus) -> None:
+    """Create a job and walk it along allowed moves to ``status``."""
+    store.create_job({"id": job_id, "job_type": "train", "experiment_name": "e_regression_t", "runner_kind": "worker"})
+    path = {JobStatus.QUEUED: [], JobStatus.RUNNING: ["RUNNING"], JobStatus.COMPLETED: ["RUNNING", "COMPLETED"],
+            JobStatus.FAILED: ["FAILED"], JobStatus.CANCELED: ["CANCELED"]}[status]
+    for step in path:
+        store.transition(job_id, step)
+
+
+def _snapshot(store: Store, job_id: str) -> tuple[object, ...]:
+    return store.get_job(job_id, check_liveness=False), tuple(store.events(job_id))
+
+
+def test_all_25_pairs(any_db: str) -> None:
+    store = Store.open(any_db)
+    for n, (src, dst) in enumerate(itertools.product(STATUSES, STATUSES)):
+        job_id = f"job_pair{n:02d}"
+        _job(store, job_id, src)
+        before = _snapshot(store, job_id)
+        if dst in TRANSITIONS[src]:
+            store.transition(job_id, dst, reason="test")
+            events = store.events(job_id)
+            assert len(events) == len(before[1]) + 1
+            assert (events[-1].from_status, events[-1].to_status, events[-1].reason) == (src, dst, "test")
+            assert (store.get_job(job_id).finished_at is not None) == dst.is_terminal
+        else:
+            with pytest.raises(InvalidTransition) as info:
+                store.transition(job_id, dst)
+            assert (info.value.job_id, info.value.current, info.value.requested) == (job_id, src, dst)
+            assert _snapshot(store, job_id) == before
+    assert sum(is_allowed(a, b) for a, b in itertools.product(STATUSES, STATUSES)) == 6
+
+
+def test_status_dict_in_every_state(any_db: str) -> None:
+    store = Store.open(any_db)
+    manager = JobManager(any_db)
+    for status in STATUSES:
+        _job(store, f"job_state_{status.value.lower()}", status)
+        got = manager.fetch_job(f"job_state_{status.value.lower()}").get_status()
+        assert set(got) == KEYS and got["status"] == status.value
+        json.dumps(got)
+        for key in ("started_at", "updated_at", "finished_at"):
+            if got[key] is not None:
+                assert isoparse(got[key]).utcoffset() == timedelta(0)
+        assert (got["finished_at"] is not None) == status.is_terminal
+
+
+def test_cancel_semantics(any_db: str) -> None:
+    store = Store.open(any_db)
+    manager = JobManager(any_db)
+    _job(store, "job_q", JobStatus.QUEUED)
+    _job(store, "job_r", JobStatus.RUNNING)
+    _job(store, "job_c", JobStatus.COMPLETED)
+    assert manager.cancel_job("job_q") is JobStatus.CANCELED
+    assert manager.cancel_job("job_r") is JobStatus.RUNNING
+    assert store.get_job("job_r").cancel_requested
+    before = _snapshot(store, "job_c")
+    assert manager.cancel_job("job_c") is JobStatus.COMPLETED
+    assert _snapshot(store, "job_c") == before
+
+
+RACER = """
+import sys
+from jobtrack import InvalidTransition
+from jobtrack.store import Store
+db, move, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = Store.open(db)
+wins = 0
+for i in range(n):
+    try:
+        store.transition(f"job_race{i:03d}", move, expected="QUEUED")
+        wins += 1
+    except InvalidTransition:
+        pass
+print(wins)
+"""
+
+
+def test_two_processes_race_and_exactly_one_wins_every_round(any_db: str) -> None:
+    store = Store.open(any_db)
+    rounds = 30
+    for i in range(rounds):
+        _job(store, f"job_race{i:03d}", JobStatus.QUEUED)
+    children = [subprocess.Popen([sys.executable, "-c", RACER, any_db, move, str(rounds)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=child_env())
+                for move in ("RUNNING", "CANCELED")]
+    outs = [c.communicate(timeout=120) for c in children]
+    assert all(c.returncode == 0 for c in children), [o[1] for o in outs]
+    assert sum(int(o[0]) for o in outs) == rounds
+    for i in range(rounds):
+        events = store.events(f"job_race{i:03d}")
+        assert len(events) == 2 and events[1].to_status in ("RUNNING", "CANCELED")
+
+
+def _dataset(tmp_path: Path) -> Dataset:
+    return Dataset("be", "binary_classification", "t", tables=demo.write_csv_tables(tmp_path / "data", n=90))
+
+
+def _view_rows(db: str, view: str) -> list[tuple[object, ...]]:
+    url = db if "://" in db else f"sqlite:///{db}"
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(text(f'SELECT * FROM "{view}"'))]
+    engine.dispose()
+    return rows
+
+
+@pytest.mark.parametrize("runner", ["eager", "thread"])
+def test_fit_predict_and_views(any_db: str, tmp_path: Path, runner: str) -> None:
+    trainer = Trainer(demo.train, demo.predict, db=any_db, runner=runner, config={"epochs": 4})
+    train = trainer.fit(_dataset(tmp_path))
+    final = train.wait(timeout=60)
+    assert final["status"] == "COMPLETED" and len(final["result"]["epochs"]) == 4
+    pred = trainer.predict(f"be_{runner}", model_run_id=train.model_run_id, extract_embeddings=True).wait(timeout=60)
+    assert pred["status"] == "COMPLETED" and pred["model_run_id"] == train.model_run_id
+    rows = _view_rows(any_db, pred["source_views"]["predictions"])
+    with open(pred["export_paths"]["predictions"], encoding="utf-8") as fh:
+        file_rows = fh.read().splitlines()[1:]
+    assert len(rows) == len(file_rows) == 30
+    assert [int(r[0]) for r in rows] == [int(line.split(",")[0]) for line in file_rows]
+    assert len(_view_rows(any_db, pred["source_views"]["embeddings"])) == 30
+
+
+def test_worker_process_runs_queued_jobs(any_db: str, tmp_path: Path) -> None:
+    trainer = Trainer(demo.train, demo.predict, db=any_db, runner="worker", config={"epochs": 3})
+    jobs = [trainer.fit(_dataset(tmp_path)) for _ in range(3)]
+    out = subprocess.run([sys.executable, "-m", "jobtrack", "worker", "--burst", "--db", any_db],
+                         capture_output=True, text=True, timeout=120, env=child_env())
+    assert out.returncode == 0, out.stderr
+    assert "ran 3 job(s)" in out.stdout
+    assert [j.get_status()["status"] for j in jobs] == ["COMPLETED"] * 3
+
+
+def test_failure_and_cancel_keep_the_epochs(any_db: str) -> None:
+    ds = Dataset("be", "binary_classification", "t", tables={"train": demo.make_rows(40, seed=1)})
+    failed = Trainer(demo.train, db=any_db, runner="eager", config={"epochs": 5, "fail_at_epoch": 3}).fit(ds)
+    status = failed.get_status()
+    assert status["status"] == "FAILED" and len(status["result"]["epochs"]) == 2
+    assert status["result"]["error"]["type"] == "RuntimeError" and "Traceback" in status["result"]["error"]["traceback"]
+    slow = Trainer(demo.train, db=any_db, config={"epochs": 10_000, "epoch_pause_s": 0.01}).fit(ds)
+    testing.wait_for_epochs(slow, 2)
+    slow.cancel()
+    final = slow.wait(timeout=30)
+    assert final["status"] == "CANCELED" and len(final["result"]["epochs"]) >= 2
+
+
+def test_fenced_runner_and_lease_expiry(any_db: str) -> None:
+    store = Store.open(any_db)
+    _job(store, "job_fence", JobStatus.QUEUED)
+    token = store.claim("job_fence")
+    store.set_runner_identity("job_fence", f"{testing.UNREACHABLE_HOST}|1|x")
+    assert store.get_job("job_fence").status == "RUNNING"  # within its lease
+    with testing.shift_clock(timedelta(seconds=store.lease_s + 1)):
+        assert store.get_job("job_fence").status == "FAILED"
+    before = _snapshot(store, "job_fence")
+    with pytest.raises(RunnerFenced):
+        store.add_epoch("job_fence", token, 1, "{}", "{}")
+    with pytest.raises(RunnerFenced):
+        store.finish("job_fence", token, JobStatus.COMPLETED, reason="late")
+    assert _snapshot(store, "job_fence") == before
+
+
+def test_processes_submitting_running_canceling_and_polling(any_db: str) -> None:
+    Store.open(any_db)
+    code = ("import json, sys, stress_child\n"
+            "print(json.dumps(stress_child.main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))))")
+    children = [subprocess.Popen([sys.executable, "-c", code, any_db, "3", str(seed)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=child_env()) for seed in range(4)]
+    reports = []
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    assert [e for r in reports for e in r["errors"]] == []
+    from jobtrack.runners.worker import run_worker
+
+    run_worker(Store.open(any_db), burst=True)
+    submitted = sorted(j for r in reports for j in r["submitted"])
+    jobs = JobManager(any_db).list_jobs(limit=None)
+    assert sorted(j.job_id for j in jobs) == submitted
+    for job in jobs:
+        events = job.events()
+        assert events[0].to_status == "QUEUED" and JobStatus(events[-1].to_status).is_terminal
+        assert all(is_allowed(a.to_status, b.to_status) and b.from_status == a.to_status
+                   for a, b in zip(events, events[1:]))
+
+
+def test_child_sees_the_same_job(any_db: str) -> None:
+    store = Store.open(any_db)
+    _job(store, "job_shared", JobStatus.RUNNING)
+    out = run_python("import sys\nfrom jobtrack import JobManager\n"
+                     "print(JobManager(sys.argv[1]).fetch_job('job_shared').get_status()['status'])", any_db)
+    assert out.stdout.strip() == "RUNNING"

@@ -1,0 +1,146 @@
+"""Beyond one machine: workers on several "hosts" sharing one PostgreSQL database, migration, schema upgrades."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from jobtrack import Dataset, JobManager, Trainer, demo
+from jobtrack.store import Store
+from jobtrack.store.schema import SCHEMA_VERSION
+from proc import child_env, wait_until
+
+
+def _worker(db: str, host: str, *extra: str, lease: str = "30") -> subprocess.Popen[str]:
+    """A `jobtrack worker` process that believes it runs on ``host``."""
+    return subprocess.Popen([sys.executable, "-m", "jobtrack", "worker", "--db", db, *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=child_env(JOBTRACK_HOST=host, JOBTRACK_LEASE_S=lease))
+
+
+def _table(tmp_path: Path) -> str:
+    path = tmp_path / "train.csv"
+    path.write_text("x\n1\n")
+    return str(path)
+
+
+def test_several_workers_run_each_job_exactly_once(pg_url: str, tmp_path: Path) -> None:
+    trainer = Trainer(__import__("stress_child").quick_train, db=pg_url, runner="worker", config={"epochs": 1})
+    ds = Dataset("pg", "regression", "many", tables={"train": _table(tmp_path)})
+    jobs = [trainer.fit(ds).job_id for _ in range(240)]
+    workers = [_worker(pg_url, f"host{i}", "--burst") for i in range(4)]
+    outs = [w.communicate(timeout=240) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [o[1] for o in outs]
+    ran = [int(o[0].split("ran ")[1].split(" ")[0]) for o in outs]
+    assert sum(ran) == len(jobs) and sum(1 for r in ran if r) >= 2  # shared out, none twice
+    store = Store.open(pg_url)
+    claims: Counter[str] = Counter()
+    for job_id in jobs:
+        events = store.events(job_id)
+        assert [e.to_status for e in events] == ["QUEUED", "RUNNING", "COMPLETED"]
+        claims[store.get_job(job_id).runner.split("|")[0]] += 1  # type: ignore[union-attr]
+    assert sum(claims.values()) == len(jobs) and len(claims) >= 2
+
+
+def test_a_killed_worker_loses_its_job_when_the_lease_expires(pg_url: str, tmp_path: Path) -> None:
+    slow = Trainer(__import__("stress_child").slow_train, db=pg_url, runner="worker", config={"epochs": 10_000})
+    quick = Trainer(__import__("stress_child").quick_train, db=pg_url, runner="worker", config={"epochs": 1})
+    ds = Dataset("pg", "regression", "kill", tables={"train": _table(tmp_path)})
+    victim = slow.fit(ds)
+    doomed = _worker(pg_url, "host-doomed", lease="2")
+    try:
+        wait_until(lambda: victim.get_status()["result"].get("epochs"), timeout=60, message="victim running")
+        others = [quick.fit(ds) for _ in range(10)]
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=10)
+        killed_at = time.monotonic()
+        survivor = _worker(pg_url, "host-survivor", "--burst", lease="2")
+        out, err = survivor.communicate(timeout=120)
+        assert survivor.returncode == 0, err
+        assert [j.get_status()["status"] for j in others] == ["COMPLETED"] * 10
+        # The reader is on another "host" than the dead worker: only the lease can tell it is gone.
+        wait_until(lambda: victim.get_status()["status"] == "FAILED", timeout=30, message="lease expiry")
+        assert time.monotonic() - killed_at >= 0.5
+        assert victim.events()[-1].reason == "runner lost (lease expired)"
+        assert len(victim.get_status()["result"]["epochs"]) >= 1
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+        doomed.communicate(timeout=10)  # reap it and close its pipes
+
+
+def test_migrate_a_file_to_postgres_twice(pg_url: str, db_path: str, tmp_path: Path) -> None:
+    trainer = Trainer(demo.train, demo.predict, db=db_path, runner="eager", config={"epochs": 3})
+    ds = Dataset("mig", "binary_classification", "t", tables=demo.write_csv_tables(tmp_path / "data", n=60))
+    train = trainer.fit(ds)
+    trainer.predict("mig_out", model_run_id=train.model_run_id, extract_embeddings=True)
+    Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 3, "fail_at_epoch": 2}).fit(ds)
+    Trainer(demo.train, db=db_path, runner="worker").fit(ds)  # still queued
+    train.register_model("mig", "v1")
+    out = subprocess.run([sys.executable, "-m", "jobtrack", "migrate", "--from", db_path, "--to", pg_url],
+                         capture_output=True, text=True, timeout=120, env=child_env())
+    assert out.returncode == 0, out.stderr
+    assert "copied 4 job(s)" in out.stdout and "1 registered model(s)" in out.stdout
+    local, server = JobManager(db_path), JobManager(pg_url)
+    for job in local.list_jobs(limit=None):
+        assert server.fetch_job(job.job_id).get_status() == job.get_status()
+    pred = [j for j in local.list_jobs(job_type="inference")][0].get_status()
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text(f'SELECT * FROM "{pred["source_views"]["predictions"]}"')).all()
+    engine.dispose()
+    assert len(rows) == 20
+    again = subprocess.run([sys.executable, "-m", "jobtrack", "migrate", "--from", db_path, "--to", pg_url],
+                           capture_output=True, text=True, timeout=120, env=child_env())
+    assert "copied 0 job(s)" in again.stdout and "4 already there" in again.stdout
+    assert Trainer(demo.train, demo.predict, db=pg_url, runner="eager").predict(
+        "mig_again", registered_model_key="mig:v1").get_status()["status"] == "COMPLETED"
+
+
+V1_JOBS_DROP = "ALTER TABLE jobs DROP COLUMN epoch_seq"
+
+
+def _make_v1(db: str) -> None:
+    """Turn a fresh database into what jobtrack schema 1 wrote: no epoch counter, no job_exports table."""
+    store = Store(db)
+    store.create_job({"id": "job_old", "job_type": "train", "experiment_name": "e", "runner_kind": "worker"})
+    token = store.claim("job_old")
+    for epoch in range(3):
+        store.add_epoch("job_old", token, epoch, "{}", '{"rmse": 1}')
+    store.close()
+    url = db if "://" in db else f"sqlite:///{db}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE job_exports"))
+        conn.execute(text(V1_JOBS_DROP))
+        conn.execute(text("UPDATE jobtrack_meta SET value = '1' WHERE key = 'schema_version'"))
+    engine.dispose()
+    Store._instances.clear()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_database_from_schema_1_opens_after_the_upgrade(backend: str, db_path: str,
+                                                          request: pytest.FixtureRequest) -> None:
+    db = db_path if backend == "sqlite" else str(request.getfixturevalue("pg_url"))
+    _make_v1(db)
+    store = Store.open(db)
+    rec = store.get_job("job_old")
+    assert rec.epoch_seq == 3 and len(store.epochs("job_old")) == 3
+    token = rec.claim_token
+    store.add_epoch("job_old", token, 3, "{}", '{"rmse": 0.5}')
+    assert [e["epoch"] for e in store.epochs("job_old")] == [0, 1, 2, 3]
+    with store.db.read() as tx:
+        assert tx.scalar("SELECT value FROM jobtrack_meta WHERE key = 'schema_version'") == str(SCHEMA_VERSION)
+    if backend == "sqlite":
+        conn = sqlite3.connect(db)
+        assert conn.execute("SELECT count(*) FROM job_exports").fetchone() == (0,)
+        conn.close()
