@@ -478,6 +478,58 @@ def _mlflow_peer(tmp: Path, n: int) -> tuple[float, float]:
     return rate, read
 
 
+# -- 10. PostgreSQL workers -------------------------------------------------------------------------
+
+_PG_WORKER = """
+import sys, time
+sys.path.insert(0, sys.argv[3])
+from jobtrack.runners.worker import run_worker
+from jobtrack.store import Store
+store = Store.open(sys.argv[1])
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+print(run_worker(store, burst=True))
+"""
+
+
+def bench_postgres(tmp: Path) -> None:
+    url = os.environ.get("JOBTRACK_BENCH_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
+    jobs_per_run = 200 if QUICK else 1000
+    print(f"10. PostgreSQL: lifecycle throughput with 1, 2 and 4 `jobtrack worker` processes ({jobs_per_run} jobs)",
+          flush=True)
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - no server, no figures
+        report("postgres", "server", f"unavailable ({type(exc).__name__}); set JOBTRACK_BENCH_PG_URL")
+        return
+    table = tmp / "pg_train.csv"
+    table.write_text("x\n1\n")
+    ds = Dataset("bench", "regression", "pg", tables={"train": str(table)})
+    for workers in (1, 2, 4):
+        schema = f"jt_bench_{os.getpid()}_{workers}"
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        db = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+        try:
+            trainer = Trainer(noop_job, db=db, runner="worker")
+            for _ in range(jobs_per_run):
+                trainer.fit(ds)
+            start_at = time.time() + 2.5
+            procs = [subprocess.Popen([sys.executable, "-c", _PG_WORKER, db, str(start_at), str(HERE)],
+                                      stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+            ran = sum(int(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
+            finished = [j.get_status()["finished_at"] for j in JobManager(db).list_jobs(limit=None)]
+            elapsed = max(dt.datetime.fromisoformat(f).timestamp() for f in finished if f) - start_at
+            report("postgres", f"{workers} worker(s): jobs run / throughput", f"{ran} / {ran / elapsed:.0f} jobs/s")
+        finally:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    engine.dispose()
+
+
 # -- driver -----------------------------------------------------------------------------------------
 
 WORKLOADS: dict[str, Callable[[Path], None]] = {
@@ -502,6 +554,7 @@ def _cli(tmp: Path) -> None:
 
 
 WORKLOADS["cli"] = _cli
+WORKLOADS["postgres"] = bench_postgres
 
 
 def write_results(path: Path, command: str, elapsed_s: float) -> None:
