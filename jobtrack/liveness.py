@@ -7,7 +7,10 @@ where ``start`` is the kernel's boot id plus the process start tick from ``/proc
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -109,3 +112,42 @@ def _kill_probe(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+# Children this process started to run jobs (the "process" runner). When one dies, this process can
+# say how (exit code or signal) instead of only "runner lost", whichever thread reads first.
+_children: dict[int, Callable[[], int | None]] = {}
+
+
+def watch_child(pid: int, exitcode: Callable[[], int | None]) -> None:
+    """Register a runner child and a non-blocking way to ask for its exit code."""
+    _children[pid] = exitcode
+
+
+def forget_child(pid: int) -> None:
+    _children.pop(pid, None)
+
+
+def describe_exit(exitcode: int) -> str:
+    """"exited with code N" or "killed by signal NAME" (multiprocessing's negative exit codes)."""
+    if exitcode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
+
+
+def child_exit(pid: int) -> str | None:
+    """How a runner child of this process ended, if it was ours and has ended; else None.
+
+    Called once the child is known dead: its exit code is a moment away even when another thread
+    is reaping it at the same instant (that thread's waitpid wins and ours sees ECHILD).
+    """
+    probe = _children.get(pid)
+    if probe is None:
+        return None
+    deadline = time.monotonic() + 0.2
+    while (code := probe()) is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return None if code is None else describe_exit(code)

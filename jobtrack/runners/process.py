@@ -8,7 +8,9 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any
 
+from jobtrack import liveness
 from jobtrack.runners.base import JobPayload, run_job
+from jobtrack.store.store import runner_exit_error
 from jobtrack.states import JobStatus
 
 if TYPE_CHECKING:
@@ -32,17 +34,21 @@ def run_in_child(store: Store, payload: JobPayload) -> JobStatus | None:
         ctx = multiprocessing.get_context("spawn")
     child = ctx.Process(target=_child_main, args=(store.target, payload), name=f"jobtrack-{payload.job_id}")
     child.start()
+    liveness.watch_child(child.pid, lambda: child.exitcode)
     cancel_seen_at: float | None = None
-    while True:
-        child.join(POLL_S)
-        if child.exitcode is not None:
-            break
-        rec = store.get_job(payload.job_id, check_liveness=False)
-        if rec.cancel_requested and rec.status == "RUNNING":
-            cancel_seen_at = cancel_seen_at or time.monotonic()
-            if time.monotonic() - cancel_seen_at > CANCEL_GRACE_S:
-                child.terminate()
-    return _record_exit(store, payload.job_id, child.exitcode, canceled=cancel_seen_at is not None)
+    try:
+        while True:
+            child.join(POLL_S)
+            if child.exitcode is not None:
+                break
+            rec = store.get_job(payload.job_id, check_liveness=False)
+            if rec.cancel_requested and rec.status == "RUNNING":
+                cancel_seen_at = cancel_seen_at or time.monotonic()
+                if time.monotonic() - cancel_seen_at > CANCEL_GRACE_S:
+                    child.terminate()
+        return _record_exit(store, payload.job_id, child.exitcode, canceled=cancel_seen_at is not None)
+    finally:
+        liveness.forget_child(child.pid)
 
 
 def _child_main(target: str, payload: JobPayload) -> None:
@@ -55,21 +61,13 @@ def _record_exit(store: Store, job_id: str, exitcode: int, *, canceled: bool) ->
     rec = store.get_job(job_id, check_liveness=False)
     if JobStatus(rec.status).is_terminal:
         return JobStatus(rec.status)
-    if exitcode < 0:
-        how = f"killed by signal {signal.Signals(-exitcode).name}"
-    else:
-        how = f"exited with code {exitcode}"
+    how = liveness.describe_exit(exitcode)
     if rec.status == "QUEUED":
         store.fail_unclaimed(job_id, f"runner process {how} before starting the job")
         return JobStatus.FAILED
     status = JobStatus.CANCELED if canceled and exitcode == -signal.SIGTERM else JobStatus.FAILED
     reason = "canceled by user (process terminated)" if status is JobStatus.CANCELED else f"runner process {how}"
-    error = None
-    if status is JobStatus.FAILED:
-        from jobtrack import jsonutil
-
-        error = jsonutil.dumps({"type": "RunnerExited", "message": f"The job's process {how}.", "traceback": ""},
-                               "error")
+    error = runner_exit_error(how) if status is JobStatus.FAILED else None
     try:
         store.finish(job_id, rec.claim_token, status, reason=reason, error_json=error)
     except Exception as exc:  # noqa: BLE001 - someone else recorded the end first

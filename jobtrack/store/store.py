@@ -331,10 +331,12 @@ class Store:
         verdict = _liveness_verdict(rec, utcnow())
         if verdict is None:
             return rec
+        reason, error_json = verdict
+        values = {"error_json": error_json} if error_json else None
         try:
             with self.db.write() as tx:
-                self._apply_transition(tx, rec.id, JobStatus(rec.status), JobStatus.FAILED, reason=verdict,
-                                       token=rec.claim_token)
+                self._apply_transition(tx, rec.id, JobStatus(rec.status), JobStatus.FAILED, reason=reason,
+                                       token=rec.claim_token, values=values)
         except (InvalidTransition, RunnerFenced):
             pass  # someone else moved it first; re-read below
         return self.get_job(rec.id, check_liveness=False)
@@ -680,18 +682,25 @@ class Store:
                     "at": to_iso(utcnow())})
 
 
-def _liveness_verdict(rec: JobRecord, now: datetime) -> str | None:
-    """Why a RUNNING or QUEUED job can never finish, or None if it still can."""
+def runner_exit_error(how: str) -> str:
+    """The ``error`` of a job whose runner process ended without recording the end itself."""
+    return jsonutil.dumps({"type": "RunnerExited", "message": f"The job's runner process {how}.",
+                           "traceback": ""}, "error")
+
+
+def _liveness_verdict(rec: JobRecord, now: datetime) -> tuple[str, str | None] | None:
+    """Why a RUNNING or QUEUED job can never finish (reason, error JSON), or None if it still can."""
     if rec.status == "RUNNING":
         ident = liveness.ProcessIdentity.decode(rec.runner)
         alive = liveness.is_alive(ident) if ident else None
         if alive is False:
-            return RUNNER_LOST
+            how = liveness.child_exit(ident.pid) if ident else None  # a process-runner child of ours?
+            return (f"runner process {how}", runner_exit_error(how)) if how else (RUNNER_LOST, None)
         if alive is None and rec.lease_expires_at is not None and rec.lease_expires_at < now:
-            return f"{RUNNER_LOST} (lease expired)"
+            return f"{RUNNER_LOST} (lease expired)", None
         return None
     if rec.status == "QUEUED" and rec.runner_kind in IN_PROCESS_RUNNERS:
         ident = liveness.ProcessIdentity.decode(rec.submitter)
         if ident and liveness.is_alive(ident) is False:
-            return SUBMITTER_LOST
+            return SUBMITTER_LOST, None
     return None
