@@ -240,3 +240,30 @@ def test_every_history_is_a_legal_path(db_path: str) -> None:
     assert history[0].from_status is None and history[0].to_status == "QUEUED"
     for prev, ev in zip(history, history[1:]):
         assert ev.from_status == prev.to_status and is_allowed(ev.from_status, ev.to_status)
+
+
+FULL_DISK = """
+import os, resource, signal, sys
+from jobtrack import Dataset, JobManager, StoreError, Trainer
+db = sys.argv[1]
+ds = Dataset("d", "regression", "t", tables={"train": [{"x": 1}]})
+first = Trainer(lambda ctx: None, db=db, runner="eager").fit(ds).job_id
+# A file-size limit just above the database: the next big write fails as on a full disk.
+limit = os.path.getsize(db) + os.path.getsize(db + "-wal") + 20000
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:
+    Trainer(lambda ctx: None, db=db, runner="eager", config={"blob": "x" * 200000}).fit(ds)
+except StoreError as exc:
+    print("typed", type(exc).__name__, "|", exc)
+print([j.job_id for j in JobManager(db).list_jobs()] == [first])
+"""
+
+
+def test_a_full_disk_is_a_typed_error_and_loses_nothing(db_path: str) -> None:
+    from proc import run_python
+
+    out = run_python(FULL_DISK, db_path).stdout.splitlines()
+    assert out[0].startswith("typed StoreError |") and "nothing was written" in out[0]
+    assert out[1] == "True"
+    assert [j.job_id for j in JobManager(db_path).list_jobs()] != []  # still readable afterwards
