@@ -5,15 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-METRIC_MODES = {
-    "roc_auc": "max",
-    "macro_f1": "max",
-    "multilabel_auroc_macro": "max",
-    "rmse": "min",
-    "link_prediction_map": "max",
-}
-"""Whether a larger ("max") or smaller ("min") value of each default metric is better."""
-
 
 def best_epoch(
     epochs: Iterable[Mapping[str, Any]], metric: str | None, mode: str | None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import Column, Index, String, UniqueConstraint
+from sqlalchemy import Column, Index, String, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import registry
 from sqlalchemy.types import TypeDecorator
@@ -61,7 +61,9 @@ class Job(_Base, table=True):
         Index("ix_jobs_type_created", "job_type", "created_at"),
         Index("ix_jobs_experiment_created", "experiment_name", "created_at"),
         Index("ix_jobs_model_run", "model_run_id"),
-        Index("ix_jobs_output_alias", "output_alias"),
+        # Partial: only inference jobs have an alias, so other jobs write no page of this index.
+        Index("ix_jobs_output_alias", "output_alias", sqlite_where=text("output_alias IS NOT NULL"),
+              postgresql_where=text("output_alias IS NOT NULL")),
     )
 
     id: str = Field(primary_key=True)

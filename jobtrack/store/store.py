@@ -385,6 +385,8 @@ class Store:
             sets["finished_at"] = now
             sets["lease_expires_at"] = None
             sets["result_json"] = self._frozen_result(tx, job_id, sets)
+            # The frozen result holds the summary and the error: do not store them twice.
+            sets["summary_json"] = sets["error_json"] = None
         params = {f"v_{k}": v for k, v in sets.items()}
         params.update(id=job_id, expected=expected.value, token=token)
         sql = (f"UPDATE jobs SET {', '.join(f'{k} = :v_{k}' for k in sets)} "
