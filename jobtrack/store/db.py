@@ -20,13 +20,16 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+# SQLAlchemy is imported only where it is used (schema work, server databases): a status read on
+# a SQLite file runs on sqlite3 alone, which keeps `jobtrack status` quicker than importing sqlmodel.
+
 import filelock
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from jobtrack.config import DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_S, is_url
 from jobtrack.errors import JobtrackError, NotAJobtrackDatabase, StoreBusy, StoreError, StoreReadOnly
@@ -97,6 +100,8 @@ _texts: dict[str, Any] = {}
 def _text(sql: str) -> Any:
     stmt = _texts.get(sql)
     if stmt is None:
+        from sqlalchemy import text
+
         stmt = _texts[sql] = text(sql)
     return stmt
 
@@ -142,6 +147,8 @@ class Database:
         return self._engine
 
     def _make_engine(self) -> Engine:
+        from sqlalchemy import create_engine, event
+
         if not self.is_sqlite:
             return create_engine(self.target, pool_pre_ping=True)
         engine = create_engine(
@@ -245,7 +252,7 @@ class Database:
         """
         with self._locked(), _translate(self.target), self.engine.connect() as sa, sa.begin():
             if sa.dialect.name == "postgresql":
-                sa.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
+                sa.execute(_text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
             yield sa
 
     @contextmanager
@@ -336,10 +343,12 @@ def _translate(target: str) -> Iterator[None]:
         yield
     except JobtrackError:
         raise
-    except DBAPIError as exc:
-        raise _store_error(target, exc.orig) from exc
     except sqlite3.Error as exc:
         raise _store_error(target, exc) from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("sqlalchemy") and hasattr(exc, "orig"):  # a DBAPIError
+            raise _store_error(target, exc.orig) from exc
+        raise
 
 
 def _store_error(target: str, orig: BaseException | None) -> StoreError:

@@ -11,13 +11,16 @@ import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-
-from sqlalchemy import select, text
-from sqlalchemy.engine import Connection
+from typing import TYPE_CHECKING
 
 from jobtrack.errors import NotAJobtrackDatabase, SchemaTooNew, StoreReadOnly
-from jobtrack.store import models
 from jobtrack.store.db import Database, check_local_filesystem, read_only_probe, sniff_sqlite_file
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+# The schema (SQLModel) and SQLAlchemy are imported inside the functions that create or upgrade a
+# database: opening an up-to-date SQLite file needs neither.
 
 SCHEMA_VERSION = 2
 """The schema this jobtrack writes and the newest it reads."""
@@ -28,6 +31,10 @@ APPLICATION = "jobtrack"
 def _v1_to_v2(conn: Connection) -> None:
     """Version 2 counts each job's epochs in ``jobs.epoch_seq`` (one UPDATE per epoch instead of a MAX scan)
     and records each export's columns in ``job_exports`` (so views can be rebuilt on another database)."""
+    from sqlalchemy import text
+
+    from jobtrack.store import models
+
     conn.execute(text("ALTER TABLE jobs ADD COLUMN epoch_seq INTEGER NOT NULL DEFAULT 0"))
     conn.execute(text("UPDATE jobs SET epoch_seq = (SELECT COUNT(*) FROM job_epochs WHERE job_epochs.job_id = jobs.id)"))
     models.job_exports.create(conn, checkfirst=True)
@@ -61,6 +68,8 @@ def prepare(db: Database) -> None:
         found = _probe_sqlite(db.path)
         if found is not None and found == SCHEMA_VERSION:
             return  # the common case: nothing to write, no lock taken
+    from jobtrack.store import models
+
     with db.admin() as conn:
         version = _read_version(conn, db.target)
         if version is None:
@@ -123,6 +132,10 @@ def _probe_sqlite(path: str) -> int | None:
 
 def _read_version(conn: Connection, target: str) -> int | None:
     """The schema version seen inside a write transaction; None when the database is empty."""
+    from sqlalchemy import select
+
+    from jobtrack.store import models
+
     names = set(conn.dialect.get_table_names(conn))
     if conn.dialect.name != "sqlite":
         # A server database (or schema) may hold other applications' tables; only ours matter.
