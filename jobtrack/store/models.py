@@ -60,7 +60,6 @@ class Job(_Base, table=True):
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_type_created", "job_type", "created_at"),
         Index("ix_jobs_experiment_created", "experiment_name", "created_at"),
-        Index("ix_jobs_model_run", "model_run_id"),
         # Partial: only inference jobs have an alias, so other jobs write no page of this index.
         Index("ix_jobs_output_alias", "output_alias", sqlite_where=text("output_alias IS NOT NULL"),
               postgresql_where=text("output_alias IS NOT NULL")),
