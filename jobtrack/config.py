@@ -7,6 +7,7 @@ default. Model files, exports and logs live in ``<db>-files/`` beside the databa
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -88,3 +89,19 @@ def is_url(db: str) -> bool:
 def files_dir(db_path: str) -> Path:
     """The directory beside the database that holds models, exports and logs."""
     return Path(db_path + "-files")
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` and any missing parents readable only by the user (0700); existing ones are left alone."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    if not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path))
+    return path

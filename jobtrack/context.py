@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobtrack import exports, jsonutil
+from jobtrack.config import make_private_dir
 from jobtrack.errors import InvalidArgument, JobCanceled
 from jobtrack.timeutil import to_iso, utcnow
 
@@ -58,7 +59,7 @@ class RunContext:
     @property
     def model_dir(self) -> Path:
         """The model run's directory: training code saves its model here, prediction code loads it."""
-        self._model_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(self._model_dir)
         return self._model_dir
 
     @property
@@ -108,7 +109,7 @@ class RunContext:
         try:
             fd = os.open(self.log_path, flags, 0o600)  # private to the user
         except FileNotFoundError:  # the job's first line: create its directory
-            self.job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dir(self.job_dir)
             fd = os.open(self.log_path, flags, 0o600)
         with open(fd, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jobtrack import jsonutil
+from jobtrack.config import make_private_dir
 from jobtrack.errors import InvalidArgument, MissingExtra
 
 KINDS = ("predictions", "embeddings")
@@ -96,7 +97,7 @@ def _plain(value: Any) -> Any:
 
 def write_file(directory: Path, alias: str, kind: str, fmt: str, columns: list[str], values: list[list[Any]]) -> Path:
     """Write rows to ``<directory>/<alias>_<kind>.<fmt>`` atomically (temp file, then rename)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    make_private_dir(directory)
     path = directory / f"{alias}_{kind}{FORMATS[fmt]}"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -231,7 +231,9 @@ def test_files_are_private_to_the_user(db_path: str) -> None:
                                                             "test": demo.make_rows(10, seed=2)})
     status = trainer.fit_predict(ds, "priv").get_status()
     log = Path(db_path + "-files") / "jobs" / status["job_id"] / "log.txt"
-    for path in (Path(db_path), Path(db_path + ".lock"), log, Path(status["export_paths"]["predictions"])):
+    files = Path(db_path + "-files")
+    for path in (Path(db_path), Path(db_path + ".lock"), log, Path(status["export_paths"]["predictions"]),
+                 files, files / "jobs", log.parent, files / "models"):
         assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jobtrack.config import make_private_dir
 from jobtrack.errors import NotAJobtrackDatabase, SchemaTooNew, StoreReadOnly
 from jobtrack.store.db import Database, check_local_filesystem, read_only_probe, sniff_sqlite_file
 
@@ -96,7 +97,7 @@ def prepare(db: Database) -> None:
 def _prepare_location(path: str) -> None:
     parent = Path(path).parent
     try:
-        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(parent)
     except OSError as exc:
         raise StoreReadOnly(path, f"cannot create the directory {parent}: {exc.strerror}") from None
     if not os.access(parent, os.W_OK | os.X_OK):
