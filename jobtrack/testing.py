@@ -84,7 +84,17 @@ def exported_rows(monitor: JobMonitor, kind: str = "predictions") -> list[dict[s
     view = status["source_views"].get(kind)
     if view is None:
         raise AssertionError(f"job {status['job_id']} has no {kind} export; it has {sorted(status['source_views'])}")
-    conn = sqlite3.connect(monitor._store.target)
+    target = monitor._store.target
+    if "://" in target:  # a server database: read the view as any SQL client would
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(target)
+        try:
+            with engine.connect() as conn:
+                return [dict(row._mapping) for row in conn.execute(text(f'SELECT * FROM "{view}"'))]
+        finally:
+            engine.dispose()
+    conn = sqlite3.connect(target)  # plain sqlite3, as a user would
     try:
         cur = conn.execute(f'SELECT * FROM "{view}"')
         names = [d[0] for d in cur.description]
