@@ -90,8 +90,8 @@ def exported_rows(monitor: JobMonitor, kind: str = "predictions") -> list[dict[s
 
         engine = create_engine(target)
         try:
-            with engine.connect() as conn:
-                return [dict(row._mapping) for row in conn.execute(text(f'SELECT * FROM "{view}"'))]
+            with engine.connect() as server:
+                return [dict(row._mapping) for row in server.execute(text(f'SELECT * FROM "{view}"'))]
         finally:
             engine.dispose()
     conn = sqlite3.connect(target)  # plain sqlite3, as a user would
