@@ -239,14 +239,13 @@ class Trainer:
         if new_model:
             model_run = {"id": model_run_id, "job_id": job_id, "experiment_name": dataset.experiment_name,
                          "task_type": dataset.task_type}
-            if not dataset.is_file_backed:
-                with _TRAINING_DATASETS_LOCK:
-                    _TRAINING_DATASETS[model_run_id] = dataset
-                    while len(_TRAINING_DATASETS) > TRAINING_DATASETS_KEPT:
-                        _TRAINING_DATASETS.popitem(last=False)
-        alias_check = (exports.alias_key(alias), alias) if alias else None
-        token = self._store.create_job(values, model_run=model_run, alias_check=alias_check,
+        token = self._store.create_job(values, model_run=model_run, unique_alias=values["output_alias"],
                                        claim=self.runner == "eager")
+        if new_model and not dataset.is_file_backed:
+            with _TRAINING_DATASETS_LOCK:
+                _TRAINING_DATASETS[model_run_id] = dataset
+                while len(_TRAINING_DATASETS) > TRAINING_DATASETS_KEPT:
+                    _TRAINING_DATASETS.popitem(last=False)
         monitor = JobMonitor(self._store, job_id, job_type.value, dataset.experiment_name, model_run_id)
         self._dispatch(token, JobPayload(
             job_id=job_id, job_type=job_type.value, dataset=dataset, config=self.config,

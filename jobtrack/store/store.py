@@ -190,11 +190,11 @@ class Store:
     # -- creating jobs ---------------------------------------------------------------------
 
     def create_job(self, values: dict[str, Any], *, model_run: dict[str, Any] | None = None,
-                   alias_check: tuple[str, str] | None = None, claim: bool = False,
+                   unique_alias: str | None = None, claim: bool = False,
                    lease_s: float | None = None) -> int | None:
         """Insert a QUEUED job (and its model run) with its creation event.
 
-        ``alias_check`` = (normalised alias, alias) refuses an output alias that is in use.
+        ``unique_alias`` (a normalised output alias) is refused if another job uses it.
         ``claim=True`` also claims it for the calling process in the same transaction (the eager
         runner, which runs the job at once) and returns the fencing token; the history still
         shows QUEUED → RUNNING.
@@ -206,8 +206,8 @@ class Store:
                    spec_json="{}", runner_kind="thread", epoch_seq=0)
         row.update(values)
         with self.db.write() as tx:
-            if alias_check is not None:
-                self._check_alias_free(tx, alias_check[0])
+            if unique_alias is not None:
+                self._check_alias_free(tx, unique_alias)
             tx.run(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join(':' + n for n in _JOB_FIELDS)})", row)
             if model_run is not None:
                 tx.run("INSERT INTO model_runs (id, job_id, experiment_name, task_type, created_at) "
