@@ -414,7 +414,7 @@ def bench_peers(tmp: Path) -> None:
     ds = _dataset()
     trainer = Trainer(noop_job, db=str(tmp / "peers" / "lifecycle.db"), runner="eager")
     status_job = Trainer(_fifty_epoch_train, db=str(tmp / "peers" / "status.db"), runner="eager").fit(ds)
-    for name, make, count, reads in (("huey", _huey_peer, 300, 2000), ("mlflow", _mlflow_peer, 40, 300)):
+    for name, make, count, reads in (("huey", _huey_peer, 1500, 2000), ("mlflow", _mlflow_peer, 40, 300)):
         try:
             cycle, read = make(tmp)
         except ImportError:

@@ -54,13 +54,12 @@ class RunContext:
         self.extract_embeddings = extract_embeddings
         self.phase = "predict" if job_type == "inference" else "train"
         self._cancel_seen = False
-        self._model_dir = Path(model_dir) if model_dir else store.model_dir(model_run_id or job_id)
+        self._model_dir = model_dir or store.model_dir(model_run_id or job_id)
 
     @property
     def model_dir(self) -> Path:
         """The model run's directory: training code saves its model here, prediction code loads it."""
-        make_private_dir(self._model_dir)
-        return self._model_dir
+        return make_private_dir(Path(self._model_dir))
 
     @property
     def job_dir(self) -> Path:

@@ -156,10 +156,25 @@ class Dataset:
         }
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Dataset:
-        """Rebuild a file-backed dataset from ``to_spec()`` output (in-memory tables cannot be)."""
-        tables = {split: t["path"] for split, t in spec.get("tables", {}).items() if "path" in t}
-        return cls(spec["name"], spec["task_type"], spec["task_name"], tables)
+    def from_spec(cls, spec: Mapping[str, Any], *, files_only: bool = False) -> Dataset:
+        """Rebuild a file-backed dataset from ``to_spec()`` output.
+
+        ``files_only=True`` leaves out the tables that were in memory instead of refusing them.
+
+        Raises:
+            InvalidArgument: a table was held in the memory of the process that submitted the job.
+        """
+        tables = spec.get("tables", {})
+        in_memory = [split for split, t in tables.items() if "path" not in t]
+        if files_only:
+            tables = {split: t for split, t in tables.items() if "path" in t}
+        elif in_memory:
+            raise InvalidArgument(
+                f"Dataset {spec.get('name')!r} had its {', '.join(in_memory)} table(s) in the memory of the "
+                "process that submitted the job; they cannot be read back here. Pass the tables again, "
+                "or give them as CSV/JSON files."
+            )
+        return cls(spec["name"], spec["task_type"], spec["task_name"], {s: t["path"] for s, t in tables.items()})
 
 
 def _check_table(split: str, source: Any) -> Path | list[dict[str, Any]]:

@@ -61,8 +61,8 @@ def view_name(kind: str, alias: str) -> str:
 
 
 def alias_key(alias: str) -> str:
-    """Aliases that map to the same view name are the same alias."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", alias)
+    """Aliases that map to the same view name are the same alias (SQL names ignore case, so we do too)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", alias).lower()
 
 
 def normalise_rows(kind: str, rows: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:

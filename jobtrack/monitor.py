@@ -43,9 +43,31 @@ def status_dict(store: Store, rec: JobRecord) -> JobStatusDict:
         "job_type": rec.job_type,
         "model_run_id": rec.model_run_id,
         "result": store.result(rec),
-        "export_paths": jsonutil.loads(rec.export_paths_json),
-        "source_views": jsonutil.loads(rec.source_views_json),
+        "export_paths": _mapping(rec.export_paths_json),
+        "source_views": _mapping(rec.source_views_json),
     }
+
+
+def _finished_status_dict(row: tuple[Any, ...]) -> JobStatusDict:
+    """The SPEC §2 dict of a finished job from ``Store.finished_status_row`` (its frozen result)."""
+    job_id, status, created, finished, updated, experiment, job_type, model_run_id, result, paths, views = row
+    return {
+        "job_id": job_id,
+        "status": status,
+        "started_at": created,
+        "finished_at": finished,
+        "updated_at": updated,
+        "experiment_name": experiment,
+        "job_type": job_type,
+        "model_run_id": model_run_id,
+        "result": jsonutil.loads(result),
+        "export_paths": _mapping(paths),
+        "source_views": _mapping(views),
+    }
+
+
+def _mapping(text: str) -> dict[str, str]:
+    return {} if text == "{}" else jsonutil.loads(text)
 
 
 class JobMonitor:
@@ -73,6 +95,9 @@ class JobMonitor:
         Raises:
             JobNotFound: the job was removed from the database.
         """
+        row = self._store.finished_status_row(self.job_id)
+        if row is not None:  # finished: nothing can change but removal, so one narrow read does
+            return _finished_status_dict(row)
         return status_dict(self._store, self._store.get_job(self.job_id))
 
     @property

@@ -38,7 +38,11 @@ def require_aware(value: datetime, what: str = "datetime") -> datetime:
 
 def to_iso(value: datetime) -> str:
     """Fixed-width ISO 8601 UTC text with offset; sorts the same as the instants it names."""
-    return require_aware(value).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    if value.tzinfo is not UTC:
+        value = require_aware(value)
+    if value.year < 1000:  # strftime leaves such years unpadded on glibc: keep what is already stored
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    return value.isoformat(timespec="microseconds")
 
 
 def from_iso(text: str) -> datetime:

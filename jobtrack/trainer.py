@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import secrets
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -28,9 +28,15 @@ TRAINING_DATASETS_KEPT = 256
 _TRAINING_DATASETS_LOCK = threading.Lock()
 
 
+# A private generator: ids must be unique, not unguessable (secrets costs a system call each), and
+# training code that seeds the global ``random`` must neither change our ids nor see its sequence move.
+_ID_RANDOM = random.Random()
+os.register_at_fork(after_in_child=_ID_RANDOM.seed)
+
+
 def new_id(prefix: str) -> str:
     """A unique id that sorts by creation time: prefix, microseconds in hex, random suffix."""
-    return f"{prefix}_{time.time_ns() // 1000:x}{secrets.token_hex(4)}"
+    return f"{prefix}_{time.time_ns() // 1000:x}{_ID_RANDOM.getrandbits(32):08x}"
 
 
 class Trainer:
@@ -135,11 +141,9 @@ class Trainer:
         if train_job.status != "COMPLETED":
             raise ModelNotReady(model_run_id, train_job.status)
         if dataset is None:
-            dataset = self._training_dataset(model_run_id, train_job.spec)
-            if test_table is not None:
-                dataset = dataset.with_table("test", test_table)
+            dataset = self._training_dataset(model_run_id, train_job.spec, test_table)
         self._check_dataset(dataset, needs=("test",))
-        model_dir = train_job.spec.get("model_dir") or str(self._store.model_dir(model_run_id))
+        model_dir = train_job.spec.get("model_dir") or self._store.model_dir(model_run_id)
         return self._submit(JobType.INFERENCE, dataset, model_run_id, alias=alias, output_config=out_config,
                             extract_embeddings=bool(extract_embeddings), model_dir=model_dir)
 
@@ -185,19 +189,20 @@ class Trainer:
                 "process's memory); write the rows to CSV/JSON, or use runner='thread'."
             )
 
-    def _training_dataset(self, model_run_id: str, train_spec: dict[str, Any]) -> Dataset:
+    def _training_dataset(self, model_run_id: str, train_spec: dict[str, Any], test_table: Any) -> Dataset:
+        """The model run's training dataset, with ``test_table`` (if given) as its test table."""
         with _TRAINING_DATASETS_LOCK:
             ds = _TRAINING_DATASETS.get(model_run_id)
-        if ds is not None:
-            return ds
         spec = train_spec.get("dataset") or {}
         try:
-            return Dataset.from_spec(spec)
+            if ds is None:  # read back from the job spec; with a test table, only its names are needed
+                ds = Dataset.from_spec(spec, files_only=test_table is not None)
         except (InvalidArgument, KeyError):
             raise InvalidArgument(
                 f"The training dataset of model run {model_run_id!r} is not available here (its tables were "
                 "in another process's memory or its files are gone); pass dataset= or test_table=."
             ) from None
+        return ds if test_table is None else ds.with_table("test", test_table)
 
     def _submit(
         self,
@@ -213,7 +218,7 @@ class Trainer:
     ) -> JobMonitor:
         job_id = new_id("job")
         trains = job_type is not JobType.INFERENCE
-        model_dir = model_dir or str(self._store.model_dir(model_run_id))
+        model_dir = model_dir or self._store.model_dir(model_run_id)
         spec: dict[str, Any] = {
             "dataset": dataset.to_spec(),
             "config": self.config,

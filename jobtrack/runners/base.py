@@ -181,14 +181,20 @@ class _Heartbeats:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._next_beat = 0.0  # monotonic time the thread wakes up next
 
     def add(self, store: Store, job_id: str, token: int) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._jobs[(id(store), job_id)] = (store, token, time.monotonic())
+            self._jobs[(id(store), job_id)] = (store, token, now)
             if self._thread is None or not self._thread.is_alive():
+                self._next_beat = now
                 self._thread = threading.Thread(target=self._run, name="jobtrack-heartbeat", daemon=True)
                 self._thread.start()
-        self._wake.set()  # a shorter lease than the others may need an earlier beat
+                return
+            early = now + store.lease_s / 3 < self._next_beat
+        if early:  # a shorter lease than the others needs an earlier beat; otherwise let the thread sleep
+            self._wake.set()
 
     def remove(self, store: Store, job_id: str) -> None:
         with self._lock:
@@ -198,11 +204,8 @@ class _Heartbeats:
         while True:
             with self._lock:
                 jobs = list(self._jobs.items())
-            now = time.monotonic()
-            wait = 10.0
             for key, (store, token, last) in jobs:
-                interval = store.lease_s / 3
-                if now - last >= interval:
+                if time.monotonic() - last >= store.lease_s / 3:
                     try:
                         store.heartbeat(key[1], token)
                     except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the thread
@@ -210,10 +213,13 @@ class _Heartbeats:
                     with self._lock:
                         if key in self._jobs:
                             self._jobs[key] = (store, token, time.monotonic())
-                    last = time.monotonic()
-                wait = min(wait, max(0.01, interval - (time.monotonic() - last)))
+            with self._lock:  # jobs added meanwhile count too: add() only wakes us for beats due earlier
+                now = time.monotonic()
+                wait = min([10.0] + [max(0.01, last + store.lease_s / 3 - now)
+                                     for store, _, last in self._jobs.values()])
+                self._next_beat = now + wait
+                self._wake.clear()
             self._wake.wait(wait)
-            self._wake.clear()
 
 
 HEARTBEATS = _Heartbeats()
@@ -223,7 +229,9 @@ def _reset_heartbeats_in_child() -> None:
     # A forked child inherits the parent's registry and lock state but not its threads.
     HEARTBEATS._jobs = {}
     HEARTBEATS._lock = threading.Lock()
+    HEARTBEATS._wake = threading.Event()
     HEARTBEATS._thread = None
+    HEARTBEATS._next_beat = 0.0
 
 
 os.register_at_fork(after_in_child=_reset_heartbeats_in_child)

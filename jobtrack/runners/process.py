@@ -33,7 +33,8 @@ def run_in_child(store: Store, payload: JobPayload) -> JobStatus | None:
     else:
         ctx = multiprocessing.get_context("spawn")
     child = ctx.Process(target=_child_main, args=(store.target, payload), name=f"jobtrack-{payload.job_id}")
-    child.start()
+    with store.db.writers_paused():
+        child.start()
     liveness.watch_child(child.pid, lambda: child.exitcode)
     cancel_seen_at: float | None = None
     try:

@@ -215,9 +215,28 @@ class Database:
                 with self.engine.connect() as sa, sa.begin():
                     yield Tx(sa, raw=False)
 
+    def read_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
+        """One row of a single-statement read (the status hot path: no transaction object, no lock)."""
+        if self.is_sqlite:
+            self._check_pid()
+            try:
+                conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+                row: tuple[Any, ...] | None = (conn or self._raw()).execute(sql, params).fetchone()
+                return row
+            except sqlite3.Error as exc:
+                raise _store_error(self.target, exc) from exc
+        with self.read(snapshot=False) as tx:
+            return tx.one(sql, params)
+
     @contextmanager
-    def write(self) -> Iterator[Tx]:
+    def write(self, *, durable: bool = True) -> Iterator[Tx]:
         """An exclusive write transaction: thread lock, file lock, BEGIN IMMEDIATE; commit or roll back.
+
+        ``durable=False`` is for a transaction whose effect no caller is told about (a claim): it
+        commits without its own flush of the write-ahead log (SQLite: no fsync; PostgreSQL:
+        ``synchronous_commit`` off). It survives a crash of the process, and the next durable commit,
+        which flushes the same append-only log, makes it survive power loss as well, before anything
+        that depends on it is reported.
 
         Raises:
             StoreBusy: the lock was not free within ``lock_timeout``.
@@ -230,15 +249,23 @@ class Database:
             try:
                 if self.is_sqlite:
                     conn = self._raw()
-                    conn.execute("BEGIN IMMEDIATE")
+                    if not durable:
+                        conn.execute("PRAGMA synchronous=NORMAL")
                     try:
-                        yield Tx(conn, raw=True)
-                    except BaseException:
-                        conn.execute("ROLLBACK")
-                        raise
-                    conn.execute("COMMIT")
+                        conn.execute("BEGIN IMMEDIATE")
+                        try:
+                            yield Tx(conn, raw=True)
+                        except BaseException:
+                            conn.execute("ROLLBACK")
+                            raise
+                        conn.execute("COMMIT")
+                    finally:
+                        if not durable:
+                            conn.execute("PRAGMA synchronous=FULL")
                 else:
                     with self.engine.connect() as sa, sa.begin():
+                        if not durable and sa.dialect.name == "postgresql":  # the same rule, server-side
+                            sa.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                         yield Tx(sa, raw=False)
             finally:
                 self._local.in_write = False
@@ -254,6 +281,15 @@ class Database:
             if sa.dialect.name == "postgresql":
                 sa.execute(_text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
             yield sa
+
+    @contextmanager
+    def writers_paused(self) -> Iterator[None]:
+        """Keep this process's writers out meanwhile: fork under it, so that no child inherits a
+        SQLite lock that a thread of its parent held at the moment of fork (the child would wait on
+        it for ever: SQLite keeps per-process lock state that fork copies)."""
+        self._check_pid()
+        with self._thread_lock:
+            yield
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -105,6 +105,14 @@ _JOB_COLUMNS = ", ".join(_JOB_FIELDS)
 _SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = :id"
 
 
+# What get_status() of a finished job needs, in the order of its dict (SPEC §2), and no more: the
+# spec, summary and runner columns can be large and a finished job's status never needs them.
+_STATUS_FIELDS = ("id", "status", "created_at", "finished_at", "updated_at", "experiment_name", "job_type",
+                  "model_run_id", "result_json", "export_paths_json", "source_views_json")
+_SELECT_STATUS = f"SELECT {', '.join(_STATUS_FIELDS)} FROM jobs WHERE id = :id"
+_TERMINAL = frozenset(s.value for s in JobStatus if s.is_terminal)
+
+
 def _record(row: Sequence[Any]) -> JobRecord:
     return JobRecord(*row)
 
@@ -154,6 +162,7 @@ class Store:
         self.target = resolve_db(db)
         self.lease_s = lease_seconds()
         self.db = Database(self.target, lock_timeout=lock_timeout)
+        self._sqlite_files = str(files_dir(self.target)) if self.db.is_sqlite else None
         prepare(self.db)
 
     @classmethod
@@ -177,15 +186,19 @@ class Store:
     @property
     def files_dir(self) -> Path:
         """Directory beside the database holding models, exports and logs."""
-        if self.db.is_sqlite:
-            return files_dir(self.target)
-        return Path(os.environ.get("JOBTRACK_FILES") or Path.home() / ".local" / "share" / "jobtrack" / "files")
+        return Path(self._files_root())
+
+    def _files_root(self) -> str:
+        if self._sqlite_files is not None:
+            return self._sqlite_files
+        return os.environ.get("JOBTRACK_FILES") or str(Path.home() / ".local" / "share" / "jobtrack" / "files")
 
     def job_dir(self, job_id: str) -> Path:
         return self.files_dir / "jobs" / job_id
 
-    def model_dir(self, model_run_id: str) -> Path:
-        return self.files_dir / "models" / model_run_id
+    def model_dir(self, model_run_id: str) -> str:
+        """Where a model run's files live (a path string: it is computed for every job submitted)."""
+        return os.path.join(self._files_root(), "models", model_run_id)
 
     # -- creating jobs ---------------------------------------------------------------------
 
@@ -205,7 +218,7 @@ class Store:
                    claim_token=0, cancel_requested=False, export_paths_json="{}", source_views_json="{}",
                    spec_json="{}", runner_kind="thread", epoch_seq=0)
         row.update(values)
-        with self.db.write() as tx:
+        with self.db.write(durable=not claim) as tx:  # an eager job is reported when it finishes
             if unique_alias is not None:
                 self._check_alias_free(tx, unique_alias)
             tx.run(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join(':' + n for n in _JOB_FIELDS)})", row)
@@ -235,6 +248,17 @@ class Store:
                 )
 
     # -- reading ---------------------------------------------------------------------------
+
+    def finished_status_row(self, job_id: str) -> tuple[Any, ...] | None:
+        """A finished job's status fields (``_STATUS_FIELDS``) in one narrow read; None while it can change.
+
+        Raises:
+            JobNotFound: no job has this id.
+        """
+        row = self.db.read_one(_SELECT_STATUS, {"id": job_id})
+        if row is None:
+            raise JobNotFound(job_id, self.target)
+        return row if row[1] in _TERMINAL and row[8] is not None else None  # result_json: frozen at the end
 
     def get_job(self, job_id: str, *, check_liveness: bool = True) -> JobRecord:
         """The job's row; a RUNNING job whose runner is dead is first marked FAILED (SPEC §5).
@@ -420,7 +444,7 @@ class Store:
 
     def claim(self, job_id: str, *, lease_s: float | None = None) -> int:
         """QUEUED → RUNNING for the calling process; returns the fencing token its later writes must carry."""
-        with self.db.write() as tx:
+        with self.db.write(durable=False) as tx:  # no caller is told; the runner's next write syncs it
             return self._claim(tx, job_id, lease_s)
 
     def claim_next(self, runner_kinds: Iterable[str], *, lease_s: float | None = None) -> tuple[str, int] | None:
@@ -429,7 +453,7 @@ class Store:
         kinds = _in_list("k", list(runner_kinds), params)
         sql = (f"SELECT id FROM jobs WHERE status = 'QUEUED' AND runner_kind IN {kinds} "
                f"ORDER BY created_at, id LIMIT 1{self.db.skip_locked}")
-        with self.db.write() as tx:
+        with self.db.write(durable=False) as tx:
             job_id = tx.scalar(sql, params)
             if job_id is None:
                 return None
@@ -627,7 +651,7 @@ class Store:
                 report.views.extend(views)
                 if own_model:
                     recorded = (jsonutil.loads(spec_json) or {}).get("model_dir")
-                    report.files.append(recorded or str(self.model_dir(model_run_id)))
+                    report.files.append(recorded or self.model_dir(model_run_id))
                 if dry_run:
                     continue
                 for view in views:
