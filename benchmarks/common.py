@@ -74,7 +74,7 @@ class RawLifecycle:
     (+ event), complete with the JSON-encoded result (+ event).
     """
 
-    def __init__(self, path: str, *, file_lock: bool = True) -> None:
+    def __init__(self, path: str, *, file_lock: bool = True, flush_claim: bool = True) -> None:
         self.conn = raw_connect(path)
         self.conn.executescript(
             "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT, created_at TEXT, updated_at TEXT, "
@@ -82,16 +82,21 @@ class RawLifecycle:
             "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, job_id TEXT, src TEXT, dst TEXT, at TEXT);"
         )
         self.lock = filelock.FileLock(path + ".lock") if file_lock else None
+        self.flush_claim = flush_claim  # False: jobtrack's rule, the claim commits without its own fsync
         self.n = 0
 
-    def _tx(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+    def _tx(self, statements: list[tuple[str, tuple[Any, ...]]], *, flush: bool = True) -> None:
         if self.lock is not None:
             self.lock.acquire()
         try:
+            if not flush:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("BEGIN IMMEDIATE")
             for sql, params in statements:
                 self.conn.execute(sql, params)
             self.conn.execute("COMMIT")
+            if not flush:
+                self.conn.execute("PRAGMA synchronous=FULL")
         finally:
             if self.lock is not None:
                 self.lock.release()
@@ -104,7 +109,8 @@ class RawLifecycle:
                   ("INSERT INTO events (job_id, src, dst, at) VALUES (?, NULL, 'QUEUED', ?)", (job_id, now))])
         self._tx([("UPDATE jobs SET status = 'RUNNING', updated_at = ? WHERE id = ? AND status = 'QUEUED'",
                    (now, job_id)),
-                  ("INSERT INTO events (job_id, src, dst, at) VALUES (?, 'QUEUED', 'RUNNING', ?)", (job_id, now))])
+                  ("INSERT INTO events (job_id, src, dst, at) VALUES (?, 'QUEUED', 'RUNNING', ?)", (job_id, now))],
+                 flush=self.flush_claim)
         self._tx([("UPDATE jobs SET status = 'COMPLETED', updated_at = ?, finished_at = ?, result_json = ? "
                    "WHERE id = ? AND status = 'RUNNING'", (now, now, json.dumps(result), job_id)),
                   ("INSERT INTO events (job_id, src, dst, at) VALUES (?, 'RUNNING', 'COMPLETED', ?)", (job_id, now))])

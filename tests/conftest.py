@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from jobtrack import Dataset, demo
 from jobtrack.store import Store
 
 PG_URL = os.environ.get("JOBTRACK_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
@@ -40,6 +41,12 @@ def store(db_path: str) -> Iterator[Store]:
     s = Store.open(db_path)
     yield s
     s.close()
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Dataset:
+    """A binary-classification dataset of demo CSV files (train, validation and test) for real training code."""
+    return Dataset("churn", "binary_classification", "m1", tables=demo.write_csv_tables(tmp_path / "data", n=90))
 
 
 def _pg_unavailable(reason: str) -> None:

@@ -10,8 +10,7 @@ import itertools
 import json
 import subprocess
 import sys
-from datetime import timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 
 import pytest
 from dateutil.parser import isoparse
@@ -26,18 +25,22 @@ from jobtrack import (
     demo,
     testing,
 )
-from jobtrack.states import TRANSITIONS, JobStatus, is_allowed
+from jobtrack.states import TERMINAL, TRANSITIONS, JobStatus, is_allowed
 from jobtrack.store import Store
 from proc import child_env, run_python
 
 STATUSES = list(JobStatus)
 KEYS = {"job_id", "status", "started_at", "finished_at", "updated_at", "experiment_name", "job_type",
         "model_run_id", "result", "export_paths", "source_views"}
+RESULT_KEYS = {"epochs", "eval_metric", "best_epoch", "best_metric", "summary", "error"}
 
 
 def _job(store: Store, job_id: str, status: JobStatus) -> None:
-    """Create a job and walk it along allowed moves to ``status``."""
-    store.create_job({"id": job_id, "job_type": "train", "experiment_name": "e_regression_t", "runner_kind": "worker"})
+    """Create a train job (with its model run ``mr_<job_id>``) and walk it along allowed moves to ``status``."""
+    store.create_job({"id": job_id, "job_type": "train", "experiment_name": "e_regression_t",
+                      "model_run_id": f"mr_{job_id}", "runner_kind": "worker"},
+                     model_run={"id": f"mr_{job_id}", "job_id": job_id, "experiment_name": "e_regression_t",
+                                "task_type": "regression"})
     path = {JobStatus.QUEUED: [], JobStatus.RUNNING: ["RUNNING"], JobStatus.COMPLETED: ["RUNNING", "COMPLETED"],
             JobStatus.FAILED: ["FAILED"], JobStatus.CANCELED: ["CANCELED"]}[status]
     for step in path:
@@ -45,7 +48,15 @@ def _job(store: Store, job_id: str, status: JobStatus) -> None:
 
 
 def _snapshot(store: Store, job_id: str) -> tuple[object, ...]:
+    """Every column of the job's row and its whole history."""
     return store.get_job(job_id, check_liveness=False), tuple(store.events(job_id))
+
+
+def _utc(text: object) -> datetime:
+    assert isinstance(text, str)
+    value = isoparse(text)
+    assert value.utcoffset() == timedelta(0), text
+    return value
 
 
 def test_all_25_pairs(any_db: str) -> None:
@@ -55,11 +66,16 @@ def test_all_25_pairs(any_db: str) -> None:
         _job(store, job_id, src)
         before = _snapshot(store, job_id)
         if dst in TRANSITIONS[src]:
-            store.transition(job_id, dst, reason="test")
+            applied = store.transition(job_id, dst, reason="test")
             events = store.events(job_id)
-            assert len(events) == len(before[1]) + 1
-            assert (events[-1].from_status, events[-1].to_status, events[-1].reason) == (src, dst, "test")
-            assert (store.get_job(job_id).finished_at is not None) == dst.is_terminal
+            assert tuple(events[:-1]) == before[1]  # the history is only appended to
+            last = events[-1]
+            assert (last.job_id, last.from_status, last.to_status, last.reason) == (job_id, src, dst, "test")
+            assert last.at.utcoffset() == timedelta(0)
+            rec = store.get_job(job_id)
+            assert applied.status == rec.status == dst and rec.reason == "test"
+            assert rec.updated_at == last.at
+            assert rec.finished_at == (last.at if dst.is_terminal else None)
         else:
             with pytest.raises(InvalidTransition) as info:
                 store.transition(job_id, dst)
@@ -72,28 +88,53 @@ def test_status_dict_in_every_state(any_db: str) -> None:
     store = Store.open(any_db)
     manager = JobManager(any_db)
     for status in STATUSES:
-        _job(store, f"job_state_{status.value.lower()}", status)
-        got = manager.fetch_job(f"job_state_{status.value.lower()}").get_status()
-        assert set(got) == KEYS and got["status"] == status.value
-        json.dumps(got)
-        for key in ("started_at", "updated_at", "finished_at"):
-            if got[key] is not None:
-                assert isoparse(got[key]).utcoffset() == timedelta(0)
-        assert (got["finished_at"] is not None) == status.is_terminal
+        job_id = f"job_state_{status.value.lower()}"
+        _job(store, job_id, status)
+        monitor = manager.fetch_job(job_id)
+        assert (monitor.job_id, monitor.job_type, monitor.experiment_name, monitor.model_run_id) == (
+            job_id, "train", "e_regression_t", f"mr_{job_id}")
+        assert monitor.status is status
+        got = monitor.get_status()
+        assert set(got) == KEYS and json.loads(json.dumps(got)) == got
+        assert (got["job_id"], got["status"], got["job_type"], got["experiment_name"], got["model_run_id"]) == (
+            job_id, status.value, "train", "e_regression_t", f"mr_{job_id}")
+        assert got["export_paths"] == {} and got["source_views"] == {}
+        assert isinstance(got["result"], dict) and set(got["result"]) <= RESULT_KEYS
+        started, updated = _utc(got["started_at"]), _utc(got["updated_at"])
+        assert started <= updated
+        if status.is_terminal:
+            assert started <= _utc(got["finished_at"]) <= updated
+        else:
+            assert got["finished_at"] is None
 
 
 def test_cancel_semantics(any_db: str) -> None:
     store = Store.open(any_db)
     manager = JobManager(any_db)
-    _job(store, "job_q", JobStatus.QUEUED)
-    _job(store, "job_r", JobStatus.RUNNING)
-    _job(store, "job_c", JobStatus.COMPLETED)
-    assert manager.cancel_job("job_q") is JobStatus.CANCELED
-    assert manager.cancel_job("job_r") is JobStatus.RUNNING
-    assert store.get_job("job_r").cancel_requested
-    before = _snapshot(store, "job_c")
-    assert manager.cancel_job("job_c") is JobStatus.COMPLETED
-    assert _snapshot(store, "job_c") == before
+    ids = {status: f"job_c_{status.value.lower()}" for status in STATUSES}
+    for status, job_id in ids.items():
+        _job(store, job_id, status)
+    # QUEUED: canceled at once.
+    queued = manager.fetch_job(ids[JobStatus.QUEUED])
+    assert queued.cancel() is JobStatus.CANCELED
+    got = queued.get_status()
+    assert got["status"] == "CANCELED" and _utc(got["finished_at"])
+    last = store.events(queued.job_id)[-1]
+    assert (last.from_status, last.to_status) == ("QUEUED", "CANCELED")
+    # RUNNING: a stop is requested; status and history stay until the runner next reports.
+    running = ids[JobStatus.RUNNING]
+    assert not store.get_job(running).cancel_requested
+    events_before = store.events(running)
+    assert manager.cancel_job(running) is JobStatus.RUNNING
+    assert store.get_job(running).cancel_requested and store.events(running) == events_before
+    assert manager.fetch_job(running).get_status()["finished_at"] is None
+    assert manager.fetch_job(running).cancel() is JobStatus.RUNNING  # asking again: the same answer
+    # Terminal: nothing changes, through either spelling.
+    for status in sorted(TERMINAL):
+        before = _snapshot(store, ids[status])
+        assert manager.fetch_job(ids[status]).cancel() is status
+        assert manager.cancel_job(ids[status]) is status
+        assert _snapshot(store, ids[status]) == before
 
 
 RACER = """
@@ -129,10 +170,6 @@ def test_two_processes_race_and_exactly_one_wins_every_round(any_db: str) -> Non
         assert len(events) == 2 and events[1].to_status in ("RUNNING", "CANCELED")
 
 
-def _dataset(tmp_path: Path) -> Dataset:
-    return Dataset("be", "binary_classification", "t", tables=demo.write_csv_tables(tmp_path / "data", n=90))
-
-
 def _view_rows(db: str, view: str) -> list[tuple[object, ...]]:
     url = db if "://" in db else f"sqlite:///{db}"
     engine = create_engine(url)
@@ -143,9 +180,9 @@ def _view_rows(db: str, view: str) -> list[tuple[object, ...]]:
 
 
 @pytest.mark.parametrize("runner", ["eager", "thread"])
-def test_fit_predict_and_views(any_db: str, tmp_path: Path, runner: str) -> None:
+def test_fit_predict_and_views(any_db: str, dataset: Dataset, runner: str) -> None:
     trainer = Trainer(demo.train, demo.predict, db=any_db, runner=runner, config={"epochs": 4})
-    train = trainer.fit(_dataset(tmp_path))
+    train = trainer.fit(dataset)
     final = train.wait(timeout=60)
     assert final["status"] == "COMPLETED" and len(final["result"]["epochs"]) == 4
     pred = trainer.predict(f"be_{runner}", model_run_id=train.model_run_id, extract_embeddings=True).wait(timeout=60)
@@ -158,9 +195,9 @@ def test_fit_predict_and_views(any_db: str, tmp_path: Path, runner: str) -> None
     assert len(_view_rows(any_db, pred["source_views"]["embeddings"])) == 30
 
 
-def test_worker_process_runs_queued_jobs(any_db: str, tmp_path: Path) -> None:
+def test_worker_process_runs_queued_jobs(any_db: str, dataset: Dataset) -> None:
     trainer = Trainer(demo.train, demo.predict, db=any_db, runner="worker", config={"epochs": 3})
-    jobs = [trainer.fit(_dataset(tmp_path)) for _ in range(3)]
+    jobs = [trainer.fit(dataset) for _ in range(3)]
     out = subprocess.run([sys.executable, "-m", "jobtrack", "worker", "--burst", "--db", any_db],
                          capture_output=True, text=True, timeout=120, env=child_env())
     assert out.returncode == 0, out.stderr
@@ -174,7 +211,7 @@ def test_failure_and_cancel_keep_the_epochs(any_db: str) -> None:
     status = failed.get_status()
     assert status["status"] == "FAILED" and len(status["result"]["epochs"]) == 2
     assert status["result"]["error"]["type"] == "RuntimeError" and "Traceback" in status["result"]["error"]["traceback"]
-    slow = Trainer(demo.train, db=any_db, config={"epochs": 10_000, "epoch_pause_s": 0.01}).fit(ds)
+    slow = Trainer(demo.train, db=any_db, config={"epochs": 2000, "epoch_pause_s": 0.01}).fit(ds)
     testing.wait_for_epochs(slow, 2)
     slow.cancel()
     final = slow.wait(timeout=30)

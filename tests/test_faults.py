@@ -61,15 +61,12 @@ def test_sigkilled_runner_reads_failed_at_the_next_read_and_keeps_its_epochs(db_
         assert manager.fetch_job(job_id).get_status()["status"] == "RUNNING"
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
-        killed_at = time.monotonic()
-        status = manager.fetch_job(job_id).get_status()
-        detection_s = time.monotonic() - killed_at
+        status = manager.fetch_job(job_id).get_status()  # the very next read, no sweeper, no lease wait
     assert status["status"] == "FAILED"
     assert len(status["result"]["epochs"]) >= 3
     assert status["finished_at"] is not None
     last = manager.fetch_job(job_id).events()[-1]
     assert (last.from_status, last.to_status, last.reason) == ("RUNNING", "FAILED", "runner lost")
-    assert detection_s < 5  # one read, no sweeper; the benchmark reports the real latency
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -192,12 +189,6 @@ def test_output_alias_that_would_escape_or_break_sql_is_refused(db_path: str, al
     with pytest.raises(InvalidArgument, match="not allowed"):
         trainer.fit_predict(ds, alias)
     assert JobManager(db_path).list_jobs() == []
-
-
-@pytest.mark.parametrize("name", ["../x", "a b", "robert'); --"])
-def test_dataset_names_that_would_escape_or_break_sql_are_refused(name: str) -> None:
-    with pytest.raises(InvalidArgument):
-        Dataset(name, "regression", "t")
 
 
 def test_truncated_database_is_refused_and_left_alone(db_path: str, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 from jobtrack import JobManager, JobMonitor, StoreBusy, Trainer, demo, testing, timeutil
 from jobtrack.dataset import Dataset
 from jobtrack.store import Store
+from proc import wait_until
 
 USER_TESTS = '''
 from datetime import timedelta
@@ -92,13 +93,17 @@ def _slow_job(db: str) -> JobMonitor:
     return trainer.fit(Dataset("d", "binary_classification", "t", tables={"train": demo.make_rows(20, seed=1)}))
 
 
-def test_kill_runner_makes_the_job_read_failed_and_fences_the_real_runner(db_path: str) -> None:
+def test_kill_runner_makes_the_job_read_failed_and_fences_the_real_runner(
+    db_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
     job = _slow_job(db_path)
     testing.wait_for_epochs(job, 1)
     testing.kill_runner(job)
     status = testing.assert_status(job, "FAILED")
     count = len(status["result"]["epochs"])
-    time.sleep(0.1)  # the real runner keeps trying to report; its writes must be refused
+    # the real runner keeps reporting until its next write is refused; then it stops
+    with caplog.at_level("WARNING", logger="jobtrack"):
+        wait_until(lambda: any("no longer owns job" in r.getMessage() for r in caplog.records), timeout=20)
     assert len(job.get_status()["result"]["epochs"]) == count
 
 

@@ -1,0 +1,214 @@
+"""Exports: files in each format, where they go, the read-only source views, and embeddings only on request."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobfuncs
+from jobtrack import Dataset, DuplicateName, JobMonitor, Trainer
+
+ROWS = [
+    {"id": 1, "label": "cat", "score": 0.25, "flag": True, "tags": ["a", "b"], "missing": None, "text": "naïve, \"q\""},
+    {"id": 2, "label": "dog", "score": -1.5e-3, "flag": False, "tags": [], "missing": None, "text": "line\nbreak"},
+    {"id": 3, "label": "émeu", "score": 3.0, "flag": True, "tags": ["c"], "missing": None, "text": ""},
+]
+EMBEDDINGS = [{"id": r["id"], "embedding": [float(r["id"]), 0.5, -2.0]} for r in ROWS]
+
+
+def _dataset() -> Dataset:
+    return Dataset("exp", "binary_classification", "t", tables={"train": [{"x": 1}], "test": [{"id": 1}]})
+
+
+def _run(db: str, alias: str, *, config: dict[str, Any] | None = None, **kwargs: Any) -> JobMonitor:
+    trainer = Trainer(jobfuncs.train_noop, jobfuncs.predict_rows, db=db, runner="eager",
+                      config={"rows": ROWS, **(config or {})})
+    job = trainer.fit_predict(_dataset(), alias, **kwargs)
+    status = job.get_status()
+    assert status["status"] == "COMPLETED", status["result"].get("error")
+    return job
+
+
+def _query(db: str, sql: str) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql)]
+    finally:
+        conn.close()
+
+
+def _views(db: str) -> set[str]:
+    return {r["name"] for r in _query(db, "SELECT name FROM sqlite_master WHERE type = 'view'")}
+
+
+def _log(job: JobMonitor) -> str:
+    out = io.StringIO()
+    job.stream_logs(file=out, follow=False)
+    return out.getvalue()
+
+
+def test_csv_export_file_holds_the_exported_rows(db_path: str) -> None:
+    status = _run(db_path, "scores").get_status()
+    path = Path(status["export_paths"]["predictions"])
+    assert path.is_absolute() and path.name == "scores_predictions.csv"
+    assert path.parent == Path(f"{db_path}-files") / "jobs" / status["job_id"]  # default: the job's directory
+    with open(path, newline="", encoding="utf-8") as fh:
+        lines = list(csv.reader(fh))
+    assert lines[0] == list(ROWS[0])
+    assert lines[1:] == [
+        ["1", "cat", "0.25", "True", '["a", "b"]', "", 'naïve, "q"'],
+        ["2", "dog", "-0.0015", "False", "[]", "", "line\nbreak"],
+        ["3", "émeu", "3.0", "True", '["c"]', "", ""],
+    ]
+
+
+def test_source_view_returns_the_exported_rows_to_plain_sqlite3(db_path: str) -> None:
+    status = _run(db_path, "scores").get_status()
+    view = status["source_views"]["predictions"]
+    assert view == "predictions_scores" and view in _views(db_path)
+    rows = _query(db_path, f"SELECT * FROM {view}")
+    assert rows == [
+        {"id": 1, "label": "cat", "score": 0.25, "flag": 1, "tags": '["a","b"]', "missing": None, "text": 'naïve, "q"'},
+        {"id": 2, "label": "dog", "score": -1.5e-3, "flag": 0, "tags": "[]", "missing": None, "text": "line\nbreak"},
+        {"id": 3, "label": "émeu", "score": 3.0, "flag": 1, "tags": '["c"]', "missing": None, "text": ""},
+    ]
+    assert _query(db_path, f"SELECT id FROM {view} WHERE score > 0 ORDER BY id DESC") == [{"id": 3}, {"id": 1}]
+
+
+def test_source_view_is_read_only(db_path: str) -> None:
+    view = _run(db_path, "ro").get_status()["source_views"]["predictions"]
+    conn = sqlite3.connect(db_path)
+    try:
+        for sql in (f"INSERT INTO {view} (id) VALUES (9)", f"DELETE FROM {view}", f"UPDATE {view} SET id = 0"):
+            with pytest.raises(sqlite3.OperationalError, match="view"):
+                conn.execute(sql)
+    finally:
+        conn.close()
+    assert len(_query(db_path, f"SELECT * FROM {view}")) == len(ROWS)
+
+
+def test_column_names_that_need_quoting_stay_queryable(db_path: str) -> None:
+    rows = [{"my col": 1, "order": "x", 'we"ird': 2.5}, {"my col": 2, "order": "y", 'we"ird': None}]
+    status = _run(db_path, "quoted", config={"rows": rows}).get_status()
+    view = status["source_views"]["predictions"]
+    assert _query(db_path, f'SELECT "my col", "order", "we""ird" FROM {view}') == [
+        {"my col": 1, "order": "x", 'we"ird': 2.5}, {"my col": 2, "order": "y", 'we"ird': None}]
+
+
+def test_jsonl_export_round_trips_the_rows(db_path: str) -> None:
+    status = _run(db_path, "as_jsonl", output_config={"format": "jsonl"}).get_status()
+    path = Path(status["export_paths"]["predictions"])
+    assert path.suffix == ".jsonl"
+    assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] == ROWS
+
+
+def test_parquet_export_round_trips_the_rows(db_path: str) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = [{"id": r["id"], "label": r["label"], "score": r["score"]} for r in ROWS]
+    status = _run(db_path, "as_parquet", config={"rows": rows}, output_config={"format": "PARQUET"}).get_status()
+    path = Path(status["export_paths"]["predictions"])
+    assert path.suffix == ".parquet"
+    assert pq.read_table(path).to_pylist() == rows
+
+
+def test_output_directory_is_created_and_recorded_as_an_absolute_path(
+    db_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status = _run(db_path, "placed", output_config={"directory": "out/nested"}, extract_embeddings=True,
+                  config={"embeddings": EMBEDDINGS}).get_status()
+    assert status["export_paths"] == {
+        "predictions": str(tmp_path / "out" / "nested" / "placed_predictions.csv"),
+        "embeddings": str(tmp_path / "out" / "nested" / "placed_embeddings.csv"),
+    }
+    assert all(Path(p).is_file() for p in status["export_paths"].values())
+    assert sorted(p.name for p in (tmp_path / "out" / "nested").iterdir()) == [
+        "placed_embeddings.csv", "placed_predictions.csv"]  # no temp files left behind
+
+
+def test_embeddings_are_exported_only_when_asked(db_path: str) -> None:
+    asked = _run(db_path, "with_emb", extract_embeddings=True, config={"embeddings": EMBEDDINGS})
+    status = asked.get_status()
+    assert set(status["export_paths"]) == set(status["source_views"]) == {"predictions", "embeddings"}
+    rows = _query(db_path, f"SELECT * FROM {status['source_views']['embeddings']}")
+    assert [(r["id"], json.loads(r["embedding"])) for r in rows] == [(e["id"], e["embedding"]) for e in EMBEDDINGS]
+    with open(status["export_paths"]["embeddings"], newline="", encoding="utf-8") as fh:
+        file_rows = list(csv.DictReader(fh))
+    assert [json.loads(r["embedding"]) for r in file_rows] == [e["embedding"] for e in EMBEDDINGS]
+
+    skipped = _run(db_path, "without_emb", config={"embeddings": EMBEDDINGS})
+    status = skipped.get_status()
+    assert "embeddings" not in status["export_paths"] and "embeddings" not in status["source_views"]
+    assert "embeddings_without_emb" not in _views(db_path)
+    log = _log(skipped)
+    assert "embeddings export skipped" in log and "extract_embeddings=True" in log
+    assert "embeddings export returned None" in log  # ctx.export() told the code it skipped
+
+
+def test_exporting_twice_keeps_the_last_rows(db_path: str) -> None:
+    def predict(ctx: Any) -> None:
+        ctx.export("predictions", [{"id": 1, "v": "old"}, {"id": 2, "v": "old"}])
+        ctx.export("predictions", [{"id": 3, "v": "new"}])
+
+    job = Trainer(jobfuncs.train_noop, predict, db=db_path, runner="eager").fit_predict(_dataset(), "twice")
+    status = job.get_status()
+    assert status["status"] == "COMPLETED"
+    assert _query(db_path, f"SELECT * FROM {status['source_views']['predictions']}") == [{"id": 3, "v": "new"}]
+    with open(status["export_paths"]["predictions"], encoding="utf-8") as fh:
+        assert fh.read().splitlines() == ["id,v", "3,new"]
+
+
+@pytest.mark.parametrize(("rows", "error", "fragment"), [
+    ([{"id": 1, "v": 1}, {"id": 2, "w": 2}], "InvalidArgument", "columns"),
+    ([{"id": 1}, "not a row"], "InvalidArgument", "not a dict"),
+    ([{"id": 1, "v": object()}], "NotSerializable", "not JSON-serializable"),
+], ids=["mismatched-columns", "not-a-dict", "not-serializable"])
+def test_bad_export_rows_fail_the_job_and_export_nothing(db_path: str, rows: list[Any], error: str,
+                                                         fragment: str) -> None:
+    def predict(ctx: Any) -> None:
+        ctx.export("predictions", rows)
+
+    job = Trainer(jobfuncs.train_noop, predict, db=db_path, runner="eager").fit_predict(_dataset(), "bad_rows")
+    status = job.get_status()
+    assert status["status"] == "FAILED"
+    assert status["result"]["error"]["type"] == error and fragment in status["result"]["error"]["message"]
+    assert status["export_paths"] == {} and status["source_views"] == {}
+    assert "predictions_bad_rows" not in _views(db_path)
+    assert not list((Path(f"{db_path}-files") / "jobs" / job.job_id).glob("*.csv"))
+
+
+def test_a_train_job_cannot_export(db_path: str) -> None:
+    def train(ctx: Any) -> None:
+        ctx.export("predictions", [{"id": 1}])
+
+    status = Trainer(train, db=db_path, runner="eager").fit(_dataset()).get_status()
+    assert status["status"] == "FAILED" and status["export_paths"] == {}
+    assert status["result"]["error"]["type"] == "InvalidArgument"
+    assert "output_alias" in status["result"]["error"]["message"]
+
+
+def test_an_unknown_export_kind_fails_the_job(db_path: str) -> None:
+    def predict(ctx: Any) -> None:
+        ctx.export("features", [{"id": 1}])
+
+    status = Trainer(jobfuncs.train_noop, predict, db=db_path, runner="eager").fit_predict(
+        _dataset(), "kinds").get_status()
+    assert status["status"] == "FAILED" and "predictions" in status["result"]["error"]["message"]
+
+
+def test_a_job_views_keep_their_own_rows_when_another_alias_differs_only_in_case(db_path: str) -> None:
+    first = _run(db_path, "scores").get_status()
+    other_rows = [{"id": 99, "label": "other"}]
+    try:
+        _run(db_path, "Scores", config={"rows": other_rows})
+    except DuplicateName:  # refusing the second alias is an acceptable outcome; clobbering the view is not
+        pass
+    view = first["source_views"]["predictions"]
+    assert [r["id"] for r in _query(db_path, f"SELECT * FROM {view}")] == [r["id"] for r in ROWS]
