@@ -33,24 +33,21 @@ class JobStatusDict(TypedDict):
 
 def status_dict(store: Store, rec: JobRecord) -> JobStatusDict:
     """Build the SPEC §2 dict from a job record (``started_at`` is the creation time, as the reference says)."""
-    return {
-        "job_id": rec.id,
-        "status": rec.status,
-        "started_at": rec.created_iso,  # stored as fixed-width ISO 8601 UTC text already
-        "finished_at": rec.finished_iso,
-        "updated_at": rec.updated_iso,
-        "experiment_name": rec.experiment_name,
-        "job_type": rec.job_type,
-        "model_run_id": rec.model_run_id,
-        "result": store.result(rec),
-        "export_paths": _mapping(rec.export_paths_json),
-        "source_views": _mapping(rec.source_views_json),
-    }
+    return _status(rec.id, rec.status, rec.created_iso, rec.finished_iso, rec.updated_iso, rec.experiment_name,
+                   rec.job_type, rec.model_run_id, store.result(rec), rec.export_paths_json, rec.source_views_json)
 
 
 def _finished_status_dict(row: tuple[Any, ...]) -> JobStatusDict:
     """The SPEC §2 dict of a finished job from ``Store.finished_status_row`` (its frozen result)."""
     job_id, status, created, finished, updated, experiment, job_type, model_run_id, result, paths, views = row
+    return _status(job_id, status, created, finished, updated, experiment, job_type, model_run_id,
+                   jsonutil.loads(result), paths, views)
+
+
+def _status(job_id: str, status: str, created: str, finished: str | None, updated: str, experiment: str,
+            job_type: str, model_run_id: str | None, result: dict[str, Any], paths_json: str,
+            views_json: str) -> JobStatusDict:
+    # timestamps are stored as fixed-width ISO 8601 UTC text already: returned as they are
     return {
         "job_id": job_id,
         "status": status,
@@ -60,9 +57,9 @@ def _finished_status_dict(row: tuple[Any, ...]) -> JobStatusDict:
         "experiment_name": experiment,
         "job_type": job_type,
         "model_run_id": model_run_id,
-        "result": jsonutil.loads(result),
-        "export_paths": _mapping(paths),
-        "source_views": _mapping(views),
+        "result": result,
+        "export_paths": _mapping(paths_json),
+        "source_views": _mapping(views_json),
     }
 
 

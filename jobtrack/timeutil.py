@@ -40,9 +40,7 @@ def to_iso(value: datetime) -> str:
     """Fixed-width ISO 8601 UTC text with offset; sorts the same as the instants it names."""
     if value.tzinfo is not UTC:
         value = require_aware(value)
-    if value.year < 1000:  # strftime leaves such years unpadded on glibc: keep what is already stored
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
-    return value.isoformat(timespec="microseconds")
+    return value.isoformat(timespec="microseconds")  # four-digit year, six-digit fraction, "+00:00"
 
 
 def from_iso(text: str) -> datetime:

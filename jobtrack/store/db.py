@@ -218,10 +218,8 @@ class Database:
     def read_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         """One row of a single-statement read (the status hot path: no transaction object, no lock)."""
         if self.is_sqlite:
-            self._check_pid()
             try:
-                conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-                row: tuple[Any, ...] | None = (conn or self._raw()).execute(sql, params).fetchone()
+                row: tuple[Any, ...] | None = self._raw().execute(sql, params).fetchone()
                 return row
             except sqlite3.Error as exc:
                 raise _store_error(self.target, exc) from exc
