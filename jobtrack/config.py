@@ -8,8 +8,13 @@ default. Model files, exports and logs live in ``<db>-files/`` beside the databa
 from __future__ import annotations
 
 import errno
+import functools
 import os
+import re
+import stat
 from pathlib import Path
+
+from jobtrack.errors import InvalidArgument, NotAJobtrackDatabase
 
 ENV_DB = "JOBTRACK_DB"
 """Environment variable naming the database path (or a SQLAlchemy URL)."""
@@ -37,6 +42,12 @@ ENV_LEASE = "JOBTRACK_LEASE_S"
 
 ENV_HOST = "JOBTRACK_HOST"
 """Environment variable naming this machine for liveness checks, where hostnames are not unique."""
+
+ENV_FILES = "JOBTRACK_FILES"
+"""Environment variable naming the files directory of server databases (models, exports, logs)."""
+
+ENV_ALLOW_NETWORK_FS = "JOBTRACK_ALLOW_NETWORK_FS"
+"""Set to ``1`` to allow a database on a network filesystem (NFS, SMB, sshfs...), at your own risk."""
 
 
 def lease_seconds() -> float:
@@ -72,18 +83,96 @@ def resolve_db(db: str | os.PathLike[str] | None = None) -> str:
     """The database to use: ``db`` if given, else ``$JOBTRACK_DB``, else the default path.
 
     Returns a SQLAlchemy URL unchanged (``postgresql+psycopg://...``) or an absolute file path.
+
+    Raises:
+        InvalidArgument: ``db`` is not a str or path, is empty, holds a NUL byte, or is a URL of no
+            database SQLAlchemy knows.
+        NotAJobtrackDatabase: the path exists and is not a regular file (a directory, ``/dev/null``).
     """
+    if db is not None and not isinstance(db, (str, os.PathLike)):
+        raise InvalidArgument(
+            f"db={_short(db)} ({type(db).__name__}) is not a database path or URL; "
+            "pass a str or pathlib.Path, e.g. db='jobs.db'."
+        )
     raw = os.fspath(db) if db is not None else os.environ.get(ENV_DB) or str(default_db_path())
+    if not isinstance(raw, str):  # a PathLike that gives bytes
+        raise InvalidArgument(f"db={_short(db)} gives a bytes path; pass a str or pathlib.Path, e.g. db='jobs.db'.")
+    if not raw.strip():
+        raise InvalidArgument("db='' names no database; pass a path such as 'jobs.db', or None for the default.")
+    if "\x00" in raw:
+        raise InvalidArgument(f"The database path {_short(raw)} holds a NUL byte, which no file name can; remove it.")
     if is_url(raw):
         if raw.startswith("sqlite:///"):
-            return str(Path(raw[len("sqlite:///") :]).expanduser().absolute())
+            path = str(Path(raw[len("sqlite:///") :]).expanduser().absolute())
+            check_db_path(path)
+            return path
+        _check_url(raw)
         return raw
-    return str(Path(raw).expanduser().absolute())
+    path = str(Path(raw).expanduser().absolute())
+    check_db_path(path)
+    return path
+
+
+def check_db_path(path: str) -> None:
+    """Refuse a database path that exists but is not a regular file, before anything is created beside it.
+
+    SQLite would open ``/dev/null`` or a FIFO as an empty database, and jobtrack would then create
+    ``/dev/null.lock`` (#21). A missing path is fine (the first write creates it); a symlink to a
+    regular file is fine.
+
+    Raises:
+        NotAJobtrackDatabase: a directory, device, FIFO or socket.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing, or not reachable: creating or opening it reports that
+        return
+    if not stat.S_ISREG(mode):
+        raise NotAJobtrackDatabase(path, f"it is a {_file_kind(mode)}, not a regular file")
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def is_url(db: str) -> bool:
-    """Whether ``db`` is a SQLAlchemy URL rather than a file path."""
-    return "://" in db
+    """Whether ``db`` is a SQLAlchemy URL (``scheme://...``) rather than a file path.
+
+    Only a scheme at the very start counts, so a file path that merely contains ``://``
+    (``/tmp/x://y.db``) stays a path (#21).
+    """
+    return _URL_SCHEME.match(db) is not None
+
+
+@functools.lru_cache(maxsize=16)
+def _check_url(url: str) -> None:
+    """Refuse a URL SQLAlchemy cannot parse or whose database it does not know, naming the URL without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise InvalidArgument(
+            f"Cannot use the database URL {_short(_hide_password(url))} ({exc}); use a file path or a URL such as "
+            "'postgresql+psycopg://user@host/dbname'."
+        ) from None
+
+
+def _hide_password(url: str) -> str:
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def files_dir(db_path: str) -> Path:
@@ -92,7 +181,13 @@ def files_dir(db_path: str) -> Path:
 
 
 def make_private_dir(path: Path) -> Path:
-    """Create ``path`` and any missing parents readable only by the user (0700); existing ones are left alone."""
+    """Create ``path`` and any missing parents readable only by the user (0700); existing ones are left alone.
+
+    The mode is set with chmod after mkdir, so it is 0700 whatever the umask (mkdir's mode is masked by it).
+
+    Raises:
+        OSError: a directory cannot be created, or ``path`` exists and is not a directory.
+    """
     missing = []
     probe = path
     while not probe.exists():
@@ -101,7 +196,24 @@ def make_private_dir(path: Path) -> Path:
             break
         probe = probe.parent
     for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by another thread or process: theirs, left alone
+            continue
+        os.chmod(directory, 0o700)
     if not path.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path))
     return path
+
+
+def check_lock_timeout(value: object) -> float:
+    """A ``lock_timeout`` in seconds: a finite number >= 0.
+
+    Raises:
+        InvalidArgument: anything else.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        from jobtrack.errors import InvalidArgument
+
+        raise InvalidArgument(f"lock_timeout must be a finite number of seconds >= 0, not {value!r}.")
+    return float(value)

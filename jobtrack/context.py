@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobtrack import exports, jsonutil
+from jobtrack import exports, jsonutil, runtime
 from jobtrack.config import make_private_dir
-from jobtrack.errors import InvalidArgument, JobCanceled
+from jobtrack.errors import InvalidArgument, JobCanceled, RunnerFenced
+from jobtrack.states import JobStatus, JobType
 from jobtrack.timeutil import to_iso, utcnow
 
 if TYPE_CHECKING:
-    from jobtrack.dataset import Dataset
+    from jobtrack.spec import JobSpec
     from jobtrack.store import Store
 
 log = logging.getLogger(__name__)
@@ -27,34 +29,30 @@ class RunContext:
     cancel was requested), ``log()`` for free-form lines, and prediction code ``export()``.
     """
 
-    def __init__(
-        self,
-        store: Store,
-        *,
-        job_id: str,
-        token: int,
-        job_type: str,
-        dataset: Dataset,
-        config: dict[str, Any],
-        model_run_id: str | None,
-        output_alias: str | None = None,
-        output_config: Mapping[str, Any] | None = None,
-        extract_embeddings: bool = False,
-        model_dir: str | None = None,
-    ) -> None:
+    def __init__(self, store: Store, spec: JobSpec, token: int) -> None:
         self._store = store
         self._token = token
-        self.job_id = job_id
-        self.job_type = job_type
-        self.dataset = dataset
-        self.config = config
-        self.model_run_id = model_run_id
-        self.output_alias = output_alias
-        self.output_config = dict(output_config or {})
-        self.extract_embeddings = extract_embeddings
-        self.phase = "predict" if job_type == "inference" else "train"
+        self.spec = spec
+        self.job_id = spec.job_id
+        self.job_type = spec.job_type.value
+        self.dataset = spec.dataset
+        self.config = spec.config
+        self.model_run_id = spec.model_run_id
+        self.output_alias = spec.output_alias
+        self.output_config = dict(spec.output_config)
+        self.extract_embeddings = spec.extract_embeddings
+        self.phase = "predict" if spec.job_type is JobType.INFERENCE else "train"
         self._cancel_seen = False
-        self._model_dir = model_dir or store.model_dir(model_run_id or job_id)
+        self._model_dir = spec.model_dir or store.model_dir(spec.model_run_id or spec.job_id)
+        # A signal to this process cancels the jobs it runs at that moment (SPEC §5); the handler only
+        # bumps a counter, which this job's checks compare with the value it started under.
+        self._signals_seen = runtime.signal_state().count
+
+    @property
+    def stopped_by_signal(self) -> str | None:
+        """The signal (``"SIGINT"``, ``"SIGTERM"``) that stopped this process since the job started, or None."""
+        state = runtime.signal_state()
+        return state.name if state.count != self._signals_seen else None
 
     @property
     def model_dir(self) -> Path:
@@ -86,6 +84,11 @@ class RunContext:
         """
         if isinstance(epoch, bool) or not isinstance(epoch, int):
             raise InvalidArgument(f"log_epoch(epoch=...) must be an int, not {type(epoch).__name__} {epoch!r}.")
+        if not -(2**63) <= epoch < 2**63:  # the database stores it as a signed 64-bit integer (#21)
+            raise InvalidArgument(
+                f"log_epoch(epoch={epoch}) does not fit a signed 64-bit integer; "
+                "report the epoch's number (0, 1, 2, ...)."
+            )
         train_clean, bad_t = jsonutil.clean_metrics(train, "train metrics")
         val_clean, bad_v = jsonutil.clean_metrics(validation, "validation metrics")
         for name in bad_t + bad_v:
@@ -102,23 +105,50 @@ class RunContext:
             raise JobCanceled(self.job_id)
 
     def log(self, message: str) -> None:
-        """Append a line to the job's log (``stream_logs()`` and ``jobtrack logs`` show it)."""
+        """Append a line to the job's log (``stream_logs()`` and ``jobtrack logs`` show it).
+
+        A log line never fails the job (#21): text that is not valid Unicode (lone surrogates, as
+        ``os.fsdecode`` makes) is written with backslash escapes, and a log that cannot be written
+        (no permission, disk full) is reported once through ``logging`` and otherwise skipped.
+        """
         line = f"{to_iso(utcnow())} {message}".replace("\n", "\n    ")
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         try:
-            fd = os.open(self.log_path, flags, 0o600)  # private to the user
-        except FileNotFoundError:  # the job's first line: create its directory
-            make_private_dir(self.job_dir)
-            fd = os.open(self.log_path, flags, 0o600)
-        with open(fd, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+            try:
+                fd = os.open(self.log_path, flags, 0o600)  # private to the user
+            except FileNotFoundError:  # the job's first line: create its directory
+                make_private_dir(self.job_dir)
+                fd = os.open(self.log_path, flags, 0o600)
+            with open(fd, "a", encoding="utf-8", errors="backslashreplace") as fh:
+                fh.write(line + "\n")
+        except OSError as exc:
+            if not getattr(self, "_log_failed", False):
+                self._log_failed = True
+                log.warning("job %s: cannot write its log %s (%s); its log lines are skipped, the job goes on",
+                            self.job_id, self.log_path, exc)
 
     @property
     def cancel_requested(self) -> bool:
         """Whether the user asked this job to stop (checking also renews the runner's lease)."""
         if not self._cancel_seen:
-            self._cancel_seen = self._store.heartbeat(self.job_id, self._token)
+            if self.stopped_by_signal:
+                self._cancel_seen = True
+            else:
+                with self._canceled_if_fenced():
+                    self._cancel_seen = self._store.heartbeat(self.job_id, self._token)
         return self._cancel_seen
+
+    @contextmanager
+    def _canceled_if_fenced(self) -> Iterator[None]:
+        """A runner write refused because the job was CANCELED meanwhile (a signal, another process)
+        reaches the job's code as JobCanceled, the way every cancel does."""
+        try:
+            yield
+        except RunnerFenced as exc:
+            if exc.status == JobStatus.CANCELED:
+                self._cancel_seen = True
+                raise JobCanceled(self.job_id) from None
+            raise
 
     def check_canceled(self) -> None:
         """Raise JobCanceled if a cancel was requested (for long loops that report no epochs)."""

@@ -60,24 +60,22 @@ class ModelNotReady(JobtrackError):
 
 
 class InvalidTransition(JobtrackError):
-    """A status change that the state machine does not allow (SPEC §1)."""
+    """A status change that the state machine does not allow (SPEC §1).
 
-    def __init__(self, job_id: str | None, current: str, requested: str) -> None:
+    ``why`` follows "is <current>, ...": ``states.refusal()`` words it, so this module needs no import.
+    """
+
+    def __init__(self, job_id: str | None, current: str, requested: str, why: str = "") -> None:
         self.job_id = job_id
         self.current = str(current)
         self.requested = str(requested)
+        self.why = why
         who = f"Job {job_id!r}" if job_id else "A job"
-        from jobtrack.states import TERMINAL, JobStatus  # local: errors imports nothing at load time
-
-        if self.current in {s.value for s in TERMINAL}:
-            why = "which is terminal; it cannot move anywhere"
-        else:
-            allowed = ", ".join(sorted(JobStatus(self.current).next_statuses())) or "nothing"
-            why = f"which may only move to {allowed}"
-        super().__init__(f"{who} is {self.current}, {why}; refused the move to {self.requested}.")
+        middle = f", {why};" if why else ";"
+        super().__init__(f"{who} is {self.current}{middle} refused the move to {self.requested}.")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.job_id, self.current, self.requested))
+        return (type(self), (self.job_id, self.current, self.requested, self.why))
 
 
 class InvalidArgument(JobtrackError, ValueError):
@@ -223,11 +221,68 @@ class StoreBusy(StoreError, TimeoutError):
         super().__init__(
             f"Could not take the write lock of {path} within {timeout:g} s"
             f"{' (held by ' + holder + ')' if holder else ''}. "
-            "Another process is holding it; stop that process or raise lock_timeout."
+            "Stop what holds it, or wait longer: lock_timeout= of Trainer or JobManager, "
+            "--lock-timeout of the jobtrack command."
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.timeout, self.holder))
+
+
+class StoreUnavailable(StoreError):
+    """A transient failure (disk full, I/O error, lost server connection): the transaction was not applied.
+
+    Catch it to retry the whole transaction (``Database.transact`` does so until a deadline).
+    """
+
+    def __init__(self, path: str, detail: str = "", *, maybe_applied: bool = False) -> None:
+        self.path = path
+        self.detail = detail
+        self.maybe_applied = maybe_applied  # the server connection dropped during COMMIT
+        outcome = ("The connection dropped during COMMIT, so the server may have applied it; re-read before "
+                   "repeating anything that is not safe to repeat." if maybe_applied else
+                   "The transaction was rolled back and nothing was written; free disk space, check the disk "
+                   "or the server connection, and retry.")
+        super().__init__(
+            f"Cannot reach or write the jobtrack database at {path} now{': ' + detail if detail else ''}. {outcome}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_unavailable, (self.path, self.detail, self.maybe_applied))
+
+
+def _rebuild_unavailable(path: str, detail: str, maybe_applied: bool) -> StoreUnavailable:
+    return StoreUnavailable(path, detail, maybe_applied=maybe_applied)
+
+
+class DatabaseReplaced(StoreError):
+    """The database file was deleted or replaced while this process had it open."""
+
+    def __init__(self, path: str, detail: str = "") -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(
+            f"The jobtrack database at {path} was deleted or replaced while this process had it open"
+            f"{' (' + detail + ')' if detail else ''}; nothing more was written to it. "
+            "Restore the file, or restart the process to use the file now at that path."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.detail))
+
+
+class NestedWrite(JobtrackError, RuntimeError):
+    """A write transaction was opened inside another one on the same thread (writes do not nest)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"A write to {path} was started inside another write on the same thread; jobtrack's writes do "
+            "not nest. Pass the open transaction down instead of opening a new one."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path,))
 
 
 class JobCanceled(BaseException):

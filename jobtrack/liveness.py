@@ -1,7 +1,12 @@
-"""Who a process is and whether it still lives: host, pid and process start time; no SQL.
+"""Who a process is, whether it still lives, and what that means for a job: no SQL.
 
 A pid alone is not an identity (pids are reused), so a process is named by ``host|pid|start``
 where ``start`` is the kernel's boot id plus the process start tick from ``/proc`` on Linux.
+``verdict()`` decides whether a QUEUED or RUNNING job can still finish; the store records it.
+
+Known limit: a runner that dies and whose pid is reused by a new process within the same clock
+tick (10 ms on Linux) of the old one's start is indistinguishable from it, so its job reads
+RUNNING until the new process exits or the lease of a remote reader expires.
 """
 
 from __future__ import annotations
@@ -10,9 +15,26 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from jobtrack import runtime
+from jobtrack.config import ENV_HOST
+from jobtrack.states import JobStatus
+
+if TYPE_CHECKING:
+    from jobtrack.store.records import JobRecord
+
+RUNNER_LOST = "runner lost"
+"""Event reason of a RUNNING job whose runner process is gone."""
+
+SUBMITTER_LOST = "submitter lost"
+"""Event reason of a QUEUED job whose in-process runner's process is gone."""
+
+IN_PROCESS_RUNNERS = ("thread", "eager", "process")
+"""Runner kinds whose jobs live and die with the process that submitted them."""
 
 
 @dataclass(frozen=True)
@@ -34,10 +56,26 @@ class ProcessIdentity:
         return cls(host, int(pid), start)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Why a job can never finish: the event reason, and the ``error`` of its result if there is one."""
+
+    reason: str
+    error: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ChildExit:
+    """How a runner child of this process ended, as its runner describes it."""
+
+    how: str
+    error: dict[str, str]
+
+
 @lru_cache(maxsize=1)
 def _hostname() -> str:
     # JOBTRACK_HOST names the machine where hostnames repeat (containers, cloned VMs).
-    return os.environ.get("JOBTRACK_HOST") or socket.gethostname()
+    return os.environ.get(ENV_HOST) or socket.gethostname()
 
 
 @lru_cache(maxsize=1)
@@ -66,18 +104,14 @@ def _start_tick(pid: int) -> str | None:
     return fields[19].decode()
 
 
-_cache: dict[int, ProcessIdentity] = {}
-
-
 def current() -> ProcessIdentity:
-    """The identity of the calling process (recomputed after fork)."""
-    pid = os.getpid()
-    ident = _cache.get(pid)
+    """The identity of the calling process (recomputed in a forked child)."""
+    rt = runtime.current()
+    ident: ProcessIdentity | None = rt.identity
     if ident is None:
+        pid = os.getpid()
         tick = _start_tick(pid) or ""
-        ident = ProcessIdentity(_hostname(), pid, f"{_boot_id()}:{tick}" if tick else "")
-        _cache.clear()
-        _cache[pid] = ident
+        ident = rt.identity = ProcessIdentity(_hostname(), pid, f"{_boot_id()}:{tick}" if tick else "")
     return ident
 
 
@@ -114,22 +148,8 @@ def _kill_probe(pid: int) -> bool:
     return True
 
 
-# Children this process started to run jobs (the "process" runner). When one dies, this process can
-# say how (exit code or signal) instead of only "runner lost", whichever thread reads first.
-_children: dict[int, Callable[[], int | None]] = {}
-
-
-def watch_child(pid: int, exitcode: Callable[[], int | None]) -> None:
-    """Register a runner child and a non-blocking way to ask for its exit code."""
-    _children[pid] = exitcode
-
-
-def forget_child(pid: int) -> None:
-    _children.pop(pid, None)
-
-
 def describe_exit(exitcode: int) -> str:
-    """"exited with code N" or "killed by signal NAME" (multiprocessing's negative exit codes)."""
+    """ "exited with code N" or "killed by signal NAME" (multiprocessing's negative exit codes)."""
     if exitcode < 0:
         try:
             return f"killed by signal {signal.Signals(-exitcode).name}"
@@ -138,16 +158,41 @@ def describe_exit(exitcode: int) -> str:
     return f"exited with code {exitcode}"
 
 
-def child_exit(pid: int) -> str | None:
+def child_exit(pid: int) -> ChildExit | None:
     """How a runner child of this process ended, if it was ours and has ended; else None.
 
     Called once the child is known dead: its exit code is a moment away even when another thread
     is reaping it at the same instant (that thread's waitpid wins and ours sees ECHILD).
     """
-    probe = _children.get(pid)
+    probe = runtime.child_probe(pid)
     if probe is None:
         return None
     deadline = time.monotonic() + 0.2
-    while (code := probe()) is None and time.monotonic() < deadline:
+    found: Any
+    while (found := probe()) is None and time.monotonic() < deadline:
         time.sleep(0.001)
-    return None if code is None else describe_exit(code)
+    return found if isinstance(found, ChildExit) else None
+
+
+def verdict(rec: JobRecord, now: datetime) -> Verdict | None:
+    """Why a RUNNING or QUEUED job can never finish, or None if it still can (SPEC §5, §6).
+
+    A RUNNING job's runner on this host is checked by its process identity (a live one is never
+    declared dead, however slow); elsewhere its lease decides. A QUEUED job that only an in-process
+    runner could run is lost with its submitting process.
+    """
+    if rec.status is JobStatus.RUNNING:
+        ident = ProcessIdentity.decode(rec.runner)
+        alive = is_alive(ident) if ident else None
+        if alive is False:
+            ended = child_exit(ident.pid) if ident else None  # a process-runner child of ours?
+            return Verdict(f"runner process {ended.how}", ended.error) if ended else Verdict(RUNNER_LOST)
+        lease = rec.lease_expires_at
+        if alive is None and lease is not None and lease < now:
+            return Verdict(f"{RUNNER_LOST} (lease expired)")
+        return None
+    if rec.status is JobStatus.QUEUED and rec.runner_kind in IN_PROCESS_RUNNERS:
+        ident = ProcessIdentity.decode(rec.submitter)
+        if ident and is_alive(ident) is False:
+            return Verdict(SUBMITTER_LOST)
+    return None

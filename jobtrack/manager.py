@@ -6,18 +6,41 @@ import os
 from collections.abc import Sequence
 from datetime import datetime
 
-from jobtrack.monitor import JobMonitor, JobStatusDict, status_dict
-from jobtrack.states import JobStatus, JobType, parse_status
+from jobtrack import files
+from jobtrack.config import check_lock_timeout
 from jobtrack.errors import InvalidArgument
+from jobtrack.monitor import JobMonitor, JobStatusDict, status_dict
+from jobtrack.states import JobStatus, JobType
 from jobtrack.store import PruneReport, Store
 from jobtrack.timeutil import parse_when
 
 
-class JobManager:
-    """Jobs of one database (``db`` argument, else ``$JOBTRACK_DB``, else the default path)."""
+def parse_status(value: object) -> JobStatus:
+    """A status named in any case, or InvalidArgument naming the five choices."""
+    status = JobStatus.parse(value)
+    if status is None:
+        choices = ", ".join(s.value for s in JobStatus)
+        raise InvalidArgument(f"Unknown job status {value!r}; use one of {choices}.")
+    return status
 
-    def __init__(self, db: str | os.PathLike[str] | None = None) -> None:
-        self._store = Store.open(db)
+
+def parse_job_type(value: object) -> JobType:
+    """A job type named in any case, or InvalidArgument naming the three choices."""
+    job_type = JobType.parse(value)
+    if job_type is None:
+        raise InvalidArgument(f"Unknown job type {value!r}; use one of {', '.join(t.value for t in JobType)}.")
+    return job_type
+
+
+class JobManager:
+    """Jobs of one database (``db`` argument, else ``$JOBTRACK_DB``, else the default path).
+
+    ``lock_timeout``: seconds a write (cancel, prune, a liveness verdict) waits for the write lock.
+    """
+
+    def __init__(self, db: str | os.PathLike[str] | None = None, *,
+                 lock_timeout: float | None = None) -> None:
+        self._store = Store.open(db, lock_timeout=None if lock_timeout is None else check_lock_timeout(lock_timeout))
 
     @property
     def db(self) -> str:
@@ -57,14 +80,9 @@ class JobManager:
         statuses = None
         if status is not None:
             items = [status] if isinstance(status, str) else list(status)
-            statuses = [parse_status(s).value for s in items]
+            statuses = [parse_status(s) for s in items]
         if job_type is not None:
-            try:
-                job_type = JobType(str(job_type).lower()).value
-            except ValueError:
-                raise InvalidArgument(
-                    f"Unknown job type {job_type!r}; use one of {', '.join(t.value for t in JobType)}."
-                ) from None
+            job_type = parse_job_type(job_type).value
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise InvalidArgument(f"limit must be a positive integer or None, not {limit!r}.")
         recs = self._store.list_jobs(
@@ -85,7 +103,10 @@ class JobManager:
         Raises:
             InvalidArgument: an unreadable age or time.
         """
-        return self._store.prune(parse_when(older_than), dry_run=dry_run)
+        report = self._store.prune(parse_when(older_than), dry_run=dry_run)
+        if not dry_run:
+            files.remove_paths(report.files)
+        return report
 
     def show_jobs(self, *, limit: int | None = None) -> list[JobStatusDict]:
         """Every job's status dict, newest first (the reference's ``show_jobs``)."""

@@ -33,8 +33,9 @@ class JobStatusDict(TypedDict):
 
 def status_dict(store: Store, rec: JobRecord) -> JobStatusDict:
     """Build the SPEC §2 dict from a job record (``started_at`` is the creation time, as the reference says)."""
-    return _status(rec.id, rec.status, rec.created_iso, rec.finished_iso, rec.updated_iso, rec.experiment_name,
-                   rec.job_type, rec.model_run_id, store.result(rec), rec.export_paths_json, rec.source_views_json)
+    return _status(rec.id, rec.status.value, rec.created_iso, rec.finished_iso, rec.updated_iso,
+                   rec.experiment_name, rec.job_type.value, rec.model_run_id, store.result(rec),
+                   rec.export_paths_json, rec.source_views_json)
 
 
 def _finished_status_dict(row: tuple[Any, ...]) -> JobStatusDict:
@@ -86,6 +87,11 @@ class JobMonitor:
     def __repr__(self) -> str:
         return f"JobMonitor(job_id={self.job_id!r}, job_type={self.job_type.value!r})"
 
+    @property
+    def db(self) -> str:
+        """The database (path or URL) this job lives in."""
+        return self._store.target
+
     def get_status(self) -> JobStatusDict:
         """The job's current status, metadata and results as a JSON-serializable dict (SPEC §2).
 
@@ -100,7 +106,7 @@ class JobMonitor:
     @property
     def status(self) -> JobStatus:
         """Just the current status."""
-        return JobStatus(self._store.get_job(self.job_id).status)
+        return self._store.get_job(self.job_id).status
 
     def wait(
         self,
@@ -117,9 +123,17 @@ class JobMonitor:
 
         Raises:
             WaitTimeout: the job was not terminal after ``timeout`` seconds.
+            InvalidArgument: a timeout that is not a number >= 0 (or None), a poll_interval that is not > 0.
         """
-        if timeout is not None and timeout < 0:
-            raise InvalidArgument(f"timeout must be >= 0 seconds or None, not {timeout!r}.")
+        # `not x >= 0` also refuses NaN, which every comparison would let through (#21)
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout >= 0):
+            raise InvalidArgument(f"timeout must be a number of seconds >= 0, or None to wait without end, not "
+                                  f"{type(timeout).__name__} {timeout!r}; use e.g. wait(timeout=60).")
+        if (isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float))
+                or not 0 < poll_interval < float("inf")):
+            raise InvalidArgument(f"poll_interval must be a number of seconds > 0, not "
+                                  f"{type(poll_interval).__name__} {poll_interval!r}; use e.g. poll_interval=0.05.")
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = min(0.005, poll_interval)
         bar = None
@@ -130,7 +144,7 @@ class JobMonitor:
         try:
             while True:
                 rec = self._store.get_job(self.job_id)
-                terminal = JobStatus(rec.status).is_terminal
+                terminal = rec.is_terminal
                 if bar is not None or terminal:
                     current = status_dict(self._store, rec)
                     if bar is not None:
@@ -173,7 +187,7 @@ class JobMonitor:
                 "train_inference job's model."
             )
         status = self._store.get_job(self.job_id).status
-        if status != JobStatus.COMPLETED:
+        if status is not JobStatus.COMPLETED:
             raise ModelNotReady(self.model_run_id, status)
         key = f"{model_name}:{version_name}"
         self._store.register_model(key, model_name, version_name, self.model_run_id, comment)
@@ -190,7 +204,7 @@ class JobMonitor:
         path = self._store.job_dir(self.job_id) / "log.txt"
         pos = 0
         while True:
-            terminal = JobStatus(self._store.get_job(self.job_id).status).is_terminal
+            terminal = self._store.get_job(self.job_id).is_terminal
             if path.exists():
                 with open(path, encoding="utf-8") as fh:
                     fh.seek(pos)

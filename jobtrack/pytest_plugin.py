@@ -23,14 +23,12 @@ if TYPE_CHECKING:
 @pytest.fixture
 def jobtrack_db(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh database file in the test's tmp_path, also set as ``JOBTRACK_DB`` for code under test."""
-    from jobtrack.store import Store
+    from jobtrack import runtime
 
     path = str(tmp_path / "jobtrack.db")
     monkeypatch.setenv("JOBTRACK_DB", path)
     yield path
-    store = Store._instances.pop((path, __import__("os").getpid()), None)
-    if store is not None:
-        store.close()
+    runtime.close_all()
 
 
 @pytest.fixture

@@ -1,10 +1,14 @@
-"""The job state machine of SPEC §1: five statuses, six transitions, pure data and no I/O.
+"""The job state machine of SPEC §1: five statuses, six transitions; pure data, no I/O, no jobtrack imports.
 
->>> check_transition(JobStatus.QUEUED, JobStatus.RUNNING)
->>> check_transition("COMPLETED", "RUNNING", job_id="job_1")
-Traceback (most recent call last):
-...
-jobtrack.errors.InvalidTransition: Job 'job_1' is COMPLETED, which is terminal; it cannot move anywhere; refused the move to RUNNING.
+The store applies a transition only when ``is_allowed`` says so and raises ``InvalidTransition`` with
+the explanation ``refusal`` gives otherwise (see ``jobtrack.store.core``).
+
+>>> is_allowed(JobStatus.QUEUED, JobStatus.RUNNING)
+True
+>>> refusal("COMPLETED", "RUNNING")
+'which is terminal; it cannot move anywhere'
+>>> refusal("RUNNING", "QUEUED")
+'which may only move to CANCELED, COMPLETED, FAILED'
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ from __future__ import annotations
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Mapping
-
-from jobtrack.errors import InvalidArgument, InvalidTransition
 
 
 class JobStatus(StrEnum):
@@ -34,6 +36,14 @@ class JobStatus(StrEnum):
         """True for COMPLETED, FAILED and CANCELED, which have no exits."""
         return self in TERMINAL
 
+    @classmethod
+    def parse(cls, value: object) -> JobStatus | None:
+        """The status named by ``value`` in any case, or None if it names none."""
+        try:
+            return cls(str(value).upper())
+        except ValueError:
+            return None
+
 
 class JobType(StrEnum):
     """What created the job: ``fit()``, ``predict()`` or ``fit_predict()``."""
@@ -41,6 +51,14 @@ class JobType(StrEnum):
     TRAIN = "train"
     INFERENCE = "inference"
     TRAIN_INFERENCE = "train_inference"
+
+    @classmethod
+    def parse(cls, value: object) -> JobType | None:
+        """The job type named by ``value`` in any case, or None if it names none."""
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            return None
 
 
 TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = MappingProxyType(
@@ -61,26 +79,19 @@ INITIAL = JobStatus.QUEUED
 """The status every job is created with."""
 
 
-def parse_status(value: str | JobStatus) -> JobStatus:
-    """Turn user input (any case) into a JobStatus, or raise InvalidArgument naming the choices."""
-    try:
-        return JobStatus(str(value).upper())
-    except ValueError:
-        choices = ", ".join(s.value for s in JobStatus)
-        raise InvalidArgument(f"Unknown job status {value!r}; use one of {choices}.") from None
-
-
-def is_allowed(current: str | JobStatus, new: str | JobStatus) -> bool:
+def is_allowed(current: JobStatus, new: JobStatus) -> bool:
     """Whether the move current → new is one of the six allowed transitions."""
-    return JobStatus(new) in TRANSITIONS[JobStatus(current)]
+    return new in TRANSITIONS[current]
 
 
-def check_transition(
-    current: str | JobStatus, new: str | JobStatus, *, job_id: str | None = None
-) -> None:
-    """Return if current → new is allowed, else raise InvalidTransition naming job, current and new."""
-    if not is_allowed(current, new):
-        raise InvalidTransition(job_id, JobStatus(current), JobStatus(new))
+def refusal(current: JobStatus | str, new: JobStatus | str) -> str | None:
+    """Why current → new is refused, worded to follow "Job 'x' is <current>, ..."; None if it is allowed."""
+    here, there = JobStatus(current), JobStatus(new)
+    if there in TRANSITIONS[here]:
+        return None
+    if here in TERMINAL:
+        return "which is terminal; it cannot move anywhere"
+    return f"which may only move to {', '.join(sorted(TRANSITIONS[here]))}"
 
 
 def _check_table() -> None:

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from jobtrack import liveness, timeutil
+from jobtrack import liveness, runtime
+from jobtrack.errors import InvalidArgument
 from jobtrack.monitor import JobMonitor, JobStatusDict
 from jobtrack.states import JobStatus
 from jobtrack.store import Store
@@ -33,11 +34,19 @@ def _describe(status: JobStatusDict) -> str:
     return text
 
 
+def _status(value: str | JobStatus) -> JobStatus:
+    status = JobStatus.parse(value)
+    if status is None:
+        raise InvalidArgument(f"Unknown job status {value!r}; use one of {', '.join(JobStatus)}.")
+    return status
+
+
 def assert_status(monitor: JobMonitor, expected: str | JobStatus) -> JobStatusDict:
     """Assert the job's current status; the message carries its error and traceback if it has one."""
     status = monitor.get_status()
-    if status["status"] != JobStatus(str(expected).upper()):
-        raise AssertionError(f"expected {JobStatus(str(expected).upper())}, but {_describe(status)}")
+    want = _status(expected)
+    if status["status"] != want:
+        raise AssertionError(f"expected {want}, but {_describe(status)}")
     return status
 
 
@@ -49,7 +58,7 @@ def assert_completed(monitor: JobMonitor, *, timeout: float | None = 30) -> JobS
 
 def wait_for_status(monitor: JobMonitor, expected: str | JobStatus, *, timeout: float = 30) -> JobStatusDict:
     """Poll until the job reaches ``expected`` (e.g. RUNNING); AssertionError after ``timeout`` seconds."""
-    want = JobStatus(str(expected).upper())
+    want = _status(expected)
     deadline = time.monotonic() + timeout
     while True:
         status = monitor.get_status()
@@ -84,7 +93,7 @@ def exported_rows(monitor: JobMonitor, kind: str = "predictions") -> list[dict[s
     view = status["source_views"].get(kind)
     if view is None:
         raise AssertionError(f"job {status['job_id']} has no {kind} export; it has {sorted(status['source_views'])}")
-    target = monitor._store.target
+    target = monitor.db
     if "://" in target:  # a server database: read the view as any SQL client would
         from sqlalchemy import create_engine, text
 
@@ -112,12 +121,12 @@ def kill_runner(monitor: JobMonitor) -> None:
     The real runner, if any, is fenced off at its next report, as a runner that lost its claim is.
     """
     me = liveness.current()
-    monitor._store.set_runner_identity(monitor.job_id, f"{me.host}|{_unused_pid()}|gone:0")
+    Store.open(monitor.db).set_runner_identity(monitor.job_id, f"{me.host}|{_unused_pid()}|gone:0")
 
 
 def detach_runner(monitor: JobMonitor) -> None:
     """Make a RUNNING job's runner look like it lives on another host: only its lease decides now."""
-    monitor._store.set_runner_identity(monitor.job_id, f"{UNREACHABLE_HOST}|1|unknown")
+    Store.open(monitor.db).set_runner_identity(monitor.job_id, f"{UNREACHABLE_HOST}|1|unknown")
 
 
 def _unused_pid() -> int:
@@ -161,9 +170,9 @@ _clock_lock = threading.Lock()
 def shift_clock(delta: timedelta) -> Iterator[None]:
     """Move jobtrack's clock by ``delta`` (timestamps and lease expiry), restoring it on exit."""
     with _clock_lock:
-        previous = timeutil._clock_offset
-        timeutil._set_clock_offset(previous + delta)
+        previous = runtime.clock_offset()
+        runtime.set_clock_offset(previous + delta)
     try:
         yield
     finally:
-        timeutil._set_clock_offset(previous)
+        runtime.set_clock_offset(previous)

@@ -7,23 +7,15 @@ from datetime import datetime, timedelta, timezone
 
 from dateutil import parser as _dtparser
 
+from jobtrack import runtime
 from jobtrack.errors import InvalidArgument
 
 UTC = timezone.utc
 
 
 def utcnow() -> datetime:
-    """The current time as an aware UTC datetime (the clock tests may shift)."""
-    return datetime.now(UTC) + _clock_offset
-
-
-_clock_offset = timedelta(0)
-
-
-def _set_clock_offset(offset: timedelta) -> None:
-    """Shift what ``utcnow()`` returns (fault injection for tests); ``timedelta(0)`` undoes it."""
-    global _clock_offset
-    _clock_offset = offset
+    """The current time as an aware UTC datetime (the clock tests may shift: ``runtime.set_clock_offset``)."""
+    return datetime.now(UTC) + runtime.clock_offset()
 
 
 def require_aware(value: datetime, what: str = "datetime") -> datetime:
@@ -59,6 +51,9 @@ def parse_when(value: str | datetime, *, now: datetime | None = None) -> datetim
     """Parse a user's time bound: an aware datetime, ISO/free text via dateutil, or an age like ``2h``.
 
     Text without a zone is read as local time (what a person typing it means) and converted to UTC.
+
+    Raises:
+        InvalidArgument: text that is not a time, or an age or date outside the years 1-9999.
     """
     if isinstance(value, datetime):
         return require_aware(value, "time bound")
@@ -67,7 +62,13 @@ def parse_when(value: str | datetime, *, now: datetime | None = None) -> datetim
     match = _RELATIVE.match(value)
     if match:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
-        return (now or utcnow()) - timedelta(seconds=seconds)
+        try:
+            return (now or utcnow()) - timedelta(seconds=seconds)
+        except OverflowError:  # timedelta beyond 999,999,999 days, or a time before the year 1 (#21)
+            raise InvalidArgument(
+                f"The age {_shown(value)} reaches back before the year 1; use a smaller age such as '30d' "
+                "or a date such as '2026-11-01'."
+            ) from None
     try:
         parsed = _dtparser.parse(value)
     except (ValueError, OverflowError) as exc:
@@ -75,7 +76,18 @@ def parse_when(value: str | datetime, *, now: datetime | None = None) -> datetim
             f"Cannot read {value!r} as a time ({exc}); use e.g. '2h', '3d', '2026-11-01' "
             "or '2026-11-01T12:00:00+00:00'."
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.astimezone()  # local time, as the user typed it
-    result: datetime = parsed.astimezone(UTC)
+    try:
+        if parsed.tzinfo is None:
+            parsed = parsed.astimezone()  # local time, as the user typed it
+        result: datetime = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # e.g. 0001-01-01 east of UTC is in the year 0 (#21)
+        raise InvalidArgument(
+            f"The time {_shown(value)} falls outside the years 1-9999 once converted to UTC; "
+            "use a date inside them, e.g. '2026-11-01'."
+        ) from None
     return result
+
+
+def _shown(value: str) -> str:
+    text = value.strip()
+    return repr(text if len(text) <= 40 else text[:37] + "...")

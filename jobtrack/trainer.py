@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import os
-import random
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jobtrack import exports, jsonutil
+from jobtrack import exports, jsonutil, runtime
+from jobtrack.config import check_lock_timeout
 from jobtrack.dataset import Dataset, TableSource, check_name
-from jobtrack.errors import InvalidArgument, ModelNotReady, NotSerializable
+from jobtrack.errors import InvalidArgument, ModelNotReady
 from jobtrack.monitor import JobMonitor
 from jobtrack.runners import RUNNERS, process, signals, thread
-from jobtrack.runners.base import JobPayload, UserFn, function_ref, run_job
-from jobtrack.states import JobType
+from jobtrack.runners.base import run_job
+from jobtrack.spec import JobSpec, UserFn, function_ref
+from jobtrack.states import JobStatus, JobType
 from jobtrack.store import Store
-
-# Datasets with in-memory tables, by model run, so predict() in this process can reuse the
-# training dataset's test table (those rows never enter the database). Bounded, so memory does
-# not grow with the number of jobs; an older model needs predict(dataset=...) or test_table=.
-_TRAINING_DATASETS: OrderedDict[str, Dataset] = OrderedDict()
-TRAINING_DATASETS_KEPT = 256
-"""How many recent in-memory training datasets predict() can fall back on."""
-_TRAINING_DATASETS_LOCK = threading.Lock()
-
-
-# A private generator: ids must be unique, not unguessable (secrets costs a system call each), and
-# training code that seeds the global ``random`` must neither change our ids nor see its sequence move.
-_ID_RANDOM = random.Random()
-os.register_at_fork(after_in_child=_ID_RANDOM.seed)
 
 
 def new_id(prefix: str) -> str:
     """A unique id that sorts by creation time: prefix, microseconds in hex, random suffix."""
-    return f"{prefix}_{time.time_ns() // 1000:x}{_ID_RANDOM.getrandbits(32):08x}"
+    return f"{prefix}_{time.time_ns() // 1000:x}{runtime.random_bits(32):08x}"
 
 
 class Trainer:
@@ -51,6 +36,8 @@ class Trainer:
         db: database path or URL (default: ``$JOBTRACK_DB``, then the documented default path).
         runner: ``"thread"`` (default), ``"eager"``, ``"process"`` or ``"worker"``.
         max_workers: jobs run at once by the thread and process runners (default 1: submission order).
+        lock_timeout: seconds a write waits for the database's write lock before ``StoreBusy``
+            (default 30; applies to this database in this process).
     """
 
     def __init__(
@@ -62,6 +49,7 @@ class Trainer:
         db: str | os.PathLike[str] | None = None,
         runner: str = "thread",
         max_workers: int = 1,
+        lock_timeout: float | None = None,
     ) -> None:
         if runner not in RUNNERS:
             raise InvalidArgument(f"Unknown runner {runner!r}; use one of {', '.join(RUNNERS)}.")
@@ -72,6 +60,8 @@ class Trainer:
             raise InvalidArgument(f"max_workers must be a positive integer, not {max_workers!r}.")
         if config is not None and not isinstance(config, Mapping):
             raise InvalidArgument(f"config must be a dict, not {type(config).__name__}.")
+        if lock_timeout is not None:
+            check_lock_timeout(lock_timeout)
         self.train_fn = train
         self.predict_fn = predict
         self.config: dict[str, Any] = dict(config or {})
@@ -82,7 +72,7 @@ class Trainer:
             jsonutil.dumps(self.config, "config (runner='worker' stores it for the worker)")
             self._refs = {what: function_ref(fn, what) for fn, what in ((train, "train"), (predict, "predict"))
                           if fn is not None}
-        self._store = Store.open(db)
+        self._store = Store.open(db, lock_timeout=lock_timeout)
 
     @property
     def db(self) -> str:
@@ -138,7 +128,7 @@ class Trainer:
             model_run_id = self._store.resolve_registered(registered_model_key)
         assert model_run_id is not None
         run, train_job = self._store.get_model_run(model_run_id)
-        if train_job.status != "COMPLETED":
+        if train_job.status is not JobStatus.COMPLETED:
             raise ModelNotReady(model_run_id, train_job.status)
         if dataset is None:
             dataset = self._training_dataset(model_run_id, train_job.spec, test_table)
@@ -191,8 +181,7 @@ class Trainer:
 
     def _training_dataset(self, model_run_id: str, train_spec: dict[str, Any], test_table: Any) -> Dataset:
         """The model run's training dataset, with ``test_table`` (if given) as its test table."""
-        with _TRAINING_DATASETS_LOCK:
-            ds = _TRAINING_DATASETS.get(model_run_id)
+        ds: Dataset | None = runtime.training_dataset(model_run_id)
         spec = train_spec.get("dataset") or {}
         try:
             if ds is None:  # read back from the job spec; with a test table, only its names are needed
@@ -216,77 +205,34 @@ class Trainer:
         extract_embeddings: bool = False,
         model_dir: str | None = None,
     ) -> JobMonitor:
-        job_id = new_id("job")
         trains = job_type is not JobType.INFERENCE
-        model_dir = model_dir or self._store.model_dir(model_run_id)
-        spec: dict[str, Any] = {
-            "dataset": dataset.to_spec(),
-            "config": self.config,
-            "output_alias": alias,
-            "output_config": output_config or {},
-            "extract_embeddings": extract_embeddings,
-            "train_fn": self._refs.get("train") if trains else None,
-            "predict_fn": self._refs.get("predict") if job_type is not JobType.TRAIN else None,
-            "model_dir": model_dir,
-        }
-        values = {
-            "id": job_id,
-            "job_type": job_type.value,
-            "experiment_name": dataset.experiment_name,
-            "model_run_id": model_run_id,
-            "output_alias": exports.alias_key(alias) if alias else None,
-            "eval_metric": dataset.eval_metric if trains else None,
-            "metric_mode": dataset.metric_mode if trains else None,
-            "runner_kind": self.runner,
-            "spec_json": _spec_json(spec, strict=self.runner == "worker"),
-        }
-        model_run = None
-        if new_model:
-            model_run = {"id": model_run_id, "job_id": job_id, "experiment_name": dataset.experiment_name,
-                         "task_type": dataset.task_type}
-        token = self._store.create_job(values, model_run=model_run, unique_alias=values["output_alias"],
-                                       claim=self.runner == "eager")
-        if new_model and not dataset.is_file_backed:
-            with _TRAINING_DATASETS_LOCK:
-                _TRAINING_DATASETS[model_run_id] = dataset
-                while len(_TRAINING_DATASETS) > TRAINING_DATASETS_KEPT:
-                    _TRAINING_DATASETS.popitem(last=False)
-        monitor = JobMonitor(self._store, job_id, job_type.value, dataset.experiment_name, model_run_id)
-        self._dispatch(token, JobPayload(
-            job_id=job_id, job_type=job_type.value, dataset=dataset, config=self.config,
-            model_run_id=model_run_id, train_fn=self.train_fn if trains else None,
-            predict_fn=self.predict_fn if job_type is not JobType.TRAIN else None,
+        predicts = job_type is not JobType.TRAIN
+        spec = JobSpec(
+            job_id=new_id("job"), job_type=job_type, dataset=dataset, config=self.config,
+            model_run_id=model_run_id, model_dir=model_dir or self._store.model_dir(model_run_id),
+            runner_kind=self.runner,
+            train_fn=self.train_fn if trains else None, predict_fn=self.predict_fn if predicts else None,
+            train_ref=self._refs.get("train") if trains else None,
+            predict_ref=self._refs.get("predict") if predicts else None,
             output_alias=alias, output_config=output_config or {}, extract_embeddings=extract_embeddings,
-            model_dir=model_dir,
-        ))
+        )
+        row = spec.row()
+        token = self._store.create_job(row, model_run=spec.model_run() if new_model else None,
+                                       unique_alias=row["output_alias"], claim=self.runner == "eager")
+        if new_model and not dataset.is_file_backed:
+            runtime.remember_dataset(model_run_id, dataset)
+        monitor = JobMonitor(self._store, spec.job_id, job_type.value, dataset.experiment_name, model_run_id)
+        self._dispatch(token, spec)
         return monitor
 
-    def _dispatch(self, token: int | None, payload: JobPayload) -> None:
+    def _dispatch(self, token: int | None, spec: JobSpec) -> None:
         if self.runner != "worker":
             signals.watch(self._store)
         if self.runner == "eager":
-            run_job(self._store, payload, token=token)
+            run_job(self._store, spec, token=token)
         elif self.runner == "thread":
-            thread.submit(self._store, run_job, self._store, payload, max_workers=self.max_workers)
+            thread.submit(self._store, run_job, self._store, spec, max_workers=self.max_workers)
         elif self.runner == "process":
-            thread.submit(self._store, process.run_in_child, self._store, payload, max_workers=self.max_workers)
+            thread.submit(self._store, process.run_in_child, self._store, spec, max_workers=self.max_workers)
         # "worker": the row is queued; `jobtrack worker` processes pick it up.
 
-
-def _spec_json(spec: dict[str, Any], *, strict: bool) -> str:
-    try:
-        return jsonutil.dumps(spec, "job spec")
-    except NotSerializable:
-        if strict:
-            raise
-        # In-process runners keep the real config in memory; the stored copy is for people to read.
-        spec = {**spec, "config": {k: _readable(v) for k, v in spec["config"].items()}}
-        return jsonutil.dumps(spec, "job spec")
-
-
-def _readable(value: Any) -> Any:
-    try:
-        jsonutil.dumps(value, "config value")
-        return value
-    except NotSerializable:
-        return repr(value)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobtrack import Dataset, demo
+from jobtrack import Dataset, demo, runtime
 from jobtrack.store import Store
 
 PG_URL = os.environ.get("JOBTRACK_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
@@ -23,10 +23,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("JOBTRACK_FILES", str(tmp_path / "files"))  # files of server-database jobs
     yield
-    for key, store in list(Store._instances.items()):
-        if key[1] == os.getpid():
-            store.close()
-    Store._instances.clear()
+    runtime.close_all()
 
 
 @pytest.fixture
@@ -73,9 +70,7 @@ def pg_url() -> Iterator[str]:
         _pg_unavailable(f"cannot connect: {type(exc).__name__}")
     sep = "&" if "?" in PG_URL else "?"
     yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    for key, store in list(Store._instances.items()):
-        if key[0].startswith("postgresql") and key[1] == os.getpid():
-            store.close()
+    runtime.close_all()
     with engine.begin() as conn:
         conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
     engine.dispose()

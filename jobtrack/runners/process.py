@@ -8,12 +8,12 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any
 
-from jobtrack import liveness
-from jobtrack.runners.base import JobPayload, run_job
-from jobtrack.store.store import runner_exit_error
+from jobtrack import liveness, runtime
+from jobtrack.runners.base import finish, run_job
 from jobtrack.states import JobStatus
 
 if TYPE_CHECKING:
+    from jobtrack.spec import JobSpec
     from jobtrack.store import Store
 
 log = logging.getLogger(__name__)
@@ -25,55 +25,76 @@ POLL_S = 0.05
 """Seconds between checks of the child's exit and of cancel requests."""
 
 
-def run_in_child(store: Store, payload: JobPayload) -> JobStatus | None:
+def runner_exit_error(how: str) -> dict[str, str]:
+    """The ``error`` of a job whose runner process ended without recording the end itself."""
+    return {"type": "RunnerExited", "message": f"The job's runner process {how}.", "traceback": ""}
+
+
+def run_in_child(store: Store, spec: JobSpec) -> JobStatus | None:
     """Run one job in a child process and record the outcome if the child could not (crash, kill)."""
     # fork: the user's functions and in-memory tables need not be picklable (spawn where fork is missing)
     if "fork" in multiprocessing.get_all_start_methods():
         ctx: Any = multiprocessing.get_context("fork")
     else:
         ctx = multiprocessing.get_context("spawn")
-    child = ctx.Process(target=_child_main, args=(store.target, payload), name=f"jobtrack-{payload.job_id}")
+    child = ctx.Process(target=_child_main, args=(store.target, spec), name=f"jobtrack-{spec.job_id}")
     with store.db.writers_paused():
         child.start()
-    liveness.watch_child(child.pid, lambda: child.exitcode)
+
+    def probe() -> liveness.ChildExit | None:
+        code = child.exitcode
+        if code is None:
+            return None
+        how = liveness.describe_exit(code)
+        return liveness.ChildExit(how, runner_exit_error(how))
+
+    runtime.watch_child(child.pid, probe)
+    signals_at_start = runtime.signal_state().count
     cancel_seen_at: float | None = None
     try:
         while True:
             child.join(POLL_S)
             if child.exitcode is not None:
                 break
-            rec = store.get_job(payload.job_id, check_liveness=False)
-            if rec.cancel_requested and rec.status == "RUNNING":
+            if runtime.signal_state().count != signals_at_start:
+                child.terminate()  # this process was stopped by a signal: so is the job it runs
+                continue
+            rec = store.get_job(spec.job_id, check_liveness=False)
+            if rec.cancel_requested and rec.status is JobStatus.RUNNING:
                 cancel_seen_at = cancel_seen_at or time.monotonic()
                 if time.monotonic() - cancel_seen_at > CANCEL_GRACE_S:
                     child.terminate()
-        return _record_exit(store, payload.job_id, child.exitcode, canceled=cancel_seen_at is not None)
+        return _record_exit(store, spec.job_id, child.exitcode, canceled=cancel_seen_at is not None)
     finally:
-        liveness.forget_child(child.pid)
+        runtime.forget_child(child.pid)
 
 
-def _child_main(target: str, payload: JobPayload) -> None:
+def _child_main(target: str, spec: JobSpec) -> None:
+    # The child dies of SIGTERM (its parent terminates it on cancel) and ignores the terminal's
+    # Ctrl-C, which reaches the whole process group: its parent records the job CANCELED either way.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from jobtrack.store import Store
 
-    run_job(Store.open(target), payload)
+    run_job(Store.open(target), spec)
 
 
 def _record_exit(store: Store, job_id: str, exitcode: int, *, canceled: bool) -> JobStatus | None:
     rec = store.get_job(job_id, check_liveness=False)
-    if JobStatus(rec.status).is_terminal:
-        return JobStatus(rec.status)
+    if rec.is_terminal:
+        return rec.status
     how = liveness.describe_exit(exitcode)
-    if rec.status == "QUEUED":
+    if rec.status is JobStatus.QUEUED:
         store.fail_unclaimed(job_id, f"runner process {how} before starting the job")
         return JobStatus.FAILED
-    status = JobStatus.CANCELED if canceled and exitcode == -signal.SIGTERM else JobStatus.FAILED
-    reason = "canceled by user (process terminated)" if status is JobStatus.CANCELED else f"runner process {how}"
-    error = runner_exit_error(how) if status is JobStatus.FAILED else None
-    try:
-        store.finish(job_id, rec.claim_token, status, reason=reason, error_json=error)
-    except Exception as exc:  # noqa: BLE001 - someone else recorded the end first
-        log.debug("job %s: exit not recorded: %s", job_id, exc)
-    return JobStatus(store.get_job(job_id, check_liveness=False).status)
+    by_signal = runtime.signal_state().name
+    if by_signal and exitcode == -signal.SIGTERM:
+        finish(store, job_id, rec.claim_token, JobStatus.CANCELED, reason=f"signal {by_signal}")
+    elif canceled and exitcode == -signal.SIGTERM:
+        finish(store, job_id, rec.claim_token, JobStatus.CANCELED, reason="canceled by user (process terminated)")
+    else:
+        from jobtrack import jsonutil
 
-
-__all__ = ["run_in_child"]
+        finish(store, job_id, rec.claim_token, JobStatus.FAILED, reason=f"runner process {how}",
+               error_json=jsonutil.dumps(runner_exit_error(how), "error"))
+    return store.get_job(job_id, check_liveness=False).status

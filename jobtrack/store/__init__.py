@@ -1,5 +1,6 @@
 """The store layer: all SQL, transactions and locking of jobtrack live in this package."""
 
-from jobtrack.store.store import EventRecord, JobRecord, PruneReport, Store
+from jobtrack.store.records import EventRecord, JobRecord, PruneReport
+from jobtrack.store.store import Store
 
 __all__ = ["EventRecord", "JobRecord", "PruneReport", "Store"]

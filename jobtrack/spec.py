@@ -1,0 +1,179 @@
+"""JobSpec: the one declaration of what a job runs with.
+
+A Trainer builds it; it serialises itself for the store (the job row and its ``spec_json``), a
+worker rebuilds it from the stored row, and every runner builds the job's RunContext from it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from jobtrack import exports, jsonutil
+from jobtrack.dataset import Dataset
+from jobtrack.errors import InvalidArgument, NotSerializable
+from jobtrack.states import JobType
+
+if TYPE_CHECKING:
+    from jobtrack.context import RunContext
+    from jobtrack.store import JobRecord, Store
+
+UserFn = Callable[["RunContext"], Any]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything one job runs with: its code, data, config, model and exports."""
+
+    job_id: str
+    job_type: JobType
+    dataset: Dataset
+    config: dict[str, Any]
+    model_run_id: str | None
+    model_dir: str
+    runner_kind: str = "thread"
+    train_fn: UserFn | None = None
+    predict_fn: UserFn | None = None
+    train_ref: str | None = None  # "package.module:function", for workers in other processes
+    predict_ref: str | None = None
+    output_alias: str | None = None
+    output_config: dict[str, Any] = field(default_factory=dict)
+    extract_embeddings: bool = False
+
+    @property
+    def trains(self) -> bool:
+        """Whether the job trains a model (train and train_inference)."""
+        return self.job_type is not JobType.INFERENCE
+
+    # -- to and from the store ------------------------------------------------------------------
+
+    def spec_json(self) -> str:
+        """The stored description (``jobs.spec_json``): what a worker needs and a person reads.
+
+        Raises:
+            NotSerializable: a config value that cannot be stored, for a job run by a worker.
+        """
+        doc: dict[str, Any] = {
+            "dataset": self.dataset.to_spec(),
+            "config": self.config,
+            "output_alias": self.output_alias,
+            "output_config": self.output_config,
+            "extract_embeddings": self.extract_embeddings,
+            "train_fn": self.train_ref,
+            "predict_fn": self.predict_ref,
+            "model_dir": self.model_dir,
+        }
+        try:
+            return jsonutil.dumps(doc, "job spec")
+        except NotSerializable:
+            if self.runner_kind == "worker":
+                raise
+            # In-process runners keep the real config in memory; the stored copy is for people to read.
+            doc["config"] = {k: _readable(v) for k, v in self.config.items()}
+            return jsonutil.dumps(doc, "job spec")
+
+    def row(self) -> dict[str, Any]:
+        """The columns of the job's row that come from its spec."""
+        return {
+            "id": self.job_id,
+            "job_type": self.job_type.value,
+            "experiment_name": self.dataset.experiment_name,
+            "model_run_id": self.model_run_id,
+            "output_alias": exports.alias_key(self.output_alias) if self.output_alias else None,
+            "eval_metric": self.dataset.eval_metric if self.trains else None,
+            "metric_mode": self.dataset.metric_mode if self.trains else None,
+            "runner_kind": self.runner_kind,
+            "spec_json": self.spec_json(),
+        }
+
+    def model_run(self) -> dict[str, Any] | None:
+        """The model run row a training job creates (None for inference)."""
+        if not self.trains:
+            return None
+        return {"id": self.model_run_id, "job_id": self.job_id, "experiment_name": self.dataset.experiment_name,
+                "task_type": self.dataset.task_type}
+
+    @classmethod
+    def from_record(cls, rec: JobRecord) -> JobSpec:
+        """Rebuild a stored job's spec in another process (importable functions, file-backed tables).
+
+        Raises:
+            InvalidArgument: a function that does not import, or a table that is not a readable file.
+        """
+        doc = rec.spec
+        try:
+            dataset = Dataset.from_spec(doc["dataset"])
+        except KeyError as exc:
+            raise InvalidArgument(f"Job {rec.id!r} has no stored dataset ({exc}); it cannot be run here.") from None
+        return cls(
+            job_id=rec.id,
+            job_type=rec.job_type,
+            dataset=dataset,
+            config=doc.get("config") or {},
+            model_run_id=rec.model_run_id,
+            model_dir=doc.get("model_dir") or "",
+            runner_kind=rec.runner_kind,
+            train_fn=import_function(doc["train_fn"]) if doc.get("train_fn") else None,
+            predict_fn=import_function(doc["predict_fn"]) if doc.get("predict_fn") else None,
+            train_ref=doc.get("train_fn"),
+            predict_ref=doc.get("predict_fn"),
+            output_alias=doc.get("output_alias"),
+            output_config=doc.get("output_config") or {},
+            extract_embeddings=bool(doc.get("extract_embeddings")),
+        )
+
+    def context(self, store: Store, token: int) -> RunContext:
+        """The RunContext the job's code receives, for the runner holding ``token``."""
+        from jobtrack.context import RunContext
+
+        return RunContext(store, self, token)
+
+
+def _readable(value: Any) -> Any:
+    try:
+        jsonutil.dumps(value, "config value")
+        return value
+    except NotSerializable:
+        return repr(value)
+
+
+def import_function(ref: str) -> UserFn:
+    """Import ``package.module:function`` (dots after the colon reach nested attributes).
+
+    Raises:
+        InvalidArgument: a malformed reference, or one that does not import to a callable.
+    """
+    module_name, sep, qualname = ref.partition(":")
+    if not sep or not module_name or not qualname:
+        raise InvalidArgument(f"{ref!r} is not of the form 'package.module:function'.")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidArgument(f"Cannot import {ref!r}: {exc}.") from None
+    if not callable(obj):
+        raise InvalidArgument(f"{ref!r} is not callable.")
+    return obj  # type: ignore[no-any-return]
+
+
+def function_ref(fn: Callable[..., Any], what: str) -> str:
+    """The importable reference of ``fn``, checked by importing it back.
+
+    Raises:
+        InvalidArgument: ``fn`` is a lambda, a nested function, or defined in ``__main__``.
+    """
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not module or not qualname or module == "__main__" or "<" in qualname:
+        raise InvalidArgument(
+            f"runner='worker' needs {what} importable as 'package.module:function'; {fn!r} is not "
+            "(lambdas, nested functions and functions defined in __main__ cannot be imported by a worker). "
+            "Move it into a module, or use runner='thread'."
+        )
+    ref = f"{module}:{qualname}"
+    if import_function(ref) is not fn:
+        raise InvalidArgument(f"{ref!r} does not import back to {fn!r}; use a module-level function.")
+    return ref

@@ -1,0 +1,285 @@
+"""The fenced core of the store: the one function that changes a job's status, and the runner writes.
+
+Every status change goes through ``FencedCore._apply_transition``: the pure check of the state
+machine, then a conditional UPDATE (the row changes only if its status, and for runner writes its
+claim token, are still what the caller saw), then the event row, all in one write transaction.
+Runner writes carry the claim token they got from ``claim``; a runner declared dead or canceled
+is fenced off by it (``RunnerFenced``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from jobtrack import jsonutil, liveness, results
+from jobtrack.errors import InvalidTransition, JobNotFound, RunnerFenced
+from jobtrack.states import JobStatus, is_allowed, refusal
+from jobtrack.store.base import StoreBase, add_event, in_list
+from jobtrack.store.db import Tx
+from jobtrack.timeutil import to_iso, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def check_transition(job_id: str | None, current: JobStatus, new: JobStatus) -> None:
+    """Return if the state machine allows current → new, else raise InvalidTransition naming all three."""
+    if not is_allowed(current, new):
+        raise InvalidTransition(job_id, current, new, refusal(current, new) or "")
+
+
+def read_epochs(tx: Tx, job_id: str) -> list[dict[str, Any]]:
+    """A job's reported epochs in reporting order."""
+    rows = tx.all("SELECT epoch, train_json, validation_json FROM job_epochs WHERE job_id = :id ORDER BY seq",
+                  {"id": job_id})
+    return [{"epoch": e, "train": jsonutil.loads(t), "validation": jsonutil.loads(v)} for e, t, v in rows]
+
+
+class FencedCore(StoreBase):
+    """Transitions, claims, leases, epochs and the end of a job: every write that moves or renews one."""
+
+    def _apply_transition(
+        self,
+        tx: Tx,
+        job_id: str,
+        expected: JobStatus,
+        new: JobStatus,
+        *,
+        reason: str | None,
+        token: int | None = None,
+        values: dict[str, Any] | None = None,
+        summary_json: str | None = None,
+        error_json: str | None = None,
+    ) -> None:
+        """The one place a status changes: pure check, conditional UPDATE, event row; same transaction.
+
+        A terminal move freezes the result (epochs, best epoch, ``summary_json``, ``error_json``).
+
+        Raises:
+            InvalidTransition: the state machine refuses the move, or the job is no longer ``expected``.
+            RunnerFenced: a runner write (``token`` given) on a job it no longer owns.
+            JobNotFound: no such job.
+        """
+        check_transition(job_id, expected, new)
+        now = to_iso(utcnow())
+        sets: dict[str, Any] = {"status": new.value, "updated_at": now, "reason": reason, **(values or {})}
+        if new.is_terminal:
+            sets["finished_at"] = now
+            sets["lease_expires_at"] = None
+            sets["result_json"] = self._frozen_result(tx, job_id, summary_json, error_json)
+        params = {f"v_{k}": v for k, v in sets.items()}
+        params.update(id=job_id, expected=expected.value, token=token)
+        sql = (f"UPDATE jobs SET {', '.join(f'{k} = :v_{k}' for k in sets)} "
+               "WHERE id = :id AND status = :expected")
+        if token is not None:
+            sql += " AND claim_token = :token"
+        if tx.run(sql, params) != 1:
+            row = tx.one("SELECT status FROM jobs WHERE id = :id", {"id": job_id})
+            if row is None:
+                raise JobNotFound(job_id, self.target)
+            found = JobStatus(row[0])
+            if token is not None:  # a runner's write: it no longer owns the job
+                raise RunnerFenced(job_id, found)
+            raise InvalidTransition(job_id, found, new, refusal(found, new) or "it moved meanwhile")
+        add_event(tx, job_id, expected.value, new.value, now, reason)
+        log.debug("job %s: %s -> %s (%s)", job_id, expected, new, reason)
+
+    def _frozen_result(self, tx: Tx, job_id: str, summary_json: str | None, error_json: str | None) -> str:
+        eval_metric, metric_mode, epoch_seq, _ = self._row(tx, job_id)
+        result = results.compose(
+            eval_metric=eval_metric,
+            metric_mode=metric_mode,
+            epochs=read_epochs(tx, job_id) if epoch_seq else [],
+        )
+        # summary and error are already JSON: splice them in rather than decode and re-encode them
+        return jsonutil.splice(jsonutil.dumps(result, "result"), {"summary": summary_json, "error": error_json})
+
+    def _row(self, tx: Tx, job_id: str) -> tuple[Any, ...]:
+        """(eval_metric, metric_mode, epoch_seq, cancel_requested) of a job, read once per transaction."""
+        row: tuple[Any, ...] | None = tx.memo.get(("job", job_id))
+        if row is None:
+            row = tx.one("SELECT eval_metric, metric_mode, epoch_seq, cancel_requested "
+                         f"FROM jobs WHERE id = :id{self.db.for_update}", {"id": job_id})
+            if row is None:
+                raise JobNotFound(job_id, self.target)
+            tx.memo[("job", job_id)] = row
+        return row
+
+    # -- claims and leases -----------------------------------------------------------------
+
+    def claim(self, job_id: str, *, lease_s: float | None = None) -> int:
+        """QUEUED → RUNNING for the calling process; returns the fencing token its later writes must carry.
+
+        Raises:
+            InvalidTransition: the job is no longer QUEUED (canceled or declared lost first).
+            JobNotFound: no such job.
+        """
+        with self.db.write(durable=False) as tx:  # no caller is told; the runner's next write syncs it
+            return self._claim(tx, job_id, lease_s)
+
+    def claim_next(self, runner_kinds: Iterable[str], *, lease_s: float | None = None) -> tuple[str, int] | None:
+        """Claim the oldest QUEUED job run by one of ``runner_kinds``; None when there is none."""
+        params: dict[str, Any] = {}
+        kinds = in_list("k", list(runner_kinds), params)
+        sql = (f"SELECT id FROM jobs WHERE status = 'QUEUED' AND runner_kind IN {kinds} "
+               f"ORDER BY created_at, id LIMIT 1{self.db.skip_locked}")
+        with self.db.write(durable=False) as tx:
+            job_id = tx.scalar(sql, params)
+            if job_id is None:
+                return None
+            return job_id, self._claim(tx, job_id, lease_s)
+
+    def _claim(self, tx: Tx, job_id: str, lease_s: float | None, *, token: int | None = None) -> int:
+        """QUEUED → RUNNING under a new fencing token (the previous token + 1, read unless given)."""
+        if token is None:
+            token = tx.scalar(f"SELECT claim_token FROM jobs WHERE id = :id{self.db.for_update}", {"id": job_id})
+            if token is None:
+                raise JobNotFound(job_id, self.target)
+        now = utcnow()
+        lease_s = self.lease_s if lease_s is None else lease_s
+        token = int(token) + 1
+        self._apply_transition(
+            tx, job_id, JobStatus.QUEUED, JobStatus.RUNNING, reason="claimed",
+            values={"claim_token": token, "runner": liveness.current().encode(), "heartbeat_at": to_iso(now),
+                    "lease_expires_at": to_iso(now + timedelta(seconds=lease_s))},
+        )
+        return token
+
+    def _renew(self, tx: Tx, job_id: str, token: int, lease_s: float | None, *,
+               epoch: bool = False) -> tuple[int, bool]:
+        """Renew the runner's lease (and count an epoch); returns (epoch_seq, cancel_requested).
+
+        Raises:
+            RunnerFenced: the job is no longer RUNNING under this token.
+        """
+        now = utcnow()
+        lease_s = self.lease_s if lease_s is None else lease_s
+        changed = tx.run(
+            "UPDATE jobs SET updated_at = :now, heartbeat_at = :now, lease_expires_at = :lease"
+            + (", epoch_seq = epoch_seq + 1" if epoch else "")
+            + " WHERE id = :id AND status = 'RUNNING' AND claim_token = :token",
+            {"now": to_iso(now), "lease": to_iso(now + timedelta(seconds=lease_s)), "id": job_id, "token": token},
+        )
+        row = tx.one("SELECT status, epoch_seq, cancel_requested FROM jobs WHERE id = :id", {"id": job_id})
+        if row is None:
+            raise JobNotFound(job_id, self.target)
+        if changed != 1:
+            raise RunnerFenced(job_id, row[0])
+        return int(row[1]), bool(row[2])
+
+    def heartbeat(self, job_id: str, token: int, *, lease_s: float | None = None) -> bool:
+        """Extend the runner's lease; returns whether cancellation was requested.
+
+        Raises:
+            RunnerFenced: the job is no longer RUNNING under this token.
+        """
+        with self.db.write() as tx:
+            return self._renew(tx, job_id, token, lease_s)[1]
+
+    def add_epoch(self, job_id: str, token: int, epoch: int, train_json: str, validation_json: str,
+                  *, lease_s: float | None = None) -> bool:
+        """Append one epoch's metrics; returns whether cancellation was requested.
+
+        Raises:
+            RunnerFenced: the job is no longer RUNNING under this token.
+        """
+        with self.db.write() as tx:
+            seq, cancel = self._renew(tx, job_id, token, lease_s, epoch=True)
+            tx.run("INSERT INTO job_epochs (job_id, seq, epoch, train_json, validation_json, at) "
+                   "VALUES (:id, :seq, :epoch, :train, :validation, :at)",
+                   {"id": job_id, "seq": seq, "epoch": epoch, "train": train_json, "validation": validation_json,
+                    "at": to_iso(utcnow())})
+            return cancel
+
+    # -- the end of a job -------------------------------------------------------------------
+
+    def finish(self, job_id: str, token: int, new: JobStatus, *, reason: str,
+               summary_json: str | None = None, error_json: str | None = None) -> JobStatus:
+        """RUNNING → a terminal status by the runner holding ``token`` (fenced); returns the status applied.
+
+        COMPLETED becomes CANCELED if a cancel was requested that the code never noticed (SPEC §5:
+        the job was asked to stop; its summary is kept).
+
+        Raises:
+            RunnerFenced: the job is no longer RUNNING under this token (nothing is written).
+        """
+        with self.db.write() as tx:
+            if new is JobStatus.COMPLETED and self._row(tx, job_id)[3]:  # cancel_requested
+                new, reason = JobStatus.CANCELED, "canceled by user"
+            self._apply_transition(tx, job_id, JobStatus.RUNNING, new, reason=reason, token=token,
+                                   values={"cancel_requested": False}, summary_json=summary_json,
+                                   error_json=error_json)
+        return new
+
+    def fail_unclaimed(self, job_id: str, reason: str, error_json: str | None = None) -> bool:
+        """QUEUED → FAILED for a job that cannot be started; False if it was no longer QUEUED."""
+        try:
+            with self.db.write() as tx:
+                self._apply_transition(tx, job_id, JobStatus.QUEUED, JobStatus.FAILED, reason=reason,
+                                       error_json=error_json)
+            return True
+        except InvalidTransition:
+            return False
+
+    def record_verdict(self, job_id: str, status: JobStatus, token: int, reason: str,
+                       error_json: str | None) -> bool:
+        """A liveness verdict: QUEUED or RUNNING → FAILED for a job nothing can finish (SPEC §5).
+
+        Fenced by the token the reader saw, so a runner that claimed or finished the job meanwhile
+        wins. Returns False if the job moved first.
+        """
+        try:
+            with self.db.write() as tx:
+                self._apply_transition(tx, job_id, status, JobStatus.FAILED, reason=reason, token=token,
+                                       error_json=error_json)
+            return True
+        except (InvalidTransition, RunnerFenced):
+            return False
+
+    def request_cancel(self, job_id: str, *, reason: str = "canceled by user") -> JobStatus:
+        """Cancel a QUEUED job at once; ask a RUNNING one to stop; leave a terminal one alone.
+
+        Returns the status right after the call (RUNNING means a stop was requested).
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        with self.db.write() as tx:
+            status = tx.scalar(f"SELECT status FROM jobs WHERE id = :id{self.db.for_update}", {"id": job_id})
+            if status is None:
+                raise JobNotFound(job_id, self.target)
+            if status == JobStatus.QUEUED:
+                self._apply_transition(tx, job_id, JobStatus.QUEUED, JobStatus.CANCELED, reason=reason)
+                return JobStatus.CANCELED
+            if status == JobStatus.RUNNING:
+                tx.run("UPDATE jobs SET cancel_requested = :yes, updated_at = :now "
+                       "WHERE id = :id AND status = 'RUNNING'",
+                       {"yes": True, "now": to_iso(utcnow()), "id": job_id})
+            return JobStatus(status)
+
+    def cancel_process_jobs(self, process: str, *, reason: str) -> int:
+        """Cancel every job that a process runs or holds queued for its in-process runners.
+
+        Used when that process is stopped by a signal. Returns how many jobs were canceled.
+        """
+        params: dict[str, Any] = {"p": process}
+        kinds = in_list("k", list(liveness.IN_PROCESS_RUNNERS), params)
+        with self.db.write() as tx:
+            rows = tx.all(
+                "SELECT id, status, claim_token FROM jobs WHERE "
+                f"(status = 'RUNNING' AND (runner = :p OR (submitter = :p AND runner_kind IN {kinds}))) "
+                f"OR (status = 'QUEUED' AND submitter = :p AND runner_kind IN {kinds}){self.db.for_update}",
+                params,
+            )
+            for job_id, status, token in rows:
+                self._apply_transition(tx, job_id, JobStatus(status), JobStatus.CANCELED, reason=reason,
+                                       token=token)
+        return len(rows)
+
+    def set_runner_identity(self, job_id: str, runner: str) -> None:
+        """Overwrite the recorded runner of a RUNNING job (fault injection: make it look dead or remote)."""
+        with self.db.write() as tx:
+            tx.run("UPDATE jobs SET runner = :runner WHERE id = :id AND status = 'RUNNING'",
+                   {"runner": runner, "id": job_id})

@@ -1,0 +1,201 @@
+"""Creating jobs and reading them back: rows, epochs, results, histories and listings.
+
+Reads take no lock. The one write on the read path is a liveness verdict (SPEC §5): a QUEUED or
+RUNNING job that nothing can finish any more is recorded FAILED when it is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from jobtrack import jsonutil, liveness, results
+from jobtrack.errors import DuplicateName, JobNotFound, StoreError
+from jobtrack.states import INITIAL, TERMINAL, JobStatus
+from jobtrack.store.base import add_event, in_list
+from jobtrack.store.core import FencedCore, read_epochs
+from jobtrack.store.db import Tx
+from jobtrack.store.records import (
+    JOB_COLUMNS,
+    SELECT_JOB,
+    STATUS_COLUMNS,
+    EventRecord,
+    JobRecord,
+    job_record,
+)
+from jobtrack.timeutil import from_iso, to_iso, utcnow
+
+log = logging.getLogger(__name__)
+
+_SELECT_ONE = SELECT_JOB + " WHERE id = :id"
+_SELECT_STATUS = f"SELECT {', '.join(STATUS_COLUMNS)} FROM jobs WHERE id = :id"
+_INSERT_JOB = f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({', '.join(':' + c for c in JOB_COLUMNS)})"
+_TERMINAL = frozenset(s.value for s in TERMINAL)
+_OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class JobsMixin(FencedCore):
+    """Job creation and every read of jobs."""
+
+    def create_job(self, values: dict[str, Any], *, model_run: dict[str, Any] | None = None,
+                   unique_alias: str | None = None, claim: bool = False,
+                   lease_s: float | None = None) -> int | None:
+        """Insert a QUEUED job (and its model run) with its creation event.
+
+        ``unique_alias`` (a normalised output alias) is refused if another job uses it.
+        ``claim=True`` also claims it for the calling process in the same transaction (the eager
+        runner, which runs the job at once) and returns the fencing token; the history still
+        shows QUEUED → RUNNING.
+
+        Raises:
+            DuplicateName: ``unique_alias`` is taken.
+        """
+        now = to_iso(utcnow())
+        row: dict[str, Any] = dict.fromkeys(JOB_COLUMNS)
+        row.update(status=INITIAL.value, created_at=now, updated_at=now, submitter=liveness.current().encode(),
+                   claim_token=0, cancel_requested=False, export_paths_json="{}", source_views_json="{}",
+                   spec_json="{}", runner_kind="thread", epoch_seq=0)
+        row.update(values)
+        with self.db.write(durable=not claim) as tx:  # an eager job is reported when it finishes
+            if unique_alias is not None:
+                self._check_alias_free(tx, unique_alias)
+            tx.run(_INSERT_JOB, row)
+            if model_run is not None:
+                tx.run("INSERT INTO model_runs (id, job_id, experiment_name, task_type, created_at) "
+                       "VALUES (:id, :job_id, :experiment_name, :task_type, :created_at)",
+                       {"created_at": now, **model_run})
+            add_event(tx, row["id"], None, INITIAL.value, now, "submitted")
+            if claim:
+                return self._claim(tx, row["id"], lease_s, token=0)  # just inserted with token 0
+        return None
+
+    @staticmethod
+    def _check_alias_free(tx: Tx, alias_key: str) -> None:
+        rows = tx.all("SELECT id, status, export_paths_json FROM jobs WHERE output_alias = :alias",
+                      {"alias": alias_key})
+        for job_id, status, paths in rows:
+            if status not in _TERMINAL or paths != "{}":
+                raise DuplicateName(
+                    f"output_alias {alias_key!r} is already used by job {job_id!r} ({status}); "
+                    "choose a new output_alias, or prune that job first."
+                )
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def finished_status_row(self, job_id: str) -> tuple[Any, ...] | None:
+        """A finished job's status fields (``STATUS_COLUMNS``) in one narrow read; None while it can change.
+
+        Raises:
+            JobNotFound: no job has this id.
+        """
+        row = self.db.read_one(_SELECT_STATUS, {"id": job_id})
+        if row is None:
+            raise JobNotFound(job_id, self.target)
+        return row if row[1] in _TERMINAL and row[8] is not None else None  # result_json: frozen at the end
+
+    def get_job(self, job_id: str, *, check_liveness: bool = True) -> JobRecord:
+        """The job's row; a QUEUED or RUNNING job that nothing can finish is first marked FAILED (SPEC §5).
+
+        Raises:
+            JobNotFound: no job has this id.
+        """
+        row = self.db.read_one(_SELECT_ONE, {"id": job_id})
+        if row is None:
+            raise JobNotFound(job_id, self.target)
+        rec = job_record(row)
+        if check_liveness and rec.status in _OPEN:
+            rec = self._apply_liveness(rec)
+        return rec
+
+    def epochs(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's reported epochs in reporting order."""
+        with self.db.read() as tx:
+            return read_epochs(tx, job_id)
+
+    def result(self, rec: JobRecord) -> dict[str, Any]:
+        """The job's result dict: frozen for terminal jobs, composed from its epochs otherwise."""
+        if rec.result_json is not None:
+            return jsonutil.loads(rec.result_json)  # type: ignore[no-any-return]
+        return results.compose(eval_metric=rec.eval_metric, metric_mode=rec.metric_mode,
+                               epochs=self.epochs(rec.id) if rec.epoch_seq else [])
+
+    def events(self, job_id: str) -> list[EventRecord]:
+        """The job's status history, oldest first, starting with its creation (None → QUEUED).
+
+        Raises:
+            JobNotFound: no job has this id.
+        """
+        with self.db.read() as tx:
+            rows = tx.all("SELECT job_id, from_status, to_status, at, reason FROM job_events "
+                          "WHERE job_id = :id ORDER BY id", {"id": job_id})
+            if not rows and tx.one("SELECT id FROM jobs WHERE id = :id", {"id": job_id}) is None:
+                raise JobNotFound(job_id, self.target)
+        return [EventRecord(j, JobStatus(f) if f else None, JobStatus(t), from_iso(at), r)
+                for j, f, t, at, r in rows]
+
+    # -- many jobs ----------------------------------------------------------------------------
+
+    def list_jobs(
+        self,
+        *,
+        statuses: Sequence[JobStatus] | None = None,
+        job_type: str | None = None,
+        experiment_name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[JobRecord]:
+        """Jobs matching every given filter, newest first (by creation time), at most ``limit``."""
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        if statuses:
+            where.append(f"status IN {in_list('s', [s.value for s in statuses], params)}")
+        if job_type:
+            where.append("job_type = :job_type")
+            params["job_type"] = job_type
+        if experiment_name:
+            where.append("experiment_name = :experiment")
+            params["experiment"] = experiment_name
+        if since is not None:
+            where.append("created_at >= :since")
+            params["since"] = to_iso(since)
+        if until is not None:
+            where.append("created_at < :until")
+            params["until"] = to_iso(until)
+        sql = SELECT_JOB
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        with self.db.read() as tx:
+            recs = [job_record(r) for r in tx.all(sql, params)]
+        out = [self._apply_liveness(r) if r.status in _OPEN else r for r in recs]
+        if statuses:  # a verdict may have moved a job out of the requested statuses
+            out = [r for r in out if r.status in statuses]
+        return out
+
+    # -- liveness -------------------------------------------------------------------------------
+
+    def _apply_liveness(self, rec: JobRecord) -> JobRecord:
+        """Record FAILED for a job whose process is provably gone or whose lease expired (``liveness.verdict``).
+
+        If the verdict cannot be written (the database is read-only, full or locked for longer than
+        ``lock_timeout``), the reader still sees it: the record comes back FAILED, unsaved.
+        """
+        verdict = liveness.verdict(rec, utcnow())  # TODO(lead): self.db.clock() once db.py has it
+        if verdict is None:
+            return rec
+        error_json = jsonutil.dumps(verdict.error, "error") if verdict.error else None
+        try:
+            self.record_verdict(rec.id, rec.status, rec.claim_token, verdict.reason, error_json)
+        except StoreError as exc:
+            log.warning("job %s: %s, but that cannot be recorded now: %s", rec.id, verdict.reason, exc)
+            now = to_iso(utcnow())
+            return dataclasses.replace(rec, status=JobStatus.FAILED, reason=verdict.reason, finished_iso=now,
+                                       updated_iso=now, lease_expires_iso=None)
+        return self.get_job(rec.id, check_liveness=False)

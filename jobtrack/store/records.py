@@ -1,0 +1,110 @@
+"""What the store hands back: job and event records, typed, with their column lists derived in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from jobtrack import jsonutil
+from jobtrack.states import TERMINAL, JobStatus, JobType
+from jobtrack.timeutil import from_iso
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job row as read from the store (one field per column of ``models.Job``; a test checks they agree).
+
+    Timestamps are kept as the stored ISO 8601 UTC text (``*_iso``), which ``get_status()``
+    returns as is; the ``*_at`` properties give them as aware UTC datetimes.
+    """
+
+    id: str
+    job_type: JobType
+    status: JobStatus
+    experiment_name: str
+    model_run_id: str | None
+    output_alias: str | None
+    created_iso: str
+    updated_iso: str
+    finished_iso: str | None
+    reason: str | None
+    eval_metric: str | None
+    metric_mode: str | None
+    spec_json: str
+    runner_kind: str
+    submitter: str
+    runner: str | None
+    claim_token: int
+    heartbeat_iso: str | None
+    lease_expires_iso: str | None
+    cancel_requested: int  # 0/1 (SQLite) or a bool (servers): test its truth
+    result_json: str | None
+    export_paths_json: str
+    source_views_json: str
+    epoch_seq: int
+
+    @property
+    def created_at(self) -> datetime:
+        return from_iso(self.created_iso)
+
+    @property
+    def updated_at(self) -> datetime:
+        return from_iso(self.updated_iso)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return None if self.finished_iso is None else from_iso(self.finished_iso)
+
+    @property
+    def lease_expires_at(self) -> datetime | None:
+        return None if self.lease_expires_iso is None else from_iso(self.lease_expires_iso)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return jsonutil.loads(self.spec_json) or {}
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+JOB_COLUMNS: tuple[str, ...] = tuple(f.name.replace("_iso", "_at") for f in fields(JobRecord))
+"""The ``jobs`` columns in JobRecord's order (the record renames ``*_at`` columns to ``*_iso``)."""
+
+SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
+"""Every column of ``jobs``; add a WHERE clause."""
+
+STATUS_COLUMNS = ("id", "status", "created_at", "finished_at", "updated_at", "experiment_name", "job_type",
+                  "model_run_id", "result_json", "export_paths_json", "source_views_json")
+"""What ``get_status()`` of a finished job needs, in the order of its dict (SPEC §2), and no more."""
+
+
+def job_record(row: Sequence[Any]) -> JobRecord:
+    """A JobRecord from a row of ``SELECT_JOB``."""
+    values = list(row)
+    values[1] = JobType(values[1])
+    values[2] = JobStatus(values[2])
+    return JobRecord(*values)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One applied transition of a job's history."""
+
+    job_id: str
+    from_status: JobStatus | None
+    to_status: JobStatus
+    at: datetime
+    reason: str | None
+
+
+@dataclass
+class PruneReport:
+    """What ``prune`` removed (or would remove, in a dry run) and what it kept and why."""
+
+    removed: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    views: list[str] = field(default_factory=list)

@@ -1,0 +1,56 @@
+"""Retention: removing old finished jobs with their rows and views (their files go after the commit)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from jobtrack import jsonutil
+from jobtrack.store.base import TERMINAL_SQL
+from jobtrack.store.core import FencedCore
+from jobtrack.store.records import PruneReport
+from jobtrack.timeutil import to_iso
+
+
+class RetentionMixin(FencedCore):
+    """``prune``: which finished jobs go, which stay and why."""
+
+    def prune(self, finished_before: datetime, *, dry_run: bool = False) -> PruneReport:
+        """Remove terminal jobs finished before ``finished_before``, with their epochs, events, exports and views.
+
+        A training job whose model is registered is kept (its registry entry needs it). The report
+        lists the files the jobs leave; the caller deletes them after this transaction commits
+        (``jobtrack.files.remove_paths``), never under the lock.
+        """
+        report = PruneReport()
+        with self.db.write() as tx:
+            rows = tx.all(
+                "SELECT id, job_type, model_run_id, export_paths_json, source_views_json, spec_json FROM jobs "
+                f"WHERE status IN ({TERMINAL_SQL}) AND finished_at < :before ORDER BY created_at",
+                {"before": to_iso(finished_before)},
+            )
+            for job_id, job_type, model_run_id, paths_json, views_json, spec_json in rows:
+                own_model = job_type != "inference" and model_run_id is not None
+                if own_model:
+                    key = tx.scalar("SELECT key FROM registered_models WHERE model_run_id = :m", {"m": model_run_id})
+                    if key is not None:
+                        report.kept[job_id] = f"its model is registered as {key!r}"
+                        continue
+                job_dir = str(self.job_dir(job_id))
+                report.removed.append(job_id)
+                report.files.append(job_dir)
+                report.files.extend(p for p in jsonutil.loads(paths_json).values()
+                                    if not p.startswith(job_dir + os.sep))
+                views = list(jsonutil.loads(views_json).values())
+                report.views.extend(views)
+                if own_model:
+                    recorded = (jsonutil.loads(spec_json) or {}).get("model_dir")
+                    report.files.append(recorded or self.model_dir(model_run_id))
+                if dry_run:
+                    continue
+                for view in views:
+                    tx.ddl(f'DROP VIEW IF EXISTS "{view}"')
+                for table in ("export_rows", "job_exports", "job_epochs", "job_events", "model_runs"):
+                    tx.run(f"DELETE FROM {table} WHERE job_id = :id", {"id": job_id})
+                tx.run("DELETE FROM jobs WHERE id = :id", {"id": job_id})
+        return report
