@@ -93,13 +93,17 @@ class RunContext:
         val_clean, bad_v = jsonutil.clean_metrics(validation, "validation metrics")
         for name in bad_t + bad_v:
             self.log(f"epoch {epoch}: metric {name!r} was not finite (NaN or infinite); stored as null")
-        cancel = self._store.add_epoch(
-            self.job_id,
-            self._token,
-            epoch,
-            jsonutil.dumps(train_clean, "train metrics"),
-            jsonutil.dumps(val_clean, "validation metrics"),
-        )
+        if self.stopped_by_signal:  # this process is stopping: the job ends CANCELED, nothing more is written
+            self._cancel_seen = True
+            raise JobCanceled(self.job_id)
+        with self._canceled_if_fenced():
+            cancel = self._store.add_epoch(
+                self.job_id,
+                self._token,
+                epoch,
+                jsonutil.dumps(train_clean, "train metrics"),
+                jsonutil.dumps(val_clean, "validation metrics"),
+            )
         if cancel:
             self._cancel_seen = True
             raise JobCanceled(self.job_id)

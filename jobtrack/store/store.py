@@ -16,7 +16,6 @@ in ``models.py``); the same text runs on SQLite and, through SQLAlchemy, on Post
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable
 
 from jobtrack import runtime
 from jobtrack.config import is_url, resolve_db
@@ -25,7 +24,7 @@ from jobtrack.store.retention import RetentionMixin
 from jobtrack.store.views import ExportsMixin
 
 
-def _identity(target: str) -> Hashable:
+def _identity(target: str) -> tuple[str | int, ...]:
     """The registry key of a database: the file itself (device, inode) once it exists, else its real path.
 
     Two spellings of one file (``x.db``, ``sub/../x.db``, a symlink) are one database, so a process
