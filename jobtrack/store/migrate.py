@@ -7,19 +7,18 @@ skipped. Export files stay where they are and their paths are kept.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Boolean
 
 from jobtrack import jsonutil
 from jobtrack.store import models
 from jobtrack.store.db import Tx
-from jobtrack.store.store import Store
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from jobtrack.store.store import Store
 
 _COPIED = ("jobs", "model_runs", "job_events", "job_epochs", "job_exports", "export_rows")
 """Tables copied per job, parents first (foreign keys)."""

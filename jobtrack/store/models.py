@@ -86,8 +86,6 @@ class Job(_Base, table=True):
     lease_expires_at: Optional[datetime] = _ts(nullable=True)
     cancel_requested: bool = False
     epoch_seq: int = 0  # epochs reported so far; the next epoch row's seq
-    summary_json: Optional[str] = None
-    error_json: Optional[str] = None
     result_json: Optional[str] = None  # the whole result, frozen once the job is terminal
     export_paths_json: str = "{}"
     source_views_json: str = "{}"
