@@ -1,0 +1,61 @@
+"""One open transaction, the same SQL text with ``:name`` parameters on every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+Params = Mapping[str, Any]
+
+
+class Tx:
+    """One open transaction (``Database.read()`` / ``write()``): sqlite3 directly, or SQLAlchemy on servers."""
+
+    __slots__ = ("_conn", "_raw", "_text", "memo")
+
+    def __init__(self, conn: Any, *, raw: bool, text: Callable[[str], Any] | None = None) -> None:
+        self._conn = conn
+        self._raw = raw
+        self._text = text
+        self.memo: dict[Any, Any] = {}  # reads remembered for the rest of this transaction
+
+    @property
+    def connection(self) -> Any:
+        """The driver connection underneath: a ``sqlite3.Connection`` or a SQLAlchemy ``Connection``."""
+        return self._conn
+
+    def execute(self, sql: str, params: Params | None = None) -> Any:
+        if self._raw:
+            return self._conn.execute(sql, params or {})
+        assert self._text is not None
+        return self._conn.execute(self._text(sql), dict(params or {}))
+
+    def all(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.execute(sql, params).fetchall()]
+
+    def one(self, sql: str, params: Params | None = None) -> tuple[Any, ...] | None:
+        row = self.execute(sql, params).fetchone()
+        return None if row is None else tuple(row)
+
+    def scalar(self, sql: str, params: Params | None = None) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+    def run(self, sql: str, params: Params | None = None) -> int:
+        """Execute a write and return how many rows it changed."""
+        return int(self.execute(sql, params).rowcount)
+
+    def run_many(self, sql: str, rows: Sequence[Params]) -> None:
+        if not rows:
+            return
+        if self._raw:
+            self._conn.executemany(sql, rows)
+        else:
+            assert self._text is not None
+            self._conn.execute(self._text(sql), [dict(r) for r in rows])
+
+    def ddl(self, sql: str) -> None:
+        if self._raw:
+            self._conn.execute(sql)
+        else:
+            self._conn.exec_driver_sql(sql)
