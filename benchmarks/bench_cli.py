@@ -28,7 +28,8 @@ def main() -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "bench.db")
         trainer = Trainer(demo.train, db=db, runner="eager", config={"epochs": 50})
-        job = trainer.fit(Dataset("bench", "binary_classification", "cli", tables={"train": demo.make_rows(50, seed=1)}))
+        rows = demo.make_rows(50, seed=1)
+        job = trainer.fit(Dataset("bench", "binary_classification", "cli", tables={"train": rows}))
         env = {**os.environ, "JOBTRACK_DB": db}
         script = os.path.join(os.path.dirname(sys.executable), "jobtrack")
         status_cmd = [script, "status", job.job_id]

@@ -40,7 +40,6 @@ from common import (  # noqa: E402
     raw_connect,
     summary,
 )
-
 from jobtrack import Dataset, JobManager, Trainer  # noqa: E402
 
 QUICK = False
@@ -215,7 +214,7 @@ def _fill(db: str, n: int) -> str:
     result = json.dumps({"eval_metric": "roc_auc", "summary": {"ok": True}})
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA synchronous=OFF")  # bulk loading only; the measured reads do not depend on it
-    base = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     batch_jobs, batch_events = [], []
     cols = ("id, job_type, status, experiment_name, model_run_id, output_alias, created_at, updated_at, finished_at, "
             "reason, eval_metric, metric_mode, spec_json, runner_kind, submitter, runner, claim_token, heartbeat_at, "
@@ -237,8 +236,8 @@ def _fill(db: str, n: int) -> str:
             batch_events.append((job_id, "RUNNING", "COMPLETED", at, "completed"))
         if len(batch_jobs) >= 50_000 or i == n - 1:
             conn.executemany(f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * 26)})", batch_jobs)
-            conn.executemany("INSERT INTO job_events (job_id, from_status, to_status, at, reason) VALUES (?, ?, ?, ?, ?)",
-                             batch_events)
+            insert_event = "INSERT INTO job_events (job_id, from_status, to_status, at, reason) VALUES (?, ?, ?, ?, ?)"
+            conn.executemany(insert_event, batch_events)
             conn.commit()
             batch_jobs, batch_events = [], []
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -614,7 +613,7 @@ def write_results(path: Path, command: str, elapsed_s: float) -> None:
         "# Benchmark results",
         "",
         f"- Command: `{command}`",
-        f"- Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; run took {elapsed_s:.0f} s",
+        f"- Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; run took {elapsed_s:.0f} s",
         f"- Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}, {platform.platform()}",
         "",

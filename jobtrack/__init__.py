@@ -41,7 +41,37 @@ _EXPORTS = {
     "WaitTimeout": "jobtrack.errors",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+# Kept in sorted() order; tests/test_public_names.py checks it against the TYPE_CHECKING imports below.
+__all__ = [
+    "Dataset",
+    "DuplicateName",
+    "InvalidArgument",
+    "InvalidTransition",
+    "JobCanceled",
+    "JobManager",
+    "JobMonitor",
+    "JobNotFound",
+    "JobStatus",
+    "JobStatusDict",
+    "JobType",
+    "JobtrackError",
+    "MissingExtra",
+    "ModelNotFound",
+    "ModelNotReady",
+    "NetworkFilesystem",
+    "NotAJobtrackDatabase",
+    "NotSerializable",
+    "RunContext",
+    "RunnerFenced",
+    "SchemaTooNew",
+    "StoreBusy",
+    "StoreError",
+    "StoreReadOnly",
+    "TASK_TYPES",
+    "Trainer",
+    "WaitTimeout",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,9 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_python(code: str, *args: str, timeout: float = 60, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+def run_python(
+    code: str, *args: str, timeout: float = 60, check: bool = True, **env: str
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -c code args...`` to completion and return its result (fails the test on timeout)."""
     proc = subprocess.run(
         [sys.executable, "-c", code, *args],

@@ -256,7 +256,7 @@ def test_processes_submitting_running_canceling_and_polling(any_db: str) -> None
         events = job.events()
         assert events[0].to_status == "QUEUED" and JobStatus(events[-1].to_status).is_terminal
         assert all(is_allowed(a.to_status, b.to_status) and b.from_status == a.to_status
-                   for a, b in zip(events, events[1:]))
+                   for a, b in itertools.pairwise(events))
 
 
 def test_child_sees_the_same_job(any_db: str) -> None:

@@ -1,24 +1,70 @@
-"""The `jobtrack` console script, run for real in subprocesses against real databases, and main(argv) in-process."""
+"""The `jobtrack` command line: ``cli.main(argv)`` in-process against real databases, checking stdout, stderr
+and the exit code; the installed console script and ``python -m jobtrack`` run once for real in subprocesses."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from jobtrack import Dataset, JobManager, Trainer, cli, demo
+from jobtrack import Dataset, JobManager, JobNotFound, Trainer, cli, demo
 from proc import child_env
 
 SCRIPT = shutil.which("jobtrack", path=os.path.dirname(sys.executable)) or "jobtrack"
 
 
-def run(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=timeout, env=child_env(**env))
+@dataclass(frozen=True)
+class Run:
+    """What one ``jobtrack`` invocation did: its exit code and everything it printed."""
+
+    code: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Run]
+
+
+@pytest.fixture
+def jobtrack(capsys: pytest.CaptureFixture[str]) -> Cli:
+    """``jobtrack(*argv)`` runs ``cli.main(argv)`` in this process and returns its exit code, stdout and stderr."""
+
+    def run(*argv: str) -> Run:
+        capsys.readouterr()  # drop whatever the test printed before
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as exc:  # argparse: usage errors (2)
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return Run(code, out, err)
+
+    return run
+
+
+@contextmanager
+def local_time_zone(name: str) -> Iterator[None]:
+    """Run with ``TZ=name`` in this process (``time.tzset()``), then restore the previous zone."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = name
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
 
 
 @pytest.fixture
@@ -34,99 +80,99 @@ def jobs(db_path: str, tmp_path: Path) -> dict[str, str]:
     return {"train": train.job_id, "pred": pred.job_id, "failed": failed.job_id, "queued": queued.job_id}
 
 
-def test_status_prints_exactly_get_status(db_path: str, jobs: dict[str, str]) -> None:
-    out = run("status", jobs["train"], "--db", db_path)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == JobManager(db_path).fetch_job(jobs["train"]).get_status()
+def test_status_prints_exactly_get_status(jobtrack: Cli, db_path: str, jobs: dict[str, str]) -> None:
+    out = jobtrack("status", jobs["train"], "--db", db_path)
+    assert out.code == 0, out.err
+    assert json.loads(out.out) == JobManager(db_path).fetch_job(jobs["train"]).get_status()
 
 
-def test_db_option_works_before_or_after_the_subcommand_and_from_the_environment(db_path: str, jobs: dict[str, str]) -> None:
-    before = run("--db", db_path, "list", "--json")
-    after = run("list", "--json", "--db", db_path)
-    env = run("list", "--json", JOBTRACK_DB=db_path)
-    assert before.returncode == after.returncode == env.returncode == 0
-    ids = [s["job_id"] for s in json.loads(before.stdout)]
-    assert ids == [s["job_id"] for s in json.loads(after.stdout)] == [s["job_id"] for s in json.loads(env.stdout)]
+def test_db_option_works_before_or_after_the_subcommand_and_from_the_environment(
+    jobtrack: Cli, db_path: str, jobs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = jobtrack("--db", db_path, "list", "--json")
+    after = jobtrack("list", "--json", "--db", db_path)
+    monkeypatch.setenv("JOBTRACK_DB", db_path)
+    env = jobtrack("list", "--json")
+    assert before.code == after.code == env.code == 0
+    ids = [s["job_id"] for s in json.loads(before.out)]
+    assert ids == [s["job_id"] for s in json.loads(after.out)] == [s["job_id"] for s in json.loads(env.out)]
     assert sorted(ids) == sorted(jobs.values())
 
 
-def test_list_table_and_filters(db_path: str, jobs: dict[str, str]) -> None:
-    out = run("list", "--db", db_path)
-    assert out.returncode == 0, out.stderr
-    header = out.stdout.splitlines()[0].split()
+def test_list_table_and_filters(jobtrack: Cli, db_path: str, jobs: dict[str, str]) -> None:
+    out = jobtrack("list", "--db", db_path)
+    assert out.code == 0, out.err
+    header = out.out.splitlines()[0].split()
     assert header[:4] == ["JOB", "ID", "STATUS", "TYPE"] and "DURATION" in header
-    failed = json.loads(run("list", "--db", db_path, "--status", "failed", "--json").stdout)
+    failed = json.loads(jobtrack("list", "--db", db_path, "--status", "failed", "--json").out)
     assert [s["job_id"] for s in failed] == [jobs["failed"]]
-    inference = json.loads(run("list", "--db", db_path, "--type", "inference", "--json").stdout)
+    inference = json.loads(jobtrack("list", "--db", db_path, "--type", "inference", "--json").out)
     assert [s["job_id"] for s in inference] == [jobs["pred"]]
-    recent = json.loads(run("list", "--db", db_path, "--since", "2h", "--limit", "2", "--json").stdout)
+    recent = json.loads(jobtrack("list", "--db", db_path, "--since", "2h", "--limit", "2", "--json").out)
     assert len(recent) == 2
-    assert json.loads(run("list", "--db", db_path, "--since", "2999-01-01", "--json").stdout) == []
-    exp = json.loads(run("list", "--db", db_path, "--experiment", "nope", "--json").stdout)
+    assert json.loads(jobtrack("list", "--db", db_path, "--since", "2999-01-01", "--json").out) == []
+    exp = json.loads(jobtrack("list", "--db", db_path, "--experiment", "nope", "--json").out)
     assert exp == []
 
 
-def test_show_has_timeline_epochs_exports_and_error(db_path: str, jobs: dict[str, str]) -> None:
-    train = run("show", jobs["train"], "--db", db_path).stdout
+def test_show_has_timeline_epochs_exports_and_error(jobtrack: Cli, db_path: str, jobs: dict[str, str]) -> None:
+    train = jobtrack("show", jobs["train"], "--db", db_path).out
     assert "QUEUED -> RUNNING" in train and "RUNNING -> COMPLETED" in train
     assert "best epoch" in train and train.count("train {") == 4
-    pred = run("show", jobs["pred"], "--db", db_path).stdout
+    pred = jobtrack("show", jobs["pred"], "--db", db_path).out
     assert "predictions:" in pred and "predictions_cli_out" in pred
-    failed = run("show", jobs["failed"], "--db", db_path).stdout
+    failed = jobtrack("show", jobs["failed"], "--db", db_path).out
     assert "error: RuntimeError: simulated failure at epoch 2" in failed and "Traceback" in failed
 
 
-def test_logs_wait_cancel_and_worker(db_path: str, jobs: dict[str, str]) -> None:
-    logs = run("logs", jobs["train"], "--db", db_path)
-    assert "epoch 1: validation roc_auc=" in logs.stdout
-    waited = run("wait", jobs["failed"], "--db", db_path)
-    assert waited.returncode == 3 and "FAILED" in waited.stdout
-    timed_out = run("wait", jobs["queued"], "--db", db_path, "--timeout", "0.2")
-    assert timed_out.returncode == 1 and "still QUEUED" in timed_out.stderr
-    worker = run("worker", "--burst", "--db", db_path)
-    assert worker.returncode == 0 and "ran 1 job" in worker.stdout
-    done = run("wait", jobs["queued"], "--db", db_path)
-    assert done.returncode == 0 and "COMPLETED" in done.stdout
-    assert "epoch 2 (2 reported)" in done.stderr  # the progress display
-    canceled = run("cancel", jobs["train"], "--db", db_path)
-    assert canceled.returncode == 0 and "COMPLETED" in canceled.stdout  # terminal: unchanged
+def test_logs_wait_cancel_and_worker(jobtrack: Cli, db_path: str, jobs: dict[str, str]) -> None:
+    logs = jobtrack("logs", jobs["train"], "--db", db_path)
+    assert "epoch 1: validation roc_auc=" in logs.out
+    waited = jobtrack("wait", jobs["failed"], "--db", db_path)
+    assert waited.code == 3 and "FAILED" in waited.out
+    timed_out = jobtrack("wait", jobs["queued"], "--db", db_path, "--timeout", "0.2")
+    assert timed_out.code == 1 and "still QUEUED" in timed_out.err
+    worker = jobtrack("worker", "--burst", "--db", db_path)
+    assert worker.code == 0 and "ran 1 job" in worker.out
+    done = jobtrack("wait", jobs["queued"], "--db", db_path)
+    assert done.code == 0 and "COMPLETED" in done.out
+    assert "epoch 2 (2 reported)" in done.err  # the progress display
+    canceled = jobtrack("cancel", jobs["train"], "--db", db_path)
+    assert canceled.code == 0 and "COMPLETED" in canceled.out  # terminal: unchanged
 
 
-def test_cancel_of_a_queued_job_and_wait_exit_code(db_path: str, jobs: dict[str, str]) -> None:
-    assert "CANCELED" in run("cancel", jobs["queued"], "--db", db_path).stdout
-    assert run("wait", jobs["queued"], "--db", db_path, "-q").returncode == 4
+def test_cancel_of_a_queued_job_and_wait_exit_code(jobtrack: Cli, db_path: str, jobs: dict[str, str]) -> None:
+    assert "CANCELED" in jobtrack("cancel", jobs["queued"], "--db", db_path).out
+    assert jobtrack("wait", jobs["queued"], "--db", db_path, "-q").code == 4
 
 
-def test_prune_dry_run_then_for_real(db_path: str, jobs: dict[str, str]) -> None:
-    dry = run("prune", "--older-than", "0s", "--dry-run", "--db", db_path)
-    assert dry.returncode == 0 and "would remove 3 job(s)" in dry.stdout
+def test_prune_dry_run_then_for_real(jobtrack: Cli, db_path: str, jobs: dict[str, str]) -> None:
+    dry = jobtrack("prune", "--older-than", "0s", "--dry-run", "--db", db_path)
+    assert dry.code == 0 and "would remove 3 job(s)" in dry.out
     assert len(JobManager(db_path).list_jobs()) == 4
     job_dir = Path(db_path + "-files") / "jobs" / jobs["train"]
     assert job_dir.exists()
-    real = run("prune", "--older-than", "0s", "--db", db_path)
-    assert real.returncode == 0 and "removed 3 job(s), 1 view(s)" in real.stdout
+    real = jobtrack("prune", "--older-than", "0s", "--db", db_path)
+    assert real.code == 0 and "removed 3 job(s), 1 view(s)" in real.out
     assert [j.job_id for j in JobManager(db_path).list_jobs()] == [jobs["queued"]]
     assert not job_dir.exists()
-    import sqlite3
-
-    conn = sqlite3.connect(db_path)
-    views = conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'").fetchall()
-    counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("job_epochs", "export_rows")]
-    conn.close()
+    with closing(sqlite3.connect(db_path)) as conn:
+        views = conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'").fetchall()
+        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("job_epochs", "export_rows")]
     assert views == [] and counts == [0, 0]
 
 
-def test_prune_keeps_jobs_whose_model_is_registered(db_path: str, jobs: dict[str, str]) -> None:
+def test_prune_keeps_jobs_whose_model_is_registered(jobtrack: Cli, db_path: str, jobs: dict[str, str]) -> None:
     JobManager(db_path).fetch_job(jobs["train"]).register_model("cli", "v1")
-    out = run("prune", "--older-than", "0s", "--db", db_path)
-    assert f"kept {jobs['train']}: its model is registered as 'cli:v1'" in out.stdout
+    out = jobtrack("prune", "--older-than", "0s", "--db", db_path)
+    assert f"kept {jobs['train']}: its model is registered as 'cli:v1'" in out.out
     assert jobs["train"] in {j.job_id for j in JobManager(db_path).list_jobs()}
 
 
-def test_plot_writes_a_png_with_both_curves(db_path: str, jobs: dict[str, str], tmp_path: Path) -> None:
+def test_plot_writes_a_png_with_both_curves(jobtrack: Cli, db_path: str, jobs: dict[str, str], tmp_path: Path) -> None:
     png = tmp_path / "curves.png"
-    out = run("plot", jobs["train"], "-o", str(png), "--db", db_path)
-    assert out.returncode == 0, out.stderr
+    out = jobtrack("plot", jobs["train"], "-o", str(png), "--db", db_path)
+    assert out.code == 0, out.err
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     from PIL import Image
@@ -136,14 +182,13 @@ def test_plot_writes_a_png_with_both_curves(db_path: str, jobs: dict[str, str], 
         assert image.size[0] >= 400 and image.size[1] >= 300
 
 
-def test_plot_without_the_extra_says_how_to_install_it(db_path: str, jobs: dict[str, str], tmp_path: Path) -> None:
-    blocker = tmp_path / "block" / "matplotlib"
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text("raise ImportError('blocked for this test')\n")
-    out = run("plot", jobs["train"], "-o", str(tmp_path / "x.png"), "--db", db_path,
-              PYTHONPATH=str(tmp_path / "block"))
-    assert out.returncode == 1
-    assert out.stderr.strip() == (
+def test_plot_without_the_extra_says_how_to_install_it(
+    jobtrack: Cli, db_path: str, jobs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    out = jobtrack("plot", jobs["train"], "-o", str(tmp_path / "x.png"), "--db", db_path)
+    assert out.code == 1
+    assert out.err.strip() == (
         "jobtrack: error: jobtrack plot needs matplotlib, which is not installed: pip install 'jobtrack[plot]'."
     )
     assert not (tmp_path / "x.png").exists()
@@ -162,47 +207,75 @@ def test_plot_without_the_extra_says_how_to_install_it(db_path: str, jobs: dict[
         (["prune", "--older-than", "yesterday-ish"], "Cannot read 'yesterday-ish' as a time"),
     ],
 )
-def test_errors_print_one_line_and_exit_1(db_path: str, jobs: dict[str, str], args: list[str], message: str) -> None:
-    out = run(*args, "--db", db_path)
-    assert out.returncode == 1
-    assert out.stderr.startswith("jobtrack: error: ") and message in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+def test_errors_print_one_line_and_exit_1(
+    jobtrack: Cli, db_path: str, jobs: dict[str, str], args: list[str], message: str
+) -> None:
+    out = jobtrack(*args, "--db", db_path)
+    assert out.code == 1
+    assert out.err.startswith("jobtrack: error: ") and message in out.err
+    assert len(out.err.strip().splitlines()) == 1 and "Traceback" not in out.err
 
 
-def test_debug_shows_the_traceback(db_path: str, jobs: dict[str, str]) -> None:
-    out = run("--debug", "status", "job_nope", "--db", db_path)
-    assert out.returncode == 1 and "Traceback" in out.stderr and "JobNotFound" in out.stderr
+def test_debug_lets_the_typed_error_through(jobtrack: Cli, db_path: str, jobs: dict[str, str]) -> None:
+    with pytest.raises(JobNotFound, match="job_nope"):
+        cli.main(["--debug", "status", "job_nope", "--db", db_path])
+    # and placed after the subcommand, as --db may be
+    with pytest.raises(JobNotFound, match="job_nope"):
+        cli.main(["status", "job_nope", "--db", db_path, "--debug"])
 
 
-def test_usage_errors_exit_2(db_path: str) -> None:
-    assert run("frobnicate").returncode == 2
-    assert run("status").returncode == 2
+def test_usage_errors_exit_2(jobtrack: Cli, db_path: str) -> None:
+    unknown = jobtrack("frobnicate")
+    assert unknown.code == 2 and unknown.err.startswith("usage: jobtrack") and "frobnicate" in unknown.err
+    missing = jobtrack("status")
+    assert missing.code == 2 and "job_id" in missing.err and missing.out == ""
 
 
-def test_python_dash_m_and_in_process_main(db_path: str, jobs: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
-    out = subprocess.run([sys.executable, "-m", "jobtrack", "status", jobs["pred"], "--db", db_path],
-                         capture_output=True, text=True, timeout=60, env=child_env())
-    assert out.returncode == 0 and json.loads(out.stdout)["job_type"] == "inference"
-    assert cli.main(["status", jobs["pred"], "--db", db_path]) == 0
-    assert json.loads(capsys.readouterr().out)["job_id"] == jobs["pred"]
-    assert cli.main(["status", "job_nope", "--db", db_path]) == 1
-
-
-def test_demo_runs_on_the_default_database(tmp_path: Path) -> None:
-    env = {"XDG_DATA_HOME": str(tmp_path / "data")}
-    out = subprocess.run([SCRIPT, "demo"], capture_output=True, text=True, timeout=120,
-                         env={k: v for k, v in child_env(**env).items() if k != "JOBTRACK_DB"})
-    assert out.returncode == 0, out.stderr
+def test_demo_runs_on_the_default_database(jobtrack: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("JOBTRACK_DB")
+    out = jobtrack("demo")
+    assert out.code == 0, out.err
     default_db = tmp_path / "data" / "jobtrack" / "jobtrack.db"
-    assert f"database: {default_db}" in out.stdout and "jobtrack show job_" in out.stdout
+    assert f"database: {default_db}" in out.out and "jobtrack show job_" in out.out
     statuses = [m.get_status() for m in JobManager(str(default_db)).list_jobs()]
     assert sorted(s["job_type"] for s in statuses) == ["inference", "train"]
     assert all(s["status"] == "COMPLETED" for s in statuses)
 
 
-def test_times_for_people_are_local_and_json_stays_utc(db_path: str, jobs: dict[str, str]) -> None:
-    utc = run("list", "--db", db_path, TZ="UTC").stdout
-    tokyo = run("list", "--db", db_path, TZ="Asia/Tokyo").stdout
+def test_times_for_people_are_local_and_json_stays_utc(jobtrack: Cli, db_path: str, jobs: dict[str, str]) -> None:
+    with local_time_zone("UTC"):
+        utc = jobtrack("list", "--db", db_path).out
+    with local_time_zone("Asia/Tokyo"):
+        tokyo = jobtrack("list", "--db", db_path).out
+        as_json = json.loads(jobtrack("status", jobs["train"], "--db", db_path).out)
     assert utc != tokyo  # the CREATED column moved by nine hours
-    as_json = json.loads(run("status", jobs["train"], "--db", db_path, TZ="Asia/Tokyo").stdout)
     assert as_json["started_at"].endswith("+00:00")
+
+
+# -- whole processes: the installed console script and `python -m jobtrack` ------------------------
+
+
+def test_the_installed_script_runs_main_with_its_exit_codes(db_path: str, jobs: dict[str, str]) -> None:
+    def script(*args: str) -> subprocess.CompletedProcess[str]:
+        env = child_env(TZ="Asia/Tokyo")
+        return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=60, env=env)
+
+    status = script("status", jobs["train"], "--db", db_path)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout) == JobManager(db_path).fetch_job(jobs["train"]).get_status()
+    assert json.loads(status.stdout)["started_at"].endswith("+00:00")  # a non-UTC process still writes UTC
+    missing = script("status", "job_nope", "--db", db_path)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.startswith("jobtrack: error: No job with id 'job_nope'")
+    assert len(missing.stderr.strip().splitlines()) == 1
+    debug = script("--debug", "status", "job_nope", "--db", db_path)  # the interpreter prints the traceback
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "JobNotFound" in debug.stderr
+    assert script("frobnicate").returncode == 2
+
+
+def test_python_dash_m_jobtrack(db_path: str, jobs: dict[str, str]) -> None:
+    out = subprocess.run([sys.executable, "-m", "jobtrack", "status", jobs["pred"], "--db", db_path],
+                         capture_output=True, text=True, timeout=60, env=child_env())
+    assert out.returncode == 0 and json.loads(out.stdout)["job_type"] == "inference"
+    assert json.loads(out.stdout)["job_id"] == jobs["pred"]

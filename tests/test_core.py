@@ -25,7 +25,6 @@ from jobtrack import (
 from jobtrack.store import Store
 from jobtrack.store.schema import SCHEMA_VERSION
 
-
 # -- files that are not (or not yet) ours --------------------------------------------------------
 
 

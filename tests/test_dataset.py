@@ -106,7 +106,7 @@ def test_unsupported_table_file_format_is_refused(tmp_path: Path) -> None:
     for name in ("table.txt", "table.pkl", "table"):
         path = tmp_path / name
         path.write_text("x\n1\n")
-        _refused(lambda: Dataset("d", "regression", "t", tables={"train": path}), "unsupported format", ".csv")
+        _refused(lambda p=path: Dataset("d", "regression", "t", tables={"train": p}), "unsupported format", ".csv")
 
 
 @pytest.mark.parametrize("source", [42, 1.5, {"x": 1}, [1, 2], [{"x": 1}, "row"], object(), (r for r in [{"x": 1}])],
@@ -136,7 +136,8 @@ def test_demo_csv_tables_read_back_as_written(tmp_path: Path) -> None:
             written = list(csv.DictReader(fh))
         rows = ds.table(split)
         assert rows and [list(r) for r in rows] == [list(w) for w in written]
-        assert all(r[k] == float(w[k]) for r, w in zip(rows, written) for k in w)  # demo columns are numeric
+        # the demo columns are numeric
+        assert all(r[k] == float(w[k]) for r, w in zip(rows, written, strict=True) for k in w)
         assert all(isinstance(r["id"], int) and isinstance(r["x1"], float) for r in rows)
         assert ds.table_path(split) == Path(paths[split]).absolute()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -23,11 +24,11 @@ from jobtrack import (
     StoreBusy,
     Trainer,
     demo,
+    timeutil,
 )
 from jobtrack.states import JobStatus, is_allowed
 from jobtrack.store import Store
 from jobtrack.store.db import check_local_filesystem
-from jobtrack import timeutil
 from proc import spawn, wait_until
 
 # A child that trains slowly with the thread runner and prints its job id.
@@ -129,7 +130,8 @@ def test_live_but_slow_runner_on_this_host_is_never_declared_dead(db_path: str) 
 
 def test_held_lock_gives_storebusy_naming_the_holder(db_path: str) -> None:
     Store.open(db_path)  # create the database first
-    holder = "import fcntl, sys, time\nfh = open(sys.argv[1], 'a')\nfcntl.flock(fh, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n"
+    holder = ("import fcntl, sys, time\nfh = open(sys.argv[1], 'a')\nfcntl.flock(fh, fcntl.LOCK_EX)\n"
+              "print('held', flush=True)\ntime.sleep(60)\n")
     with spawn(holder, db_path + ".lock") as child:
         assert child.stdout.readline().strip() == "held"  # type: ignore[union-attr]
         store = Store(db_path, lock_timeout=0.2)
@@ -234,7 +236,7 @@ def test_every_history_is_a_legal_path(db_path: str) -> None:
     m = trainer.fit(ds)
     history = m.events()
     assert history[0].from_status is None and history[0].to_status == "QUEUED"
-    for prev, ev in zip(history, history[1:]):
+    for prev, ev in itertools.pairwise(history):
         assert ev.from_status == prev.to_status and is_allowed(ev.from_status, ev.to_status)
 
 
@@ -276,9 +278,10 @@ for job_id in sys.argv[2:]:
 
 
 def test_cancels_from_two_processes_racing_completion_leave_one_legal_ending(db_path: str) -> None:
-    from proc import child_env
     import subprocess
     import sys
+
+    from proc import child_env
 
     store = Store.open(db_path)
     tokens = {}

@@ -64,7 +64,7 @@ def test_a_killed_worker_loses_its_job_when_the_lease_expires(pg_url: str, tmp_p
         doomed.wait(timeout=10)
         killed_at = time.monotonic()
         survivor = _worker(pg_url, "host-survivor", "--burst", lease="2")
-        out, err = survivor.communicate(timeout=120)
+        _, err = survivor.communicate(timeout=120)
         assert survivor.returncode == 0, err
         assert [j.get_status()["status"] for j in others] == ["COMPLETED"] * 10
         # The reader is on another "host" than the dead worker: only the lease can tell it is gone.
@@ -93,7 +93,7 @@ def test_migrate_a_file_to_postgres_twice(pg_url: str, db_path: str, tmp_path: P
     local, server = JobManager(db_path), JobManager(pg_url)
     for job in local.list_jobs(limit=None):
         assert server.fetch_job(job.job_id).get_status() == job.get_status()
-    pred = [j for j in local.list_jobs(job_type="inference")][0].get_status()
+    pred = local.list_jobs(job_type="inference")[0].get_status()
     engine = create_engine(pg_url)
     with engine.connect() as conn:
         rows = conn.execute(text(f'SELECT * FROM "{pred["source_views"]["predictions"]}"')).all()

@@ -7,14 +7,15 @@ reset between hypothesis examples.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import tempfile
 from contextlib import closing
 from typing import Any
 
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
+import pytest
+from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from jobtrack.errors import InvalidTransition, RunnerFenced
@@ -50,7 +51,7 @@ def check_invariants(path: str, model_status: dict[str, str], frozen: dict[str, 
         assert status == model_status[job_id]
         history = events[job_id]
         assert (history[0][1], history[0][2]) == (None, "QUEUED")
-        for prev, nxt in zip(history, history[1:]):
+        for prev, nxt in itertools.pairwise(history):
             assert nxt[1] == prev[2], f"{job_id}: event chain broken {history}"
             assert is_allowed(nxt[1], nxt[2]), f"{job_id}: disallowed step {nxt[1]} -> {nxt[2]}"
             assert nxt[3] >= prev[3]  # fixed-width ISO text sorts by instant
@@ -107,12 +108,9 @@ class JobStoreMachine(RuleBasedStateMachine):
             assert rec.status == new
             self.status[job_id] = new
         else:
-            try:
+            with pytest.raises(InvalidTransition) as refused:
                 self.store.transition(job_id, new, reason="prop")
-            except InvalidTransition as err:
-                assert (err.current, err.requested) == (current, new)
-            else:
-                raise AssertionError(f"{current} -> {new} was applied")
+            assert (refused.value.current, refused.value.requested) == (current, new)
 
     @rule(i=st.integers(0, MAX_JOBS - 1))
     def request_cancel(self, i: int) -> None:
@@ -152,12 +150,9 @@ class JobStoreMachine(RuleBasedStateMachine):
             cancel = self.store.add_epoch(job_id, token, epoch, '{"loss": 1.0}', '{"rmse": 2.0}')
             assert cancel == self.cancel[job_id]
         else:
-            try:
+            with pytest.raises(RunnerFenced) as fenced:  # an epoch from a runner that does not own the job
                 self.store.add_epoch(job_id, token, epoch, '{"loss": 1.0}', '{"rmse": 2.0}')
-            except RunnerFenced as err:
-                assert err.status == self.status[job_id]
-            else:
-                raise AssertionError("an epoch was written by a runner that does not own the job")
+            assert fenced.value.status == self.status[job_id]
 
     @rule(i=st.integers(0, MAX_JOBS - 1), valid=st.booleans(), new=st.sampled_from(TERMINAL_VALUES))
     def finish(self, i: int, valid: bool, new: str) -> None:

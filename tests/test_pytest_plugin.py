@@ -1,13 +1,11 @@
-"""The pytest plugin, loaded from the installed package by a pytest run in a subprocess, and its fault injectors."""
+"""The pytest plugin, run by pytester in fresh pytest processes as a user's suite loads it; its fault injectors."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -16,64 +14,177 @@ from jobtrack.dataset import Dataset
 from jobtrack.store import Store
 from proc import wait_until
 
-USER_TESTS = '''
-from datetime import timedelta
-import os
+pytest_plugins = ["pytester"]
+
+# Shared by the user test files below: a one-row dataset and a training function.
+USER_PRELUDE = """
+import os, threading, time
+from datetime import datetime, timedelta, timezone
 import pytest
-from jobtrack import StoreBusy
-from jobtrack.testing import assert_completed, assert_status
+from jobtrack import Dataset, StoreBusy, timeutil
+from jobtrack.testing import assert_completed, assert_status, wait_for_status
+
+def ds():
+    return Dataset("d", "regression", "t", tables={"train": [{"x": 1}]})
 
 def train(ctx):
     for epoch in range(3):
         ctx.log_epoch(epoch, validation={"rmse": 3 - epoch})
     return {"ok": True}
+"""
 
+
+def run_user_tests(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
+    """Write ``source`` as a user's test file and run pytest on it in a fresh process, as a user would.
+
+    A subprocess, not ``runpytest()`` in this process: the plugin must arrive through the installed
+    package's ``pytest11`` entry point (no ``-p``), and the jobs' threads and module state stay out of this run.
+    """
+    pytester.makepyfile(test_user_code=USER_PRELUDE + source)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", *args, timeout=120)
+
+
+def test_jobtrack_db_is_a_fresh_file_per_test_set_as_jobtrack_db(pytester: pytest.Pytester) -> None:
+    result = run_user_tests(pytester, """
+SEEN = []
+BEFORE = os.environ.get("JOBTRACK_DB")
+
+def test_first(jobtrack_db, tmp_path):
+    assert os.environ["JOBTRACK_DB"] == jobtrack_db
+    assert os.path.dirname(jobtrack_db) == str(tmp_path) and not os.path.exists(jobtrack_db)
+    SEEN.append(jobtrack_db)
+
+def test_second(jobtrack_db):
+    assert os.environ["JOBTRACK_DB"] == jobtrack_db and jobtrack_db not in SEEN
+    SEEN.append(jobtrack_db)
+
+def test_environment_restored_afterwards():
+    assert len(SEEN) == 2 and os.environ.get("JOBTRACK_DB") == BEFORE
+""", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+
+
+def test_jobtrack_trainer_runs_jobs_eagerly_and_failures_show_the_traceback(pytester: pytest.Pytester) -> None:
+    result = run_user_tests(pytester, """
 def broken(ctx):
     raise KeyError("no such column: price")
 
-def test_eager_job_completes(jobtrack_trainer, jobtrack_db):
-    from jobtrack import Dataset
-    job = jobtrack_trainer(train).fit(Dataset("d", "regression", "t", tables={"train": [{"x": 1}]}))
-    status = assert_completed(job)
-    assert status["result"]["best_epoch"] == 2
-    assert os.environ["JOBTRACK_DB"] == jobtrack_db
+def test_eager_job_is_terminal_when_fit_returns(jobtrack_trainer, jobtrack_db):
+    trainer = jobtrack_trainer(train)
+    assert trainer.db == jobtrack_db
+    job = trainer.fit(ds())
+    assert job.get_status()["status"] == "COMPLETED"  # no waiting: it ran inside fit()
+    assert assert_completed(job)["result"]["best_epoch"] == 2
+
+def test_other_runners_and_options_pass_through(jobtrack_trainer):
+    job = jobtrack_trainer(train, runner="thread", config={"epochs": 1}).fit(ds())
+    assert assert_completed(job)["result"]["best_epoch"] == 2
 
 def test_failure_message_carries_the_traceback(jobtrack_trainer):
-    from jobtrack import Dataset
-    job = jobtrack_trainer(broken).fit(Dataset("d", "regression", "t", tables={"train": [{"x": 1}]}))
+    job = jobtrack_trainer(broken).fit(ds())
     with pytest.raises(AssertionError) as info:
         assert_completed(job)
     assert "KeyError" in str(info.value) and "no such column: price" in str(info.value)
     assert "Traceback" in str(info.value)
 
-def test_held_lock(jobtrack_trainer, jobtrack_faults):
-    from jobtrack import Dataset
+def test_deliberately_failing(jobtrack_trainer):
+    assert_completed(jobtrack_trainer(broken).fit(ds()))
+""")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*KeyError: 'no such column: price'*", "*1 failed, 3 passed*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_jobtrack_manager_reads_the_tests_database(pytester: pytest.Pytester) -> None:
+    result = run_user_tests(pytester, """
+def test_empty_at_first(jobtrack_manager):
+    assert jobtrack_manager.list_jobs() == []
+
+def test_sees_the_trainers_jobs(jobtrack_manager, jobtrack_trainer):
+    job = jobtrack_trainer(train).fit(ds())
+    assert [m.job_id for m in jobtrack_manager.list_jobs()] == [job.job_id]
+    assert jobtrack_manager.fetch_job(job.job_id).get_status()["status"] == "COMPLETED"
+""")
+    result.assert_outcomes(passed=2)
+
+
+def test_jobtrack_faults_inject_and_undo_every_fault(pytester: pytest.Pytester) -> None:
+    result = run_user_tests(pytester, """
+release = threading.Event()
+
+def blocked(ctx):
+    ctx.log_epoch(1, validation={"rmse": 1.0})
+    release.wait(30)
+    return {"ok": True}
+
+def fenced_off(caplog):
+    # the real runner's next write is refused, and it stops
+    release.set()
+    deadline = time.monotonic() + 20
+    while not any("no longer owns job" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the runner was not fenced off"
+        time.sleep(0.01)
+    release.clear()
+
+def test_hold_lock_then_release(jobtrack_trainer, jobtrack_faults):
     trainer = jobtrack_trainer(train)
     jobtrack_faults.hold_lock(lock_timeout=0.1)
     with pytest.raises(StoreBusy):
-        trainer.fit(Dataset("d", "regression", "t", tables={"train": [{"x": 1}]}))
+        trainer.fit(ds())
+    jobtrack_faults.release_lock()
+    assert_completed(trainer.fit(ds()))
 
-def test_manager(jobtrack_manager):
-    assert jobtrack_manager.list_jobs() == []
+def test_hold_lock_is_released_when_the_test_ends(jobtrack_trainer, jobtrack_faults):
+    jobtrack_faults.hold_lock(lock_timeout=0.1)
 
-def test_deliberately_failing(jobtrack_trainer):
-    from jobtrack import Dataset
-    job = jobtrack_trainer(broken).fit(Dataset("d", "regression", "t", tables={"train": [{"x": 1}]}))
-    assert_completed(job)
-'''
+def test_after_a_held_lock(jobtrack_trainer):
+    assert_completed(jobtrack_trainer(train).fit(ds()))
+
+def test_kill_runner(jobtrack_trainer, jobtrack_faults, caplog):
+    job = jobtrack_trainer(blocked, runner="thread").fit(ds())
+    wait_for_status(job, "RUNNING")
+    jobtrack_faults.kill_runner(job)
+    assert_status(job, "FAILED")
+    assert job.events()[-1].reason == "runner lost"
+    with caplog.at_level("WARNING", logger="jobtrack"):
+        fenced_off(caplog)
+    assert_status(job, "FAILED")
+
+def test_detach_runner_and_shift_clock(jobtrack_trainer, jobtrack_faults, caplog):
+    job = jobtrack_trainer(blocked, runner="thread").fit(ds())
+    wait_for_status(job, "RUNNING")
+    jobtrack_faults.detach_runner(job)
+    assert job.get_status()["status"] == "RUNNING"  # another host: only its lease can tell
+    jobtrack_faults.shift_clock(timedelta(minutes=10))
+    assert_status(job, "FAILED")
+    assert job.events()[-1].reason == "runner lost (lease expired)"
+    jobtrack_faults.shift_clock(60.0)  # seconds work too, and add up
+    assert timeutil.utcnow() - datetime.now(timezone.utc) >= timedelta(minutes=10, seconds=59)
+    with caplog.at_level("WARNING", logger="jobtrack"):
+        fenced_off(caplog)
+
+def test_clock_is_back_after_the_test():
+    assert abs(timeutil.utcnow() - datetime.now(timezone.utc)) < timedelta(minutes=1)
+""", "-p", "no:randomly")
+    result.assert_outcomes(passed=6)
 
 
-def test_plugin_loads_from_the_installed_package_in_a_pytest_subprocess(tmp_path: Path) -> None:
-    (tmp_path / "test_user_code.py").write_text(textwrap.dedent(USER_TESTS))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", "-W", "error",
-         str(tmp_path / "test_user_code.py")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
-    out = proc.stdout + proc.stderr
-    assert "1 failed, 4 passed" in out, out
-    assert "KeyError: 'no such column: price'" in out  # the failing test shows the job's traceback
-    assert proc.returncode == 1
+def test_fixtures_are_listed_with_their_docs_and_cost_nothing_until_used(pytester: pytest.Pytester) -> None:
+    result = run_user_tests(pytester, """
+import sys
+
+def test_plugin_loaded_but_no_database_stack():
+    assert "jobtrack.pytest_plugin" in sys.modules
+    assert "sqlalchemy" not in sys.modules and "sqlmodel" not in sys.modules
+""", "--fixtures")
+    result.stdout.fnmatch_lines_random([
+        "jobtrack_db*", "*fresh database file*JOBTRACK_DB*",
+        "jobtrack_manager*", "*JobManager on the test's database*",
+        "jobtrack_trainer*", "*factory*",
+        "jobtrack_faults*", "*kill_runner*hold_lock*shift_clock*",
+    ])
+    run = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", timeout=120)
+    run.assert_outcomes(passed=1)
 
 
 def test_plugin_is_registered_as_an_entry_point() -> None:

@@ -30,7 +30,8 @@ from jobtrack.errors import InvalidTransition
 from jobtrack.states import JobStatus
 from jobtrack.store import Store
 
-db, mode, barrier, me, other, ids = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6].split(",")
+db, mode, barrier, me, other = sys.argv[1:6]
+ids = sys.argv[6].split(",")
 store = Store.open(db)
 store.get_job(ids[0])  # connect before the first barrier, so both start from the same point
 deadline = time.monotonic() + 30
@@ -88,14 +89,16 @@ def raw(path: str, ids: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str,
     with closing(sqlite3.connect(path)) as conn:
         cur = conn.execute("SELECT * FROM jobs")
         cols = [d[0] for d in cur.description]
-        rows = {r[0]: dict(zip(cols, r)) for r in cur}
+        rows = {r[0]: dict(zip(cols, r, strict=True)) for r in cur}
         events: dict[str, list[tuple[Any, ...]]] = {job_id: [] for job_id in ids}
         for job_id, src, dst in conn.execute("SELECT job_id, from_status, to_status FROM job_events ORDER BY id"):
             events[job_id].append((src, dst))
     return rows, events
 
 
-def race(db_path: str, tmp_path: Path, mode_a: str, mode_b: str, ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+def race(
+    db_path: str, tmp_path: Path, mode_a: str, mode_b: str, ids: list[str]
+) -> tuple[dict[str, str], dict[str, str]]:
     """Run the two racers over ``ids``; their outcomes per job. No 'database is locked', ever."""
     barrier = tmp_path / "barrier"
     barrier.mkdir()

@@ -6,10 +6,11 @@ The status dict's shape in every state and cancel semantics are in test_backends
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import zoneinfo
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -132,7 +133,7 @@ def test_list_jobs_time_bounds(db_path: str, jobs: dict[str, str]) -> None:
     assert ids(manager.list_jobs(until="2100-01-01T00:00:00+00:00")) == everything
     assert manager.list_jobs(since="2100-01-01T00:00:00Z") == []
     # aware datetimes, in UTC and in another zone
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert ids(manager.list_jobs(since=now - timedelta(minutes=5), until=now + timedelta(minutes=5))) == everything
     assert manager.list_jobs(since=now + timedelta(minutes=5)) == []
     eastern = timezone(timedelta(hours=-5))
@@ -223,7 +224,7 @@ def test_events_history(db_path: str, jobs: dict[str, str]) -> None:
         assert all(isinstance(e, EventRecord) and e.job_id == job_id for e in events)
         assert [(e.from_status, e.to_status) for e in events] == expected[status]
         assert all(e.at.utcoffset() == timedelta(0) for e in events)
-        assert all(a.at <= b.at for a, b in zip(events, events[1:]))
+        assert all(a.at <= b.at for a, b in itertools.pairwise(events))
     reasons = [e.reason for e in manager.fetch_job(jobs["COMPLETED"]).events()]
     assert reasons == ["submitted", "claimed", "ok"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -16,7 +17,8 @@ from jobtrack.store import Store
 from proc import child_env
 
 # Imported (not run as __main__) so its job function is importable by the worker-kind jobs.
-RUN_CHILD = "import json, sys, stress_child; print(json.dumps(stress_child.main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))))"
+RUN_CHILD = ("import json, sys, stress_child\n"
+             "print(json.dumps(stress_child.main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))))")
 PROCESSES = 8
 SECONDS = float(os.environ.get("JOBTRACK_STRESS_SECONDS", "6"))
 
@@ -54,14 +56,14 @@ def test_eight_processes_submit_run_cancel_and_poll_without_errors(db_path: str)
     conn = sqlite3.connect(db_path)
     rows = dict(conn.execute("SELECT id, status FROM jobs").fetchall())
     assert sorted(rows) == sorted(submitted)  # none lost, none duplicated, none invented
-    assert {s for s in rows.values()} <= {t.value for t in TERMINAL}
+    assert set(rows.values()) <= {t.value for t in TERMINAL}
     history: dict[str, list[tuple[str | None, str]]] = defaultdict(list)
     for job_id, src, dst in conn.execute("SELECT job_id, from_status, to_status FROM job_events ORDER BY id"):
         history[job_id].append((src, dst))
     conn.close()
     for job_id, steps in history.items():
         assert steps[0] == (None, "QUEUED"), (job_id, steps)
-        for (_, prev_to), (src, dst) in zip(steps, steps[1:]):
+        for (_, prev_to), (src, dst) in itertools.pairwise(steps):
             assert src == prev_to and is_allowed(src, dst), (job_id, steps)
         assert steps[-1][1] == rows[job_id]
     print(f"stress: {len(submitted)} jobs by {PROCESSES} processes in {elapsed:.1f} s "

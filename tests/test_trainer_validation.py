@@ -119,7 +119,7 @@ CASES: list[Case] = [
      lambda w: w.trainer.predict("a", dataset={"test": "x.csv"}, model_run_id=w.done)),
     # predict: output alias
     *[(f"predict-bad-alias-{i}", InvalidArgument, ("output_alias", "not allowed"),
-       (lambda alias: lambda w: w.trainer.predict(alias, model_run_id=w.done))(alias))
+       lambda w, alias=alias: w.trainer.predict(alias, model_run_id=w.done))
       for i, alias in enumerate(["bad alias", "a/b", "..", ".hidden", "", "x;drop table jobs", None, 7])],
     ("predict-alias-with-exports", DuplicateName, ("taken", "already used"),
      lambda w: w.trainer.predict("taken", model_run_id=w.done)),

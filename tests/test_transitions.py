@@ -16,6 +16,7 @@ from jobtrack.states import TERMINAL
 from jobtrack.store import Store
 from rows import job_in
 
+
 def raw_job(path: str, job_id: str) -> tuple[Any, ...]:
     with closing(sqlite3.connect(path)) as conn:
         row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -38,7 +39,7 @@ def test_a_finished_job_keeps_its_finish_time_and_holds_no_lease(store: Store, d
     job_id = f"job_fin_{status.lower()}"
     job_in(store, job_id, status)
     rec = store.get_job(job_id)
-    row = dict(zip(raw_columns(db_path, "jobs"), raw_job(db_path, job_id)))
+    row = dict(zip(raw_columns(db_path, "jobs"), raw_job(db_path, job_id), strict=True))
     assert rec.finished_iso is not None and row["finished_at"] == rec.finished_iso
     assert rec.finished_at is not None and rec.finished_at >= rec.created_at
     assert row["lease_expires_at"] is None

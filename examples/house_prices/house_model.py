@@ -34,7 +34,7 @@ def make_dataset(seed: int = 0) -> Dataset:
 
 
 def _predict_one(w: list[float], row: dict[str, Any]) -> float:
-    return w[-1] + sum(wi * float(row[f]) for wi, f in zip(w, FEATURES))
+    return w[-1] + sum(wi * float(row[f]) for wi, f in zip(w[:-1], FEATURES, strict=True))  # w[-1]: the bias
 
 
 def _rmse(w: list[float], rows: list[dict[str, Any]]) -> float:
@@ -51,7 +51,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
     for epoch in range(1, int(ctx.config.get("epochs", 20)) + 1):
         for r in rows:
             err = _predict_one(w, r) - r["price"]
-            w = [wi - lr * err * float(r[f]) for wi, f in zip(w, FEATURES)] + [w[-1] - lr * err]
+            w = [wi - lr * err * float(r[f]) for wi, f in zip(w[:-1], FEATURES, strict=True)] + [w[-1] - lr * err]
         ctx.log_epoch(epoch, train={"rmse": _rmse(w, rows)}, validation={"rmse": _rmse(w, val)})
     (ctx.model_dir / "weights.json").write_text(json.dumps(w))
     return {"weights": w}

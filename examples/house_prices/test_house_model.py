@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import house_model
-
 from jobtrack.testing import (
     assert_completed,
     assert_status,
