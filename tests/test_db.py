@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -420,7 +420,8 @@ def _meta_keys(db: Database) -> list[str]:
 
 def test_a_connection_terminated_mid_transaction_is_storeunavailable_and_writes_nothing(pg_url: str) -> None:
     db = _open(pg_url)
-    with pytest.raises(StoreUnavailable, match="connection to the server was lost") as info, db.write() as tx:
+    # the whole transaction is the subject: the connection dies between two of its statements
+    with pytest.raises(StoreUnavailable, match="connection to the server was lost") as info, db.write() as tx:  # noqa: PT012
         tx.run("INSERT INTO jobtrack_meta (key, value) VALUES ('try1', 'x')")
         _terminate(pg_url, tx.scalar("SELECT pg_backend_pid()"))
         tx.run("INSERT INTO jobtrack_meta (key, value) VALUES ('try1b', 'x')")
@@ -481,7 +482,7 @@ def test_the_clock_is_the_servers_even_when_this_hosts_clock_runs_ahead(pg_url: 
     monkeypatch.setattr(timeutil, "utcnow", lambda: real() + timedelta(seconds=120))
     assert abs((server_db.clock() - real()).total_seconds() - 60) < 5  # measured once, reused within a minute
     sqlite_db = _open(db_path)
-    assert abs((sqlite_db.clock() - datetime.now(timezone.utc)).total_seconds() - 120) < 5  # a file: this host
+    assert abs((sqlite_db.clock() - datetime.now(UTC)).total_seconds() - 120) < 5  # a file: this host
     server_db.dispose()
     sqlite_db.dispose()
 

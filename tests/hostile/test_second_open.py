@@ -9,7 +9,6 @@ replaced under it must say so instead of reporting success.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from proc import child_env, run_python, spawn, wait_until
+from proc import child_env, run_python, spawn
 
 EPOCHS = 30
 
