@@ -218,8 +218,7 @@ def _fill(db: str, n: int) -> str:
     batch_jobs, batch_events = [], []
     cols = ("id, job_type, status, experiment_name, model_run_id, output_alias, created_at, updated_at, finished_at, "
             "reason, eval_metric, metric_mode, spec_json, runner_kind, submitter, runner, claim_token, heartbeat_at, "
-            "lease_expires_at, cancel_requested, summary_json, error_json, result_json, export_paths_json, "
-            "source_views_json, epoch_seq")
+            "lease_expires_at, cancel_requested, result_json, export_paths_json, source_views_json, epoch_seq")
     for i in range(n):
         at = (base + dt.timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
         status = "RUNNING" if i % 200 == 7 else "QUEUED" if i % 200 == 11 else "COMPLETED"
@@ -227,7 +226,7 @@ def _fill(db: str, n: int) -> str:
         done = status == "COMPLETED"
         batch_jobs.append((job_id, "train", status, f"exp{i % 50}_binary_classification_t", f"mr_{i:012d}", None,
                            at, at, at if done else None, "completed" if done else None, "roc_auc", "max", "{}",
-                           "worker", me, me if status == "RUNNING" else None, 1, None, None, 0, None, None,
+                           "worker", me, me if status == "RUNNING" else None, 1, None, None, 0,
                            result if done else None, "{}", "{}", 0))
         batch_events.append((job_id, None, "QUEUED", at, "submitted"))
         if status != "QUEUED":
@@ -235,7 +234,7 @@ def _fill(db: str, n: int) -> str:
         if done:
             batch_events.append((job_id, "RUNNING", "COMPLETED", at, "completed"))
         if len(batch_jobs) >= 50_000 or i == n - 1:
-            conn.executemany(f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * 26)})", batch_jobs)
+            conn.executemany(f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * (cols.count(',') + 1))})", batch_jobs)
             insert_event = "INSERT INTO job_events (job_id, from_status, to_status, at, reason) VALUES (?, ?, ?, ?, ?)"
             conn.executemany(insert_event, batch_events)
             conn.commit()

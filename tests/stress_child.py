@@ -14,7 +14,7 @@ from typing import Any
 
 from jobtrack import Dataset, JobManager, JobtrackError, Trainer
 from jobtrack.runners.base import run_job
-from jobtrack.runners.worker import payload_from_record
+from jobtrack.spec import JobSpec
 from jobtrack.store import Store
 
 
@@ -55,7 +55,7 @@ def main(db: str, seconds: float, seed: int) -> dict[str, Any]:
             elif action < 0.75:
                 claimed = store.claim_next(["worker"])
                 if claimed:
-                    run_job(store, payload_from_record(store.get_job(claimed[0], check_liveness=False)),
+                    run_job(store, JobSpec.from_record(store.get_job(claimed[0], check_liveness=False)),
                             token=claimed[1])
                     counts["ran"] += 1
             elif action < 0.85:

@@ -27,7 +27,9 @@ from jobtrack import (
 )
 from jobtrack.states import TERMINAL, TRANSITIONS, JobStatus, is_allowed
 from jobtrack.store import Store
+from jobtrack.store.core import check_transition
 from proc import child_env, run_python
+from rows import MOVES, REASON_OF, assert_refused, job_in, raw
 
 STATUSES = list(JobStatus)
 KEYS = {"job_id", "status", "started_at", "finished_at", "updated_at", "experiment_name", "job_type",
@@ -37,19 +39,12 @@ RESULT_KEYS = {"epochs", "eval_metric", "best_epoch", "best_metric", "summary", 
 
 def _job(store: Store, job_id: str, status: JobStatus) -> None:
     """Create a train job (with its model run ``mr_<job_id>``) and walk it along allowed moves to ``status``."""
-    store.create_job({"id": job_id, "job_type": "train", "experiment_name": "e_regression_t",
-                      "model_run_id": f"mr_{job_id}", "runner_kind": "worker"},
-                     model_run={"id": f"mr_{job_id}", "job_id": job_id, "experiment_name": "e_regression_t",
-                                "task_type": "regression"})
-    path = {JobStatus.QUEUED: [], JobStatus.RUNNING: ["RUNNING"], JobStatus.COMPLETED: ["RUNNING", "COMPLETED"],
-            JobStatus.FAILED: ["FAILED"], JobStatus.CANCELED: ["CANCELED"]}[status]
-    for step in path:
-        store.transition(job_id, step)
+    job_in(store, job_id, status, experiment="e_regression_t")
 
 
 def _snapshot(store: Store, job_id: str) -> tuple[object, ...]:
-    """Every column of the job's row and its whole history."""
-    return store.get_job(job_id, check_liveness=False), tuple(store.events(job_id))
+    """Every column of the job's row and its whole history, as the store reads them and as stored."""
+    return store.get_job(job_id, check_liveness=False), tuple(store.events(job_id)), raw(store.target, job_id)
 
 
 def _utc(text: object) -> datetime:
@@ -60,27 +55,48 @@ def _utc(text: object) -> datetime:
 
 
 def test_all_25_pairs(any_db: str) -> None:
+    # Each (from, to) pair through every public operation that moves a job to ``to`` (rows.MOVES): an
+    # operation that applies from ``from`` appends one event and sets the finish time; every other is
+    # refused in its own way (InvalidTransition, RunnerFenced, False, or the unchanged status) and changes
+    # nothing, byte for byte. No operation moves a job to QUEUED: the store's check refuses it.
     store = Store.open(any_db)
-    for n, (src, dst) in enumerate(itertools.product(STATUSES, STATUSES)):
-        job_id = f"job_pair{n:02d}"
-        _job(store, job_id, src)
-        before = _snapshot(store, job_id)
-        if dst in TRANSITIONS[src]:
-            applied = store.transition(job_id, dst, reason="test")
+    applied: set[tuple[JobStatus, JobStatus]] = set()
+    n = 0
+    for src, dst in itertools.product(STATUSES, STATUSES):
+        moves = [m for m in MOVES if m.target is dst]
+        if dst is JobStatus.QUEUED:
+            assert moves == []  # a job is created QUEUED and never returns there
+            with pytest.raises(InvalidTransition) as info:
+                check_transition(f"job_to_queued_{src.value}", src, dst)
+            assert (info.value.current, info.value.requested) == (src, dst)
+            continue
+        assert moves
+        for move in moves:
+            if move.name == "request_cancel" and src is JobStatus.RUNNING:
+                continue  # asks the runner to stop: test_cancel_semantics
+            n += 1
+            job_id = f"job_pair{n:02d}"
+            _job(store, job_id, src)
+            rec = store.get_job(job_id, check_liveness=False)
+            before = _snapshot(store, job_id)
+            if src not in move.sources:
+                assert_refused(move, store, rec, "test")
+                assert _snapshot(store, job_id) == before, (move, src)
+                continue
+            assert dst in TRANSITIONS[src], (move, src)
+            move.run(store, rec, "test")
             events = store.events(job_id)
             assert tuple(events[:-1]) == before[1]  # the history is only appended to
             last = events[-1]
-            assert (last.job_id, last.from_status, last.to_status, last.reason) == (job_id, src, dst, "test")
+            reason = REASON_OF.get(move.name, "test")
+            assert (last.job_id, last.from_status, last.to_status, last.reason) == (job_id, src, dst, reason)
             assert last.at.utcoffset() == timedelta(0)
-            rec = store.get_job(job_id)
-            assert applied.status == rec.status == dst and rec.reason == "test"
-            assert rec.updated_at == last.at
-            assert rec.finished_at == (last.at if dst.is_terminal else None)
-        else:
-            with pytest.raises(InvalidTransition) as info:
-                store.transition(job_id, dst)
-            assert (info.value.job_id, info.value.current, info.value.requested) == (job_id, src, dst)
-            assert _snapshot(store, job_id) == before
+            after = store.get_job(job_id)
+            assert after.status is dst and after.reason == reason
+            assert after.updated_at == last.at
+            assert after.finished_at == (last.at if dst.is_terminal else None)
+            applied.add((src, dst))
+    assert applied == {(a, b) for a in STATUSES for b in TRANSITIONS[a]}  # all six moves, by some operation
     assert sum(is_allowed(a, b) for a, b in itertools.product(STATUSES, STATUSES)) == 6
 
 
@@ -145,11 +161,15 @@ db, move, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = Store.open(db)
 wins = 0
 for i in range(n):
-    try:
-        store.transition(f"job_race{i:03d}", move, expected="QUEUED")
+    job_id = f"job_race{i:03d}"
+    if move == "claim":
+        try:
+            store.claim(job_id)
+            wins += 1
+        except InvalidTransition as err:
+            assert err.current == "FAILED", err
+    elif store.fail_unclaimed(job_id, "racer"):
         wins += 1
-    except InvalidTransition:
-        pass
 print(wins)
 """
 
@@ -161,13 +181,14 @@ def test_two_processes_race_and_exactly_one_wins_every_round(any_db: str) -> Non
         _job(store, f"job_race{i:03d}", JobStatus.QUEUED)
     children = [subprocess.Popen([sys.executable, "-c", RACER, any_db, move, str(rounds)], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=child_env())
-                for move in ("RUNNING", "CANCELED")]
+                for move in ("claim", "fail_unclaimed")]
     outs = [c.communicate(timeout=120) for c in children]
     assert all(c.returncode == 0 for c in children), [o[1] for o in outs]
     assert sum(int(o[0]) for o in outs) == rounds
     for i in range(rounds):
         events = store.events(f"job_race{i:03d}")
-        assert len(events) == 2 and events[1].to_status in ("RUNNING", "CANCELED")
+        assert len(events) == 2 and events[1].to_status in ("RUNNING", "FAILED")
+        assert store.get_job(f"job_race{i:03d}", check_liveness=False).status is events[1].to_status
 
 
 def _view_rows(db: str, view: str) -> list[tuple[object, ...]]:

@@ -22,6 +22,7 @@ from jobtrack import (
     StoreError,
     StoreReadOnly,
 )
+from jobtrack.states import JobStatus
 from jobtrack.store import Store
 from jobtrack.store.schema import SCHEMA_VERSION
 
@@ -95,8 +96,8 @@ def test_default_location_and_its_overrides(tmp_path: Path, monkeypatch: pytest.
 def test_readers_never_take_the_write_lock(db_path: str) -> None:
     store = Store.open(db_path)
     store.create_job({"id": "job_r", "job_type": "train", "experiment_name": "e", "runner_kind": "worker"})
-    store.transition("job_r", "RUNNING")
-    store.transition("job_r", "COMPLETED")
+    token = store.claim("job_r")
+    store.finish("job_r", token, JobStatus.COMPLETED, reason="done")
     from jobtrack import testing
 
     with testing.hold_write_lock(db_path, lock_timeout=0.1):

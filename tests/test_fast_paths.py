@@ -52,15 +52,20 @@ def test_finished_status_is_the_same_as_the_full_read(db_path: str, tmp_path: Pa
 
 
 def test_a_claim_skips_only_its_own_flush(store: Store) -> None:
-    conn = store.db._raw()
-    with store.db.write(durable=False):
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: no fsync at this commit
-    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for every other commit
+    # One connection per thread: the reads after each write see the setting that write left behind.
+    def synchronous() -> int:
+        row = store.db.read_one("PRAGMA synchronous", {})
+        assert row is not None
+        return int(row[0])
+
+    with store.db.write(durable=False) as tx:
+        assert tx.scalar("PRAGMA synchronous") == 1  # NORMAL: no fsync at this commit
+    assert synchronous() == 2  # FULL again for every other commit
     with pytest.raises(RuntimeError), store.db.write(durable=False):
         raise RuntimeError("boom")
-    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
-    with store.db.write():
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert synchronous() == 2
+    with store.db.write() as tx:
+        assert tx.scalar("PRAGMA synchronous") == 2
 
 
 def test_a_claim_on_postgresql_skips_only_its_own_flush(pg_url: str) -> None:

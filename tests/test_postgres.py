@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from jobtrack import Dataset, JobManager, Trainer, demo
+from jobtrack import Dataset, JobManager, Trainer, demo, runtime
 from jobtrack.store import Store
 from jobtrack.store.schema import SCHEMA_VERSION
 from proc import child_env, wait_until
@@ -124,7 +124,7 @@ def _make_v1(db: str) -> None:
         conn.execute(text(V1_JOBS_DROP))
         conn.execute(text("UPDATE jobtrack_meta SET value = '1' WHERE key = 'schema_version'"))
     engine.dispose()
-    Store._instances.clear()
+    runtime.close_all()  # the next Store.open(db) opens the downgraded database afresh
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

@@ -18,9 +18,11 @@ import pytest
 from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from jobtrack import liveness
 from jobtrack.errors import InvalidTransition, RunnerFenced
 from jobtrack.states import TERMINAL, JobStatus, is_allowed
 from jobtrack.store import Store
+from jobtrack.store.core import check_transition
 from rows import create
 
 STATUSES = [s.value for s in JobStatus]
@@ -53,7 +55,7 @@ def check_invariants(path: str, model_status: dict[str, str], frozen: dict[str, 
         assert (history[0][1], history[0][2]) == (None, "QUEUED")
         for prev, nxt in itertools.pairwise(history):
             assert nxt[1] == prev[2], f"{job_id}: event chain broken {history}"
-            assert is_allowed(nxt[1], nxt[2]), f"{job_id}: disallowed step {nxt[1]} -> {nxt[2]}"
+            assert is_allowed(JobStatus(nxt[1]), JobStatus(nxt[2])), f"{job_id}: disallowed step {nxt[1]} -> {nxt[2]}"
             assert nxt[3] >= prev[3]  # fixed-width ISO text sorts by instant
         assert history[-1][2] == status
         assert (row[finished_i] is not None) == (status in TERMINAL_VALUES)
@@ -100,17 +102,45 @@ class JobStoreMachine(RuleBasedStateMachine):
         self.cancel[job_id] = False
 
     @rule(i=st.integers(0, MAX_JOBS - 1), new=st.sampled_from(STATUSES))
-    def transition(self, i: int, new: str) -> None:
+    def check(self, i: int, new: str) -> None:
+        # The store's check before any write agrees with the table (no write: nothing moves a job back to QUEUED).
         job_id = self._pick(i)
-        current = self.status[job_id]
-        if is_allowed(current, new):
-            rec = self.store.transition(job_id, new, reason="prop")
-            assert rec.status == new
-            self.status[job_id] = new
+        current = JobStatus(self.status[job_id])
+        if is_allowed(current, JobStatus(new)):
+            check_transition(job_id, current, JobStatus(new))
         else:
             with pytest.raises(InvalidTransition) as refused:
-                self.store.transition(job_id, new, reason="prop")
-            assert (refused.value.current, refused.value.requested) == (current, new)
+                check_transition(job_id, current, JobStatus(new))
+            assert (refused.value.job_id, refused.value.current, refused.value.requested) == (job_id, current, new)
+
+    @rule(i=st.integers(0, MAX_JOBS - 1))
+    def fail_unclaimed(self, i: int) -> None:
+        job_id = self._pick(i)
+        applied = self.store.fail_unclaimed(job_id, "prop unclaimed")
+        assert applied == (self.status[job_id] == "QUEUED")
+        if applied:
+            self.status[job_id] = "FAILED"
+
+    @rule(i=st.integers(0, MAX_JOBS - 1), seen=st.sampled_from(["QUEUED", "RUNNING"]), stale=st.integers(-1, 1))
+    def record_verdict(self, i: int, seen: str, stale: int) -> None:
+        # A reader's verdict on the job as it saw it (status and token), possibly out of date by now.
+        job_id = self._pick(i)
+        token = self.token[job_id] + stale
+        applied = self.store.record_verdict(job_id, JobStatus(seen), token, "prop verdict", None)
+        assert applied == (seen == self.status[job_id] and stale == 0)
+        if applied:
+            self.status[job_id] = "FAILED"
+            self.cancel[job_id] = False
+
+    @rule()
+    def cancel_process_jobs(self) -> None:
+        # A signal in this process: every job it runs (it claimed them all) is canceled; worker jobs it
+        # only submitted stay queued for their worker.
+        running = [j for j in self.jobs if self.status[j] == "RUNNING"]
+        assert self.store.cancel_process_jobs(liveness.current().encode(), reason="signal SIGTERM") == len(running)
+        for job_id in running:
+            self.status[job_id] = "CANCELED"
+            self.cancel[job_id] = False
 
     @rule(i=st.integers(0, MAX_JOBS - 1))
     def request_cancel(self, i: int) -> None:

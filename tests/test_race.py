@@ -4,6 +4,10 @@ Forty jobs are prepared up front; two long-lived children walk the same list in 
 meeting at a file barrier before each job and then attempting their own move on it, so they
 contend on every job at about the same moment. Verification reads the file with plain ``sqlite3``
 (no liveness side effects from children that have since exited).
+
+On SQLite the file lock already serialises the two writers, so these races cannot tell whether the
+write is conditional; the deterministic tests at the end can (each fails without the status guard
+of ``store.core.FencedCore._apply_transition``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from typing import Any
 
 import pytest
 
+from jobtrack import liveness
+from jobtrack.errors import RunnerFenced
+from jobtrack.states import JobStatus
 from jobtrack.store import Store
-from proc import spawn
+from proc import run_python, spawn
+from rows import create, raw as raw_job
 
 N_JOBS = 40
 
@@ -53,28 +61,29 @@ for round_, job_id in enumerate(ids):
     meet(round_)
     if mode == "request_cancel":
         after = store.request_cancel(job_id)
-        # CANCELED: this process applied QUEUED -> CANCELED; RUNNING: the claim came first (a stop was requested).
-        outcome[job_id] = {JobStatus.CANCELED: "won", JobStatus.RUNNING: "lost"}[after]
-        continue
-    try:
-        if mode == "claim":
-            store.claim(job_id)
-        elif mode.endswith("/any"):  # from whatever status the job has when this racer gets the lock
-            store.transition(job_id, mode[:-4], reason="racer " + mode)
-        else:
-            # expected=QUEUED: both race for the same QUEUED job (without it, RUNNING -> CANCELED would
-            # legitimately apply after the other racer's QUEUED -> RUNNING).
-            store.transition(job_id, mode, expected="QUEUED", reason="racer " + mode)
-    except InvalidTransition as err:
-        assert err.current != "QUEUED", err
-        outcome[job_id] = "lost"
+        # CANCELED: this process applied QUEUED -> CANCELED; RUNNING: the claim came first (a stop was
+        # requested); FAILED: the other racer failed it first.
+        outcome[job_id] = {JobStatus.CANCELED: "won", JobStatus.RUNNING: "lost", JobStatus.FAILED: "lost"}[after]
+    elif mode == "fail_unclaimed":
+        outcome[job_id] = "won" if store.fail_unclaimed(job_id, "racer " + mode) else "lost"
+    elif mode == "verdict/seen":
+        # A reader's liveness verdict on the job as it read it a moment ago (status and claim token):
+        # it applies from QUEUED or RUNNING, unless the job moved between the read and the write.
+        rec = store.get_job(job_id, check_liveness=False)
+        won = store.record_verdict(job_id, rec.status, rec.claim_token, "racer " + mode, None)
+        outcome[job_id] = ("won " if won else "lost ") + rec.status
     else:
-        outcome[job_id] = "won"
+        try:
+            store.claim(job_id)
+        except InvalidTransition as err:
+            assert err.current != "QUEUED", err
+            outcome[job_id] = "lost"
+        else:
+            outcome[job_id] = "won"
 print(json.dumps(outcome))
 """
 
-TARGET = {"claim": "RUNNING", "request_cancel": "CANCELED", "RUNNING": "RUNNING", "CANCELED": "CANCELED",
-          "FAILED": "FAILED"}
+TARGET = {"claim": "RUNNING", "request_cancel": "CANCELED", "fail_unclaimed": "FAILED"}
 
 
 def prepare_jobs(store: Store, prefix: str) -> list[str]:
@@ -118,10 +127,10 @@ def race(
 @pytest.mark.parametrize(
     ("mode_a", "mode_b"),
     [
-        ("RUNNING", "CANCELED"),  # store.transition(expected=QUEUED) vs the same, different targets
+        ("claim", "fail_unclaimed"),  # a runner's claim vs a runner that cannot start the job
         ("claim", "request_cancel"),  # a runner's claim vs a user's cancel
         ("claim", "claim"),  # two runners claiming the same job
-        ("FAILED", "CANCELED"),  # two terminal moves
+        ("fail_unclaimed", "request_cancel"),  # two terminal moves
     ],
 )
 def test_exactly_one_process_wins_every_race(db_path: str, tmp_path: Path, mode_a: str, mode_b: str) -> None:
@@ -144,16 +153,84 @@ def test_exactly_one_process_wins_every_race(db_path: str, tmp_path: Path, mode_
 
 
 def test_racing_moves_from_whatever_status_still_leave_one_consistent_history(db_path: str, tmp_path: Path) -> None:
-    # Without expected=, RUNNING -> CANCELED is allowed after the other racer's QUEUED -> RUNNING: both
-    # may succeed, in that order only; otherwise CANCELED came first and the move to RUNNING was refused.
+    # A verdict from the status its reader saw: FAILED may follow the other racer's QUEUED -> RUNNING
+    # (the reader saw RUNNING), or precede it (the reader saw QUEUED, and the claim is then refused);
+    # a reader that saw QUEUED loses if the claim landed between its read and its write.
     store = Store.open(db_path)
     ids = prepare_jobs(store, "any")
-    won_a, won_b = race(db_path, tmp_path, "RUNNING/any", "CANCELED/any", ids)
+    won_a, won_b = race(db_path, tmp_path, "claim", "verdict/seen", ids)
     rows, events = raw(db_path, ids)
     for job_id in ids:
-        assert won_b[job_id] == "won"  # CANCELED is reachable from both QUEUED and RUNNING
-        assert rows[job_id]["status"] == "CANCELED"
-        if won_a[job_id] == "won":
-            assert events[job_id] == [(None, "QUEUED"), ("QUEUED", "RUNNING"), ("RUNNING", "CANCELED")]
-        else:
-            assert events[job_id] == [(None, "QUEUED"), ("QUEUED", "CANCELED")]
+        outcome = (won_a[job_id], won_b[job_id])
+        history = {
+            ("won", "won RUNNING"): [(None, "QUEUED"), ("QUEUED", "RUNNING"), ("RUNNING", "FAILED")],
+            ("lost", "won QUEUED"): [(None, "QUEUED"), ("QUEUED", "FAILED")],
+            ("won", "lost QUEUED"): [(None, "QUEUED"), ("QUEUED", "RUNNING")],
+        }
+        assert outcome in history, f"{job_id}: {outcome}"
+        assert events[job_id] == history[outcome], f"{job_id}: {events[job_id]}"
+        assert rows[job_id]["status"] == history[outcome][-1][1]
+        assert rows[job_id]["claim_token"] == (1 if won_a[job_id] == "won" else 0)
+
+
+# -- races that need the status guard ------------------------------------------------------------------------
+# Each interleaving below is played out in order, so the outcome does not depend on timing; each would
+# go wrong if the UPDATE of FencedCore._apply_transition lost its ``AND status = :expected``.
+
+
+def test_a_claimed_job_cannot_then_be_failed_as_unclaimed(store: Store, db_path: str) -> None:
+    # A runner decides it cannot start the job (it read it QUEUED), but another claimed it first.
+    create(store, "job_a")
+    store.claim("job_a")
+    before = raw_job(db_path, "job_a")
+    assert store.fail_unclaimed("job_a", "cannot run: gone") is False
+    assert raw_job(db_path, "job_a") == before
+    assert store.get_job("job_a").status is JobStatus.RUNNING
+
+
+def test_a_runner_canceled_by_a_signal_cannot_then_complete_its_job(store: Store, db_path: str) -> None:
+    # The signal's recorder cancels the process's jobs and leaves their claim token as it was: only
+    # the status guard stops the runner, still holding that token, from finishing the job COMPLETED.
+    create(store, "job_b")
+    token = store.claim("job_b")
+    assert store.cancel_process_jobs(liveness.current().encode(), reason="signal SIGTERM") == 1
+    rec = store.get_job("job_b")
+    assert (rec.status, rec.reason, rec.claim_token) == (JobStatus.CANCELED, "signal SIGTERM", token)
+    before = raw_job(db_path, "job_b")
+    with pytest.raises(RunnerFenced) as fenced:
+        store.finish("job_b", token, JobStatus.COMPLETED, reason="completed")
+    assert (fenced.value.job_id, fenced.value.status) == ("job_b", "CANCELED")
+    assert store.record_verdict("job_b", JobStatus.RUNNING, token, "runner lost", None) is False
+    assert raw_job(db_path, "job_b") == before
+    assert [e.to_status for e in store.events("job_b")] == ["QUEUED", "RUNNING", "CANCELED"]
+
+
+MOVER = """
+import sys
+from jobtrack.store import Store
+store = Store.open(sys.argv[1])
+if sys.argv[3] == "claim":
+    print(store.claim(sys.argv[2]))
+elif sys.argv[3] == "cancel":
+    print(store.request_cancel(sys.argv[2]))
+else:
+    print(store.fail_unclaimed(sys.argv[2], "cannot run"))
+"""
+
+
+@pytest.mark.parametrize(("move", "after"), [("claim", "RUNNING"), ("cancel", "CANCELED"), ("fail", "FAILED")])
+def test_a_verdict_on_a_job_that_moved_since_it_was_read_is_not_recorded(
+    store: Store, db_path: str, move: str, after: str
+) -> None:
+    # A reader sees the job QUEUED (and, say, its submitter gone); before it records FAILED, another
+    # process claims, cancels or fails the job. The reader's verdict must not apply. After a claim
+    # the token also differs; after a cancel or a failure it does not, and only the status guard
+    # keeps the user's CANCELED (or the first FAILED and its reason) from being overwritten.
+    create(store, "job_c")
+    seen = store.get_job("job_c")
+    assert (seen.status, seen.claim_token) == (JobStatus.QUEUED, 0)
+    run_python(MOVER, db_path, "job_c", move)
+    before = raw_job(db_path, "job_c")
+    assert store.record_verdict("job_c", seen.status, seen.claim_token, "submitter lost", None) is False
+    assert raw_job(db_path, "job_c") == before
+    assert store.get_job("job_c", check_liveness=False).status == after

@@ -1,4 +1,5 @@
-"""The pure state machine of SPEC §1: five statuses, six transitions, typed refusals; no I/O."""
+"""The pure state machine of SPEC §1 (five statuses, six transitions, worded refusals; no I/O), the store's
+check that raises the typed refusal, and the parsing of user-given status and type names."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pickle
 import pytest
 
 from jobtrack.errors import InvalidArgument, InvalidTransition, JobtrackError
-from jobtrack.states import INITIAL, TERMINAL, TRANSITIONS, JobStatus, check_transition, is_allowed, parse_status
+from jobtrack.manager import parse_job_type, parse_status
+from jobtrack.states import INITIAL, TERMINAL, TRANSITIONS, JobStatus, JobType, is_allowed, refusal
+from jobtrack.store.core import check_transition
 
 STATUSES = ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELED"]
 ALLOWED = {
@@ -58,31 +61,36 @@ def test_transitions_table_is_read_only() -> None:
 
 @pytest.mark.parametrize(("src", "dst"), sorted(ALLOWED))
 def test_allowed_moves_pass(src: str, dst: str) -> None:
-    assert is_allowed(src, dst)
     assert is_allowed(JobStatus(src), JobStatus(dst))
-    assert check_transition(src, dst) is None
-    assert check_transition(JobStatus(src), JobStatus(dst), job_id="job_ok") is None
+    assert refusal(src, dst) is None
+    assert refusal(JobStatus(src), JobStatus(dst)) is None
+    assert check_transition("job_ok", JobStatus(src), JobStatus(dst)) is None
+    assert check_transition(None, JobStatus(src), JobStatus(dst)) is None
 
 
 @pytest.mark.parametrize(("src", "dst"), REFUSED)
 def test_refused_moves_raise_invalid_transition_naming_job_current_requested(src: str, dst: str) -> None:
-    assert not is_allowed(src, dst)
+    assert not is_allowed(JobStatus(src), JobStatus(dst))
+    why = refusal(src, dst)
+    assert isinstance(why, str) and why
     with pytest.raises(InvalidTransition) as info:
-        check_transition(src, dst, job_id="job_42")
+        check_transition("job_42", JobStatus(src), JobStatus(dst))
     err = info.value
     assert isinstance(err, JobtrackError)
     assert err.job_id == "job_42"
     assert err.current == src
     assert err.requested == dst
+    assert err.why == why
     message = str(err)
     assert "job_42" in message
     assert src in message
     assert dst in message
+    assert why in message
 
 
 def test_refusal_without_job_id_still_names_current_and_requested() -> None:
     with pytest.raises(InvalidTransition) as info:
-        check_transition("COMPLETED", "RUNNING")
+        check_transition(None, JobStatus.COMPLETED, JobStatus.RUNNING)
     err = info.value
     assert err.job_id is None
     assert (err.current, err.requested) == ("COMPLETED", "RUNNING")
@@ -91,19 +99,24 @@ def test_refusal_without_job_id_still_names_current_and_requested() -> None:
 
 def test_terminal_refusal_says_terminal_and_nonterminal_lists_allowed() -> None:
     with pytest.raises(InvalidTransition, match="terminal"):
-        check_transition("FAILED", "QUEUED", job_id="j")
+        check_transition("j", JobStatus.FAILED, JobStatus.QUEUED)
     with pytest.raises(InvalidTransition) as info:
-        check_transition("QUEUED", "COMPLETED", job_id="j")
+        check_transition("j", JobStatus.QUEUED, JobStatus.COMPLETED)
     for allowed in ("RUNNING", "CANCELED", "FAILED"):
         assert allowed in str(info.value)
+    for terminal in TERMINAL:
+        assert refusal(terminal, JobStatus.RUNNING) == "which is terminal; it cannot move anywhere"
+    assert refusal(JobStatus.RUNNING, JobStatus.QUEUED) == "which may only move to CANCELED, COMPLETED, FAILED"
+    assert refusal(JobStatus.QUEUED, JobStatus.COMPLETED) == "which may only move to CANCELED, FAILED, RUNNING"
 
 
 def test_invalid_transition_survives_pickling() -> None:
     with pytest.raises(InvalidTransition) as info:
-        check_transition("RUNNING", "QUEUED", job_id="job_p")
+        check_transition("job_p", JobStatus.RUNNING, JobStatus.QUEUED)
     clone = pickle.loads(pickle.dumps(info.value))
     assert type(clone) is InvalidTransition
-    assert (clone.job_id, clone.current, clone.requested) == ("job_p", "RUNNING", "QUEUED")
+    assert (clone.job_id, clone.current, clone.requested, clone.why) == (
+        "job_p", "RUNNING", "QUEUED", info.value.why)
     assert str(clone) == str(info.value)
 
 
@@ -112,11 +125,13 @@ def test_parse_status_accepts_any_case(text: str) -> None:
     status = parse_status(text)
     assert isinstance(status, JobStatus)
     assert status.value == text.upper()
+    assert JobStatus.parse(text) is status
 
 
 def test_parse_status_accepts_enum_members() -> None:
     for s in JobStatus:
         assert parse_status(s) is s
+        assert JobStatus.parse(s) is s
 
 
 @pytest.mark.parametrize("text", ["", "DONE", "cancelled", "queued ", "RUN", "SUCCEEDED", "none"])
@@ -130,10 +145,32 @@ def test_parse_status_rejects_unknown_with_invalid_argument(text: str) -> None:
     assert repr(text) in message
     for s in STATUSES:  # the message names the choices
         assert s in message
+    assert JobStatus.parse(text) is None  # the pure parse says "no such status" without raising
+
+
+@pytest.mark.parametrize("text", ["train", "TRAIN", "Inference", "train_INFERENCE"])
+def test_parse_job_type_accepts_any_case(text: str) -> None:
+    job_type = parse_job_type(text)
+    assert isinstance(job_type, JobType) and job_type.value == text.lower()
+    assert JobType.parse(text) is job_type
+    assert parse_job_type(job_type) is job_type
+
+
+@pytest.mark.parametrize("text", ["", "training", "predict", "train inference", "none"])
+def test_parse_job_type_rejects_unknown_with_invalid_argument(text: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_job_type(text)
+    assert repr(text) in str(info.value)
+    for t in JobType:
+        assert t.value in str(info.value)
+    assert JobType.parse(text) is None
 
 
 def test_unknown_status_strings_are_not_statuses() -> None:
     with pytest.raises(ValueError):
-        is_allowed("QUEUED", "DONE")
+        JobStatus("DONE")
     with pytest.raises(ValueError):
-        check_transition("PAUSED", "RUNNING")
+        refusal("QUEUED", "DONE")
+    with pytest.raises(ValueError):
+        refusal("PAUSED", "RUNNING")
+    assert not is_allowed(JobStatus.QUEUED, "DONE")  # type: ignore[arg-type]  # not a status: never allowed
