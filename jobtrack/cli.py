@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from jobtrack.config import ENV_DB, default_db_path
-from jobtrack.errors import JobtrackError
+from jobtrack.errors import InvalidArgument, JobtrackError
 from jobtrack.states import JobStatus
 
 EXIT_CODES = {"COMPLETED": 0, "FAILED": 3, "CANCELED": 4}
@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", parents=[common], help="remove finished jobs older than an age, with their files")
     p.add_argument("--older-than", required=True, help="age or time, e.g. '30d', '12h', '2026-11-01'")
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+
+    p = sub.add_parser("models", parents=[common], help="list model runs and registered models; delete a model run")
+    p.add_argument("action", nargs="?", choices=("list", "delete"), default="list")
+    p.add_argument("experiment_name", nargs="?", help="delete: the model run's experiment")
+    p.add_argument("model_run_id", nargs="?", help="delete: the model run to delete")
+    p.add_argument("--yes", "-y", action="store_true", help="delete without asking")
+    p.add_argument("--json", action="store_true", help="list: print ModelManager.list_models() as JSON")
 
     p = sub.add_parser("plot", parents=[common], help="training and validation curves as a PNG (extra: plot)")
     p.add_argument("job_id")
@@ -141,8 +148,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
             print(f"  {ep['epoch']:>4}  train {json.dumps(ep['train'])}  validation {json.dumps(ep['validation'])}{mark}")
     if "summary" in result:
         print(f"summary: {json.dumps(result['summary'])}")
+    tables = monitor.materialized_tables() if s["export_paths"] else {}
     for kind, path in s["export_paths"].items():
-        print(f"{kind}: {path}  (view {s['source_views'].get(kind)})")
+        table = f", table {tables[kind]}" if kind in tables else ""
+        print(f"{kind}: {path}  (view {s['source_views'].get(kind)}{table})")
     if "error" in result:
         print(f"error: {result['error']['type']}: {result['error']['message']}")
         print(result["error"]["traceback"].rstrip())
@@ -177,6 +186,43 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         print(f"  {path}")
     for job_id, why in report.kept.items():
         print(f"kept {job_id}: {why}")
+    if report.tables:
+        print(f"{len(report.tables)} materialized table(s) {'would be' if args.dry_run else 'are'} left in place "
+              f"(drop them with sqlite3 when no longer needed):")
+        for table in report.tables:
+            print(f"  {table}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from jobtrack.model_manager import ModelManager
+
+    manager = ModelManager(args.db)
+    if args.action == "list":
+        models = manager.list_models()
+        if args.json:
+            print(json.dumps(models, indent=2))
+            return 0
+        header = ("MODEL RUN", "EXPERIMENT", "STATUS", "CREATED", "REGISTERED AS")
+        rows = [(m["model_run_id"], m["experiment_name"], m["status"], _local(m["created_at"]),
+                 ", ".join(r["key"] for r in m["registered"]) or "-") for m in models]
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        for r in [header, *rows]:
+            print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        return 0
+    if not args.experiment_name or not args.model_run_id:
+        raise InvalidArgument("usage: jobtrack models delete EXPERIMENT_NAME MODEL_RUN_ID [--yes]")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidArgument(f"Not deleting model run {args.model_run_id!r} without confirmation; "
+                                  "pass --yes to delete it from a script.")
+        answer = input(f"Delete model run {args.model_run_id} ({args.experiment_name}), its registry entries "
+                       "and its model files? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    keys = manager.delete_model(args.experiment_name, args.model_run_id)
+    print(f"deleted model run {args.model_run_id}" + (f" (registered as {', '.join(keys)})" if keys else ""))
     return 0
 
 
@@ -243,6 +289,7 @@ _COMMANDS = {
     "logs": _cmd_logs,
     "wait": _cmd_wait,
     "prune": _cmd_prune,
+    "models": _cmd_models,
     "plot": _cmd_plot,
     "worker": _cmd_worker,
     "migrate": _cmd_migrate,

@@ -9,9 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobtrack import exports, jsonutil, runtime
+from jobtrack import exports, flatten, jsonutil, runtime
 from jobtrack.config import make_private_dir
 from jobtrack.errors import InvalidArgument, JobCanceled, RunnerFenced
+from jobtrack.results import EarlyStopping
 from jobtrack.states import JobStatus, JobType
 from jobtrack.timeutil import to_iso, utcnow
 
@@ -41,6 +42,14 @@ class RunContext:
         self.output_alias = spec.output_alias
         self.output_config = dict(spec.output_config)
         self.extract_embeddings = spec.extract_embeddings
+        # the reference SDK's options (#22): inference batches, flattened exports, early stopping
+        self.test_batch_size = spec.test_batch_size
+        self.flatten_output = spec.flatten_output
+        self.n_epochs = spec.n_epochs
+        self.patience = spec.patience
+        self.eval_every = spec.eval_every
+        self._early = EarlyStopping(spec.dataset.eval_metric if spec.trains else None, spec.dataset.metric_mode,
+                                    spec.patience)
         self.phase = "predict" if spec.job_type is JobType.INFERENCE else "train"
         self._cancel_seen = False
         self._model_dir = spec.model_dir or store.model_dir(spec.model_run_id or spec.job_id)
@@ -75,8 +84,12 @@ class RunContext:
         epoch: int,
         train: Mapping[str, Any] | None = None,
         validation: Mapping[str, Any] | None = None,
-    ) -> None:
+    ) -> bool:
         """Record one epoch's training and validation metrics (numbers; NaN/inf are stored as None).
+
+        Returns ``should_stop``: True once the job's ``patience`` rule (``Trainer(patience=N)``) says
+        training should stop early; the loop decides (``if ctx.log_epoch(...): break``), and a job that
+        stops there completes with ``result["stopped_early"] = True``. Always False without ``patience``.
 
         Raises:
             JobCanceled: a cancel was requested; let it propagate so the job ends CANCELED.
@@ -107,6 +120,47 @@ class RunContext:
         if cancel:
             self._cancel_seen = True
             raise JobCanceled(self.job_id)
+        was_stopping = self._early.should_stop
+        if self._early.update(epoch, train_clean, val_clean) and not was_stopping:
+            self.log(f"early stopping: no improvement of {self._early.metric} in {self.patience} evaluation(s) "
+                     f"(best {self._early.best} at epoch {self._early.best_epoch}); should_stop is now True")
+        return self._early.should_stop
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether early stopping (``patience``) says the training loop should end now."""
+        return self._early.should_stop
+
+    def should_evaluate(self, epoch: int) -> bool:
+        """Whether ``epoch`` is an evaluation epoch under ``eval_every`` (``epoch % eval_every == 0``)."""
+        return epoch % self.eval_every == 0
+
+    def result_extras(self) -> dict[str, Any]:
+        """Entries the runner adds to a completed job's ``result``: ``stopped_early`` when a patience rule is set."""
+        stopped = self._early.stopped_early
+        return {} if stopped is None else {"stopped_early": stopped}
+
+    def batches(self, table: str | Iterable[Mapping[str, Any]] = "test",
+                size: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """The rows of ``table`` (a split name, default ``"test"``, or rows) in lists of ``size`` rows.
+
+        ``size`` defaults to ``test_batch_size`` (``predict(test_batch_size=...)``, 128 as in the reference).
+
+        Raises:
+            InvalidArgument: a size that is not a positive integer, or a split the dataset lacks.
+        """
+        size = self.test_batch_size if size is None else size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise InvalidArgument(f"batches(size=...) must be a positive integer, not {size!r}.")
+        rows = self.dataset.table(table) if isinstance(table, str) else table
+        batch: list[dict[str, Any]] = []
+        for row in rows:
+            batch.append(dict(row))
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     def log(self, message: str) -> None:
         """Append a line to the job's log (``stream_logs()`` and ``jobtrack logs`` show it).
@@ -163,7 +217,9 @@ class RunContext:
         """Write ``predictions`` or ``embeddings`` rows to a file and a source view; returns the path.
 
         Embeddings are exported only when the job was submitted with ``extract_embeddings=True``;
-        otherwise the call is skipped with a log line and returns None.
+        otherwise the call is skipped with a log line and returns None. With ``flatten_output=True``
+        predictions are flattened first (``jobtrack.flatten``: one row per label or candidate, no
+        ``ground_truth`` column).
 
         Raises:
             InvalidArgument: an unknown kind, a job without an output alias, or inconsistent rows.
@@ -179,6 +235,8 @@ class RunContext:
             self.log("embeddings export skipped: the job was submitted without extract_embeddings=True")
             return None
         columns, values = exports.normalise_rows(kind, rows)
+        if kind == "predictions" and self.flatten_output:  # one row per label / candidate, no ground truth
+            columns, values = flatten.flatten(self.dataset.task_type, columns, values)
         rows_json = [jsonutil.dumps(v, f"export({kind!r})") for v in values]
         directory = Path(self.output_config.get("directory") or self.job_dir)
         path = exports.write_file(directory, self.output_alias, kind, self.output_config.get("format", "csv"),

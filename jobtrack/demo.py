@@ -71,10 +71,11 @@ def _log_loss(w: list[float], rows: list[dict[str, Any]]) -> float:
 
 
 def train(ctx: RunContext) -> dict[str, Any]:
-    """Fit the model for ``config["epochs"]`` epochs, reporting loss and roc_auc; save the weights."""
+    """Fit the model for ``Trainer(n_epochs=)`` or ``config["epochs"]`` epochs, reporting loss and roc_auc
+    (validation every ``eval_every`` epochs); stop early when ``patience`` says so; save the weights."""
     rows = ctx.dataset.table("train")
     val = ctx.dataset.table("validation") if ctx.dataset.has_table("validation") else rows
-    epochs = int(ctx.config.get("epochs", 8))
+    epochs = ctx.n_epochs or int(ctx.config.get("epochs", 8))
     lr = float(ctx.config.get("lr", 0.3))
     if ctx.config.get("fail_at_epoch") is not None and epochs <= int(ctx.config["fail_at_epoch"]):
         raise ValueError("fail_at_epoch must be below epochs")
@@ -92,13 +93,15 @@ def train(ctx: RunContext) -> dict[str, Any]:
         w = [wi - lr * g / len(rows) for wi, g in zip(w, grad)]
         auc = roc_auc([int(r["label"]) for r in val], [_score(w, r) for r in val])
         train_auc = roc_auc([int(r["label"]) for r in rows], [_score(w, r) for r in rows])
-        ctx.log_epoch(epoch, train={"loss": _log_loss(w, rows), "roc_auc": train_auc},
-                      validation={"loss": _log_loss(w, val), "roc_auc": auc})
+        validation = {"loss": _log_loss(w, val), "roc_auc": auc} if ctx.should_evaluate(epoch) else None
+        stop = ctx.log_epoch(epoch, train={"loss": _log_loss(w, rows), "roc_auc": train_auc}, validation=validation)
         ctx.log(f"epoch {epoch}: validation roc_auc={auc:.4f}")
         if ctx.config.get("epoch_pause_s"):
             import time
 
             time.sleep(float(ctx.config["epoch_pause_s"]))  # lets tests and the demo cancel mid-training
+        if stop:  # early stopping (Trainer(patience=...)): the loop decides, and it ends here
+            break
     (ctx.model_dir / "weights.json").write_text(json.dumps(w), encoding="utf-8")
     return {"weights": w, "train_rows": len(rows)}
 
@@ -107,7 +110,10 @@ def predict(ctx: RunContext) -> dict[str, Any]:
     """Score the test table with the saved weights; export probabilities (and embeddings if asked)."""
     w = json.loads((ctx.model_dir / "weights.json").read_text(encoding="utf-8"))
     rows = ctx.dataset.table("test")
-    ctx.export("predictions", [{"id": r["id"], "probability": _score(w, r)} for r in rows])
+    predictions: list[dict[str, Any]] = []
+    for batch in ctx.batches(rows):  # test_batch_size rows at a time, as a real model would score them
+        predictions.extend({"id": r["id"], "probability": _score(w, r)} for r in batch)
+    ctx.export("predictions", predictions)
     ctx.export("embeddings", [{"id": r["id"], "embedding": [wi * float(r[f]) for wi, f in zip(w, FEATURES)]}
                               for r in rows])
     labels = [int(r["label"]) for r in rows if "label" in r]

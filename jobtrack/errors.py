@@ -13,7 +13,36 @@ class JobtrackError(Exception):
     """Base class of every error jobtrack raises on purpose."""
 
 
-class JobNotFound(JobtrackError, LookupError):
+# -- the reference SDK's error names (issue #22) ----------------------------------------------------
+# Code written for the reference catches these; jobtrack's own errors derive from the one the reference
+# raises in the same situation, so ``except ValidationError`` / ``except JobMonitorError`` work unchanged.
+
+
+class ValidationError(JobtrackError, ValueError):
+    """An argument rule was broken (the reference SDK's name; ``InvalidArgument`` is jobtrack's)."""
+
+
+class JobError(JobtrackError):
+    """Base of the reference's job errors; ``code`` names where it was raised (None in jobtrack)."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class JobMonitorError(JobError):
+    """A ``JobMonitor`` operation failed (reference name): unknown job, model not ready, results not materialized."""
+
+
+class JobManagerError(JobError):
+    """A ``JobManager`` operation failed (reference name): for example an unknown job id."""
+
+
+class ModelManagerError(JobtrackError):
+    """A model registry operation failed (reference name): unknown model, model in use."""
+
+
+class JobNotFound(JobManagerError, JobMonitorError, LookupError):
     """No job with this id exists in the database."""
 
     def __init__(self, job_id: str, db: str | None = None) -> None:
@@ -29,7 +58,7 @@ class JobNotFound(JobtrackError, LookupError):
         return (type(self), (self.job_id, self.db))
 
 
-class ModelNotFound(JobtrackError, LookupError):
+class ModelNotFound(ModelManagerError, LookupError):
     """No model run or registered model matches the given id or key."""
 
     def __init__(self, model_ref: str, detail: str = "") -> None:
@@ -44,7 +73,7 @@ class ModelNotFound(JobtrackError, LookupError):
         return (type(self), (self.model_ref, self.detail))
 
 
-class ModelNotReady(JobtrackError):
+class ModelNotReady(JobMonitorError):
     """The model's training job has not completed, so the model cannot be used or registered."""
 
     def __init__(self, model_run_id: str, status: str) -> None:
@@ -57,6 +86,41 @@ class ModelNotReady(JobtrackError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.model_run_id, self.status))
+
+
+class ModelInUse(ModelManagerError):
+    """A model run cannot be deleted while its training job, or a job using it, is QUEUED or RUNNING."""
+
+    def __init__(self, model_run_id: str, job_id: str, status: str) -> None:
+        self.model_run_id = model_run_id
+        self.job_id = job_id
+        self.status = status
+        super().__init__(
+            f"Model run {model_run_id!r} is in use by job {job_id!r}, which is {status}; nothing was deleted. "
+            "Wait for that job (or cancel it), then delete the model."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.model_run_id, self.job_id, self.status))
+
+
+class JobNotCompleted(JobMonitorError, RuntimeError):
+    """``materialize_results()`` on a job that ended FAILED or CANCELED: it has no results to make permanent.
+
+    Also a ``RuntimeError``, which the reference SDK raises in this case.
+    """
+
+    def __init__(self, job_id: str, status: str, detail: str = "") -> None:
+        self.job_id = job_id
+        self.status = status
+        self.detail = detail
+        super().__init__(
+            f"Job {job_id!r} is {status}, not COMPLETED{' (' + detail + ')' if detail else ''}; its results "
+            "cannot be materialized. Look at get_status()['result'] and submit the job again."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.job_id, self.status, self.detail))
 
 
 class InvalidTransition(JobtrackError):
@@ -78,12 +142,31 @@ class InvalidTransition(JobtrackError):
         return (type(self), (self.job_id, self.current, self.requested, self.why))
 
 
-class InvalidArgument(JobtrackError, ValueError):
+class InvalidArgument(ValidationError):
     """An argument, or a combination of arguments, that cannot be accepted."""
 
 
 class DuplicateName(InvalidArgument):
     """A name that must be unique (output alias, model version) is already taken."""
+
+
+class TableExists(DuplicateName, JobMonitorError):
+    """A permanent table of materialized results would replace a table that is already there.
+
+    Raised by ``materialize_results()`` (a ``JobMonitorError``) and, before anything is written, by
+    ``predict(..., materialize_results=True)`` (a ``ValidationError`` of its ``output_alias``).
+    """
+
+    def __init__(self, table: str, owner: str = "") -> None:
+        self.table = table
+        self.owner = owner
+        super().__init__(
+            f"A table named {table!r} already exists in this database{' (' + owner + ')' if owner else ''}; "
+            "materialized results never replace a table. Drop it, or predict again with another output_alias."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.table, self.owner))
 
 
 class MissingExtra(JobtrackError, ImportError):

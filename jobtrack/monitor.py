@@ -167,20 +167,22 @@ class JobMonitor:
         """
         return self._store.request_cancel(self.job_id)
 
-    def register_model(self, model_name: str, version_name: str, comment: str | None = None) -> str:
+    def register_model(self, model_name: str, version_name: str, database_name: str | None = None,
+                       schema_name: str | None = None, comment: str | None = None) -> str:
         """Register this job's trained model in the local registry; prints and returns its key.
 
-        The key (``"model_name:version_name"``) is what ``predict(registered_model_key=...)`` accepts.
+        The key is ``"database_name.schema_name.model_name.version_name"`` when both namespace names are
+        given (the reference SDK's form), else ``"model_name:version_name"``; ``predict(registered_model_key=...)``
+        accepts both.
 
         Raises:
-            InvalidArgument: an inference job (it trains no model) or a bad name.
+            InvalidArgument: an inference job (it trains no model), a bad name, or only one namespace name.
             ModelNotReady: the job has not completed.
-            DuplicateName: this model name already has this version.
+            DuplicateName: this model name already has this version (in this namespace).
         """
-        from jobtrack.dataset import check_name
+        from jobtrack.model_manager import register, registry_key
 
-        check_name(model_name, "model_name")
-        check_name(version_name, "version_name")
+        registry_key(model_name, version_name, database_name, schema_name)  # names first, as before
         if self.job_type is JobType.INFERENCE or self.model_run_id is None:
             raise InvalidArgument(
                 f"Job {self.job_id!r} is an inference job and trained no model; register a train or "
@@ -189,10 +191,27 @@ class JobMonitor:
         status = self._store.get_job(self.job_id).status
         if status is not JobStatus.COMPLETED:
             raise ModelNotReady(self.model_run_id, status)
-        key = f"{model_name}:{version_name}"
-        self._store.register_model(key, model_name, version_name, self.model_run_id, comment)
-        print(f"Registered model run {self.model_run_id} as {key!r}; use predict(registered_model_key={key!r}).")
-        return key
+        return register(self._store, self.model_run_id, model_name, version_name, database_name, schema_name,
+                        comment)
+
+    def materialize_results(self, timeout: float | None = None) -> dict[str, str]:
+        """Wait for the job, then copy each of its source views into a permanent table; kind → table name.
+
+        The table of view ``predictions_<alias>`` is ``materialized_predictions_<alias>``, in the job's
+        database (plain ``sqlite3`` reads it); it survives ``prune`` of the job. Idempotent: a second call
+        returns the same tables. A train job has no results: ``{}``.
+
+        Raises:
+            JobNotCompleted: the job ended FAILED or CANCELED (a ``JobMonitorError``).
+            TableExists: a table of that name exists and was not made for this job.
+            WaitTimeout: the job did not end within ``timeout`` seconds.
+        """
+        self.wait(timeout)
+        return self._store.materialize(self.job_id)
+
+    def materialized_tables(self) -> dict[str, str]:
+        """kind → permanent table made by ``materialize_results()`` ({} before it ran)."""
+        return self._store.materialized_tables(self.job_id)
 
     def events(self) -> list[EventRecord]:
         """The job's status history (job, from, to, when, reason), oldest first."""

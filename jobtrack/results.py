@@ -49,3 +49,69 @@ def compose(
     if error is not None:
         result["error"] = error
     return result
+
+
+class EarlyStopping:
+    """The reference's ``patience`` rule: stop after ``patience`` evaluations without improvement.
+
+    An evaluation is an epoch that reports the evaluation metric in its validation metrics (or, for a
+    job that has reported none there yet, in its training metrics: ``best_epoch`` reads them alike); it
+    improves when it beats the best value so far by the metric's direction. A value stored as None
+    (NaN, infinite) never improves. Pure: the RunContext feeds it each reported epoch; the user's loop
+    decides what to do once ``should_stop`` is true.
+    """
+
+    def __init__(self, metric: str | None, mode: str | None, patience: int | None) -> None:
+        self.metric = metric
+        self.mode = mode
+        self.patience = patience
+        self.best: Any = None
+        self.best_epoch: Any = None
+        self.bad = 0  # evaluations since the last improvement
+        self.stop_epoch: Any = None  # the epoch after which the rule said stop
+        self.last_epoch: Any = None
+        self.section: str | None = None  # "validation" once the metric was reported there, else "train"
+
+    @property
+    def active(self) -> bool:
+        return self.patience is not None and bool(self.metric)
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stop_epoch is not None
+
+    def update(self, epoch: Any, train: Mapping[str, Any], validation: Mapping[str, Any]) -> bool:
+        """Feed one reported epoch; returns ``should_stop``."""
+        self.last_epoch = epoch
+        if not self.active:
+            return False
+        metric = self.metric or ""
+        if metric in validation:
+            if self.section != "validation":  # validation values replace training values from here on
+                self.section, self.best, self.best_epoch, self.bad = "validation", None, None, 0
+            value = validation[metric]
+        elif metric in train and self.section != "validation":
+            self.section = "train"
+            value = train[metric]
+        else:  # not an evaluation epoch
+            return self.should_stop
+        if self._improves(value):
+            self.best, self.best_epoch, self.bad = value, epoch, 0
+        else:
+            self.bad += 1
+        assert self.patience is not None
+        if self.stop_epoch is None and self.bad >= self.patience:
+            self.stop_epoch = epoch
+        return self.should_stop
+
+    def _improves(self, value: Any) -> bool:
+        if value is None:
+            return False
+        return self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+
+    @property
+    def stopped_early(self) -> bool | None:
+        """None without a patience rule; True if the loop stopped at the epoch the rule said stop."""
+        if not self.active:
+            return None
+        return self.stop_epoch is not None and self.last_epoch == self.stop_epoch

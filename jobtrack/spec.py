@@ -41,6 +41,12 @@ class JobSpec:
     output_alias: str | None = None
     output_config: dict[str, Any] = field(default_factory=dict)
     extract_embeddings: bool = False
+    # The reference SDK's per-job options (#22): inference batch size, flattened exports, early stopping.
+    test_batch_size: int = 128
+    flatten_output: bool = False
+    n_epochs: int | None = None
+    patience: int | None = None
+    eval_every: int = 1
 
     @property
     def trains(self) -> bool:
@@ -65,6 +71,7 @@ class JobSpec:
             "predict_fn": self.predict_ref,
             "model_dir": self.model_dir,
         }
+        doc.update(self._reference_options())
         try:
             return jsonutil.dumps(doc, "job spec")
         except NotSerializable:
@@ -73,6 +80,12 @@ class JobSpec:
             # In-process runners keep the real config in memory; the stored copy is for people to read.
             doc["config"] = {k: _readable(v) for k, v in self.config.items()}
             return jsonutil.dumps(doc, "job spec")
+
+    def _reference_options(self) -> dict[str, Any]:
+        """The reference SDK's options that differ from their defaults (the stored spec stays small)."""
+        defaults = {"test_batch_size": 128, "flatten_output": False, "n_epochs": None, "patience": None,
+                    "eval_every": 1}
+        return {k: getattr(self, k) for k, v in defaults.items() if getattr(self, k) != v}
 
     def row(self) -> dict[str, Any]:
         """The columns of the job's row that come from its spec."""
@@ -122,6 +135,11 @@ class JobSpec:
             output_alias=doc.get("output_alias"),
             output_config=doc.get("output_config") or {},
             extract_embeddings=bool(doc.get("extract_embeddings")),
+            test_batch_size=int(doc.get("test_batch_size") or 128),
+            flatten_output=bool(doc.get("flatten_output")),
+            n_epochs=doc.get("n_epochs"),
+            patience=doc.get("patience"),
+            eval_every=int(doc.get("eval_every") or 1),
         )
 
     def context(self, store: Store, token: int) -> RunContext:

@@ -19,6 +19,18 @@ from jobtrack.states import JobStatus, JobType
 from jobtrack.store import Store
 
 
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgument(f"{what} must be a positive integer, not {type(value).__name__} {value!r}.")
+    return value
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{what} must be True or False, not {type(value).__name__} {value!r}.")
+    return value
+
+
 def new_id(prefix: str) -> str:
     """A unique id that sorts by creation time: prefix, microseconds in hex, random suffix."""
     return f"{prefix}_{time.time_ns() // 1000:x}{runtime.random_bits(32):08x}"
@@ -38,6 +50,12 @@ class Trainer:
         max_workers: jobs run at once by the thread and process runners (default 1: submission order).
         lock_timeout: seconds a write waits for the database's write lock before ``StoreBusy``
             (default 30; applies to this database in this process).
+        n_epochs: the number of epochs the training code should run (``ctx.n_epochs``; the reference's
+            ``TrainerConfig.n_epochs``); None leaves it to the code's config.
+        patience: early stopping, as the reference's ``TrainerConfig.patience``: after this many evaluations
+            without improvement of the evaluation metric, ``ctx.should_stop`` becomes True and
+            ``ctx.log_epoch()`` returns True. None (the default) never says stop; the loop always decides.
+        eval_every: evaluate every this many epochs (``ctx.eval_every``, ``ctx.should_evaluate(epoch)``).
     """
 
     def __init__(
@@ -50,6 +68,9 @@ class Trainer:
         runner: str = "thread",
         max_workers: int = 1,
         lock_timeout: float | None = None,
+        n_epochs: int | None = None,
+        patience: int | None = None,
+        eval_every: int = 1,
     ) -> None:
         if runner not in RUNNERS:
             raise InvalidArgument(f"Unknown runner {runner!r}; use one of {', '.join(RUNNERS)}.")
@@ -62,6 +83,11 @@ class Trainer:
             raise InvalidArgument(f"config must be a dict, not {type(config).__name__}.")
         if lock_timeout is not None:
             check_lock_timeout(lock_timeout)
+        for value, what, optional in ((n_epochs, "n_epochs", True), (patience, "patience", True),
+                                      (eval_every, "eval_every", False)):
+            if not (optional and value is None):
+                _positive_int(value, what)
+        self.n_epochs, self.patience, self.eval_every = n_epochs, patience, eval_every
         self.train_fn = train
         self.predict_fn = predict
         self.config: dict[str, Any] = dict(config or {})
@@ -96,67 +122,115 @@ class Trainer:
         self,
         output_alias: str,
         output_config: Mapping[str, Any] | None = None,
+        test_batch_size: int = 128,
+        experiment_name: str | None = None,
         dataset: Dataset | None = None,
         test_table: TableSource | None = None,
         model_run_id: str | None = None,
         registered_model_key: str | None = None,
         extract_embeddings: bool = False,
+        materialize_results: bool = False,
+        flatten_output: bool = False,
     ) -> JobMonitor:
-        """Create an ``inference`` job with a trained model and return its monitor at once.
+        """Create an ``inference`` job with a trained model and return its monitor (at once by default).
 
-        Exactly one of ``model_run_id`` / ``registered_model_key``. ``test_table`` only without
-        ``dataset`` (it replaces the training dataset's test table); with neither, the training
-        dataset's test table is used.
+        The parameters are the reference SDK's, in its order. Exactly one of ``model_run_id`` /
+        ``registered_model_key`` (``"name:version"`` or ``"database.schema.name.version"``).
+        ``test_table`` only without ``dataset`` (it replaces the training dataset's test table); with
+        neither, the training dataset's test table is used. ``experiment_name`` names the model's
+        experiment (``name_task_type_task_name``; ``name/task_type/task_name`` also reads): without
+        ``dataset`` it selects the model's training dataset and then needs ``test_table``, as in the
+        reference. ``test_batch_size`` reaches the code as ``ctx.test_batch_size`` (``ctx.batches()``).
+        ``flatten_output=True`` writes one predictions row per label or candidate and drops the
+        ``ground_truth`` column. ``materialize_results=True`` blocks until the job ends and turns its
+        source views into permanent tables (``JobMonitor.materialize_results()``); jobtrack's default is
+        False, so the call returns at once (see the README's differences from the reference).
 
         Raises:
-            InvalidArgument: a broken argument rule, or no test table.
+            ValidationError (InvalidArgument): a broken argument rule, or no test table.
             ModelNotFound: an unknown model run or registered key.
             ModelNotReady: the model's training job has not completed.
-            DuplicateName: ``output_alias`` already has exports.
+            DuplicateName: ``output_alias`` already has exports (or, to materialize, tables).
+            JobNotCompleted: with ``materialize_results=True``, the job ended FAILED or CANCELED.
         """
         self._require("predict", self.predict_fn)
         alias = check_name(output_alias, "output_alias")
         out_config = exports.check_output_config(output_config)
+        batch_size = _positive_int(test_batch_size, "test_batch_size")
+        materialize = _flag(materialize_results, "materialize_results")
+        flat = _flag(flatten_output, "flatten_output")
         if (model_run_id is None) == (registered_model_key is None):
             raise InvalidArgument("Pass exactly one of model_run_id= and registered_model_key=.")
+        for value, what in ((model_run_id, "model_run_id"), (registered_model_key, "registered_model_key")):
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgument(f"{what} must be a string, not {type(value).__name__} {value!r}.")
         if dataset is not None and test_table is not None:
             raise InvalidArgument(
                 "Pass test_table= only without dataset= (it overrides the training dataset's test table); "
                 "to use another dataset, give that dataset a test table."
             )
+        experiment = _experiment(experiment_name, dataset, test_table)
         if registered_model_key is not None:
             model_run_id = self._store.resolve_registered(registered_model_key)
         assert model_run_id is not None
         run, train_job = self._store.get_model_run(model_run_id)
+        if experiment is not None and experiment != run["experiment_name"]:
+            raise InvalidArgument(
+                f"experiment_name {experiment_name!r} is not the experiment of model run {model_run_id!r}, "
+                f"which was trained on {run['experiment_name']!r}."
+            )
         if train_job.status is not JobStatus.COMPLETED:
             raise ModelNotReady(model_run_id, train_job.status)
         if dataset is None:
             dataset = self._training_dataset(model_run_id, train_job.spec, test_table)
         self._check_dataset(dataset, needs=("test",))
+        if materialize:
+            self._store.check_tables_free([exports.view_name(kind, alias) for kind in exports.KINDS])
         model_dir = train_job.spec.get("model_dir") or self._store.model_dir(model_run_id)
-        return self._submit(JobType.INFERENCE, dataset, model_run_id, alias=alias, output_config=out_config,
-                            extract_embeddings=bool(extract_embeddings), model_dir=model_dir)
+        monitor = self._submit(JobType.INFERENCE, dataset, model_run_id, alias=alias, output_config=out_config,
+                               extract_embeddings=bool(extract_embeddings), model_dir=model_dir,
+                               test_batch_size=batch_size, flatten_output=flat)
+        if materialize:
+            monitor.materialize_results()
+        return monitor
 
     def fit_predict(
         self,
         dataset: Dataset,
         output_alias: str,
         output_config: Mapping[str, Any] | None = None,
+        test_batch_size: int = 128,
         extract_embeddings: bool = False,
+        materialize_results: bool = False,
+        flatten_output: bool = False,
     ) -> JobMonitor:
         """Create a ``train_inference`` job: train on ``dataset``, then predict its test table.
 
+        The parameters are the reference SDK's, in its order; ``test_batch_size``, ``flatten_output`` and
+        ``materialize_results`` work as in ``predict()`` (jobtrack's default: ``materialize_results=False``).
+
         Raises:
-            InvalidArgument: missing code, a dataset without train and test tables, a bad alias or output_config.
-            DuplicateName: ``output_alias`` already has exports.
+            ValidationError (InvalidArgument): missing code, a dataset without train and test tables, a bad
+                alias, output_config, batch size or flag.
+            DuplicateName: ``output_alias`` already has exports (or, to materialize, tables).
+            JobNotCompleted: with ``materialize_results=True``, the job ended FAILED or CANCELED.
         """
         self._require("train", self.train_fn)
         self._require("predict", self.predict_fn)
         alias = check_name(output_alias, "output_alias")
         out_config = exports.check_output_config(output_config)
+        batch_size = _positive_int(test_batch_size, "test_batch_size")
+        materialize = _flag(materialize_results, "materialize_results")
+        flat = _flag(flatten_output, "flatten_output")
         self._check_dataset(dataset, needs=("train", "test"))
-        return self._submit(JobType.TRAIN_INFERENCE, dataset, new_id("mr"), new_model=True, alias=alias,
-                            output_config=out_config, extract_embeddings=bool(extract_embeddings))
+        if materialize:
+            self._store.check_tables_free([exports.view_name(kind, alias) for kind in exports.KINDS])
+        monitor = self._submit(JobType.TRAIN_INFERENCE, dataset, new_id("mr"), new_model=True, alias=alias,
+                               output_config=out_config, extract_embeddings=bool(extract_embeddings),
+                               test_batch_size=batch_size, flatten_output=flat)
+        if materialize:
+            monitor.materialize_results()
+        return monitor
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -204,6 +278,8 @@ class Trainer:
         output_config: dict[str, Any] | None = None,
         extract_embeddings: bool = False,
         model_dir: str | None = None,
+        test_batch_size: int = 128,
+        flatten_output: bool = False,
     ) -> JobMonitor:
         trains = job_type is not JobType.INFERENCE
         predicts = job_type is not JobType.TRAIN
@@ -215,6 +291,9 @@ class Trainer:
             train_ref=self._refs.get("train") if trains else None,
             predict_ref=self._refs.get("predict") if predicts else None,
             output_alias=alias, output_config=output_config or {}, extract_embeddings=extract_embeddings,
+            test_batch_size=test_batch_size, flatten_output=flatten_output,
+            n_epochs=self.n_epochs if trains else None, patience=self.patience if trains else None,
+            eval_every=self.eval_every,
         )
         row = spec.row()
         token = self._store.create_job(row, model_run=spec.model_run() if new_model else None,
@@ -236,3 +315,23 @@ class Trainer:
             thread.submit(self._store, process.run_in_child, self._store, spec, max_workers=self.max_workers)
         # "worker": the row is queued; `jobtrack worker` processes pick it up.
 
+
+def _experiment(experiment_name: Any, dataset: Dataset | None, test_table: Any) -> str | None:
+    """``predict(experiment_name=...)`` checked against the reference's rules; the name in jobtrack's form.
+
+    Raises:
+        InvalidArgument: not a string, a dataset of another experiment, or no test_table without a dataset.
+    """
+    if experiment_name is None:
+        return None
+    if not isinstance(experiment_name, str) or not experiment_name:
+        raise InvalidArgument(f"experiment_name must be a string, not {type(experiment_name).__name__} "
+                              f"{experiment_name!r}; use e.g. 'churn_binary_classification_next_month'.")
+    name = experiment_name.replace("/", "_")  # the reference's README also writes name/task_type/task_name
+    if dataset is not None and dataset.experiment_name != name:
+        raise InvalidArgument(f"experiment_name {experiment_name!r} and the dataset's experiment "
+                              f"{dataset.experiment_name!r} disagree; pass one of them.")
+    if dataset is None and test_table is None:
+        raise InvalidArgument("Test table is mandatory when using an experiment name: pass test_table= "
+                              "(a file or rows) with experiment_name=, or pass dataset=.")
+    return name

@@ -95,8 +95,11 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int) -> JobSta
             raise  # KeyboardInterrupt / SystemExit still stop the process, after the job is recorded
         return status
     summary_json = _summary_json(ctx, summary)
+    extras = ctx.result_extras()  # stopped_early, when the job has a patience rule (#22)
+    reason = "completed (stopped early)" if extras.get("stopped_early") else "completed"
     # A cancel requested while the code ran, which it never noticed, still wins over COMPLETED.
-    return finish(store, spec.job_id, token, JobStatus.COMPLETED, reason="completed", summary_json=summary_json)
+    return finish(store, spec.job_id, token, JobStatus.COMPLETED, reason=reason, summary_json=summary_json,
+                  extra_json={k: jsonutil.dumps(v, k) for k, v in extras.items()} or None)
 
 
 def _summary_json(ctx: RunContext, summary: Any) -> str | None:
@@ -125,7 +128,8 @@ def _call_user_code(spec: JobSpec, ctx: RunContext) -> Any:
 
 
 def finish(store: Store, job_id: str, token: int, status: JobStatus, *, reason: str,
-           summary_json: str | None = None, error_json: str | None = None) -> JobStatus | None:
+           summary_json: str | None = None, error_json: str | None = None,
+           extra_json: dict[str, str] | None = None) -> JobStatus | None:
     """Record the end of a job this runner holds; returns the status recorded, None if not (yet) recorded.
 
     A store that cannot take the write now (locked past ``lock_timeout``, full, unreachable) does
@@ -138,7 +142,7 @@ def finish(store: Store, job_id: str, token: int, status: JobStatus, *, reason: 
     def write() -> bool:
         try:
             outcome.append(store.finish(job_id, token, status, reason=reason, summary_json=summary_json,
-                                        error_json=error_json))
+                                        error_json=error_json, extra_json=extra_json))
         except StoreError as exc:
             log.debug("job %s: cannot record %s yet: %s", job_id, status, exc)
             return False

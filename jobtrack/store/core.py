@@ -52,10 +52,12 @@ class FencedCore(StoreBase):
         values: dict[str, Any] | None = None,
         summary_json: str | None = None,
         error_json: str | None = None,
+        extra_json: dict[str, str] | None = None,
     ) -> None:
         """The one place a status changes: pure check, conditional UPDATE, event row; same transaction.
 
-        A terminal move freezes the result (epochs, best epoch, ``summary_json``, ``error_json``).
+        A terminal move freezes the result (epochs, best epoch, ``summary_json``, ``error_json``, and
+        ``extra_json``: more encoded members such as ``stopped_early``).
 
         Raises:
             InvalidTransition: the state machine refuses the move, or the job is no longer ``expected``.
@@ -68,7 +70,7 @@ class FencedCore(StoreBase):
         if new.is_terminal:
             sets["finished_at"] = now
             sets["lease_expires_at"] = None
-            sets["result_json"] = self._frozen_result(tx, job_id, summary_json, error_json)
+            sets["result_json"] = self._frozen_result(tx, job_id, summary_json, error_json, extra_json)
         params = {f"v_{k}": v for k, v in sets.items()}
         params.update(id=job_id, expected=expected.value, token=token)
         sql = (f"UPDATE jobs SET {', '.join(f'{k} = :v_{k}' for k in sets)} "
@@ -86,7 +88,8 @@ class FencedCore(StoreBase):
         add_event(tx, job_id, expected.value, new.value, now, reason)
         log.debug("job %s: %s -> %s (%s)", job_id, expected, new, reason)
 
-    def _frozen_result(self, tx: Tx, job_id: str, summary_json: str | None, error_json: str | None) -> str:
+    def _frozen_result(self, tx: Tx, job_id: str, summary_json: str | None, error_json: str | None,
+                       extra_json: dict[str, str] | None = None) -> str:
         eval_metric, metric_mode, epoch_seq, _ = self._row(tx, job_id)
         result = results.compose(
             eval_metric=eval_metric,
@@ -94,7 +97,8 @@ class FencedCore(StoreBase):
             epochs=read_epochs(tx, job_id) if epoch_seq else [],
         )
         # summary and error are already JSON: splice them in rather than decode and re-encode them
-        return jsonutil.splice(jsonutil.dumps(result, "result"), {"summary": summary_json, "error": error_json})
+        return jsonutil.splice(jsonutil.dumps(result, "result"),
+                               {"summary": summary_json, "error": error_json, **(extra_json or {})})
 
     def _row(self, tx: Tx, job_id: str) -> tuple[Any, ...]:
         """(eval_metric, metric_mode, epoch_seq, cancel_requested) of a job, read once per transaction."""
@@ -196,7 +200,8 @@ class FencedCore(StoreBase):
     # -- the end of a job -------------------------------------------------------------------
 
     def finish(self, job_id: str, token: int, new: JobStatus, *, reason: str,
-               summary_json: str | None = None, error_json: str | None = None) -> JobStatus:
+               summary_json: str | None = None, error_json: str | None = None,
+               extra_json: dict[str, str] | None = None) -> JobStatus:
         """RUNNING → a terminal status by the runner holding ``token`` (fenced); returns the status applied.
 
         COMPLETED becomes CANCELED if a cancel was requested that the code never noticed (SPEC §5:
@@ -210,7 +215,7 @@ class FencedCore(StoreBase):
                 new, reason = JobStatus.CANCELED, "canceled by user"
             self._apply_transition(tx, job_id, JobStatus.RUNNING, new, reason=reason, token=token,
                                    values={"cancel_requested": False}, summary_json=summary_json,
-                                   error_json=error_json)
+                                   error_json=error_json, extra_json=extra_json)
         return new
 
     def fail_unclaimed(self, job_id: str, reason: str, error_json: str | None = None) -> bool:

@@ -108,3 +108,4 @@ class PruneReport:
     kept: dict[str, str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     views: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)  # materialized tables the removed jobs leave in place

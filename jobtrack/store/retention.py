@@ -6,6 +6,7 @@ import os
 from datetime import datetime
 
 from jobtrack import jsonutil
+from jobtrack.store import materialize
 from jobtrack.store.base import TERMINAL_SQL
 from jobtrack.store.core import FencedCore
 from jobtrack.store.records import PruneReport
@@ -20,7 +21,8 @@ class RetentionMixin(FencedCore):
 
         A training job whose model is registered is kept (its registry entry needs it). The report
         lists the files the jobs leave; the caller deletes them after this transaction commits
-        (``jobtrack.files.remove_paths``), never under the lock.
+        (``jobtrack.files.remove_paths``), never under the lock. Tables materialized from a removed
+        job's views are not removed: the report lists them under ``tables``.
         """
         report = PruneReport()
         with self.db.write() as tx:
@@ -29,6 +31,7 @@ class RetentionMixin(FencedCore):
                 f"WHERE status IN ({TERMINAL_SQL}) AND finished_at < :before ORDER BY created_at",
                 {"before": to_iso(finished_before)},
             )
+            names = self.db.table_names(tx) if rows else set()
             for job_id, job_type, model_run_id, paths_json, views_json, spec_json in rows:
                 own_model = job_type != "inference" and model_run_id is not None
                 if own_model:
@@ -43,6 +46,7 @@ class RetentionMixin(FencedCore):
                                     if not p.startswith(job_dir + os.sep))
                 views = list(jsonutil.loads(views_json).values())
                 report.views.extend(views)
+                report.tables.extend(materialize.tables_of(tx, names, job_id).values())
                 if own_model:
                     recorded = (jsonutil.loads(spec_json) or {}).get("model_dir")
                     report.files.append(recorded or self.model_dir(model_run_id))
@@ -50,6 +54,7 @@ class RetentionMixin(FencedCore):
                     continue
                 for view in views:
                     tx.ddl(f'DROP VIEW IF EXISTS "{view}"')
+                materialize.forget(tx, names, job_id)
                 for table in ("export_rows", "job_exports", "job_epochs", "job_events", "model_runs"):
                     tx.run(f"DELETE FROM {table} WHERE job_id = :id", {"id": job_id})
                 tx.run("DELETE FROM jobs WHERE id = :id", {"id": job_id})

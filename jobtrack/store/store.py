@@ -8,6 +8,7 @@
 | ``views``      | exports: rows, read-only SQL views, paths                            |
 | ``registry``   | model runs and registered model keys                                 |
 | ``retention``  | pruning old jobs (their files are deleted by ``jobtrack.files``)     |
+| ``materialize``| permanent tables made from a completed job's source views            |
 
 Statements are plain SQL text with ``:name`` parameters (the schema itself is defined with SQLModel
 in ``models.py``); the same text runs on SQLite and, through SQLAlchemy, on PostgreSQL.
@@ -19,6 +20,7 @@ import os
 
 from jobtrack import runtime
 from jobtrack.config import is_url, resolve_db
+from jobtrack.store.materialize import MaterializeMixin
 from jobtrack.store.registry import RegistryMixin
 from jobtrack.store.retention import RetentionMixin
 from jobtrack.store.views import ExportsMixin
@@ -40,7 +42,7 @@ def _identity(target: str) -> tuple[str | int, ...]:
     return ("file", st.st_dev, st.st_ino)
 
 
-class Store(RegistryMixin, RetentionMixin, ExportsMixin):
+class Store(RegistryMixin, RetentionMixin, ExportsMixin, MaterializeMixin):
     """All reads and writes of one jobtrack database; share one per database and process (``Store.open``)."""
 
     @classmethod
