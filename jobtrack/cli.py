@@ -18,6 +18,8 @@ from jobtrack.states import JobStatus
 EXIT_CODES = {"COMPLETED": 0, "FAILED": 3, "CANCELED": 4}
 """Exit codes of ``jobtrack wait`` by final status (1: error, 2: usage)."""
 
+_INT64_MAX = 2**63 - 1  # what SQLite stores in an INTEGER, so the most a count may be
+
 
 def _local(ts: str | None) -> str:
     """An ISO UTC timestamp shown in the user's local time zone."""
@@ -111,7 +113,20 @@ def _manager(args: argparse.Namespace) -> Any:
     return JobManager(args.db)
 
 
+def _count(option: str, value: int | None) -> int | None:
+    """A count option checked before use: positive and within SQLite's 64-bit integers (#21).
+
+    Raises:
+        InvalidArgument: zero, negative, or more than 2**63 - 1.
+    """
+    if value is not None and not 1 <= value <= _INT64_MAX:
+        raise InvalidArgument(f"{option} must be a positive integer no larger than {_INT64_MAX}, not {value}; "
+                              f"use e.g. {option} 50.")
+    return value
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
+    _count("--limit", args.limit)
     jobs = _manager(args).list_jobs(status=args.status, job_type=args.job_type, experiment_name=args.experiment,
                                     since=args.since, until=args.until, limit=args.limit)
     statuses = [j.get_status() for j in jobs]
@@ -249,6 +264,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from jobtrack.runners.worker import run_worker
     from jobtrack.store import Store
 
+    _count("--max-jobs", args.max_jobs)
     store = Store.open(args.db)
     print(f"jobtrack worker on {store.target} (pid {os.getpid()}){' --burst' if args.burst else ''}", flush=True)
     done = run_worker(store, burst=args.burst, max_jobs=args.max_jobs)

@@ -78,12 +78,17 @@ class Dataset:
         tables: Mapping[str, TableSource] | None = None,
     ) -> None:
         self.name = check_name(name, "Dataset name")
-        if task_type not in TASK_TYPES:
+        if not isinstance(task_type, str) or task_type not in TASK_TYPES:  # a list is not even hashable (#21)
             raise InvalidArgument(
-                f"Unknown task_type {task_type!r}; use one of {', '.join(TASK_TYPES)}."
+                f"Unknown task_type {_short(task_type)}; use one of {', '.join(TASK_TYPES)} (one string)."
             )
         self.task_type = task_type
         self.task_name = check_name(task_name, "task_name")
+        if tables is not None and not isinstance(tables, Mapping):
+            raise InvalidArgument(
+                f"Dataset tables must map split names to files or rows, not {type(tables).__name__} "
+                f"{_short(tables)}; use e.g. tables={{'train': 'train.csv', 'validation': 'valid.csv'}}."
+            )
         self._tables: dict[str, Path | list[dict[str, Any]]] = {}
         for split, source in (tables or {}).items():
             self._tables[split] = _check_table(split, source)
@@ -177,11 +182,17 @@ class Dataset:
         return cls(spec["name"], spec["task_type"], spec["task_name"], {s: t["path"] for s, t in tables.items()})
 
 
-def _check_table(split: str, source: Any) -> Path | list[dict[str, Any]]:
-    if split not in SPLITS:
-        raise InvalidArgument(f"Unknown table {split!r}; tables are named {', '.join(SPLITS)}.")
+def _check_table(split: Any, source: Any) -> Path | list[dict[str, Any]]:
+    if not isinstance(split, str) or split not in SPLITS:
+        raise InvalidArgument(f"Unknown table {_short(split)}; tables are named {', '.join(SPLITS)}.")
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source).expanduser().absolute()
+        text = os.fspath(source)
+        if not isinstance(text, str) or "\x00" in text:
+            raise InvalidArgument(
+                f"The {split} table path {_short(text)} is not a usable file name (bytes, or a NUL byte); "
+                "pass a str or pathlib.Path."
+            )
+        path = Path(text).expanduser().absolute()
         if path.suffix.lower() not in TABLE_SUFFIXES:
             raise InvalidArgument(
                 f"The {split} table {str(path)!r} has an unsupported format; use {', '.join(TABLE_SUFFIXES)}."
@@ -219,3 +230,8 @@ def _number(text: str | None) -> Any:
         except ValueError:
             pass
     return text
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -28,9 +28,17 @@ _OUTPUT_CONFIG_KEYS = {"format", "directory"}
 def check_output_config(output_config: Mapping[str, Any] | None) -> dict[str, Any]:
     """Validate ``output_config`` at call time: ``{"format": "csv"|"jsonl"|"parquet", "directory": path}``.
 
+    A missing directory is created private to the user (0700, whatever the umask); an existing one is
+    left as it is.
+
     Raises:
         InvalidArgument: unknown keys or format, a missing extra, or a directory that cannot be created.
     """
+    if output_config is not None and not isinstance(output_config, Mapping):
+        raise InvalidArgument(
+            f"output_config must be a dict, not {type(output_config).__name__} {_short(output_config)}; "
+            "use e.g. {'format': 'csv', 'directory': 'exports'}."
+        )
     config = dict(output_config or {})
     unknown = set(config) - _OUTPUT_CONFIG_KEYS
     if unknown:
@@ -44,13 +52,35 @@ def check_output_config(output_config: Mapping[str, Any] | None) -> dict[str, An
         raise MissingExtra("parquet", "pyarrow", "Parquet exports")
     out: dict[str, Any] = {"format": fmt}
     if config.get("directory") is not None:
-        directory = Path(config["directory"]).expanduser().absolute()
+        raw = config["directory"]
+        text = os.fspath(raw) if isinstance(raw, (str, os.PathLike)) else None
+        if not isinstance(text, str):
+            raise InvalidArgument(
+                f"output_config['directory'] must be a path (str or pathlib.Path), not {type(raw).__name__} "
+                f"{_short(raw)}; use e.g. {{'directory': 'exports'}}."
+            )
+        if "\x00" in text:
+            raise InvalidArgument(
+                f"The export directory {_short(text)} holds a NUL byte, which no path can; remove it."
+            )
+        if not text.isascii() and _utf8(text) != text:  # its path is stored in the database, as UTF-8 text
+            raise InvalidArgument(
+                f"The export directory {_short(text)} is not valid UTF-8 (a name decoded from other bytes); "
+                "choose a directory whose name is UTF-8."
+            )
+        directory = Path(text).expanduser().absolute()
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_private_dir(directory)  # 0700 whatever the umask (#21)
         except OSError as exc:
-            raise InvalidArgument(f"Cannot create the export directory {directory}: {exc.strerror}.") from None
+            raise InvalidArgument(
+                f"Cannot create the export directory {directory}: {exc.strerror or exc}; "
+                "choose a writable directory in output_config['directory']."
+            ) from None
         if not os.access(directory, os.W_OK):
-            raise InvalidArgument(f"The export directory {directory} is not writable.")
+            raise InvalidArgument(
+                f"The export directory {directory} is not writable; "
+                "choose a writable directory in output_config['directory']."
+            )
         out["directory"] = str(directory)
     return out
 
@@ -77,7 +107,7 @@ def normalise_rows(kind: str, rows: Iterable[Mapping[str, Any]]) -> tuple[list[s
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise InvalidArgument(f"export({kind!r}): row {i} is a {type(row).__name__}, not a dict.")
-        keys = [str(k) for k in row]
+        keys = [_utf8(str(k)) for k in row]  # names go into files, a SQL view and the database: UTF-8 only
         if columns is None:
             columns = keys
         elif keys != columns:
@@ -103,7 +133,8 @@ def write_file(directory: Path, alias: str, kind: str, fmt: str, columns: list[s
     os.close(fd)
     try:
         if fmt == "csv":
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            # lone surrogates (os.fsdecode of bytes that are not UTF-8) are written as \udc80 text (#21)
+            with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(columns)
                 for vals in values:
@@ -116,7 +147,7 @@ def write_file(directory: Path, alias: str, kind: str, fmt: str, columns: list[s
             import pyarrow as pa  # the parquet extra
             import pyarrow.parquet as pq
 
-            table = pa.table({c: [v[i] for v in values] for i, c in enumerate(columns)})
+            table = pa.table({_utf8(c): [_utf8(v[i]) for v in values] for i, c in enumerate(columns)})
             pq.write_table(table, tmp)
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
@@ -125,3 +156,19 @@ def write_file(directory: Path, alias: str, kind: str, fmt: str, columns: list[s
             os.unlink(tmp)
         raise
     return path
+
+
+def _utf8(value: Any) -> Any:
+    """value with lone surrogates in its strings written as ``\\udc80`` text, which pyarrow refuses to encode."""
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list):
+        return [_utf8(v) for v in value]
+    if isinstance(value, dict):
+        return {_utf8(k): _utf8(v) for k, v in value.items()}
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -9,7 +9,7 @@ import json
 import math
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from jobtrack import NotSerializable, jsonutil
 
@@ -41,6 +41,9 @@ def test_dumps_agrees_with_the_standard_encoder(value: object) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(json_values)
+# integers orjson would read as floats (issue #21), and a 19-digit run that is only a string
+@example({"n": -(2**63) - 1, "m": 2**64, "k": [10**30, -(10**19)]})
+@example(["1234567890123456789012", 2**63 - 1, -(2**63)])
 def test_loads_reads_back_what_dumps_wrote(value: object) -> None:
     try:
         text = jsonutil.dumps(value, "v")
