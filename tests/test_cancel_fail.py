@@ -154,6 +154,8 @@ ds = Dataset("d", "regression", "t", tables={"train": [{"x": 1.0}]})
 trainer = Trainer(jobfuncs.train_slow, db=sys.argv[1], config={"pause_s": 0.05, "marker_dir": sys.argv[2]})
 first = trainer.fit(ds)
 wait_until(lambda: first.get_status()["status"] == "RUNNING", timeout=20)
+# RUNNING is recorded when the job is claimed, a moment before its code starts: wait for the code's marker
+wait_until(lambda: os.path.exists(os.path.join(sys.argv[2], first.job_id)), timeout=20)
 queued = trainer.fit(ds)  # waits behind the first job in this process's thread runner
 assert queued.get_status()["status"] == "QUEUED"
 print(first.job_id, queued.job_id, flush=True)
