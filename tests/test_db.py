@@ -162,6 +162,27 @@ def test_two_spellings_of_one_file_share_connections_lock_and_check(db: Database
     assert _job_ids(other) == ["a"]
 
 
+def _open_paths() -> set[str]:
+    paths = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            paths.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass  # closed meanwhile
+    return paths
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
+def test_a_database_no_longer_used_keeps_no_descriptor_open(db_path: str) -> None:
+    db = _open(db_path)
+    with db.write() as tx:
+        _add_job(tx, "a")
+    assert {db_path, db_path + ".lock"} <= _open_paths()  # kept open while in use: no reopen per write
+    db.dispose()
+    assert not any(p.startswith(db_path) for p in _open_paths())
+    assert _job_ids(db) == ["a"]  # and it reopens on next use
+
+
 def test_nested_write_is_a_typed_error_at_once(db: Database) -> None:
     with db.write():
         start = time.monotonic()

@@ -254,11 +254,12 @@ class Database(DialectSQL):
             StoreUnavailable: disk full, I/O error or a lost server connection; nothing was written.
             DatabaseReplaced: the file at ``path`` is no longer the file this process has open.
         """
-        server = self._server
+        server, conn = self._server, None
         if server is not None:
             server.check_pid()
             state, thread_lock, f = server.local, server.write_lock, None
         else:
+            conn = self._raw()  # connected before locking: a file with a live connection keeps its entry
             f = self._sqlite_file()
             state, thread_lock = f.local, f.write_lock
         if getattr(state, "in_write", False):
@@ -270,22 +271,22 @@ class Database(DialectSQL):
                     with server.write(durable=durable, lock_timeout=self.lock_timeout) as tx:
                         yield tx
                     return
-                assert f is not None
-                conn = self._raw()
+                assert f is not None and conn is not None
+                raw: sqlite3.Connection = conn
                 if not durable:
-                    conn.execute("PRAGMA synchronous=NORMAL")
+                    raw.execute("PRAGMA synchronous=NORMAL")
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    raw.execute("BEGIN IMMEDIATE")
                     try:
-                        yield Tx(conn, raw=True)
+                        yield Tx(raw, raw=True)
                         self._check_identity(f)  # ~2 µs: one stat per write (#21)
-                        conn.execute("COMMIT")
+                        raw.execute("COMMIT")
                     except BaseException:
-                        self._rollback(f, conn)
+                        self._rollback(f, raw)
                         raise
                 finally:
-                    if not durable and getattr(f.local, "conn", None) is conn:
-                        conn.execute("PRAGMA synchronous=FULL")
+                    if not durable and getattr(f.local, "conn", None) is raw:
+                        raw.execute("PRAGMA synchronous=FULL")
             finally:
                 state.in_write = False
 
@@ -360,6 +361,7 @@ class Database(DialectSQL):
             self._server.check_pid()
             lock = self._server.write_lock
         else:
+            self._raw()
             lock = self._sqlite_file().write_lock
         with lock:
             yield

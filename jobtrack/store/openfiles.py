@@ -83,8 +83,11 @@ class OpenFile:
                 conn.close()
             except sqlite3.Error:
                 log.debug("closing a broken connection to %s failed", self.path, exc_info=True)
-        if not self.conns:
-            self.ready = False  # the file is no longer held open: check it again at the next open
+        if not self.conns:  # the process no longer holds the file open: forget it (and its lock file)
+            with _files_lock:
+                if _files.get(self.identity) is self:
+                    del _files[self.identity]
+            self.close()
 
     def replaced(self, path: str) -> str | None:
         """Why ``path`` no longer names this file, or None if it still does."""
@@ -94,7 +97,9 @@ class OpenFile:
         return "no file is at that path now" if now is None else "another file is at that path now"
 
     def close(self) -> None:
+        """Close every connection and the lock file; Databases of this file attach afresh on next use."""
         self.pid = 0
+        self.ready = False
         for conn in list(self.conns):
             conn.close()  # through SQLite, which keeps a descriptor open while another holds locks
         if self.lock_fd is not None:
