@@ -382,6 +382,16 @@ def test_a_full_disk_is_storeunavailable_and_the_next_transaction_succeeds(db_pa
     assert (retried, blobs) == ("1", "0")
 
 
+def test_the_new_errors_survive_pickling() -> None:
+    import pickle
+
+    for error in (StoreUnavailable("x.db", "disk full", maybe_applied=True), DatabaseReplaced("x.db", "gone"),
+                  NestedWrite("x.db"), StoreBusy("x.db", 2.0, "pid 1")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+    assert pickle.loads(pickle.dumps(StoreUnavailable("x", maybe_applied=True))).maybe_applied
+
+
 # -- a file deleted or replaced under a writer -----------------------------------------------------
 
 

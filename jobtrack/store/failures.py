@@ -58,7 +58,7 @@ def sqlite_failure(target: str, exc: sqlite3.Error, replaced: Callable[[], str |
     name = getattr(exc, "sqlite_errorname", None)
     text = f"{exc} ({name})" if name else str(exc)
     if primary in _SQLITE_BUSY:
-        return StoreBusy(target, DEFAULT_BUSY_TIMEOUT_MS / 1000, holder="SQLite's lock on the file")
+        return StoreBusy(target, DEFAULT_BUSY_TIMEOUT_MS / 1000, holder="another connection, through SQLite's own lock")
     if primary in _SQLITE_READONLY:
         return StoreReadOnly(target, permission_problem(target) or text)
     if primary in _SQLITE_FOREIGN:
