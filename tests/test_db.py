@@ -5,6 +5,7 @@ Real SQLite files under tmp_path and the real PostgreSQL server; no mocks of the
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -165,10 +166,8 @@ def test_two_spellings_of_one_file_share_connections_lock_and_check(db: Database
 def _open_paths() -> set[str]:
     paths = set()
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):  # closed meanwhile
             paths.add(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            pass  # closed meanwhile
     return paths
 
 

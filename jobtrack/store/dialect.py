@@ -50,7 +50,8 @@ class DialectSQL:
             cells = [f"json_extract(data_json, '$[{i}]')" for i in range(len(columns))]
         else:
             cells = [f"(data_json::jsonb)->>{i}" for i in range(len(columns))]
-        select_list = ", ".join(f'{cell} AS "{_ident(col)}"' for cell, col in zip(cells, columns)) or "NULL AS empty"
+        pairs = zip(cells, columns, strict=True)
+        select_list = ", ".join(f'{cell} AS "{_ident(col)}"' for cell, col in pairs) or "NULL AS empty"
         return (f'CREATE VIEW "{_ident(view_name)}" AS SELECT {select_list} FROM export_rows '
                 f"WHERE job_id = '{_literal(job_id)}' AND kind = '{_literal(kind)}' ORDER BY seq")
 

@@ -49,7 +49,8 @@ def _select(tx: Tx, table: str, key: str, ids: Sequence[str]) -> list[dict[str, 
     rows = tx.all(f"SELECT {', '.join(cols)} FROM {table} WHERE {key} IN ({', '.join(':' + k for k in params)}){order}",
                   params)
     flags = _booleans(table)
-    return [{c: (bool(v) if c in flags and v is not None else v) for c, v in zip(cols, row)} for row in rows]
+    return [{c: (bool(v) if c in flags and v is not None else v) for c, v in zip(cols, row, strict=True)}
+            for row in rows]
 
 
 def migrate(source: Store, target: Store, *, batch: int = 200) -> MigrateReport:
@@ -82,7 +83,7 @@ def migrate(source: Store, target: Store, *, batch: int = 200) -> MigrateReport:
 def _copy_registry(source: Store, target: Store) -> list[str]:
     """Registered models whose model run the target has and whose key it lacks."""
     with source.db.read() as tx:
-        rows = [dict(zip(_columns("registered_models"), r))
+        rows = [dict(zip(_columns("registered_models"), r, strict=True))
                 for r in tx.all(f"SELECT {', '.join(_columns('registered_models'))} FROM registered_models")]
     copied = []
     with target.db.write() as tx:

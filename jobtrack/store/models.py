@@ -7,7 +7,7 @@ The private registry keeps these tables out of ``SQLModel.metadata``, so a user'
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import Column, Index, String, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
@@ -69,24 +69,24 @@ class Job(_Base, table=True):
     job_type: str
     status: str
     experiment_name: str
-    model_run_id: Optional[str] = None
-    output_alias: Optional[str] = None
+    model_run_id: str | None = None
+    output_alias: str | None = None
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
-    finished_at: Optional[datetime] = _ts(nullable=True)
-    reason: Optional[str] = None
-    eval_metric: Optional[str] = None
-    metric_mode: Optional[str] = None  # "max" or "min": which direction of eval_metric is better
+    finished_at: datetime | None = _ts(nullable=True)
+    reason: str | None = None
+    eval_metric: str | None = None
+    metric_mode: str | None = None  # "max" or "min": which direction of eval_metric is better
     spec_json: str = "{}"  # dataset, config, function references: what a runner needs to run the job
     runner_kind: str = "thread"
     submitter: str = ""  # "host|pid|start" of the submitting process (liveness.ProcessIdentity)
-    runner: Optional[str] = None  # the same for the runner that claimed the job
+    runner: str | None = None  # the same for the runner that claimed the job
     claim_token: int = 0  # fencing token: bumped at every claim, checked by every runner write
-    heartbeat_at: Optional[datetime] = _ts(nullable=True)
-    lease_expires_at: Optional[datetime] = _ts(nullable=True)
+    heartbeat_at: datetime | None = _ts(nullable=True)
+    lease_expires_at: datetime | None = _ts(nullable=True)
     cancel_requested: bool = False
     epoch_seq: int = 0  # epochs reported so far; the next epoch row's seq
-    result_json: Optional[str] = None  # the whole result, frozen once the job is terminal
+    result_json: str | None = None  # the whole result, frozen once the job is terminal
     export_paths_json: str = "{}"
     source_views_json: str = "{}"
 
@@ -97,12 +97,12 @@ class JobEvent(_Base, table=True):
     __tablename__ = "job_events"
     __table_args__ = (Index("ix_job_events_job", "job_id", "id"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     job_id: str = Field(foreign_key="jobs.id")
-    from_status: Optional[str] = None
+    from_status: str | None = None
     to_status: str
     at: datetime = _ts()
-    reason: Optional[str] = None
+    reason: str | None = None
 
 
 class JobEpoch(_Base, table=True):
@@ -140,7 +140,7 @@ class RegisteredModel(_Base, table=True):
     model_name: str
     version_name: str
     model_run_id: str = Field(foreign_key="model_runs.id")
-    comment: Optional[str] = None
+    comment: str | None = None
     created_at: datetime = _ts()
 
 

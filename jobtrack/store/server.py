@@ -97,7 +97,7 @@ class Server:
             except BaseException:
                 try:
                     trans.rollback()
-                except Exception:  # noqa: BLE001 - a dead connection; the first error is the one to report
+                except Exception:  # a dead connection: the first error is the one to report
                     log.debug("rollback on %s failed", shown(self.target), exc_info=True)
                 raise
             try:
