@@ -4,7 +4,8 @@ A forked child starts with empty registries (one at-fork hook below): it shares 
 connections, executors, heartbeats or child processes. ``close_all()`` releases what a process holds,
 for test suites that want a clean slate between tests (the pytest plugin calls it).
 
-This module imports nothing else from jobtrack, so every layer may use it.
+This module imports nothing from jobtrack but ``jobtrack.background`` (generic threads, no imports of ours),
+so every layer may use it.
 """
 
 from __future__ import annotations
@@ -23,146 +24,41 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-log = logging.getLogger(__name__)
+from jobtrack.background import RECORD_RETRY_MAX_S as RECORD_RETRY_MAX_S  # re-exported for runners
+from jobtrack.background import ForkGate, Heartbeats, Recorder
 
-RECORD_RETRY_MAX_S = 1.0
-"""Longest pause between attempts of a pending write (the store was busy, full or unreachable)."""
+log = logging.getLogger(__name__)
 
 EXIT_DRAIN_S = 10.0
 """Seconds a process spends at exit on writes still pending (a job's end, a signal's cancels)."""
 
+RUNNER_THREAD_PREFIX = "jobtrack-runner"
+"""The names of the threads that run in-process jobs start with this."""
+
 TRAINING_DATASETS_KEPT = 256
 """How many recent in-memory training datasets ``predict()`` can fall back on (by model run)."""
-
-
-class Heartbeats:
-    """One daemon thread per process calling each registered job's ``beat`` every ``period_s``.
-
-    Runners register the jobs they run; a live runner so never loses its claim to lease expiry,
-    and a dead one (whose thread is gone with it) loses it within one lease.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: dict[Hashable, tuple[Callable[[], Any], float, float]] = {}  # key -> (beat, period, last)
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._next_beat = 0.0  # monotonic time the thread wakes up next
-
-    def add(self, key: Hashable, beat: Callable[[], Any], period_s: float) -> None:
-        """Call ``beat()`` every ``period_s`` seconds until ``remove(key)``."""
-        now = time.monotonic()
-        with self._lock:
-            self._jobs[key] = (beat, period_s, now)
-            if self._thread is None or not self._thread.is_alive():
-                self._next_beat = now
-                self._thread = threading.Thread(target=self._run, name="jobtrack-heartbeat", daemon=True)
-                self._thread.start()
-                return
-            early = now + period_s < self._next_beat
-        if early:  # a shorter period than the others needs an earlier beat; otherwise let the thread sleep
-            self._wake.set()
-
-    def remove(self, key: Hashable) -> None:
-        """Stop beating for ``key`` (no error if it is not registered)."""
-        with self._lock:
-            self._jobs.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._jobs)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                jobs = list(self._jobs.items())
-            for key, (beat, period, last) in jobs:
-                if time.monotonic() - last >= period:
-                    try:
-                        beat()
-                    except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the thread
-                        log.debug("heartbeat of %s failed: %s", key, exc)
-                    with self._lock:
-                        if key in self._jobs:
-                            self._jobs[key] = (beat, period, time.monotonic())
-            with self._lock:  # jobs added meanwhile count too: add() only wakes us for beats due earlier
-                now = time.monotonic()
-                wait = min([10.0] + [max(0.01, last + period - now) for _, period, last in self._jobs.values()])
-                self._next_beat = now + wait
-                self._wake.clear()
-            self._wake.wait(wait)
-
-
-class Recorder:
-    """A daemon thread that retries writes a store could not take (busy, full, unreachable) until they land.
-
-    A write is a callable returning True once done and False for "not yet, try again"; one that
-    raises is dropped (logged). At interpreter exit pending writes get a last ``EXIT_DRAIN_S`` seconds.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: list[Callable[[], bool]] = []
-        self._wake = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._thread: threading.Thread | None = None
-
-    def add(self, write: Callable[[], bool]) -> None:
-        """Call ``write()`` in the background, again and again with backoff, until it returns True."""
-        with self._lock:
-            self._pending.append(write)
-            self._idle.clear()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="jobtrack-recorder", daemon=True)
-                self._thread.start()
-        self._wake.set()
-
-    def pending(self) -> int:
-        """How many writes still wait."""
-        with self._lock:
-            return len(self._pending)
-
-    def drain(self, timeout: float) -> bool:
-        """Wait until every pending write landed; False if some still wait after ``timeout`` seconds."""
-        return self._idle.wait(timeout)
-
-    def _run(self) -> None:
-        delay = 0.01
-        while True:
-            with self._lock:
-                todo = list(self._pending)
-            for write in todo:
-                try:
-                    done = write()
-                except Exception as exc:  # noqa: BLE001 - a write that fails for good is dropped, loudly
-                    log.error("jobtrack: giving up on a pending write: %s", exc)
-                    done = True
-                if done:
-                    with self._lock:
-                        self._pending.remove(write)
-            with self._lock:
-                if not self._pending:
-                    self._idle.set()
-                    delay = 0.01
-            self._wake.wait(None if self._idle.is_set() else delay)
-            self._wake.clear()
-            delay = min(delay * 2, RECORD_RETRY_MAX_S)
 
 
 @dataclass
 class SignalState:
     """What the signal handler knows: which signal arrived, and who to wake.
 
-    The handler only writes these fields and sets events; it never takes a lock or touches a
-    database (issue #12): recording jobs as CANCELED happens on other threads.
+    The handler only writes these fields and writes a byte to a pipe; it never takes a lock (not
+    even an Event's) or touches a database (issue #12): recording jobs as CANCELED happens on other
+    threads. See ``jobtrack.runners.signals``.
     """
 
     received: int | None = None  # the first SIGINT/SIGTERM
-    count: int = 0  # signals received so far; jobs compare it with the value they started under
+    count: int = 0  # bumped when a signal arrives and when it acts; jobs compare it with their start value
     pending: int | None = None  # a signal whose delivery to the main thread waits for a safe point
+    armed: Any = None  # the frame whose return delivers ``pending`` (a profile hook watches for it)
     die_by: int | None = None  # the signal whose default action (death) is carried out at exit
-    wake: threading.Event = field(default_factory=threading.Event)  # the recorder thread's
-    redeliver: threading.Event = field(default_factory=threading.Event)  # the redeliverer thread's
+    resends: int = 0  # copies of ``pending`` the redeliverer sent to the main thread ...
+    resends_seen: int = 0  # ... and how many of them the handler saw (a copy is not a new signal)
+    exiting: bool = False  # the exit handler runs
+    wake_fd: int = -1  # write end of the recorder thread's pipe
+    redeliver_fd: int = -1  # write end of the redeliverer thread's pipe
+    fds: list[int] = field(default_factory=list)  # both pipes' ends, closed in a forked child
     installed_pid: int = -1
     previous: dict[int, Any] = field(default_factory=dict)
     stores: dict[str, Any] = field(default_factory=dict)  # databases whose jobs a signal cancels
@@ -172,6 +68,17 @@ class SignalState:
     def name(self) -> str | None:
         """``"SIGINT"``/``"SIGTERM"`` once a signal arrived, else None."""
         return None if self.received is None else signal.Signals(self.received).name
+
+
+@dataclass
+class CaptureState:
+    """Output capture (#13, ``jobtrack.capture``): whose writes go to which job's log, and what was replaced."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    routes: dict[int, Any] = field(default_factory=dict)  # thread ident -> the output of the job it runs
+    users: int = 0  # jobs captured by thread; the stream proxies and record factory are in place while > 0
+    replaced: dict[str, Any] = field(default_factory=dict)  # what installing replaced, restored at the last job
+    saved_fds: dict[int, int] = field(default_factory=dict)  # fd -> a copy of the original, while fds are captured
 
 
 class _Runtime:
@@ -190,6 +97,8 @@ class _Runtime:
         self.identity: Any = None
         self.ids = random.Random()
         self.signals = SignalState()
+        self.fork_gate = ForkGate()
+        self.capture = CaptureState()
 
 
 _rt = _Runtime()
@@ -208,9 +117,15 @@ def _after_fork_in_child() -> None:
     old = _rt
     _rt = _Runtime()
     _rt.clock_offset = old.clock_offset
+    _rt.capture.replaced = dict(old.capture.replaced)  # the stream proxies and log record factory stay in place
     if old.signals.installed_pid == old.pid:  # the kernel keeps our handlers in the child: remember that
         _rt.signals.previous = dict(old.signals.previous)
         _rt.signals.installed_pid = _rt.pid
+    for fd in old.signals.fds:  # the parent's signal threads are not here: their pipes are of no use
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -264,7 +179,7 @@ def executor(key: Hashable, max_workers: int) -> ThreadPoolExecutor:
         found = rt.executors.get(key)
         if found is None:
             found = rt.executors[key] = ThreadPoolExecutor(max_workers=max_workers,
-                                                           thread_name_prefix="jobtrack-runner")
+                                                           thread_name_prefix=RUNNER_THREAD_PREFIX)
         return found
 
 
@@ -331,7 +246,26 @@ def signal_state() -> SignalState:
     return _rt.signals
 
 
+def pause(seconds: float) -> None:
+    """Sleep between two attempts to take a lock, holding nothing meanwhile.
+
+    A SIGINT/SIGTERM acts here at once (``jobtrack.runners.signals`` marks this function), so Ctrl-C
+    never waits for a lock that another process or thread holds (#12). Call it only where an
+    exception leaks nothing: the caller holds no lock it has not put under ``try``/``finally``.
+    """
+    time.sleep(seconds)
+
+
 # -- cleanup ---------------------------------------------------------------------------------------
+
+
+_closers: list[Callable[[], None]] = []
+
+
+def on_close_all(fn: Callable[[], None]) -> None:
+    """Have ``close_all()`` also call ``fn`` (the database layer closes its open files this way)."""
+    if fn not in _closers:
+        _closers.append(fn)
 
 
 def close_all() -> None:
@@ -356,3 +290,8 @@ def close_all() -> None:
             st.close()
         except Exception as exc:  # noqa: BLE001 - closing is best effort
             log.debug("closing %r failed: %s", st, exc)
+    for closer in _closers:
+        try:
+            closer()
+        except Exception as exc:  # noqa: BLE001 - closing is best effort
+            log.debug("closing with %r failed: %s", closer, exc)

@@ -9,7 +9,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from jobtrack import liveness, runtime
-from jobtrack.runners.base import finish, run_job
+from jobtrack.errors import StoreError
+from jobtrack.runners.base import finish, retrying, run_job
 from jobtrack.states import JobStatus
 
 if TYPE_CHECKING:
@@ -24,6 +25,14 @@ CANCEL_GRACE_S = 5.0
 POLL_S = 0.05
 """Seconds between checks of the child's exit and of cancel requests."""
 
+START_TIMEOUT_S = 5.0
+"""Seconds a child gets to open the database (a healthy one takes milliseconds). A child forked while
+another thread of this process was inside SQLite waits for ever on SQLite's allocator lock, which no
+thread of the child will release (#21): it is killed and the job started in a new child."""
+
+START_ATTEMPTS = 3
+"""Children started for one job before it is recorded FAILED (runner process killed before starting)."""
+
 
 def runner_exit_error(how: str) -> dict[str, str]:
     """The ``error`` of a job whose runner process ended without recording the end itself."""
@@ -32,14 +41,17 @@ def runner_exit_error(how: str) -> dict[str, str]:
 
 def run_in_child(store: Store, spec: JobSpec) -> JobStatus | None:
     """Run one job in a child process and record the outcome if the child could not (crash, kill)."""
+    try:  # no fork for a job canceled while queued (a signal cancels hundreds at once: exit stays quick)
+        if store.get_job(spec.job_id, check_liveness=False).status is not JobStatus.QUEUED:
+            return None
+    except StoreError as exc:
+        log.debug("job %s: cannot read it now (the child will try to claim it): %s", spec.job_id, exc)
     # fork: the user's functions and in-memory tables need not be picklable (spawn where fork is missing)
     if "fork" in multiprocessing.get_all_start_methods():
         ctx: Any = multiprocessing.get_context("fork")
     else:
         ctx = multiprocessing.get_context("spawn")
-    child = ctx.Process(target=_child_main, args=(store.target, spec), name=f"jobtrack-{spec.job_id}")
-    with store.db.writers_paused():
-        child.start()
+    child = _start(ctx, store, spec)
 
     def probe() -> liveness.ChildExit | None:
         code = child.exitcode
@@ -59,7 +71,11 @@ def run_in_child(store: Store, spec: JobSpec) -> JobStatus | None:
             if runtime.signal_state().count != signals_at_start:
                 child.terminate()  # this process was stopped by a signal: so is the job it runs
                 continue
-            rec = store.get_job(spec.job_id, check_liveness=False)
+            try:
+                rec = store.get_job(spec.job_id, check_liveness=False)
+            except StoreError as exc:  # busy or unreachable for a moment: keep watching the child (#21)
+                log.debug("job %s: cannot read it now: %s", spec.job_id, exc)
+                continue
             if rec.cancel_requested and rec.status is JobStatus.RUNNING:
                 cancel_seen_at = cancel_seen_at or time.monotonic()
                 if time.monotonic() - cancel_seen_at > CANCEL_GRACE_S:
@@ -69,23 +85,54 @@ def run_in_child(store: Store, spec: JobSpec) -> JobStatus | None:
         runtime.forget_child(child.pid)
 
 
-def _child_main(target: str, spec: JobSpec) -> None:
+def _start(ctx: Any, store: Store, spec: JobSpec) -> Any:
+    """Start the job's child and wait until it has read the database; one that cannot within
+    ``START_TIMEOUT_S`` is killed and another started, ``START_ATTEMPTS`` times at most (the last one
+    is returned killed, so the job is recorded FAILED instead of waiting for ever)."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        ready, ready_in_child = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_child_main, args=(store.target, spec, ready_in_child),
+                            name=f"jobtrack-{spec.job_id}")
+        with runtime.current().fork_gate.fork():  # no thread of ours is inside SQLite while we fork
+            child.start()
+        ready_in_child.close()
+        try:
+            if ready.poll(START_TIMEOUT_S):  # the child read the database, or ended (end of file)
+                return child
+        finally:
+            ready.close()
+        log.warning("job %s: its runner process did not open the database within %s s (it was forked while "
+                    "another thread held a lock it needs, such as SQLite's); %s", spec.job_id, START_TIMEOUT_S,
+                    "starting it again" if attempt < START_ATTEMPTS else "giving up")
+        child.kill()
+        child.join()
+    return child
+
+
+def _child_main(target: str, spec: JobSpec, ready: Any) -> None:
     # The child dies of SIGTERM (its parent terminates it on cancel) and ignores the terminal's
     # Ctrl-C, which reaches the whole process group: its parent records the job CANCELED either way.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from jobtrack.store import Store
 
-    run_job(Store.open(target), spec)
+    store = retrying(lambda: Store.open(target), f"job {spec.job_id}: open the store")
+    retrying(lambda: store.get_job(spec.job_id, check_liveness=False), f"job {spec.job_id}: read it")
+    ready.send_bytes(b"1")  # SQLite works in this process: the parent stops timing the start
+    ready.close()
+    run_job(store, spec, capture_fds=True)  # one job in this process: its whole fds 1 and 2 go to its log (#13)
 
 
 def _record_exit(store: Store, job_id: str, exitcode: int, *, canceled: bool) -> JobStatus | None:
-    rec = store.get_job(job_id, check_liveness=False)
+    # Reads and the unclaimed write are retried while the store is busy or unreachable (#21); finish() is
+    # retried by the recorder.
+    rec = retrying(lambda: store.get_job(job_id, check_liveness=False), f"job {job_id}: read its end")
     if rec.is_terminal:
         return rec.status
     how = liveness.describe_exit(exitcode)
     if rec.status is JobStatus.QUEUED:
-        store.fail_unclaimed(job_id, f"runner process {how} before starting the job")
+        retrying(lambda: store.fail_unclaimed(job_id, f"runner process {how} before starting the job"),
+                 f"job {job_id}: record its runner's exit")
         return JobStatus.FAILED
     by_signal = runtime.signal_state().name
     if by_signal and exitcode == -signal.SIGTERM:
@@ -97,4 +144,4 @@ def _record_exit(store: Store, job_id: str, exitcode: int, *, canceled: bool) ->
 
         finish(store, job_id, rec.claim_token, JobStatus.FAILED, reason=f"runner process {how}",
                error_json=jsonutil.dumps(runner_exit_error(how), "error"))
-    return store.get_job(job_id, check_liveness=False).status
+    return retrying(lambda: store.get_job(job_id, check_liveness=False), f"job {job_id}: read its end").status

@@ -141,7 +141,7 @@ class FencedCore(StoreBase):
             token = tx.scalar(f"SELECT claim_token FROM jobs WHERE id = :id{self.db.for_update}", {"id": job_id})
             if token is None:
                 raise JobNotFound(job_id, self.target)
-        now = utcnow()
+        now = self.db.clock()  # leases are compared with the database's clock (a server's, on PostgreSQL)
         lease_s = self.lease_s if lease_s is None else lease_s
         token = int(token) + 1
         self._apply_transition(
@@ -158,7 +158,7 @@ class FencedCore(StoreBase):
         Raises:
             RunnerFenced: the job is no longer RUNNING under this token.
         """
-        now = utcnow()
+        now = self.db.clock()  # leases are compared with the database's clock (a server's, on PostgreSQL)
         lease_s = self.lease_s if lease_s is None else lease_s
         changed = tx.run(
             "UPDATE jobs SET updated_at = :now, heartbeat_at = :now, lease_expires_at = :lease"

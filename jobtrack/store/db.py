@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 # a SQLite file runs on sqlite3 alone, which keeps `jobtrack status` quicker than importing sqlmodel.
 import filelock
 
-from jobtrack import timeutil
+from jobtrack import runtime, timeutil
 from jobtrack.config import DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_S, is_url
 from jobtrack.errors import (
     DatabaseReplaced,
@@ -38,12 +38,15 @@ from jobtrack.errors import (
     NestedWrite,
     StoreBusy,
     StoreError,
+    StoreReadOnly,
     StoreUnavailable,
 )
 from jobtrack.store.dialect import DialectSQL
+from jobtrack.store.retry import Retrying
 from jobtrack.store.failures import server_failure, shown, sqlite_failure
 from jobtrack.store.location import FileIdentity, check_local_filesystem, file_identity, permission_problem
 from jobtrack.store.openfiles import OpenFile, attach, close_files, lock_holder
+from jobtrack.store.readonly import attach_read_only, close_read_only
 from jobtrack.store.server import Server
 from jobtrack.store.tx import Params, Tx
 
@@ -84,14 +87,18 @@ def close_all() -> None:
     For test teardown and process shutdown: call it while no jobtrack call is in flight in any thread.
     """
     close_files()
+    close_read_only()
     for db in list(_server_databases):
         db.dispose()
 
 
-class Database(DialectSQL):
+runtime.on_close_all(close_all)  # runtime.close_all() (the pytest plugin's teardown) closes the files too
+
+
+class Database(Retrying, DialectSQL):
     """One database: its connections (rebuilt after fork), its write lock and its transaction helpers."""
 
-    def __init__(self, db: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+    def __init__(self, db: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S, read_only: bool = False) -> None:
         if "\x00" in db:
             raise InvalidArgument(f"The database path {db!r} contains a NUL byte; pass a real file path or URL.")
         self.target = db
@@ -101,6 +108,7 @@ class Database(DialectSQL):
         self._file: OpenFile | None = None  # SQLite: this process's entry for the file (openfiles)
         self._server = None if self.is_sqlite else Server(db)
         self.lock_timeout = lock_timeout
+        self.read_only = read_only  # reads only, through SQLite's mode=ro (store/readonly.py): write() refuses
         self._ready = False  # server databases: schema checked by this process
         self._check_after = 0.0  # monotonic time after which a read checks the file's identity again
         if self._server is not None:
@@ -112,7 +120,7 @@ class Database(DialectSQL):
         f = self._file
         if f is None or f.pid != os.getpid():
             assert self.path is not None
-            f = self._file = attach(self.path, self.target)
+            f = self._file = (attach_read_only if self.read_only else attach)(self.path, self.target)
         return f
 
     def _raw(self) -> sqlite3.Connection:
@@ -196,7 +204,20 @@ class Database(DialectSQL):
 
     @contextmanager
     def read(self, *, snapshot: bool = True) -> Iterator[Tx]:
+        """A short read transaction, without the write lock (see ``_read``), inside the fork gate."""
+        gate = runtime.current().fork_gate
+        gate.enter()
+        try:
+            with self._read(snapshot=snapshot) as tx:
+                yield tx
+        finally:
+            gate.leave()
+
+    @contextmanager
+    def _read(self, *, snapshot: bool = True) -> Iterator[Tx]:
         """A short read transaction (one consistent snapshot), without the write lock.
+
+        Like every database call, it passes the process's fork gate (``runtime.ForkGate``).
 
         ``snapshot=False`` skips BEGIN/COMMIT for a single statement, which SQLite runs atomically anyway.
 
@@ -230,16 +251,35 @@ class Database(DialectSQL):
         if self.is_sqlite:
             if time.monotonic() > self._check_after:
                 self._recheck_identity()
+            gate = runtime.current().fork_gate  # see read()
+            gate.enter()
             try:
                 row: tuple[Any, ...] | None = self._raw().execute(sql, params).fetchone()
                 return row
             except sqlite3.Error as exc:
                 raise self._sqlite_error(exc) from exc
+            finally:
+                gate.leave()
         with self.read(snapshot=False) as tx:
             return tx.one(sql, params)
 
     @contextmanager
     def write(self, *, durable: bool = True) -> Iterator[Tx]:
+        """An exclusive write transaction (see ``_write``), inside the process's fork gate.
+
+        Raises:
+            NestedWrite, StoreBusy, StoreUnavailable, DatabaseReplaced: see ``_write``.
+        """
+        gate = runtime.current().fork_gate  # see runtime.ForkGate
+        gate.enter()
+        try:
+            with self._write(durable=durable) as tx:
+                yield tx
+        finally:
+            gate.leave()
+
+    @contextmanager
+    def _write(self, *, durable: bool = True) -> Iterator[Tx]:
         """An exclusive write transaction: thread lock, file lock, BEGIN IMMEDIATE; commit or roll back.
 
         ``durable=False`` is for a transaction whose effect no caller is told about (a claim): it
@@ -254,6 +294,8 @@ class Database(DialectSQL):
             StoreUnavailable: disk full, I/O error or a lost server connection; nothing was written.
             DatabaseReplaced: the file at ``path`` is no longer the file this process has open.
         """
+        if self.read_only:
+            raise StoreReadOnly(shown(self.target), permission_problem(self.target) or "it was opened for reading only")
         server, conn = self._server, None
         if server is not None:
             server.check_pid()
@@ -309,37 +351,6 @@ class Database(DialectSQL):
         self._check_identity(self._sqlite_file())
         self._check_after = time.monotonic() + _READ_CHECK_S
 
-    def transact(self, fn: Callable[[Tx], T], *, durable: bool = True, attempts: int | None = None,
-                 timeout: float | None = None) -> T:
-        """Run ``fn(tx)`` in a write transaction, retried with backoff while the store is busy or unavailable.
-
-        Each attempt is a fresh transaction (a failed one was rolled back), so ``fn`` may run more than
-        once; when a server connection drops during COMMIT the attempt may have been applied, so ``fn``
-        should be a conditional write (fenced by a claim token or a status) that is safe to repeat.
-
-        Args:
-            attempts: at most this many attempts (default: until the deadline).
-            timeout: seconds until the last retry may start (default: ``lock_timeout``).
-
-        Raises:
-            StoreBusy, StoreUnavailable: still failing at the deadline (or after ``attempts``).
-            NestedWrite, DatabaseReplaced: at once, never retried.
-        """
-        deadline = time.monotonic() + (self.lock_timeout if timeout is None else timeout)
-        delay, attempt = 0.01, 0
-        while True:
-            attempt += 1
-            try:
-                with self.write(durable=durable) as tx:
-                    return fn(tx)
-            except (StoreBusy, StoreUnavailable) as exc:
-                pause = delay * (0.5 + random.random())
-                if (attempts is not None and attempt >= attempts) or time.monotonic() + pause > deadline:
-                    raise
-                log.info("jobtrack: %s; retrying in %.2f s (attempt %d)", exc, pause, attempt + 1)
-                time.sleep(pause)
-                delay = min(delay * 2, 1.0)
-
     @contextmanager
     def admin(self) -> Iterator[Tx]:
         """A write transaction for schema creation and upgrades, under the same lock.
@@ -353,24 +364,12 @@ class Database(DialectSQL):
             yield tx
 
     @contextmanager
-    def writers_paused(self) -> Iterator[None]:
-        """Keep this process's writers out meanwhile: fork under it, so that no child inherits a
-        SQLite lock that a thread of its parent held at the moment of fork (the child would wait on
-        it for ever: SQLite keeps per-process lock state that fork copies)."""
-        if self._server is not None:
-            self._server.check_pid()
-            lock = self._server.write_lock
-        else:
-            self._raw()
-            lock = self._sqlite_file().write_lock
-        with lock:
-            yield
-
-    @contextmanager
     def _locked(self, thread_lock: threading.Lock, f: OpenFile | None) -> Iterator[None]:
         deadline = time.monotonic() + self.lock_timeout
-        if not thread_lock.acquire(timeout=max(self.lock_timeout, 0)):
-            raise StoreBusy(shown(self.target), self.lock_timeout, holder=f"another thread of pid {os.getpid()}")
+        while not thread_lock.acquire(timeout=min(0.05, max(deadline - time.monotonic(), 0))):
+            if time.monotonic() >= deadline:
+                raise StoreBusy(shown(self.target), self.lock_timeout, holder=f"another thread of pid {os.getpid()}")
+            runtime.pause(0)  # a signal acts here, holding nothing (#12)
         try:
             fd = f.lock_file(self.target) if f is not None else None  # server databases lock rows, not files
             if fd is not None:
@@ -389,7 +388,7 @@ class Database(DialectSQL):
         while not filelock.lock_descriptor(fd, blocking=False):
             if time.monotonic() >= deadline:
                 raise StoreBusy(self.target, self.lock_timeout, holder=lock_holder(self.lock_path or ""))
-            time.sleep(delay * (0.5 + random.random()))
+            runtime.pause(delay * (0.5 + random.random()))  # a signal acts here: the file lock is not ours
             delay = min(delay * 2, 0.002)
 
     def clock(self) -> datetime:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from jobtrack import jsonutil, liveness, results
-from jobtrack.errors import DuplicateName, JobNotFound, StoreError
+from jobtrack.errors import DuplicateName, JobNotFound, StoreError, StoreReadOnly
 from jobtrack.states import INITIAL, TERMINAL, JobStatus
 from jobtrack.store.base import add_event, in_list
 from jobtrack.store.core import FencedCore, read_epochs
@@ -110,6 +110,19 @@ class JobsMixin(FencedCore):
             rec = self._apply_liveness(rec)
         return rec
 
+    def job_ids_starting(self, prefix: str, *, limit: int = 11) -> list[str]:
+        """Ids of jobs that start with ``prefix``, in id order, at most ``limit`` (``jobtrack show job_66``)."""
+        if not prefix:
+            return []
+        try:
+            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first text after every id with this prefix
+        except ValueError:  # the last character is the largest there is
+            upper = prefix + "\U0010ffff"
+        with self.db.read() as tx:
+            rows = tx.all("SELECT id FROM jobs WHERE id >= :lo AND id < :hi ORDER BY id LIMIT :n",
+                          {"lo": prefix, "hi": upper, "n": limit})
+        return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
+
     def epochs(self, job_id: str) -> list[dict[str, Any]]:
         """The job's reported epochs in reporting order."""
         with self.db.read() as tx:
@@ -187,14 +200,17 @@ class JobsMixin(FencedCore):
         If the verdict cannot be written (the database is read-only, full or locked for longer than
         ``lock_timeout``), the reader still sees it: the record comes back FAILED, unsaved.
         """
-        verdict = liveness.verdict(rec, utcnow())  # TODO(lead): self.db.clock() once db.py has it
+        verdict = liveness.verdict(rec, self.db.clock())  # the server's clock on PostgreSQL (leases)
         if verdict is None:
             return rec
         error_json = jsonutil.dumps(verdict.error, "error") if verdict.error else None
         try:
+            if self.db.read_only:  # a read of a file this user cannot write: the verdict is shown, unsaved (#13)
+                raise StoreReadOnly(self.target, "it was opened for reading only")
             self.record_verdict(rec.id, rec.status, rec.claim_token, verdict.reason, error_json)
         except StoreError as exc:
-            log.warning("job %s: %s, but that cannot be recorded now: %s", rec.id, verdict.reason, exc)
+            (log.debug if self.db.read_only else log.warning)(
+                "job %s: %s, but that cannot be recorded now: %s", rec.id, verdict.reason, exc)
             now = to_iso(utcnow())
             return dataclasses.replace(rec, status=JobStatus.FAILED, reason=verdict.reason, finished_iso=now,
                                        updated_iso=now, lease_expires_iso=None)
