@@ -3,23 +3,34 @@
 Recording the end cannot fail for good while the process lives (issue #21): a summary or error that
 cannot be encoded is replaced by what can be, and a store that is busy, full or unreachable is
 retried with backoff until the write goes through (``Recorder``), fenced by the claim token so a
-retry can never overwrite another verdict.
+retry can never overwrite another verdict. An end the database refuses for good (a summary too big
+for it) is recorded as FAILED with a minimal error instead. A claim is retried the same way while
+the store is busy or unreachable, so a transient failure never leaves a job QUEUED for good.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import re
+import threading
+import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from jobtrack import jsonutil, runtime
+from jobtrack import jsonutil, liveness, runtime
 from jobtrack.errors import (
+    DatabaseReplaced,
     InvalidTransition,
     JobCanceled,
     JobNotFound,
     NotSerializable,
     RunnerFenced,
+    StoreBusy,
     StoreError,
+    StoreReadOnly,
+    StoreUnavailable,
 )
 from jobtrack.states import JobStatus, JobType
 
@@ -29,6 +40,8 @@ if TYPE_CHECKING:
     from jobtrack.store import Store
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def error_info(exc: BaseException) -> dict[str, str]:
@@ -56,9 +69,8 @@ def run_job(store: Store, spec: JobSpec, *, token: int | None = None) -> JobStat
     runner was fenced off. Errors in user code never escape: they become FAILED with the error.
     """
     if token is None:
-        try:
-            token = store.claim(spec.job_id)
-        except InvalidTransition:
+        token = _claim(store, spec.job_id)
+        if token is None:
             return None  # canceled (or declared lost) before it started
     ctx = spec.context(store, token)
     beats = runtime.current().heartbeats
@@ -66,8 +78,66 @@ def run_job(store: Store, spec: JobSpec, *, token: int | None = None) -> JobStat
     beats.add(key, lambda: store.heartbeat(spec.job_id, token), store.lease_s / 3)
     try:
         return _execute(store, spec, ctx, token)
+    except Exception as exc:  # noqa: BLE001 - e.g. MemoryError encoding a huge summary: the job still ends (#21)
+        log.error("job %s: recording its end failed (%s: %s); recording FAILED", spec.job_id, type(exc).__name__,
+                  _message(exc))
+        return finish(store, spec.job_id, token, JobStatus.FAILED, reason=f"error: {type(exc).__name__}",
+                      error_json=error_json(exc))
     finally:
         beats.remove(key)
+
+
+def retrying(fn: Callable[[], T], what: str) -> T:
+    """``fn()``, retried with backoff while the store is busy or unreachable (#21).
+
+    For a runner's reads and writes that nothing else would repeat (a claim, a child's exit). Gives
+    up, raising the last error, only when the interpreter is shutting down (its main thread ended).
+
+    Raises:
+        StoreBusy, StoreUnavailable: still failing as the interpreter shuts down.
+    """
+    delay = 0.01
+    while True:
+        try:
+            return fn()
+        except (StoreBusy, StoreUnavailable) as exc:
+            if not threading.main_thread().is_alive():
+                raise
+            log.debug("%s: not yet, retrying: %s", what, exc)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, runtime.RECORD_RETRY_MAX_S)
+
+
+def _claim(store: Store, job_id: str) -> int | None:
+    """Claim a QUEUED job (``retrying``); its fencing token, or None if it is no longer QUEUED.
+
+    Also None when the store refuses for good or the interpreter shuts down first (the job then
+    reads FAILED, submitter lost, once this process is gone). A claim whose COMMIT was lost with the
+    server connection may have been applied: a job found RUNNING under this process is then ours
+    (a process runs each job of its own once), and its token is adopted.
+    """
+    lost_commit = False
+
+    def attempt() -> int | None:
+        nonlocal lost_commit
+        if lost_commit:
+            rec = store.get_job(job_id, check_liveness=False)
+            if rec.status is not JobStatus.QUEUED:
+                mine = rec.status is JobStatus.RUNNING and rec.runner == liveness.current().encode()
+                return rec.claim_token if mine else None
+        try:
+            return store.claim(job_id)
+        except StoreUnavailable as exc:
+            lost_commit = lost_commit or exc.maybe_applied
+            raise
+
+    try:
+        return retrying(attempt, f"job {job_id}: claim")
+    except InvalidTransition:
+        return None  # canceled (or declared lost) before it started
+    except StoreError as exc:
+        log.error("job %s: not started, the store cannot take its claim: %s", job_id, exc)
+        return None
 
 
 def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int) -> JobStatus | None:
@@ -83,12 +153,12 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int) -> JobSta
     except RunnerFenced as exc:
         log.warning("%s", exc)
         return None
-    except BaseException as exc:  # noqa: BLE001 - every failure of user code is recorded, then re-raised if fatal
+    except BaseException as exc:  # every failure of user code is recorded, then re-raised if fatal
         signal_name = ctx.stopped_by_signal
         if signal_name and isinstance(exc, (KeyboardInterrupt, SystemExit)):  # our own signal, raised in the code
             status = finish(store, spec.job_id, token, JobStatus.CANCELED, reason=f"signal {signal_name}")
         else:
-            ctx.log(f"job failed: {type(exc).__name__}: {exc}")
+            ctx.log(f"job failed: {type(exc).__name__}: {_message(exc)}")
             status = finish(store, spec.job_id, token, JobStatus.FAILED, reason=f"error: {type(exc).__name__}",
                             error_json=error_json(exc))
         if not isinstance(exc, Exception):
@@ -102,15 +172,49 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int) -> JobSta
                   extra_json={k: jsonutil.dumps(v, k) for k, v in extras.items()} or None)
 
 
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's own ``__str__`` fails."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - user code's exception; its end must still be recorded
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _holds_surrogate(value: Any) -> bool:
+    """Whether a string anywhere in ``value`` (keys included) holds a lone surrogate."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_holds_surrogate(k) or _holds_surrogate(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_surrogate(v) for v in value)
+    return False
+
+
 def _summary_json(ctx: RunContext, summary: Any) -> str | None:
-    """The summary as JSON; a job that finished its work never fails only because of its summary."""
+    """The summary as JSON; a job that finished its work never fails only because of its summary.
+
+    Text that is not valid Unicode (lone surrogates, as ``os.fsdecode`` makes of a file name that is
+    not UTF-8) is stored escaped as ``\\udcff`` by ``jsonutil.dumps``; the job's log says so.
+    """
     if summary is None:
         return None
     try:
-        return jsonutil.dumps(summary, "the returned summary")
+        text = jsonutil.dumps(summary, "the returned summary")
     except NotSerializable as exc:
         ctx.log(f"the returned summary could not be stored: {exc}")
         return jsonutil.dumps({"unstored": str(exc)}, "the returned summary")
+    try:
+        escaped = "\\\\u" in text and _holds_surrogate(summary)  # the text \\udcff only where escaped
+    except RecursionError:
+        escaped = False
+    if escaped:
+        ctx.log("the returned summary holds text that is not valid Unicode (lone surrogates, as os.fsdecode makes "
+                "of bytes that are not UTF-8); each is stored as a backslash escape such as \\udcff")
+    return text
 
 
 def _call_user_code(spec: JobSpec, ctx: RunContext) -> Any:
@@ -135,19 +239,43 @@ def finish(store: Store, job_id: str, token: int, status: JobStatus, *, reason: 
     A store that cannot take the write now (locked past ``lock_timeout``, full, unreachable) does
     not lose the end: the write goes to this process's recorder thread, which retries it until it
     lands, and the job reads RUNNING meanwhile (its runner lives and keeps trying). Fenced by the
-    claim token, so a late retry can never overwrite another verdict.
+    claim token, so a late retry can never overwrite another verdict. An end the database refuses
+    for good (a summary too big for it) is replaced by FAILED with a minimal error, retried the same way.
     """
     outcome: list[JobStatus | None] = []
+    end: dict[str, Any] = {"status": status, "reason": reason, "summary_json": summary_json,
+                           "error_json": error_json, "extra_json": extra_json}
+    maybe_applied = False  # a server connection dropped during a COMMIT of ours
 
     def write() -> bool:
+        nonlocal maybe_applied
         try:
-            outcome.append(store.finish(job_id, token, status, reason=reason, summary_json=summary_json,
-                                        error_json=error_json, extra_json=extra_json))
-        except StoreError as exc:
-            log.debug("job %s: cannot record %s yet: %s", job_id, status, exc)
+            outcome.append(store.finish(job_id, token, end["status"], reason=end["reason"],
+                                        summary_json=end["summary_json"], error_json=end["error_json"],
+                                        extra_json=end["extra_json"]))
+        except (StoreBusy, StoreUnavailable, StoreReadOnly) as exc:  # may clear: try again later
+            maybe_applied = maybe_applied or getattr(exc, "maybe_applied", False)
+            log.debug("job %s: cannot record %s yet: %s", job_id, end["status"], exc)
             return False
-        except (RunnerFenced, InvalidTransition, JobNotFound) as exc:
-            log.warning("job %s: could not record %s: %s", job_id, status, exc)
+        except DatabaseReplaced as exc:
+            log.error("job %s: its end (%s) cannot be recorded: %s", job_id, end["status"], exc)
+            outcome.append(None)
+        except StoreError as exc:  # refused for good (too big, ...): the last resort is a minimal FAILED
+            if not _minimal(end, exc):
+                log.debug("job %s: cannot record %s yet: %s", job_id, end["status"], exc)
+                return False
+            log.warning("job %s: the database refuses its end (%s): %s; recording FAILED with a minimal error",
+                        job_id, status, exc)
+            return write()
+        except RunnerFenced as exc:
+            if maybe_applied and JobStatus(exc.status).is_terminal:  # our COMMIT whose answer was lost, most likely
+                log.debug("job %s: found %s after a lost COMMIT of its end", job_id, exc.status)
+                outcome.append(JobStatus(exc.status))
+            else:
+                log.warning("job %s: could not record %s: %s", job_id, end["status"], exc)
+                outcome.append(None)
+        except (InvalidTransition, JobNotFound) as exc:
+            log.warning("job %s: could not record %s: %s", job_id, end["status"], exc)
             outcome.append(None)
         return True
 
@@ -155,3 +283,15 @@ def finish(store: Store, job_id: str, token: int, status: JobStatus, *, reason: 
         log.warning("job %s: the store cannot take its end (%s) now; retrying in the background", job_id, status)
         runtime.current().recorder.add(write)
     return outcome[0] if outcome else None
+
+
+def _minimal(end: dict[str, Any], exc: StoreError) -> bool:
+    """Replace the end in place by FAILED with a minimal error; False if it already is that."""
+    if end.get("minimal"):
+        return False
+    was = end["status"]
+    message = f"The job's end ({was}) could not be stored: {str(exc)[:500]}"
+    end.update(status=JobStatus.FAILED, reason="error: its end could not be stored", summary_json=None,
+               extra_json=None, minimal=True,
+               error_json=jsonutil.dumps({"type": type(exc).__name__, "message": message, "traceback": ""}, "error"))
+    return True
