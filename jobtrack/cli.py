@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import secrets
+import sys
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-from jobtrack.config import ENV_DB, default_db_path
-from jobtrack.errors import InvalidArgument, JobtrackError
+from jobtrack import __version__, bundlecli, cliutil
+from jobtrack.config import ENV_DB, check_lock_timeout, default_db_path
+from jobtrack.errors import InvalidArgument, WaitTimeout
 from jobtrack.states import JobStatus
 
 EXIT_CODES = {"COMPLETED": 0, "FAILED": 3, "CANCELED": 4}
@@ -21,27 +21,20 @@ EXIT_CODES = {"COMPLETED": 0, "FAILED": 3, "CANCELED": 4}
 _INT64_MAX = 2**63 - 1  # what SQLite stores in an INTEGER, so the most a count may be
 
 
-def _local(ts: str | None) -> str:
-    """An ISO UTC timestamp shown in the user's local time zone."""
-    if not ts:
-        return "-"
-    return datetime.fromisoformat(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _duration(status: dict[str, Any]) -> str:
-    start = datetime.fromisoformat(status["started_at"])
-    end = datetime.fromisoformat(status["finished_at"] or status["updated_at"])
-    seconds = max(0.0, (end - start).total_seconds())
-    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+_local = cliutil.local
 
 
 def _parser() -> argparse.ArgumentParser:
     db_help = f"database path or URL (default: ${ENV_DB}, else {default_db_path()})"
-    common = argparse.ArgumentParser(add_help=False)
+    lock_help = "seconds a write (cancel, prune, a worker's) waits for the database's write lock (default 30)"
+    common = cliutil.Parser(add_help=False)
     common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
+    common.add_argument("--lock-timeout", type=float, default=argparse.SUPPRESS, metavar="SECONDS", help=lock_help)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    parser = argparse.ArgumentParser(prog="jobtrack", description="An embedded, single-file ML job tracker.")
+    parser = cliutil.Parser(prog="jobtrack", description="An embedded, single-file ML job tracker.")
+    parser.add_argument("--version", action="version", version=f"jobtrack {__version__}")
     parser.add_argument("--db", default=None, help=db_help)
+    parser.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS", help=lock_help)
     parser.add_argument("--debug", action="store_true", default=False, help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -83,34 +76,57 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", parents=[common], help="run queued runner='worker' jobs")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.add_argument("--max-jobs", type=int, default=None)
+    p.add_argument("--concurrency", "-c", type=int, default=1, help="jobs run at once, on threads (default 1)")
+    p.add_argument("--app-dir", action="append", default=[], metavar="DIR",
+                   help="also import job code from DIR (repeatable; the working directory always is, as python -m)")
     sub.add_parser("demo", parents=[common], help="train and use a small real model on the default database")
-    p = sub.add_parser("migrate", parents=[common], help="copy a database's jobs into another (e.g. a file to PostgreSQL)")
+    p = sub.add_parser("migrate", parents=[common],
+                       help="copy a database's jobs into another (e.g. a file to PostgreSQL)")
     p.add_argument("--from", dest="source", required=True, help="database to copy from (path or URL)")
     p.add_argument("--to", dest="target", required=True, help="database to copy into (path or URL)")
+    bundlecli.add_parsers(sub, common)  # export, import, merge (#19)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (errors print one line, no traceback unless --debug)."""
+    """Run the command line; returns the exit code.
+
+    Every failure prints one line, ``jobtrack: error: ...`` with a command-line hint, and no traceback
+    unless ``--debug``: exit code 2 for a bad argument (usage errors too), 1 for everything else.
+    """
     args = _parser().parse_args(argv)
     try:
+        if args.lock_timeout is not None:
+            try:
+                args.lock_timeout = check_lock_timeout(args.lock_timeout)
+            except InvalidArgument:
+                raise InvalidArgument(f"--lock-timeout must be a number of seconds >= 0, not {args.lock_timeout}; "
+                                      "use e.g. --lock-timeout 60.") from None
         return _COMMANDS[args.command](args)
-    except JobtrackError as exc:
-        if args.debug:
-            raise
-        print(f"jobtrack: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `jobtrack list | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"jobtrack: error: {cliutil.error_line(exc, args)}", file=sys.stderr)
+        return cliutil.exit_code(exc)
 
 
 def _manager(args: argparse.Namespace) -> Any:
+    """The JobManager of ``--db``: it reads, and never creates a database (a missing one is an error, #13)."""
     from jobtrack.manager import JobManager
 
-    return JobManager(args.db)
+    return JobManager(args.db, lock_timeout=args.lock_timeout)
+
+
+def _job(args: argparse.Namespace) -> Any:
+    """The JobMonitor of ``JOB_ID``, which may be a unique prefix of a job's id."""
+    manager = _manager(args)
+    args.job_id = manager.resolve_job_id(args.job_id)
+    return manager.fetch_job(args.job_id)
 
 
 def _count(option: str, value: int | None) -> int | None:
@@ -128,27 +144,39 @@ def _count(option: str, value: int | None) -> int | None:
 def _cmd_list(args: argparse.Namespace) -> int:
     _count("--limit", args.limit)
     jobs = _manager(args).list_jobs(status=args.status, job_type=args.job_type, experiment_name=args.experiment,
-                                    since=args.since, until=args.until, limit=args.limit)
+                                    since=args.since, until=args.until, limit=min(args.limit + 1, _INT64_MAX))
+    more = len(jobs) > args.limit  # one more than shown was asked for: to say that rows were left out (#13)
+    jobs = jobs[:args.limit]
     statuses = [j.get_status() for j in jobs]
     if args.json:
         print(json.dumps(statuses, indent=2))
-        return 0
-    header = ("JOB ID", "STATUS", "TYPE", "EXPERIMENT", "MODEL RUN", "CREATED", "DURATION")
-    rows = [(s["job_id"], s["status"], s["job_type"], s["experiment_name"], s["model_run_id"] or "-",
-             _local(s["started_at"]), _duration(s)) for s in statuses]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+    else:
+        header = ("JOB ID", "STATUS", "TYPE", "EXPERIMENT", "MODEL RUN", "CREATED", "DURATION")
+        rows = [(s["job_id"], s["status"], s["job_type"], s["experiment_name"], s["model_run_id"] or "-",
+                 _local(s["started_at"]), cliutil.duration(_claimed_at(j), s["finished_at"], s["status"]))
+                for j, s in zip(jobs, statuses, strict=True)]
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        for r in [header, *rows]:
+            print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    if more:  # on stderr: the table (or the JSON) on stdout stays what it was
+        print(f"jobtrack: showing the newest {args.limit} matching jobs; older ones were left out. See more with "
+              f"--limit {min(args.limit * 10, _INT64_MAX)}, or narrow with --status, --type, --experiment or --since.",
+              file=sys.stderr)
     return 0
 
 
+def _claimed_at(job: Any) -> str | None:
+    """When the job was claimed (its first RUNNING event): where its DURATION starts; None if never."""
+    return next((ev.at.isoformat() for ev in job.events() if ev.to_status == JobStatus.RUNNING), None)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
-    print(json.dumps(_manager(args).fetch_job(args.job_id).get_status(), indent=2))
+    print(json.dumps(_job(args).get_status(), indent=2))
     return 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    monitor = _manager(args).fetch_job(args.job_id)
+    monitor = _job(args)
     s = monitor.get_status()
     print(f"{s['job_id']}  {s['status']}  {s['job_type']}  {s['experiment_name']}  model run {s['model_run_id']}")
     print("timeline:")
@@ -160,9 +188,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
               f"{result.get('best_metric')}):")
         for ep in result["epochs"]:
             mark = " *" if ep["epoch"] == result.get("best_epoch") else ""
-            print(f"  {ep['epoch']:>4}  train {json.dumps(ep['train'])}  validation {json.dumps(ep['validation'])}{mark}")
+            print(f"  {ep['epoch']:>4}  train {json.dumps(ep['train'])}  "
+                  f"validation {json.dumps(ep['validation'])}{mark}")
     if "summary" in result:
         print(f"summary: {json.dumps(result['summary'])}")
+    if "summary_error" in result:
+        print(f"summary not stored as returned: {result['summary_error']['message']}")
+    if "eval_metric_missing" in result:
+        print(f"note: {result['eval_metric_missing']['note']}")
     tables = monitor.materialized_tables() if s["export_paths"] else {}
     for kind, path in s["export_paths"].items():
         table = f", table {tables[kind]}" if kind in tables else ""
@@ -174,21 +207,51 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    status = _manager(args).cancel_job(args.job_id)
+    manager = _manager(args)
+    args.job_id = manager.resolve_job_id(args.job_id)
+    status = manager.cancel_job(args.job_id)
     note = " (stop requested; it ends CANCELED when its code next reports)" if status is JobStatus.RUNNING else ""
     print(f"{args.job_id}: {status}{note}")
     return 0
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
-    _manager(args).fetch_job(args.job_id).stream_logs(follow=args.follow)
+    out = cliutil.LocalTimes(sys.stdout)  # log lines are stamped in UTC; people read local time (#13)
+    try:
+        _job(args).stream_logs(follow=args.follow, file=out)
+    finally:
+        out.close()
     return 0
 
 
 def _cmd_wait(args: argparse.Namespace) -> int:
-    final = _manager(args).fetch_job(args.job_id).wait(timeout=args.timeout, progress=not args.quiet)
+    if args.timeout is not None and not 0 <= args.timeout < float("inf"):  # NaN too
+        raise InvalidArgument(f"--timeout must be a number of seconds >= 0, not {args.timeout}; use e.g. --timeout 60.")
+    job = _job(args)
+    try:
+        final = job.wait(timeout=args.timeout, progress=not args.quiet)
+    except WaitTimeout as exc:
+        if args.debug:
+            raise
+        print(f"jobtrack: error: {cliutil.error_line(exc, args)}{_no_worker_hint(job.job_id, args)}", file=sys.stderr)
+        return 1
     print(f"{args.job_id}: {final['status']}")
     return EXIT_CODES[final["status"]]
+
+
+def _no_worker_hint(job_id: str, args: argparse.Namespace) -> str:
+    """For a runner="worker" job still QUEUED while no worker runs a job of this database: say so (#13)."""
+    from jobtrack.store import Store
+
+    store = Store.open(args.db, create=False)  # the manager's store: it exists
+    rec = store.get_job(job_id)
+    if rec.runner_kind != "worker" or rec.status is not JobStatus.QUEUED:
+        return ""
+    if any(r.runner_kind == "worker" for r in store.list_jobs(statuses=[JobStatus.RUNNING], limit=None)):
+        return ""
+    db = f" --db {args.db}" if args.db else ""
+    return (" No worker is running a job of this database now, and only a worker runs this one: "
+            f"start one with `jobtrack worker{db}`.")
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
@@ -212,7 +275,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from jobtrack.model_manager import ModelManager
 
-    manager = ModelManager(args.db)
+    manager = ModelManager(args.db, lock_timeout=args.lock_timeout)
     if args.action == "list":
         models = manager.list_models()
         if args.json:
@@ -244,7 +307,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from jobtrack.plot import plot_curves
 
-    status = _manager(args).fetch_job(args.job_id).get_status()
+    status = _job(args).get_status()
     print(f"wrote {plot_curves(dict(status), args.output)}")
     return 0
 
@@ -253,7 +316,9 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from jobtrack.store import Store
     from jobtrack.store.migrate import migrate
 
-    source, target = Store.open(args.source), Store.open(args.target)
+    # the source is read (never created, #13); the target is written (created if new)
+    source = Store.open(args.source, create=False, lock_timeout=args.lock_timeout)
+    target = Store.open(args.target, lock_timeout=args.lock_timeout)
     report = migrate(source, target)
     print(f"copied {len(report.copied)} job(s) from {source.target} to {target.target}; "
           f"{len(report.skipped)} already there; {len(report.registered)} registered model(s)")
@@ -261,21 +326,30 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from jobtrack.runners.worker import run_worker
+    from jobtrack.runners.worker import add_import_dirs, run_worker
     from jobtrack.store import Store
 
     _count("--max-jobs", args.max_jobs)
-    store = Store.open(args.db)
-    print(f"jobtrack worker on {store.target} (pid {os.getpid()}){' --burst' if args.burst else ''}", flush=True)
-    done = run_worker(store, burst=args.burst, max_jobs=args.max_jobs)
-    print(f"jobtrack worker: ran {done} job(s)", flush=True)
-    return 0
+    _count("--concurrency", args.concurrency)
+    import_path = sys.path[:]
+    try:
+        dirs = add_import_dirs(args.app_dir)  # imports like `python -m`: the working directory, then --app-dir (#13)
+        store = Store.open(args.db, lock_timeout=args.lock_timeout)
+        print(f"jobtrack worker on {store.target} (pid {os.getpid()}){' --burst' if args.burst else ''}, "
+              f"{args.concurrency} job(s) at a time, importing from {os.pathsep.join(dirs) or 'PYTHONPATH'}",
+              flush=True)
+        report = run_worker(store, burst=args.burst, max_jobs=args.max_jobs, concurrency=args.concurrency)
+    finally:
+        sys.path[:] = import_path  # as it was (main() may run in a test's process)
+    stopped = f" (stopped by {report.stopped_by})" if report.stopped_by else ""
+    print(f"jobtrack worker: {report.summary()}{stopped}", flush=True)
+    return 1 if report.failed else 0  # a failed job is the worker's failure too; see README "Command line"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from jobtrack import Dataset, Trainer, demo
 
-    trainer = Trainer(demo.train, demo.predict, config={"epochs": 8}, db=args.db)
+    trainer = Trainer(demo.train, demo.predict, config={"epochs": 8}, db=args.db, lock_timeout=args.lock_timeout)
     tables = demo.write_csv_tables(os.path.join(trainer._store.files_dir, "demo-data"))
     dataset = Dataset("demo", "binary_classification", "churn", tables=tables)
     print(f"database: {trainer.db}")
@@ -290,9 +364,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"prediction job {pred['job_id']} {pred['status']}: {pred['result'].get('summary')}")
     print(f"  predictions: {pred['export_paths'].get('predictions')}")
     print(f"  SQL view:    {pred['source_views'].get('predictions')}")
+    db = f" --db {args.db}" if args.db else ""  # the hints work as printed: on the database just used (#13)
     print("next:")
-    print(f"  jobtrack show {job.job_id}")
-    print("  jobtrack list")
+    print(f"  jobtrack show {job.job_id}{db}")
+    print(f"  jobtrack list{db}")
     print(f"  sqlite3 {trainer.db} 'SELECT * FROM {pred['source_views'].get('predictions')} LIMIT 5'")
     return 0 if final["status"] == "COMPLETED" and pred["status"] == "COMPLETED" else 1
 
@@ -310,4 +385,5 @@ _COMMANDS = {
     "worker": _cmd_worker,
     "migrate": _cmd_migrate,
     "demo": _cmd_demo,
+    **bundlecli.COMMANDS,
 }

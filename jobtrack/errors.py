@@ -58,6 +58,21 @@ class JobNotFound(JobManagerError, JobMonitorError, LookupError):
         return (type(self), (self.job_id, self.db))
 
 
+class AmbiguousJobId(JobNotFound):
+    """A job id prefix that more than one job starts with (``jobtrack show job_66``)."""
+
+    def __init__(self, prefix: str, matches: list[str], db: str | None = None) -> None:
+        self.prefix = prefix
+        self.matches = list(matches)
+        self.job_id, self.db, self.code = prefix, db, None
+        count = f"{len(matches)} jobs" if len(matches) <= 10 else "more than 10 jobs, among them"  # 11 are read
+        Exception.__init__(self, f"Job id prefix {prefix!r} matches {count}: {', '.join(matches[:10])}. "
+                                 "Give more of the id.")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.prefix, self.matches, self.db))
+
+
 class ModelNotFound(ModelManagerError, LookupError):
     """No model run or registered model matches the given id or key."""
 
@@ -190,11 +205,29 @@ class NotSerializable(JobtrackError, TypeError):
         self.detail = detail
         super().__init__(
             f"{field} is not JSON-serializable: {detail}. "
-            "Report plain numbers, strings, lists and dicts (convert arrays with .tolist())."
+            "Store numbers, strings, lists and dicts (numpy, pandas and torch scalars, small 1-d arrays, "
+            "datetimes and paths are converted)."
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.field, self.detail))
+
+
+class ResultTooLarge(JobtrackError, ValueError):
+    """A job's metrics or summary would make its ``result`` larger than its cap (``max_result_bytes``)."""
+
+    def __init__(self, field: str, size: int, limit: int) -> None:
+        self.field = field
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"{field} would take {size:,} bytes of the job's result, over its cap of {limit:,} bytes. "
+            "Store large values in a file under ctx.model_dir or export them; or raise the cap with "
+            "Trainer(max_result_bytes=...) or JOBTRACK_MAX_RESULT_BYTES."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.field, self.size, self.limit))
 
 
 class WaitTimeout(JobtrackError, TimeoutError):
@@ -230,6 +263,20 @@ class RunnerFenced(JobtrackError):
 
 class StoreError(JobtrackError):
     """A problem with the database file or its location."""
+
+
+class DatabaseNotFound(StoreError, FileNotFoundError):
+    """A read of a database path where there is no file: reads never create one (SPEC §6)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"No jobtrack database at {path}; nothing was created. Check the path (--db or JOBTRACK_DB); "
+            "submitting a job creates the database."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path,))
 
 
 class NotAJobtrackDatabase(StoreError):
@@ -366,6 +413,28 @@ class NestedWrite(JobtrackError, RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path,))
+
+
+class InvalidBundle(JobtrackError, ValueError):
+    """A job bundle that is malformed, tampered with or unsafe; nothing was written (#19)."""
+
+    def __init__(self, bundle: str, entry: str, detail: str) -> None:
+        self.bundle, self.entry, self.detail = bundle, entry, detail
+        super().__init__(f"Refused bundle {bundle}: entry {entry!r}: {detail}. Nothing was imported.")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.bundle, self.entry, self.detail))
+
+
+class BundleConflict(JobtrackError):
+    """A bundle's job (registry entry, view, table, file) is in the target with other content; nothing written (#19)."""
+
+    def __init__(self, what: str, name: str, detail: str) -> None:
+        self.what, self.name, self.detail = what, name, detail
+        super().__init__(f"Conflict importing {what} {name!r}: {detail}. Nothing was imported.")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.what, self.name, self.detail))
 
 
 class JobCanceled(BaseException):

@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from jobtrack import files
 from jobtrack.config import check_lock_timeout
-from jobtrack.errors import InvalidArgument
+from jobtrack.errors import AmbiguousJobId, InvalidArgument, JobNotFound
 from jobtrack.monitor import JobMonitor, JobStatusDict, status_dict
 from jobtrack.states import JobStatus, JobType
 from jobtrack.store import PruneReport, Store
 from jobtrack.timeutil import parse_when
+
+if TYPE_CHECKING:
+    from jobtrack import bundle
 
 
 def parse_status(value: object) -> JobStatus:
@@ -35,12 +39,19 @@ def parse_job_type(value: object) -> JobType:
 class JobManager:
     """Jobs of one database (``db`` argument, else ``$JOBTRACK_DB``, else the default path).
 
-    ``lock_timeout``: seconds a write (cancel, prune, a liveness verdict) waits for the write lock.
+    A JobManager never creates a database (#13): a path with no file is ``DatabaseNotFound``, and a
+    file or folder this user cannot write is read read-only (canceling and pruning then raise
+    ``StoreReadOnly``). ``lock_timeout``: seconds a write (cancel, prune, a liveness verdict) waits for
+    the write lock.
+
+    Raises:
+        DatabaseNotFound: no database at the path; nothing was created.
     """
 
     def __init__(self, db: str | os.PathLike[str] | None = None, *,
                  lock_timeout: float | None = None) -> None:
-        self._store = Store.open(db, lock_timeout=None if lock_timeout is None else check_lock_timeout(lock_timeout))
+        self._store = Store.open(db, lock_timeout=None if lock_timeout is None else check_lock_timeout(lock_timeout),
+                                 create=False)
 
     @property
     def db(self) -> str:
@@ -54,6 +65,22 @@ class JobManager:
             JobNotFound: no job has this id.
         """
         return JobMonitor.from_record(self._store, self._store.get_job(job_id))
+
+    def resolve_job_id(self, job_id: str) -> str:
+        """The id of the one job ``job_id`` names: the id itself, or a unique prefix of one (*local*).
+
+        Raises:
+            JobNotFound: no job's id is or starts with ``job_id``.
+            AmbiguousJobId: several jobs' ids start with it (the first ten are named).
+        """
+        ids = self._store.job_ids_starting(job_id)
+        if job_id in ids:
+            return job_id
+        if len(ids) == 1:
+            return ids[0]
+        if not ids:
+            raise JobNotFound(job_id, self.db)
+        raise AmbiguousJobId(job_id, ids, self.db)
 
     def cancel_job(self, job_id: str) -> JobStatus:
         """Cancel job ``job_id`` (see ``JobMonitor.cancel``) and return its status after the call."""
@@ -107,6 +134,33 @@ class JobManager:
         if not dry_run:
             files.remove_paths(report.files)
         return report
+
+    def export_bundle(self, out: str | os.PathLike[str], job_ids: Sequence[str] | None = None, *,
+                      since: str | datetime | None = None, include_running: bool = False, files: bool = True,
+                      deps: bool = True) -> bundle.ExportReport:
+        """Write a bundle of finished jobs (``job_ids``, else those created since ``since``, else all) to ``out`` (#19).
+
+        Raises:
+            JobNotFound: a named job does not exist.
+            InvalidArgument: a named job is not finished and ``include_running`` is false; an unreadable time.
+        """
+        from jobtrack import bundle
+
+        ids = None if job_ids is None else [self.resolve_job_id(j) for j in job_ids]
+        return bundle.export_bundle(self._store, out, ids, since=None if since is None else parse_when(since),
+                                    include_running=include_running, files=files, deps=deps)
+
+    def import_bundle(self, path: str | os.PathLike[str], *,
+                      limits: bundle.Limits | None = None) -> bundle.ImportReport:
+        """Add a bundle's jobs (and files) to this database; importing it again changes nothing (#19).
+
+        Raises:
+            InvalidBundle: a malformed, tampered or unsafe bundle; nothing was written.
+            BundleConflict: something exists here with other content; nothing was written.
+        """
+        from jobtrack import bundle
+
+        return bundle.import_bundle(self._store, path, limits=limits)
 
     def show_jobs(self, *, limit: int | None = None) -> list[JobStatusDict]:
         """Every job's status dict, newest first (the reference's ``show_jobs``)."""

@@ -20,6 +20,9 @@ import os
 
 from jobtrack import runtime
 from jobtrack.config import is_url, resolve_db
+from jobtrack.errors import DatabaseNotFound
+from jobtrack.store.bundles import BundlesMixin
+from jobtrack.store.location import permission_problem
 from jobtrack.store.materialize import MaterializeMixin
 from jobtrack.store.registry import RegistryMixin
 from jobtrack.store.retention import RetentionMixin
@@ -42,19 +45,33 @@ def _identity(target: str) -> tuple[str | int, ...]:
     return ("file", st.st_dev, st.st_ino)
 
 
-class Store(RegistryMixin, RetentionMixin, ExportsMixin, MaterializeMixin):
+class Store(RegistryMixin, RetentionMixin, ExportsMixin, MaterializeMixin, BundlesMixin):
     """All reads and writes of one jobtrack database; share one per database and process (``Store.open``)."""
 
     @classmethod
-    def open(cls, db: str | os.PathLike[str] | None = None, *, lock_timeout: float | None = None) -> Store:
+    def open(cls, db: str | os.PathLike[str] | None = None, *, lock_timeout: float | None = None,
+             read_only: bool = False, create: bool = True) -> Store:
         """The shared Store of this database in this process (created and checked on first use).
 
         ``lock_timeout`` (seconds a writer waits for the write lock) applies to this database in this
-        process from now on; None keeps the current value.
+        process from now on; None keeps the current value. ``create=False`` is for reads (#13): a file
+        that does not exist is ``DatabaseNotFound`` and nothing is created; a file or folder this user
+        cannot write is opened read-only. ``read_only=True`` opens it read-only in any case (SQLite's
+        ``mode=ro``): nothing is created, locked or written, and every write raises ``StoreReadOnly``.
+
+        Raises:
+            DatabaseNotFound: reading (``create=False`` or ``read_only=True``) a path with no file.
+            NotAJobtrackDatabase, SchemaTooNew, StoreReadOnly: see ``schema.prepare``.
         """
         target = resolve_db(db)
+        if (read_only or not create) and not is_url(target):
+            if not os.path.exists(target):
+                raise DatabaseNotFound(target)
+            read_only = read_only or permission_problem(target) is not None
         key = _identity(target)
-        store: Store = runtime.store(key, lambda: cls(target))
+        if read_only:
+            key = ("read-only", *key)
+        store: Store = runtime.store(key, lambda: cls(target, read_only=read_only, create=create))
         if key[0] == "path":  # the file exists now: later spellings find it by its identity
             runtime.store(_identity(target), lambda: store)
         if lock_timeout is not None:

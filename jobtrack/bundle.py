@@ -1,0 +1,397 @@
+"""Job bundles (#19): one zip file carrying finished jobs, their rows and their files between machines.
+
+Layout: ``manifest.json`` (format and version, jobtrack's version, the source database's id, the jobs,
+the files' original paths, and the sha256 and size of every other entry), ``rows/<table>.jsonl`` (one
+JSON object a row) and ``files/<path under the files directory>``.
+
+Reading verifies everything before anything is written: entry names (no absolute path, no ``..``, no
+backslash), no symlink or device entry, no duplicate, counts and sizes within limits, every listed
+entry present and no other, every size and checksum. An import then checks the rows against the target
+(``BundleConflict``), writes the files (only inside the target's files directory), and adds the rows,
+rewriting each carried path into the target's files directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from jobtrack import __version__, jsonutil
+from jobtrack.errors import BundleConflict, InvalidBundle
+from jobtrack.store import Store
+from jobtrack.store.bundles import NAME, TABLES, table_columns
+from jobtrack.store.materialize import PREFIX, RECORD_TABLE
+from jobtrack.timeutil import to_iso, utcnow
+
+FORMAT = "jobtrack-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a bundle may hold; beyond it the bundle is refused (``InvalidBundle``) before anything is written."""
+
+    max_entries: int = 1_000_000
+    max_entry_bytes: int = 16 << 30
+    max_total_bytes: int = 64 << 30
+
+
+@dataclass
+class ExportReport:
+    """What ``export_bundle`` wrote."""
+
+    path: str
+    jobs: list[str] = field(default_factory=list)
+    snapshot: list[str] = field(default_factory=list)  # jobs exported while not yet finished
+    files: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class ImportReport:
+    """What ``import_bundle`` (or ``merge``) added and what the target already had."""
+
+    imported: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    registered: list[str] = field(default_factory=list)
+    files_written: int = 0
+
+
+@dataclass
+class Verified:
+    """A bundle whose every entry passed the checks; its rows parsed, its files still in the zip."""
+
+    path: str
+    manifest: dict[str, Any]
+    rows: dict[str, list[dict[str, Any]]]
+    files: list[tuple[str, str, str]]  # (entry name, path under the files directory, sha256)
+
+
+# -- export ----------------------------------------------------------------------------------------------
+
+
+def _sources(store: Store, rows: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The files and directories of the carried jobs that exist: job directory, export files, model directories."""
+    paths: list[str] = []
+    for job in rows["jobs"]:
+        paths.append(str(store.job_dir(job["id"])))
+        paths += [str(p) for p in (jsonutil.loads(job["export_paths_json"]) or {}).values()]
+        spec = jsonutil.loads(job["spec_json"]) or {}
+        if spec.get("model_dir"):
+            paths.append(str(spec["model_dir"]))
+    for run in rows["model_runs"]:
+        paths.append(store.model_dir(run["id"]))
+    paths += [str(e["path"]) for e in rows["job_exports"]]
+    found = sorted(p for p in {os.path.abspath(p) for p in paths} if os.path.lexists(p))
+    return [p for p in found if not any(p.startswith(q + os.sep) for q in found)]  # a parent carries its children
+
+
+def _relative(root: str, path: str) -> str:
+    """Where a source path goes under the target's files directory."""
+    if path == root or path.startswith(root + os.sep):
+        return PurePosixPath(*Path(os.path.relpath(path, root)).parts).as_posix()
+    digest = hashlib.sha256(path.encode()).hexdigest()[:16]
+    return f"external/{digest}/{os.path.basename(path)}"
+
+
+def _walk(path: str) -> Iterator[tuple[str, str]]:
+    """(file, its path relative to ``path``) of every regular file under ``path`` (symlinks skipped)."""
+    if os.path.isfile(path) and not os.path.islink(path):
+        yield path, ""
+        return
+    for top, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(top, name)
+            if os.path.isfile(full) and not os.path.islink(full):
+                yield full, Path(os.path.relpath(full, path)).as_posix()
+
+
+def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[str] | None = None, *,
+                  since: datetime | None = None, include_running: bool = False, files: bool = True,
+                  deps: bool = True) -> ExportReport:
+    """Write the selected jobs (see ``Store.bundle_job_ids``) to the bundle ``out``, replacing it atomically."""
+    ids, running = store.bundle_job_ids(job_ids, since=since, include_running=include_running, deps=deps)
+    rows = store.bundle_rows(ids)
+    root = os.path.abspath(store.files_dir)
+    paths = {p: _relative(root, p) for p in _sources(store, rows)} if files else {}
+    report = ExportReport(str(out), jobs=ids, snapshot=running)
+    entries: dict[str, dict[str, Any]] = {}
+    target = os.path.abspath(out)
+    fd, tmp = tempfile.mkstemp(prefix=".bundle-", dir=os.path.dirname(target))
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for table in TABLES:
+                data = "".join(jsonutil.dumps(r, table) + "\n" for r in rows[table]).encode()
+                _add(zf, entries, f"rows/{table}.jsonl", data)
+            for source, rel in paths.items():
+                for full, sub in _walk(source):
+                    with open(full, "rb") as fh:
+                        data = fh.read()
+                    _add(zf, entries, f"files/{rel}/{sub}".rstrip("/"), data)
+                    report.files += 1
+                    report.bytes += len(data)
+            manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "jobtrack_version": __version__,
+                        "source_database_id": store.database_id(), "created_at": to_iso(utcnow()),
+                        "jobs": ids, "snapshot": running, "paths": paths, "entries": entries}
+            zf.writestr(MANIFEST, jsonutil.dumps(manifest, "bundle manifest"))
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return report
+
+
+def _add(zf: zipfile.ZipFile, entries: dict[str, dict[str, Any]], name: str, data: bytes) -> None:
+    zf.writestr(name, data)
+    entries[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+# -- verify ------------------------------------------------------------------------------------------------
+
+
+def _check_name(bundle: str, name: str) -> None:
+    parts = name.split("/")
+    if (not name or name.startswith("/") or "\\" in name or "\x00" in name or ":" in parts[0]
+            or any(p in ("", ".", "..") for p in parts)):
+        raise InvalidBundle(bundle, name, "unsafe entry name (absolute, '..', empty part or backslash)")
+
+
+def _check_member(bundle: str, info: zipfile.ZipInfo, limits: Limits) -> None:
+    _check_name(bundle, info.filename)
+    mode = info.external_attr >> 16
+    if info.is_dir() or (stat.S_IFMT(mode) and not stat.S_ISREG(mode)):
+        kind = "symlink" if stat.S_ISLNK(mode) else "directory" if info.is_dir() else "special file"
+        raise InvalidBundle(bundle, info.filename, f"a {kind} entry; only regular files are accepted")
+    if info.file_size > limits.max_entry_bytes:
+        raise InvalidBundle(bundle, info.filename,
+                            f"{info.file_size} bytes, over the limit of {limits.max_entry_bytes}")
+
+
+def _read(bundle: str, zf: zipfile.ZipFile, name: str, limit: int) -> tuple[bytes, str]:
+    """The entry's bytes (read no further than ``limit``) and their sha256; a damaged entry is InvalidBundle."""
+    digest = hashlib.sha256()
+    buf = io.BytesIO()
+    try:
+        with zf.open(name) as fh:
+            while chunk := fh.read(_BLOCK):
+                if buf.tell() + len(chunk) > limit:
+                    raise InvalidBundle(bundle, name, f"more than {limit} bytes")
+                digest.update(chunk)
+                buf.write(chunk)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        if isinstance(exc, InvalidBundle):
+            raise
+        raise InvalidBundle(bundle, name, f"unreadable ({exc})") from exc
+    return buf.getvalue(), digest.hexdigest()
+
+
+def read_bundle(path: str | os.PathLike[str], limits: Limits | None = None) -> Verified:
+    """Open and verify a bundle completely (nothing is written).
+
+    Raises:
+        InvalidBundle: the first check that fails, naming the entry.
+    """
+    limits = limits or Limits()
+    bundle = str(path)
+    try:
+        zf = zipfile.ZipFile(bundle)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidBundle(bundle, MANIFEST, f"not a readable zip file ({exc})") from exc
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > limits.max_entries:
+            raise InvalidBundle(bundle, MANIFEST, f"{len(infos)} entries, over the limit of {limits.max_entries}")
+        seen: set[str] = set()
+        total = 0
+        for info in infos:
+            _check_member(bundle, info, limits)
+            if info.filename in seen:
+                raise InvalidBundle(bundle, info.filename, "duplicate entry")
+            seen.add(info.filename)
+            total += info.file_size
+            if total > limits.max_total_bytes:
+                raise InvalidBundle(bundle, info.filename, f"the bundle exceeds {limits.max_total_bytes} bytes")
+        if MANIFEST not in seen:
+            raise InvalidBundle(bundle, MANIFEST, "missing")
+        manifest = _manifest(bundle, _read(bundle, zf, MANIFEST, limits.max_entry_bytes)[0])
+        entries: dict[str, Any] = manifest["entries"]
+        extra = sorted(seen - set(entries) - {MANIFEST})
+        missing = sorted(set(entries) - seen)
+        if extra or missing:
+            raise InvalidBundle(bundle, (extra or missing)[0], "not listed in the manifest" if extra else "missing")
+        rows: dict[str, list[dict[str, Any]]] = {}
+        files: list[tuple[str, str, str]] = []
+        for name, meta in entries.items():
+            _check_name(bundle, name)
+            data, digest = _read(bundle, zf, name, limits.max_entry_bytes)
+            if not isinstance(meta, dict) or len(data) != meta.get("size") or digest != meta.get("sha256"):
+                raise InvalidBundle(bundle, name, "its size or sha256 differs from the manifest (truncated or changed)")
+            if name.startswith("files/"):
+                files.append((name, name[len("files/"):], digest))
+            elif name.startswith("rows/") and name.endswith(".jsonl") and name[5:-6] in TABLES:
+                rows[name[5:-6]] = _rows(bundle, name, data)
+            else:
+                raise InvalidBundle(bundle, name, "not a rows/ or files/ entry")
+    for table in TABLES:
+        rows.setdefault(table, [])
+    _check_rows(bundle, manifest, rows)
+    return Verified(bundle, manifest, rows, files)
+
+
+def _manifest(bundle: str, data: bytes) -> dict[str, Any]:
+    try:
+        doc = jsonutil.loads(data.decode("utf-8"))
+    except Exception as exc:  # any unreadable manifest is one error
+        raise InvalidBundle(bundle, MANIFEST, f"not JSON ({type(exc).__name__})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise InvalidBundle(bundle, MANIFEST, "not a jobtrack bundle manifest")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise InvalidBundle(bundle, MANIFEST, f"format version {doc.get('format_version')!r}; this jobtrack "
+                                              f"({__version__}) reads version {FORMAT_VERSION}")
+    if not isinstance(doc.get("entries"), dict) or not isinstance(doc.get("paths"), dict) \
+            or not isinstance(doc.get("jobs"), list):
+        raise InvalidBundle(bundle, MANIFEST, "entries, paths or jobs missing")
+    for rel in doc["paths"].values():
+        _check_name(bundle, str(rel))
+    return doc
+
+
+def _rows(bundle: str, name: str, data: bytes) -> list[dict[str, Any]]:
+    table = name[5:-6]
+    cols = set(table_columns(table))
+    out = []
+    for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        try:
+            row = jsonutil.loads(line)
+        except Exception as exc:
+            raise InvalidBundle(bundle, name, f"line {n} is not JSON") from exc
+        if not isinstance(row, dict) or set(row) != cols:
+            raise InvalidBundle(bundle, name, f"line {n} does not have the columns of {table}")
+        out.append(row)
+    return out
+
+
+def _check_rows(bundle: str, manifest: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Rows belong to the manifest's jobs; names that become SQL identifiers are plain."""
+    jobs = {str(r["id"]) for r in rows["jobs"]}
+    if jobs != {str(j) for j in manifest["jobs"]}:
+        raise InvalidBundle(bundle, "rows/jobs.jsonl", "its jobs are not the manifest's")
+    runs = {str(r["id"]) for r in rows["model_runs"]}
+    for table in ("model_runs", "job_events", "job_epochs", "job_exports", "export_rows", RECORD_TABLE):
+        if any(str(r["job_id"]) not in jobs for r in rows[table]):
+            raise InvalidBundle(bundle, f"rows/{table}.jsonl", "a row of a job the bundle does not carry")
+    if any(str(r["model_run_id"]) not in runs for r in rows["registered_models"]):
+        raise InvalidBundle(bundle, "rows/registered_models.jsonl", "an entry of a model run the bundle does not carry")
+    for r in [*rows["job_exports"], *rows[RECORD_TABLE]]:
+        view = str(r["view_name"])
+        if not (NAME.match(str(r["kind"])) and NAME.match(view) and view.startswith(f"{r['kind']}_")
+                and r.get("table_name", PREFIX + view) == PREFIX + view):
+            raise InvalidBundle(bundle, "rows/job_exports.jsonl", f"unsafe view or table name {r['view_name']!r}")
+
+
+# -- import ------------------------------------------------------------------------------------------------
+
+
+def _rewrite(value: str, mapping: dict[str, str]) -> str:
+    for source, dest in mapping.items():
+        if value == source:
+            return dest
+        if value.startswith((source + "/", source + os.sep)):
+            return dest + value[len(source):]
+    return value
+
+
+def rewrite_paths(rows: dict[str, list[dict[str, Any]]], mapping: dict[str, str]) -> None:
+    """Point every carried path (export paths, export files, model directories) into the target."""
+    for job in rows["jobs"]:
+        paths = jsonutil.loads(job["export_paths_json"]) or {}
+        job["export_paths_json"] = jsonutil.dumps({k: _rewrite(str(v), mapping) for k, v in paths.items()}, "paths")
+        spec = jsonutil.loads(job["spec_json"]) or {}
+        if isinstance(spec, dict) and spec.get("model_dir"):
+            spec["model_dir"] = _rewrite(str(spec["model_dir"]), mapping)
+            job["spec_json"] = jsonutil.dumps(spec, "job spec")
+    for export in rows["job_exports"]:
+        export["path"] = _rewrite(str(export["path"]), mapping)
+
+
+def _destination(bundle: str, root: str, rel: str) -> str:
+    dest = os.path.join(root, *rel.split("/"))
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([os.path.realpath(dest), real_root]) != real_root:
+        raise InvalidBundle(bundle, "files/" + rel, "would be written outside the target's files directory")
+    return dest
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_BLOCK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def import_bundle(store: Store, path: str | os.PathLike[str], *, limits: Limits | None = None,
+                  batch: int = 500) -> ImportReport:
+    """Verify the bundle, check it against ``store``, then write its files and rows (see the module doc).
+
+    Raises:
+        InvalidBundle: a malformed, tampered or unsafe bundle; nothing was written.
+        BundleConflict: a job, registry entry, view, table or file exists with other content; nothing was written.
+    """
+    verified = read_bundle(path, limits)
+    root = os.path.abspath(store.files_dir)
+    mapping = {str(src): os.path.join(root, *str(rel).split("/")) for src, rel in verified.manifest["paths"].items()}
+    rewrite_paths(verified.rows, mapping)
+    store.check_bundle_rows(verified.rows)
+    plan: list[tuple[str, str]] = []
+    for name, rel, digest in verified.files:
+        dest = _destination(verified.path, root, rel)
+        if os.path.lexists(dest):
+            if os.path.islink(dest) or not os.path.isfile(dest) or _sha256(dest) != digest:
+                raise BundleConflict("file", dest, "the target has another file there")
+            continue
+        plan.append((name, dest))
+    report = ImportReport()
+    if plan:
+        with zipfile.ZipFile(verified.path) as zf:
+            for name, dest in plan:
+                os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+                _destination(verified.path, root, name[len("files/"):])  # again, with the directories made
+                fd, tmp = tempfile.mkstemp(prefix=".import-", dir=os.path.dirname(dest))
+                with os.fdopen(fd, "wb") as out, zf.open(name) as src:
+                    while chunk := src.read(_BLOCK):
+                        out.write(chunk)
+                os.replace(tmp, dest)
+                report.files_written += 1
+    report.imported, report.skipped = store.import_bundle_rows(verified.rows, batch=batch)
+    report.registered = store.import_registry_rows(verified.rows["registered_models"])
+    return report
+
+
+def merge(sources: Sequence[Store], target: Store, *, include_running: bool = False) -> ImportReport:
+    """Import every finished job of each source database into ``target``, by way of a bundle (same rules)."""
+    total = ImportReport()
+    with tempfile.TemporaryDirectory(prefix="jobtrack-merge-") as tmp:
+        for n, source in enumerate(sources):
+            out = os.path.join(tmp, f"{n}.jtb")
+            export_bundle(source, out, include_running=include_running)
+            report = import_bundle(target, out)
+            total.imported += report.imported
+            total.skipped += report.skipped
+            total.registered += report.registered
+            total.files_written += report.files_written
+            os.unlink(out)
+    return total

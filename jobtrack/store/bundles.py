@@ -1,0 +1,251 @@
+"""The SQL of job bundles (#19): the rows a bundle carries, the checks an import makes, and its writes.
+
+``jobtrack.bundle`` owns the file format; this mixin reads a selection of jobs with everything that
+belongs to them, checks a bundle's rows against the target (conflicts are found before anything is
+written), and inserts them one batch per write transaction, recreating each export's SQL view and
+each materialized table. Column lists and the per-table reads are ``migrate``'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from jobtrack import jsonutil
+from jobtrack.errors import BundleConflict, InvalidArgument, JobNotFound
+from jobtrack.store.base import TERMINAL_SQL, in_list
+from jobtrack.store.db import Tx
+from jobtrack.store.jobs import JobsMixin
+from jobtrack.store.materialize import _CREATE as _CREATE_RECORDS, PREFIX, RECORD_TABLE
+from jobtrack.timeutil import to_iso
+
+JOB_TABLES = ("jobs", "model_runs", "job_events", "job_epochs", "job_exports", "export_rows")
+"""Tables of a job's own rows, parents first (foreign keys)."""
+MATERIALIZED_COLUMNS = ("job_id", "kind", "table_name", "view_name", "created_at")
+TABLES = (*JOB_TABLES, "registered_models", RECORD_TABLE)
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,250}$")
+_CHUNK = 500
+
+
+def table_columns(table: str) -> list[str]:
+    """The columns a bundle carries for a table (job events without their local numbering)."""
+    from jobtrack.store.migrate import _columns  # imports SQLAlchemy: only when bundles are used
+
+    return list(MATERIALIZED_COLUMNS) if table == RECORD_TABLE else _columns(table)
+
+
+def _select(tx: Tx, table: str, key: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    from jobtrack.store.migrate import _select as select
+
+    return select(tx, table, key, ids)
+
+
+def _key(table: str) -> str:
+    return "id" if table == "jobs" else "job_id"
+
+
+def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return jsonutil.dumps(a, "row") == jsonutil.dumps(b, "row")
+
+
+def _insert(tx: Tx, table: str, rows: list[dict[str, Any]]) -> None:
+    cols = table_columns(table)
+    tx.run_many(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})", rows)
+
+
+class BundlesMixin(JobsMixin):
+    """Reads and writes of job bundles and database merges."""
+
+    def database_id(self) -> str:
+        """A stable id of this database: its recorded ``database_id``, else a digest of where it is."""
+        with self.db.read() as tx:
+            recorded = tx.scalar("SELECT value FROM jobtrack_meta WHERE key = 'database_id'")
+        return str(recorded) if recorded else "db-" + hashlib.sha256(self.target.encode()).hexdigest()[:16]
+
+    def bundle_job_ids(self, job_ids: Sequence[str] | None = None, *, since: datetime | None = None,
+                       include_running: bool = False, deps: bool = True) -> tuple[list[str], list[str]]:
+        """(ids to carry, the ones among them not yet terminal): the named jobs (or every job created
+        since ``since``, or all), only terminal ones unless ``include_running``, with the training job
+        of every model run they used unless ``deps`` is false.
+
+        Raises:
+            JobNotFound: a named job does not exist.
+            InvalidArgument: a named job is not terminal and ``include_running`` is false.
+        """
+        with self.db.read() as tx:
+            if job_ids is None:
+                params: dict[str, Any] = {}
+                sql = "SELECT id, status FROM jobs"
+                if since is not None:
+                    sql += " WHERE created_at >= :since"
+                    params["since"] = to_iso(since)
+                rows = tx.all(sql + " ORDER BY created_at, id", params)
+                chosen = [str(i) for i, s in rows if include_running or f"'{s}'" in TERMINAL_SQL]
+            else:
+                found: dict[str, str] = {}
+                for part in _chunks(list(job_ids)):
+                    params = {}
+                    found.update({str(i): str(s) for i, s in tx.all(
+                        f"SELECT id, status FROM jobs WHERE id IN {in_list('j', part, params)}", params)})
+                for job_id in job_ids:
+                    if job_id not in found:
+                        raise JobNotFound(job_id, self.target)
+                    if not include_running and f"'{found[job_id]}'" not in TERMINAL_SQL:
+                        raise InvalidArgument(f"Job {job_id} is {found[job_id]}; only finished jobs are exported "
+                                              "unless include_running=True (--include-running).")
+                chosen = list(dict.fromkeys(job_ids))
+            if deps:
+                chosen = self._with_training_jobs(tx, chosen)
+            running: list[str] = []
+            for part in _chunks(chosen):
+                params = {}
+                running += [str(r[0]) for r in tx.all(f"SELECT id FROM jobs WHERE id IN {in_list('j', part, params)} "
+                                                      f"AND status NOT IN ({TERMINAL_SQL})", params)]
+        return chosen, running
+
+    def _with_training_jobs(self, tx: Tx, ids: list[str]) -> list[str]:
+        extra: list[str] = []
+        have = set(ids)
+        for part in _chunks(ids):
+            params: dict[str, Any] = {}
+            rows = tx.all("SELECT DISTINCT m.job_id FROM jobs j JOIN model_runs m ON m.id = j.model_run_id "
+                          f"WHERE j.id IN {in_list('j', part, params)} AND m.job_id <> j.id", params)
+            extra += [str(r[0]) for r in rows if str(r[0]) not in have]
+            have.update(str(r[0]) for r in rows)
+        return extra + ids  # training jobs first: their model runs are the parents of the predictions
+
+    def bundle_rows(self, job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every row that belongs to these jobs, by table (``TABLES``), in one read transaction."""
+        out: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
+        with self.db.read() as tx:
+            names = self.db.table_names(tx)
+            for part in _chunks(list(job_ids)):
+                for table in JOB_TABLES:
+                    out[table] += _select(tx, table, _key(table), part)
+                if RECORD_TABLE in names:
+                    params: dict[str, Any] = {}
+                    rows = tx.all(f"SELECT {', '.join(MATERIALIZED_COLUMNS)} FROM {RECORD_TABLE} "
+                                  f"WHERE job_id IN {in_list('j', part, params)} ORDER BY job_id, kind", params)
+                    out[RECORD_TABLE] += [dict(zip(MATERIALIZED_COLUMNS, r, strict=True)) for r in rows]
+            runs = [str(r["id"]) for r in out["model_runs"]]
+            for part in _chunks(runs):
+                out["registered_models"] += _select(tx, "registered_models", "model_run_id", part)
+        return out
+
+    # -- import ------------------------------------------------------------------------------------------
+
+    def check_bundle_rows(self, rows: dict[str, list[dict[str, Any]]]) -> list[str]:
+        """The bundle's job ids the target already has with identical rows (they are skipped).
+
+        Raises:
+            BundleConflict: a job, model run, registry entry, view or table exists with other content.
+        """
+        with self.db.read() as tx:
+            return self._check(tx, rows)
+
+    def _check(self, tx: Tx, rows: dict[str, list[dict[str, Any]]]) -> list[str]:
+        jobs = {str(r["id"]): r for r in rows["jobs"]}
+        present: list[str] = []
+        for part in _chunks(list(jobs)):
+            for row in _select(tx, "jobs", "id", part):
+                if not _same(row, jobs[row["id"]]):
+                    raise BundleConflict("job", row["id"], "the target has a job of this id with other content")
+                present.append(row["id"])
+        skip = set(present)
+        for run in rows["model_runs"]:
+            if run["job_id"] not in skip:
+                other = tx.scalar("SELECT job_id FROM model_runs WHERE id = :id", {"id": run["id"]})
+                if other is not None:
+                    raise BundleConflict("model run", run["id"], f"the target has it for job {other}")
+        for reg in rows["registered_models"]:
+            found = tx.one("SELECT key, model_run_id FROM registered_models WHERE key = :key OR "
+                           "(model_name = :n AND version_name = :v)",
+                           {"key": reg["key"], "n": reg["model_name"], "v": reg["version_name"]})
+            if found is not None and (found[0] != reg["key"] or found[1] != reg["model_run_id"]):
+                raise BundleConflict("registered model", reg["key"],
+                                     f"the target's {found[0]!r} names model run {found[1]} with this name and version")
+        names = {n.lower() for n in self.db.table_names(tx)}
+        for export in rows["job_exports"]:
+            if export["job_id"] in skip:
+                continue
+            view = export["view_name"]
+            owner = tx.scalar("SELECT job_id FROM job_exports WHERE view_name = :v", {"v": view})
+            if owner is not None or view.lower() in names:
+                raise BundleConflict("view", view, f"the target already has it (job {owner or 'none'})")
+        for rec in rows[RECORD_TABLE]:
+            if rec["job_id"] not in skip and rec["table_name"].lower() in names:
+                raise BundleConflict("materialized table", rec["table_name"], "the target has a table of this name")
+        return present
+
+    def import_bundle_rows(self, rows: dict[str, list[dict[str, Any]]], *,
+                           batch: int = 500) -> tuple[list[str], list[str]]:
+        """Insert the bundle's jobs the target lacks, ``batch`` jobs per write transaction; (imported, skipped).
+
+        The rows were checked (``check_bundle_rows``) before any file was written; each batch checks
+        again inside its transaction, so a job written meanwhile by someone else is skipped or refused.
+
+        Raises:
+            BundleConflict: see ``check_bundle_rows``.
+        """
+        skipped = set(self.check_bundle_rows(rows))
+        order = [str(r["id"]) for r in rows["jobs"]]
+        by_job: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for table in (*JOB_TABLES, RECORD_TABLE):
+            for row in rows[table]:
+                by_job.setdefault(str(row[_key(table)]), {}).setdefault(table, []).append(row)
+        imported: list[str] = []
+        for start in range(0, len(order), batch):
+            ids = [i for i in order[start : start + batch] if i not in skipped]
+            if not ids:
+                continue
+            part = {t: [r for i in ids for r in by_job.get(i, {}).get(t, [])] for t in (*JOB_TABLES, RECORD_TABLE)}
+            part["jobs"] = [r for r in rows["jobs"] if str(r["id"]) in set(ids)]
+            with self.db.write() as tx:
+                again = set(self._check(tx, {**part, "registered_models": []}))
+                if again:
+                    part = {t: [r for r in v if str(r[_key(t)]) not in again] for t, v in part.items()}
+                    ids = [i for i in ids if i not in again]
+                    skipped |= again
+                for table in JOB_TABLES:
+                    _insert(tx, table, part[table])
+                self._recreate(tx, part)
+            imported += ids
+        return imported, sorted(skipped)
+
+    def import_registry_rows(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Registry entries whose model run the target now has and whose key it lacks; their keys."""
+        added: list[str] = []
+        with self.db.write() as tx:
+            for reg in rows:
+                found = tx.one("SELECT key, model_run_id FROM registered_models WHERE key = :key OR "
+                               "(model_name = :n AND version_name = :v)",
+                               {"key": reg["key"], "n": reg["model_name"], "v": reg["version_name"]})
+                if found is not None:
+                    if found[0] != reg["key"] or found[1] != reg["model_run_id"]:
+                        raise BundleConflict("registered model", reg["key"], "the target registered it meanwhile")
+                    continue
+                if tx.scalar("SELECT id FROM model_runs WHERE id = :id", {"id": reg["model_run_id"]}) is None:
+                    continue
+                _insert(tx, "registered_models", [reg])
+                added.append(str(reg["key"]))
+        return added
+
+    def _recreate(self, tx: Tx, part: dict[str, list[dict[str, Any]]]) -> None:
+        for export in part["job_exports"]:
+            columns = jsonutil.loads(export["columns_json"])
+            tx.ddl(f'DROP VIEW IF EXISTS "{export["view_name"]}"')
+            tx.ddl(self.db.export_view_sql(export["view_name"], columns, export["job_id"], export["kind"]))
+        if not part[RECORD_TABLE]:
+            return
+        tx.ddl(_CREATE_RECORDS)
+        for rec in part[RECORD_TABLE]:
+            assert NAME.match(rec["table_name"]) and rec["table_name"] == PREFIX + rec["view_name"]
+            tx.ddl(f'CREATE TABLE "{rec["table_name"]}" AS SELECT * FROM "{rec["view_name"]}"')
+            _insert(tx, RECORD_TABLE, [rec])

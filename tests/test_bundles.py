@@ -1,0 +1,281 @@
+"""Job bundles (#19): export, import and merge; idempotent; malicious bundles refused with nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobtrack import Dataset, JobManager, Trainer, demo
+from jobtrack.bundle import Limits, merge
+from jobtrack.errors import BundleConflict, InvalidBundle
+from jobtrack.store import Store
+
+PATH_KEYS = ("export_paths",)
+
+
+def _make_jobs(db: str, dataset: Dataset, alias: str, *, register: str | None = None) -> list[str]:
+    trainer = Trainer(demo.train, demo.predict, db=db, runner="eager", config={"epochs": 3})
+    train = trainer.fit(dataset)
+    assert train.wait(timeout=60)["status"] == "COMPLETED"
+    if register:
+        train.register_model(register, "v1")
+    pred = trainer.predict(alias, model_run_id=train.model_run_id, materialize_results=True)
+    assert pred.wait(timeout=60)["status"] == "COMPLETED"
+    return [train.job_id, pred.job_id]
+
+
+def _tree(root: Path) -> dict[str, str]:
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _dump(db: str) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def _status(db: str, job_id: str) -> dict[str, Any]:
+    return dict(JobManager(db).fetch_job(job_id).get_status())
+
+
+def test_round_trip_into_a_new_sqlite_file(tmp_path: Path, dataset: Dataset) -> None:
+    src, dst = str(tmp_path / "a" / "src.db"), str(tmp_path / "b" / "dst.db")
+    os.makedirs(os.path.dirname(src))
+    os.makedirs(os.path.dirname(dst))
+    ids = _make_jobs(src, dataset, "bundled", register="churn")
+    report = JobManager(src).export_bundle(tmp_path / "out.jtb")
+    assert sorted(report.jobs) == sorted(ids) and report.files > 0 and report.snapshot == []
+    Store.open(dst)
+    imported = JobManager(dst).import_bundle(tmp_path / "out.jtb")
+    assert sorted(imported.imported) == sorted(ids) and imported.registered == ["churn:v1"]
+
+    src_files, dst_files = Store.open(src).files_dir, Store.open(dst).files_dir
+    for job_id in ids:
+        a, b = _status(src, job_id), _status(dst, job_id)
+        for kind, path in b["export_paths"].items():
+            assert path.startswith(str(dst_files))
+            assert Path(path).read_bytes() == Path(a["export_paths"][kind]).read_bytes()
+        assert {k: v for k, v in a.items() if k not in PATH_KEYS} == {k: v for k, v in b.items() if k not in PATH_KEYS}
+    assert _tree(src_files) == _tree(dst_files)
+    conn = sqlite3.connect(dst)
+    try:
+        assert conn.execute('SELECT COUNT(*) FROM "predictions_bundled"').fetchone()[0] == 30
+        assert conn.execute('SELECT COUNT(*) FROM "materialized_predictions_bundled"').fetchone()[0] == 30
+    finally:
+        conn.close()
+    # The model files came along: a prediction by registered key in the target reads them.
+    again = Trainer(demo.train, demo.predict, db=dst, runner="eager").predict("again", registered_model_key="churn:v1")
+    final = again.wait(timeout=60)
+    assert final["status"] == "COMPLETED", final["result"].get("error")
+    assert final["export_paths"]["predictions"].startswith(str(dst_files))
+
+
+def test_import_twice_changes_nothing(tmp_path: Path, dataset: Dataset) -> None:
+    src, dst = str(tmp_path / "src.db"), str(tmp_path / "dst" / "dst.db")
+    os.makedirs(os.path.dirname(dst))
+    _make_jobs(src, dataset, "twice", register="m")
+    JobManager(src).export_bundle(tmp_path / "b.jtb")
+    Store.open(dst)
+    JobManager(dst).import_bundle(tmp_path / "b.jtb")
+    before, files = _dump(dst), _tree(Store.open(dst).files_dir)
+    second = JobManager(dst).import_bundle(tmp_path / "b.jtb")
+    assert second.imported == [] and len(second.skipped) == 2 and second.files_written == 0
+    assert _dump(dst) == before and _tree(Store.open(dst).files_dir) == files
+
+
+def test_two_databases_merged_into_one(tmp_path: Path, dataset: Dataset) -> None:
+    laptops = [str(tmp_path / f"l{n}" / "jobs.db") for n in range(2)]
+    ids = []
+    for n, db in enumerate(laptops):
+        os.makedirs(os.path.dirname(db))
+        ids += _make_jobs(db, dataset, f"laptop{n}")
+    target = Store.open(str(tmp_path / "team" / "team.db"))
+    report = merge([Store.open(db) for db in laptops], target)
+    assert sorted(report.imported) == sorted(ids)
+    assert merge([Store.open(db) for db in laptops], target).imported == []
+    assert sorted(j.job_id for j in JobManager(target.target).list_jobs(limit=None)) == sorted(ids)
+
+
+def test_a_job_with_other_content_is_a_conflict(tmp_path: Path, dataset: Dataset) -> None:
+    src, dst = str(tmp_path / "src.db"), str(tmp_path / "dst" / "dst.db")
+    os.makedirs(os.path.dirname(dst))
+    _make_jobs(src, dataset, "conf")
+    JobManager(src).export_bundle(tmp_path / "b.jtb")
+    bad = _rebuild(tmp_path / "b.jtb", tmp_path / "c.jtb", _edit("rows/jobs.jsonl", "reason", "changed"))
+    Store.open(dst)
+    JobManager(dst).import_bundle(tmp_path / "b.jtb")
+    before, files = _dump(dst), _tree(Store.open(dst).files_dir)
+    with pytest.raises(BundleConflict) as err:
+        JobManager(dst).import_bundle(bad)
+    assert err.value.what == "job"
+    assert _dump(dst) == before and _tree(Store.open(dst).files_dir) == files
+
+
+# -- malicious bundles -------------------------------------------------------------------------------
+
+
+def _rebuild(good: Path, out: Path, change: Any, *, extra: list[tuple[zipfile.ZipInfo, bytes]] | None = None,
+             manifest: Any = None, resign: bool = True) -> Path:
+    """A copy of ``good`` with each entry's bytes passed through ``change`` (re-signed in the manifest unless not)."""
+    with zipfile.ZipFile(good) as zf:
+        doc = json.loads(zf.read("manifest.json"))
+        items = [(i.filename, change(i.filename, zf.read(i))) for i in zf.infolist() if i.filename != "manifest.json"]
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in items:
+            zf.writestr(name, data)
+            if resign:
+                doc["entries"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        for info, data in extra or []:
+            zf.writestr(info, data)
+            doc["entries"][info.filename] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        if manifest:
+            manifest(doc)
+        zf.writestr("manifest.json", json.dumps(doc))
+    return out
+
+
+def _symlink(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+def _flip(name: str, data: bytes) -> bytes:
+    if name.startswith("files/") and name.endswith(".csv"):
+        return bytes([data[0] ^ 1]) + data[1:]
+    return data
+
+
+def _edit(entry: str, column: str, value: Any) -> Any:
+    """A change of ``_rebuild`` setting one column of every row of one table."""
+    def change(name: str, data: bytes) -> bytes:
+        if name != entry:
+            return data
+        rows = [{**json.loads(line), column: value} for line in data.decode().splitlines()]
+        return "".join(json.dumps(r) + "\n" for r in rows).encode()
+    return change
+
+
+def _duplicate(good: Path, out: Path) -> Path:
+    with zipfile.ZipFile(good) as zf, zipfile.ZipFile(out, "w") as new:
+        for info in zf.infolist():
+            new.writestr(info.filename, zf.read(info))
+        first = zf.infolist()[0].filename
+        with warnings.catch_warnings():  # zipfile warns of the duplicate name it writes
+            warnings.simplefilter("ignore")
+            new.writestr(first, zf.read(first))
+    return out
+
+
+MALICIOUS = {
+    "traversal": lambda good, out: _rebuild(good, out, lambda n, d: d,
+                                            extra=[(zipfile.ZipInfo("files/../../evil"), b"x")]),
+    "absolute": lambda good, out: _rebuild(good, out, lambda n, d: d, extra=[(zipfile.ZipInfo("/tmp/evil"), b"x")]),
+    "symlink": lambda good, out: _rebuild(good, out, lambda n, d: d, extra=[(_symlink("files/link"), b"/etc/passwd")]),
+    "flipped byte": lambda good, out: _rebuild(good, out, _flip, resign=False),
+    "wrong version": lambda good, out: _rebuild(good, out, lambda n, d: d,
+                                                manifest=lambda doc: doc.update(format_version=99)),
+    "duplicate": _duplicate,
+    "path escape in manifest": lambda good, out: _rebuild(
+        good, out, lambda n, d: d, manifest=lambda doc: doc["paths"].update({"/x": "../../outside"})),
+    "unsafe view name": lambda good, out: _rebuild(good, out, _edit("rows/job_exports.jsonl", "view_name", 'x"; --')),
+    "row of another job": lambda good, out: _rebuild(good, out, _edit("rows/job_epochs.jsonl", "job_id", "other")),
+}
+
+
+@pytest.mark.parametrize("case", [*MALICIOUS, "oversize", "too many entries"])
+def test_malicious_bundles_are_refused_and_nothing_is_written(tmp_path: Path, dataset: Dataset, case: str) -> None:
+    src, dst = str(tmp_path / "src.db"), str(tmp_path / "dst" / "dst.db")
+    os.makedirs(os.path.dirname(dst))
+    _make_jobs(src, dataset, "mal")
+    good = tmp_path / "good.jtb"
+    JobManager(src).export_bundle(good)
+    Store.open(dst)
+    manager = JobManager(dst)
+    before, files = _dump(dst), _tree(tmp_path / "dst")
+    limits = None
+    if case == "oversize":
+        bad, limits = good, Limits(max_entry_bytes=100)
+    elif case == "too many entries":
+        bad, limits = good, Limits(max_entries=3)
+    else:
+        bad = MALICIOUS[case](good, tmp_path / "bad.jtb")
+    with pytest.raises(InvalidBundle) as err:
+        manager.import_bundle(bad, limits=limits)
+    assert err.value.entry and err.value.entry in str(err.value)
+    assert _dump(dst) == before and _tree(tmp_path / "dst") == files
+    assert not (tmp_path / "evil").exists()
+
+
+# -- command line ------------------------------------------------------------------------------------
+
+
+def test_cli_export_import_merge(tmp_path: Path, dataset: Dataset, capsys: pytest.CaptureFixture[str]) -> None:
+    from jobtrack.cli import main
+
+    src, dst, other = str(tmp_path / "src.db"), str(tmp_path / "dst" / "new.db"), str(tmp_path / "o" / "o.db")
+    os.makedirs(os.path.dirname(other))
+    _, pred = _make_jobs(src, dataset, "cli")
+    _make_jobs(other, dataset, "other")
+    out = str(tmp_path / "one.jtb")
+    assert main(["export", pred[:-2], "-o", out, "--db", src]) == 0  # a prefix; its training job comes along
+    assert "exported 2 job(s)" in capsys.readouterr().out
+    assert main(["import", out, "--db", dst]) == 0  # a new file is created
+    assert "imported 2 job(s)" in capsys.readouterr().out
+    assert main(["import", out, "--db", dst]) == 0
+    assert "imported 0 job(s)" in capsys.readouterr().out
+    assert main(["merge", src, other, "--into", dst]) == 0
+    assert "imported 2 job(s)" in capsys.readouterr().out  # the other laptop's two; src's are there already
+    assert len(JobManager(dst).list_jobs(limit=None)) == 4
+    assert main(["export", "-o", str(tmp_path / "meta.jtb"), "--no-files", "--db", src]) == 0
+    with zipfile.ZipFile(tmp_path / "meta.jtb") as zf:
+        assert not [n for n in zf.namelist() if n.startswith("files/")]
+    (tmp_path / "bad.jtb").write_bytes(b"not a zip")
+    assert main(["import", str(tmp_path / "bad.jtb"), "--db", dst]) == 1
+    assert "manifest.json" in capsys.readouterr().err
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------------
+
+
+def test_round_trip_into_postgresql(tmp_path: Path, dataset: Dataset, pg_url: str) -> None:
+    import sqlalchemy
+
+    src = str(tmp_path / "src.db")
+    ids = _make_jobs(src, dataset, "to_pg", register="pgmodel")
+    JobManager(src).export_bundle(tmp_path / "b.jtb")
+    target = Store.open(pg_url)
+    first = JobManager(pg_url).import_bundle(tmp_path / "b.jtb")
+    assert sorted(first.imported) == sorted(ids) and first.registered == ["pgmodel:v1"]
+    for job_id in ids:
+        a, b = _status(src, job_id), _status(pg_url, job_id)
+        for kind, path in b["export_paths"].items():
+            assert path.startswith(str(target.files_dir))
+            assert Path(path).read_bytes() == Path(a["export_paths"][kind]).read_bytes()
+        assert {k: v for k, v in a.items() if k not in PATH_KEYS} == {k: v for k, v in b.items() if k not in PATH_KEYS}
+    second = JobManager(pg_url).import_bundle(tmp_path / "b.jtb")
+    assert second.imported == [] and sorted(second.skipped) == sorted(ids)
+    engine = sqlalchemy.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql('SELECT COUNT(*) FROM "predictions_to_pg"').scalar() == 30
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM jobs").scalar() == 2
+    finally:
+        engine.dispose()
+    again = Trainer(demo.train, demo.predict, db=pg_url, runner="eager").predict("pg_again",
+                                                                                  registered_model_key="pgmodel:v1")
+    assert again.wait(timeout=60)["status"] == "COMPLETED"
