@@ -11,6 +11,7 @@ so every layer may use it.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import random
@@ -122,10 +123,8 @@ def _after_fork_in_child() -> None:
         _rt.signals.previous = dict(old.signals.previous)
         _rt.signals.installed_pid = _rt.pid
     for fd in old.signals.fds:  # the parent's signal threads are not here: their pipes are of no use
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

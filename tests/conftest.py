@@ -16,6 +16,13 @@ PG_URL = os.environ.get("JOBTRACK_TEST_PG_URL", "postgresql+psycopg://root@127.0
 """The PostgreSQL server the multi-machine tests use; .ci/run starts it and sets this."""
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here rather than in tests/hostile/conftest.py: pytest only honours options of the conftest files
+    # it loads before parsing the command line, and a bare `pytest` loads this one only.
+    parser.addoption("--hostile-long", action="store_true", default=False,
+                     help="run the hostile loops of tests/hostile (random signals, random kills) at full length")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # Point the default database and data directory into the test's own folder.

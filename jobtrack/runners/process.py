@@ -63,18 +63,27 @@ def run_in_child(store: Store, spec: JobSpec) -> JobStatus | None:
     runtime.watch_child(child.pid, probe)
     signals_at_start = runtime.signal_state().count
     cancel_seen_at: float | None = None
+    signaled_at: float | None = None
     try:
         while True:
             child.join(POLL_S)
             if child.exitcode is not None:
                 break
             if runtime.signal_state().count != signals_at_start:
-                child.terminate()  # this process was stopped by a signal: so is the job it runs
-                continue
+                signaled_at = signaled_at or time.monotonic()
             try:
                 rec = store.get_job(spec.job_id, check_liveness=False)
             except StoreError as exc:  # busy or unreachable for a moment: keep watching the child (#21)
                 log.debug("job %s: cannot read it now: %s", spec.job_id, exc)
+                rec = None
+            if signaled_at is not None:
+                # This process was stopped by a signal: so is the job it runs, once the job reads CANCELED
+                # (the signal's recorder thread writes that); a reader elsewhere that found the child gone
+                # first would record it FAILED (runner lost).
+                if (rec is not None and rec.is_terminal) or time.monotonic() - signaled_at > CANCEL_GRACE_S:
+                    child.terminate()
+                continue
+            if rec is None:
                 continue
             if rec.cancel_requested and rec.status is JobStatus.RUNNING:
                 cancel_seen_at = cancel_seen_at or time.monotonic()
