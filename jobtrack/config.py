@@ -72,6 +72,35 @@ def lease_seconds() -> float:
 DEFAULT_WAIT_POLL_S = 0.05
 """Seconds between status reads while wait() blocks."""
 
+DEFAULT_MAX_RESULT_BYTES = 4 * 1024 * 1024
+"""Largest size in bytes of a job's reported epochs, and of its summary, as stored JSON (#13).
+
+``Trainer(max_result_bytes=...)`` or ``$JOBTRACK_MAX_RESULT_BYTES`` changes it. A ``log_epoch()`` past it
+raises ``ResultTooLarge``; a summary past it is not stored (the result and the log say so).
+"""
+
+ENV_MAX_RESULT_BYTES = "JOBTRACK_MAX_RESULT_BYTES"
+"""Environment variable overriding DEFAULT_MAX_RESULT_BYTES (bytes), read where the job runs."""
+
+
+def max_result_bytes() -> int:
+    """The result cap: ``$JOBTRACK_MAX_RESULT_BYTES`` if set, else DEFAULT_MAX_RESULT_BYTES.
+
+    Raises:
+        InvalidArgument: a value that is not a positive integer.
+    """
+    raw = os.environ.get(ENV_MAX_RESULT_BYTES)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_MAX_RESULT_BYTES
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidArgument(f"{ENV_MAX_RESULT_BYTES}={raw!r} is not a positive number of bytes; unset it or use "
+                              f"e.g. {DEFAULT_MAX_RESULT_BYTES}.")
+    return value
+
 
 def default_db_path() -> Path:
     """The documented default database path, ignoring JOBTRACK_DB."""
@@ -158,12 +187,24 @@ def _check_url(url: str) -> None:
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        make_url(url).get_dialect()
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise InvalidArgument(
             f"Cannot use the database URL {_short(_hide_password(url))} ({exc}); use a file path or a URL such as "
             "'postgresql+psycopg://user@host/dbname'."
         ) from None
+    if parsed.get_backend_name() != "postgresql":  # sqlite:/// URLs never come here (resolve_db)
+        raise InvalidArgument(
+            f"jobtrack keeps its jobs in a SQLite file or a PostgreSQL database, not {parsed.get_backend_name()} "
+            f"({_short(_hide_password(url))}); use a file path or a URL such as 'postgresql+psycopg://user@host/dbname'."
+        )
+    try:  # the driver, imported now: its absence is a missing extra, not a traceback at the first query (#13)
+        dialect.import_dbapi()
+    except ImportError:
+        from jobtrack.errors import MissingExtra
+
+        raise MissingExtra("postgres", parsed.get_driver_name(), "A PostgreSQL database") from None
 
 
 def _hide_password(url: str) -> str:

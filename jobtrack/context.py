@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import operator
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager as ContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobtrack import exports, flatten, jsonutil, runtime
-from jobtrack.config import make_private_dir
-from jobtrack.errors import InvalidArgument, JobCanceled, RunnerFenced
+from jobtrack import exports, jsonutil, runtime
+from jobtrack.config import make_private_dir, max_result_bytes
+from jobtrack.errors import InvalidArgument, JobCanceled, ResultTooLarge, RunnerFenced
+from jobtrack.exporting import Exporter, JobExports
 from jobtrack.results import EarlyStopping
 from jobtrack.states import JobStatus, JobType
 from jobtrack.timeutil import to_iso, utcnow
@@ -48,14 +50,18 @@ class RunContext:
         self.n_epochs = spec.n_epochs
         self.patience = spec.patience
         self.eval_every = spec.eval_every
-        self._early = EarlyStopping(spec.dataset.eval_metric if spec.trains else None, spec.dataset.metric_mode,
-                                    spec.patience)
+        self._early = EarlyStopping(*spec.evaluation(), spec.patience)  # Trainer(eval_metric=) or the task's
+        self.max_result_bytes = spec.max_result_bytes or max_result_bytes()
+        """The cap of this job's reported epochs and of its summary, in bytes of stored JSON (#13)."""
+        self._epoch_bytes = 0  # stored JSON of the epochs reported so far
+        self._metric_names: set[str] = set()  # every metric reported, for eval_metric_missing (#13)
         self.phase = "predict" if spec.job_type is JobType.INFERENCE else "train"
         self._cancel_seen = False
         self._model_dir = spec.model_dir or store.model_dir(spec.model_run_id or spec.job_id)
         # A signal to this process cancels the jobs it runs at that moment (SPEC §5); the handler only
         # bumps a counter, which this job's checks compare with the value it started under.
         self._signals_seen = runtime.signal_state().count
+        self._exports = JobExports(self)  # export() batches and exporter() streams (#13)
 
     @property
     def stopped_by_signal(self) -> str | None:
@@ -94,7 +100,10 @@ class RunContext:
         Raises:
             JobCanceled: a cancel was requested; let it propagate so the job ends CANCELED.
             NotSerializable: a metric that is not a number.
+            ResultTooLarge: the epochs reported so far would pass ``max_result_bytes``; nothing was stored.
         """
+        if not isinstance(epoch, int) and hasattr(epoch, "__index__") and not hasattr(epoch, "__len__"):
+            epoch = operator.index(epoch)  # numpy.int64 and friends (#13)
         if isinstance(epoch, bool) or not isinstance(epoch, int):
             raise InvalidArgument(f"log_epoch(epoch=...) must be an int, not {type(epoch).__name__} {epoch!r}.")
         if not -(2**63) <= epoch < 2**63:  # the database stores it as a signed 64-bit integer (#21)
@@ -109,14 +118,17 @@ class RunContext:
         if self.stopped_by_signal:  # this process is stopping: the job ends CANCELED, nothing more is written
             self._cancel_seen = True
             raise JobCanceled(self.job_id)
+        train_json = jsonutil.dumps(train_clean, "train metrics")
+        val_json = jsonutil.dumps(val_clean, "validation metrics")
+        size = self._epoch_bytes + len(train_json) + len(val_json) + 48  # + the epoch's own keys in the result
+        if size > self.max_result_bytes:
+            biggest = "train metrics" if len(train_json) >= len(val_json) else "validation metrics"
+            raise ResultTooLarge(f"log_epoch({epoch}): its {biggest} ({len(max(train_json, val_json, key=len)):,} "
+                                 "bytes) with the epochs before", size, self.max_result_bytes)
         with self._canceled_if_fenced():
-            cancel = self._store.add_epoch(
-                self.job_id,
-                self._token,
-                epoch,
-                jsonutil.dumps(train_clean, "train metrics"),
-                jsonutil.dumps(val_clean, "validation metrics"),
-            )
+            cancel = self._store.add_epoch(self.job_id, self._token, epoch, train_json, val_json)
+        self._epoch_bytes = size
+        self._metric_names.update(train_clean, val_clean)
         if cancel:
             self._cancel_seen = True
             raise JobCanceled(self.job_id)
@@ -136,7 +148,15 @@ class RunContext:
         return epoch % self.eval_every == 0
 
     def result_extras(self) -> dict[str, Any]:
-        """Entries the runner adds to a completed job's ``result``: ``stopped_early`` when a patience rule is set."""
+        """Entries the runner adds to a completed job's ``result``: ``stopped_early`` when a patience rule is set.
+
+        Also logs it when epochs were reported but never the evaluation metric (``result["eval_metric_missing"]``).
+        """
+        metric = self._early.metric
+        if metric and self._metric_names and not self._early.seen:
+            self.log(f"no epoch reported {metric!r}, this job's evaluation metric, so it has no best epoch; "
+                     f"reported: {', '.join(sorted(self._metric_names))}. Report it, or choose one of these with "
+                     "Trainer(eval_metric=..., eval_mode='max'|'min').")
         stopped = self._early.stopped_early
         return {} if stopped is None else {"stopped_early": stopped}
 
@@ -216,32 +236,36 @@ class RunContext:
     def export(self, kind: str, rows: Iterable[Mapping[str, Any]]) -> Path | None:
         """Write ``predictions`` or ``embeddings`` rows to a file and a source view; returns the path.
 
-        Embeddings are exported only when the job was submitted with ``extract_embeddings=True``;
-        otherwise the call is skipped with a log line and returns None. With ``flatten_output=True``
-        predictions are flattened first (``jobtrack.flatten``: one row per label or candidate, no
-        ``ground_truth`` column).
+        Each call appends its rows to the same file and view (#13), so large prediction sets can be
+        exported batch by batch; ``exporter()`` streams them. Values ML code produces are converted
+        (numpy and pandas scalars, arrays as lists, datetimes as UTC text); NaN and infinities are
+        stored as null, and the job's log says in which columns and rows. Embeddings are exported only
+        when the job was submitted with ``extract_embeddings=True``; otherwise the call is skipped with a
+        log line and returns None. With ``flatten_output=True`` predictions are flattened first
+        (``jobtrack.flatten``: one row per label or candidate, no ``ground_truth`` column).
 
         Raises:
-            InvalidArgument: an unknown kind, a job without an output alias, or inconsistent rows.
-            NotSerializable: a value that cannot be stored as JSON.
+            InvalidArgument: an unknown kind, a job without an output alias, or rows whose columns differ
+                (from each other or from the earlier batches).
+            NotSerializable: a value that cannot be stored, naming its row and column.
         """
-        if kind not in exports.KINDS:
-            raise InvalidArgument(f"export kind must be one of {', '.join(exports.KINDS)}, not {kind!r}.")
-        if self.output_alias is None:
-            raise InvalidArgument(
-                "export() needs an output_alias: only predict() and fit_predict() jobs export rows."
-            )
-        if kind == "embeddings" and not self.extract_embeddings:
-            self.log("embeddings export skipped: the job was submitted without extract_embeddings=True")
-            return None
-        columns, values = exports.normalise_rows(kind, rows)
-        if kind == "predictions" and self.flatten_output:  # one row per label / candidate, no ground truth
-            columns, values = flatten.flatten(self.dataset.task_type, columns, values)
-        rows_json = [jsonutil.dumps(v, f"export({kind!r})") for v in values]
-        directory = Path(self.output_config.get("directory") or self.job_dir)
-        path = exports.write_file(directory, self.output_alias, kind, self.output_config.get("format", "csv"),
-                                  columns, values)
-        self._store.add_export(self.job_id, self._token, kind, columns, rows_json, str(path),
-                               exports.view_name(kind, self.output_alias))
-        self.log(f"exported {len(values)} {kind} rows to {path}")
-        return path
+        return self._exports.export(kind, rows)
+
+    def exporter(self, kind: str, *, batch_rows: int = exports.EXPORT_BATCH_ROWS) -> ContextManager[Exporter]:
+        """Stream rows to an export without holding them all: ``with ctx.exporter("predictions") as out:``
+        then ``out.write(row)`` or ``out.write_many(rows)``.
+
+        Rows are written in batches of ``batch_rows``, appended like ``export()`` calls; the file, the
+        view and ``export_paths`` are complete when the block ends.
+
+        Raises:
+            InvalidArgument, NotSerializable: as ``export()`` (from ``write``, ``write_many`` or the end).
+        """
+        return self._exports.exporter(kind, batch_rows)
+
+    def record_export(self, kind: str, columns: list[str], rows_json: list[str], path: str, view: str, *,
+                      first_seq: int) -> None:
+        """Store one batch of an export (``jobtrack.exporting``); a canceled job gets JobCanceled."""
+        with self._canceled_if_fenced():
+            self._store.add_export(self.job_id, self._token, kind, columns, rows_json, path, view,
+                                   first_seq=first_seq)

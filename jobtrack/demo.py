@@ -8,10 +8,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
 from pathlib import Path
 from typing import Any
 
+from jobtrack.config import make_private_dir
 from jobtrack.context import RunContext
 
 FEATURES = ("x1", "x2", "x3")
@@ -24,19 +26,22 @@ def make_rows(n: int, *, seed: int) -> list[dict[str, Any]]:
     for i in range(n):
         x = [rng.gauss(0, 1) for _ in FEATURES]
         logit = 1.0 * x[0] - 0.8 * x[1] + 0.3 * x[2] + rng.gauss(0, 1.2)
-        rows.append({"id": i, **dict(zip(FEATURES, x)), "label": int(logit > 0)})
+        rows.append({"id": i, **dict(zip(FEATURES, x, strict=True)), "label": int(logit > 0)})
     return rows
 
 
 def write_csv_tables(directory: str | Path, *, seed: int = 7, n: int = 300) -> dict[str, str]:
-    """Write train/validation/test CSV files for the demo dataset; returns split → path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write train/validation/test CSV files for the demo dataset; returns split → path.
+
+    The files are private to the user (0600) and so is every folder created for them (0700), whatever
+    the umask (#13).
+    """
+    directory = make_private_dir(Path(directory))
     paths = {}
     for k, split in enumerate(("train", "validation", "test")):
         rows = make_rows(n if split == "train" else n // 3, seed=seed + k)
         path = directory / f"{split}.csv"
-        with open(path, "w", newline="", encoding="utf-8") as fh:
+        with open(_private(path), "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
@@ -44,10 +49,17 @@ def write_csv_tables(directory: str | Path, *, seed: int = 7, n: int = 300) -> d
     return paths
 
 
+def _private(path: Path) -> int:
+    """A descriptor of ``path`` opened for writing from scratch, private to the user (0600) whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 def roc_auc(labels: list[int], scores: list[float]) -> float:
     """Area under the ROC curve by the rank statistic (ties count half)."""
-    pos = [s for y, s in zip(labels, scores) if y == 1]
-    neg = [s for y, s in zip(labels, scores) if y == 0]
+    pos = [s for y, s in zip(labels, scores, strict=True) if y == 1]
+    neg = [s for y, s in zip(labels, scores, strict=True) if y == 0]
     if not pos or not neg:
         return 0.5
     wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
@@ -59,7 +71,7 @@ def _sigmoid(z: float) -> float:
 
 
 def _score(w: list[float], row: dict[str, Any]) -> float:
-    return _sigmoid(w[-1] + sum(wi * float(row[f]) for wi, f in zip(w, FEATURES)))
+    return _sigmoid(w[-1] + sum(wi * float(row[f]) for wi, f in zip(w, FEATURES, strict=False)))  # w[-1]: the bias
 
 
 def _log_loss(w: list[float], rows: list[dict[str, Any]]) -> float:
@@ -90,7 +102,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
             for j, f in enumerate(FEATURES):
                 grad[j] += err * float(r[f])
             grad[-1] += err
-        w = [wi - lr * g / len(rows) for wi, g in zip(w, grad)]
+        w = [wi - lr * g / len(rows) for wi, g in zip(w, grad, strict=True)]
         auc = roc_auc([int(r["label"]) for r in val], [_score(w, r) for r in val])
         train_auc = roc_auc([int(r["label"]) for r in rows], [_score(w, r) for r in rows])
         validation = {"loss": _log_loss(w, val), "roc_auc": auc} if ctx.should_evaluate(epoch) else None
@@ -102,7 +114,8 @@ def train(ctx: RunContext) -> dict[str, Any]:
             time.sleep(float(ctx.config["epoch_pause_s"]))  # lets tests and the demo cancel mid-training
         if stop:  # early stopping (Trainer(patience=...)): the loop decides, and it ends here
             break
-    (ctx.model_dir / "weights.json").write_text(json.dumps(w), encoding="utf-8")
+    with open(_private(ctx.model_dir / "weights.json"), "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(w))
     return {"weights": w, "train_rows": len(rows)}
 
 
@@ -114,7 +127,8 @@ def predict(ctx: RunContext) -> dict[str, Any]:
     for batch in ctx.batches(rows):  # test_batch_size rows at a time, as a real model would score them
         predictions.extend({"id": r["id"], "probability": _score(w, r)} for r in batch)
     ctx.export("predictions", predictions)
-    ctx.export("embeddings", [{"id": r["id"], "embedding": [wi * float(r[f]) for wi, f in zip(w, FEATURES)]}
+    ctx.export("embeddings", [{"id": r["id"],
+                               "embedding": [wi * float(r[f]) for wi, f in zip(w, FEATURES, strict=False)]}
                               for r in rows])
     labels = [int(r["label"]) for r in rows if "label" in r]
     summary: dict[str, Any] = {"rows": len(rows)}

@@ -8,13 +8,15 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jobtrack import jsonutil
 from jobtrack.config import make_private_dir
-from jobtrack.errors import InvalidArgument, MissingExtra
+from jobtrack.errors import InvalidArgument, MissingExtra, NotSerializable
 
 KINDS = ("predictions", "embeddings")
 """What a job may export."""
@@ -95,67 +97,188 @@ def alias_key(alias: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", alias).lower()
 
 
-def normalise_rows(kind: str, rows: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Columns and value lists of rows that all have the same keys and JSON-serializable values.
+EXPORT_BATCH_ROWS = 5000
+"""Rows ``ctx.exporter()`` buffers before it writes them (to the file and the database) as one batch."""
+
+
+@dataclass
+class Batch:
+    """Rows of one export call, checked and encoded: plain values for the file, JSON arrays for the database."""
+
+    columns: list[str]
+    values: list[list[Any]]
+    rows_json: list[str]
+    nonfinite: dict[str, list[int]] = field(default_factory=dict)  # column -> row numbers that held NaN/inf
+
+
+def normalise_rows(kind: str, rows: Iterable[Mapping[str, Any]], *, columns: list[str] | None = None,
+                   first_row: int = 0) -> Batch:
+    """Check and encode rows that all have the same columns (those of ``columns`` when given: an earlier batch's).
+
+    Values ML code produces are converted as everywhere (``jsonutil.plain``: numpy and pandas scalars,
+    arrays as lists, datetimes as UTC text); NaN and infinities become null, and ``Batch.nonfinite`` says
+    in which columns and rows. Rows are numbered from ``first_row`` (the rows exported before).
 
     Raises:
         InvalidArgument: rows that are not mappings or disagree on their columns.
-        NotSerializable: a value that cannot be stored as JSON.
+        NotSerializable: a value that cannot be stored, naming its row and column.
     """
-    columns: list[str] | None = None
     values: list[list[Any]] = []
-    for i, row in enumerate(rows):
+    texts: list[str] = []
+    nonfinite: dict[str, list[int]] = {}
+    for i, row in enumerate(rows, first_row):
         if not isinstance(row, Mapping):
             raise InvalidArgument(f"export({kind!r}): row {i} is a {type(row).__name__}, not a dict.")
         keys = [_utf8(str(k)) for k in row]  # names go into files, a SQL view and the database: UTF-8 only
+        cells = list(row.values())
         if columns is None:
             columns = keys
         elif keys != columns:
-            raise InvalidArgument(f"export({kind!r}): row {i} has columns {keys}, the first row has {columns}.")
-        values.append([_plain(v) for v in row.values()])
-    for i, vals in enumerate(values):
-        jsonutil.dumps(vals, f"export({kind!r}) row {i}")  # names the bad cell before anything is written
-    return columns or [], values
+            if sorted(keys) != sorted(columns) or len(set(keys)) != len(keys):
+                raise InvalidArgument(f"export({kind!r}): row {i} has columns {keys}, the first row has {columns}; "
+                                      "every row of an export needs the same columns.")
+            by_name = dict(zip(keys, cells, strict=True))
+            cells = [by_name[c] for c in columns]  # the same columns in another order: the first row's order
+        found: list[str] = []
+        try:
+            text = jsonutil.dumps(cells, "row", nonfinite=found)
+        except NotSerializable:
+            for name, cell in zip(columns, cells, strict=True):  # name the column, not its position
+                jsonutil.dumps(cell, f"export({kind!r}) row {i} column {name!r}")
+            raise
+        for path in found:
+            name = columns[int(path[4:path.index("]")])]
+            nonfinite.setdefault(name, []).append(i)
+        texts.append(text)
+        values.append(jsonutil.loads(text))  # plain values: what the file gets is what the view shows
+    return Batch(columns or [], values, texts, nonfinite)
 
 
-def _plain(value: Any) -> Any:
-    # numpy scalars and arrays become plain numbers and lists without importing numpy
-    if hasattr(value, "tolist") and callable(value.tolist):
-        return value.tolist()
-    return value
+def describe_nonfinite(kind: str, nonfinite: dict[str, list[int]]) -> str:
+    """The log line saying where NaN and infinities of an export were stored as null."""
+    parts = []
+    for name, rows in nonfinite.items():
+        shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+        parts.append(f"column {name!r}: {len(rows)} row(s) ({shown})")
+    return f"export({kind!r}): non-finite values (NaN or infinite) stored as null in " + "; ".join(parts)
 
 
-def write_file(directory: Path, alias: str, kind: str, fmt: str, columns: list[str], values: list[list[Any]]) -> Path:
-    """Write rows to ``<directory>/<alias>_<kind>.<fmt>`` atomically (temp file, then rename)."""
-    make_private_dir(directory)
-    path = directory / f"{alias}_{kind}{FORMATS[fmt]}"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if fmt == "csv":
-            # lone surrogates (os.fsdecode of bytes that are not UTF-8) are written as \udc80 text (#21)
-            with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(columns)
-                for vals in values:
-                    writer.writerow([json.dumps(v) if isinstance(v, (list, dict)) else v for v in vals])
-        elif fmt == "jsonl":
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for vals in values:
-                    fh.write(json.dumps(dict(zip(columns, vals))) + "\n")
-        else:
-            import pyarrow as pa  # the parquet extra
-            import pyarrow.parquet as pq
+class ExportFile:
+    """The file of one export of a job: written by its first batch, appended to by later ones.
 
-            table = pa.table({_utf8(c): [_utf8(v[i]) for v in values] for i, c in enumerate(columns)})
+    ``<directory>/<alias>_<kind>.<fmt>``, private to the user (0600). A batch is written before the
+    database records it; ``batch()`` undoes the file's part if the body (the database write) raises.
+    CSV and JSON Lines files are appended to; a Parquet file is rewritten per ``export()`` call, or
+    streamed by an open writer between ``open_stream()`` and ``close()`` (``ctx.exporter``).
+    """
+
+    def __init__(self, directory: Path, alias: str, kind: str, fmt: str) -> None:
+        self.directory = directory
+        self.path = directory / f"{alias}_{kind}{FORMATS[fmt]}"
+        self.fmt = fmt
+        self._stream: Any = None  # an open pyarrow ParquetWriter (ctx.exporter, Parquet)
+        self._stream_tmp: str | None = None
+
+    @contextmanager
+    def batch(self, columns: list[str], values: list[list[Any]], *, first: bool) -> Iterator[Path]:
+        """Write one batch of rows (the ``first`` replaces an older file); undone if the body raises."""
+        make_private_dir(self.directory)
+        if self.fmt == "parquet":
+            yield from self._parquet_batch(columns, values, first)
+            return
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if first else os.O_APPEND)
+        fd = os.open(self.path, flags, 0o600)
+        os.fchmod(fd, 0o600)  # whatever the umask, and a file left by an earlier run of this alias too
+        size = os.fstat(fd).st_size
+        try:
+            with open(fd, "a", encoding="utf-8", errors="backslashreplace", newline="") as fh:
+                if self.fmt == "csv":
+                    writer = csv.writer(fh)
+                    if first:
+                        writer.writerow(columns)
+                    for vals in values:
+                        writer.writerow([json.dumps(v) if isinstance(v, (list, dict)) else v for v in vals])
+                else:
+                    for vals in values:
+                        fh.write(json.dumps(dict(zip(columns, vals, strict=True))) + "\n")
+            yield self.path
+        except BaseException:
+            if first:
+                with suppress(OSError):
+                    os.unlink(self.path)
+            else:
+                with suppress(OSError):
+                    os.truncate(self.path, size)
+            raise
+
+    def _parquet_batch(self, columns: list[str], values: list[list[Any]], first: bool) -> Iterator[Path]:
+        table = _arrow_table(columns, values)
+        if self._stream is not None:
+            try:
+                self._stream.write_table(table)
+                yield self.path
+            except BaseException:
+                self.abort()  # a row group cannot be taken back: the stream ends here
+                raise
+            return
+        import pyarrow as pa  # the parquet extra
+        import pyarrow.parquet as pq
+
+        if not first and self.path.exists():  # append: the rows so far, then these
+            table = pa.concat_tables([pq.read_table(self.path), table], promote_options="default")
+        tmp = self._temp()
+        try:
             pq.write_table(table, tmp)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+            os.chmod(tmp, 0o600)
+            yield self.path
+            os.replace(tmp, self.path)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def open_stream(self, columns: list[str], values: list[list[Any]], *, append: bool) -> None:
+        """Parquet only: open a writer for a stream of batches (after the rows exported so far, if ``append``)."""
+        if self.fmt != "parquet" or self._stream is not None:
+            return
+        import pyarrow.parquet as pq
+
+        make_private_dir(self.directory)
+        table = _arrow_table(columns, values)
+        tmp = self._temp()
+        existing = pq.read_table(self.path) if append and self.path.exists() else None
+        self._stream = pq.ParquetWriter(tmp, (existing if existing is not None else table).schema)
+        self._stream_tmp = tmp
+        if existing is not None:
+            self._stream.write_table(existing)
+
+    def close(self) -> None:
+        """End a Parquet stream: the file appears complete at its path."""
+        if self._stream is not None and self._stream_tmp is not None:
+            self._stream.close()
+            os.chmod(self._stream_tmp, 0o600)
+            os.replace(self._stream_tmp, self.path)
+            self._stream = self._stream_tmp = None
+
+    def abort(self) -> None:
+        """Drop a Parquet stream that cannot be completed."""
+        if self._stream is not None:
+            with suppress(Exception):
+                self._stream.close()
+            with suppress(OSError):
+                os.unlink(self._stream_tmp or "")
+            self._stream = self._stream_tmp = None
+
+    def _temp(self) -> str:
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        return tmp
+
+
+def _arrow_table(columns: list[str], values: list[list[Any]]) -> Any:
+    import pyarrow as pa  # the parquet extra
+
+    return pa.table({_utf8(c): [_utf8(v[i]) for v in values] for i, c in enumerate(columns)})
 
 
 def _utf8(value: Any) -> Any:

@@ -1,17 +1,97 @@
-"""Strict JSON for everything jobtrack stores: no NaN, no pickle, and errors that name the bad key."""
+"""Strict JSON for everything jobtrack stores: no NaN, no pickle, and errors that name the bad key.
+
+Values ML code produces are converted on the way in (#13), by one ``default=`` hook shared by the
+orjson and standard paths (``plain``), without importing numpy, pandas or torch: scalars and 0-d arrays
+through ``.item()`` (else ``__index__``, else ``__float__``), 1-d arrays and Series of at most
+``MAX_ARRAY_ITEMS`` items as lists, ``datetime`` as ISO 8601 UTC text, ``Path`` as text, tuples as
+lists, pandas' ``NA``/``NaT`` as null. NaN and infinities are stored as null; ``dumps(...,
+nonfinite=[])`` reports where.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
+import enum
 import importlib
 import json
 import math
+import operator
 import re
 import sys
+import uuid
+from contextlib import suppress
+from pathlib import PurePath
 from typing import Any
 
 from jobtrack.errors import NotSerializable
 
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+MAX_ARRAY_ITEMS = 10_000
+"""Largest 1-d array (numpy, pandas, torch) a summary, config or result may hold; it is stored as a list.
+
+Anything larger belongs in a file under ``ctx.model_dir`` or in an export (``ctx.export``/``ctx.exporter``).
+"""
+
+
+def plain(value: Any) -> Any:
+    """``value`` as a type JSON holds, for values the encoders do not know (their ``default=`` hook).
+
+    Raises:
+        TypeError: a value jobtrack does not store (an object, a set, bytes, a 2-d or a large array),
+            with the reason as its message.
+    """
+    kind = type(value)
+    if isinstance(value, str):  # subclasses (StrEnum, numpy.str_): orjson passes them here
+        return str.__str__(value)
+    if isinstance(value, int):  # bool is never a subclass; IntEnum is
+        return int(value)
+    if isinstance(value, float):  # numpy.float64
+        return float(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if kind.__name__ in ("NAType", "NaTType"):  # pandas' missing values (NaT is also a datetime)
+        return None
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return _iso(value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, enum.Enum):  # orjson writes an enum's value: so does the standard path
+        return value.value
+    if isinstance(value, uuid.UUID):  # likewise
+        return str(value)
+    shape = getattr(value, "shape", None)
+    if shape is not None and not isinstance(shape, (int, str)):
+        ndim = len(shape)
+        if ndim == 0 and hasattr(value, "item"):  # numpy/torch scalars and 0-d arrays
+            return value.item()
+        if ndim == 1 and hasattr(value, "tolist"):
+            if shape[0] > MAX_ARRAY_ITEMS:
+                raise TypeError(f"holds a 1-d {kind.__name__} of {shape[0]} items, more than the {MAX_ARRAY_ITEMS} a "
+                                "stored value may hold; save it to a file under ctx.model_dir, or export it")
+            return value.tolist()
+        raise TypeError(f"holds a {ndim}-d {kind.__name__} of shape {tuple(shape)}; store a 1-d list of at most "
+                        f"{MAX_ARRAY_ITEMS} items, or save it to a file under ctx.model_dir")
+    if hasattr(value, "__index__"):
+        return operator.index(value)
+    if hasattr(value, "__float__") and not hasattr(value, "__len__"):  # Decimal, Fraction
+        return float(value)
+    raise TypeError(f"holds {kind.__name__} {_short(value)}")
+
+
+def _iso(value: _dt.date | _dt.time) -> str:
+    """A datetime as ISO 8601 UTC text (a naive one is read as local time, as ``datetime.astimezone`` does)."""
+    if not isinstance(value, _dt.datetime):
+        return value.isoformat()
+    if type(value) is not _dt.datetime:  # pandas.Timestamp: its own astimezone refuses naive values
+        value = _dt.datetime.combine(value.date(), value.timetz())
+    try:
+        return value.astimezone(_dt.UTC).isoformat(timespec="microseconds")
+    except (OverflowError, OSError, ValueError) as exc:  # a naive time outside what the platform converts
+        raise TypeError(f"holds datetime {value!r}, which cannot be converted to UTC ({exc})") from None
+
+
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False, default=plain)
 
 _orjson: Any
 try:  # the ``fast`` extra: the same JSON, encoded and decoded about four times faster
@@ -19,9 +99,8 @@ try:  # the ``fast`` extra: the same JSON, encoded and decoded about four times 
 except ImportError:  # pragma: no cover - exercised by the core-only CI step
     _orjson = None
 
-# orjson must never accept what the standard encoder refuses: types it would serialize itself
-# (datetime, dataclasses, subclasses) are passed to a default that refuses them, which sends the
-# value down the standard path, where it is encoded or refused exactly as without the extra.
+# orjson must store exactly what the standard path stores: types it would serialize its own way (datetime,
+# dataclasses, subclasses) are passed to the same ``plain`` hook the standard encoder uses.
 _ORJSON_OPTIONS = (
     _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_SUBCLASS
     if _orjson is not None
@@ -29,12 +108,11 @@ _ORJSON_OPTIONS = (
 )
 
 
-def _refuse(value: Any) -> Any:
-    raise TypeError
-
-
-def dumps(value: Any, field: str) -> str:
+def dumps(value: Any, field: str, *, nonfinite: list[str] | None = None) -> str:
     """Encode value as compact strict JSON, or raise NotSerializable naming the offending key path.
+
+    Values ML code produces are converted first (``plain``); NaN and infinities are written as null,
+    and their key paths appended to ``nonfinite`` when a list is given (so the caller can log them).
 
     Integers of any size are written exactly; text holding one beyond 64 bits starts with a tab (JSON
     whitespace, see ``loads``). A lone surrogate in a string (what ``os.fsdecode`` makes
@@ -46,22 +124,37 @@ def dumps(value: Any, field: str) -> str:
     UTF-8 and PostgreSQL's ``jsonb`` refuses it, which would break the export views.
 
     Raises:
-        NotSerializable: a value JSON cannot hold (NaN, an object, a set, ...), a value that contains
-            itself, or one nested deeper than Python's recursion limit.
+        NotSerializable: a value jobtrack does not store (an object, a set, a large array, ...), a value
+            that contains itself, or one nested deeper than Python's recursion limit.
     """
     if _orjson is not None:
         try:
-            out: bytes = _orjson.dumps(value, default=_refuse, option=_ORJSON_OPTIONS)
+            out: bytes = _orjson.dumps(value, default=plain, option=_ORJSON_OPTIONS)
         except (TypeError, _orjson.JSONEncodeError):
             pass  # the standard path decides (surrogates, integers beyond 64 bits), and names the offending key
         else:
-            # orjson writes NaN and infinities as null; only output without any null is certainly strict
-            if b"null" not in out:
-                return out.decode()
+            # orjson writes NaN and infinities as null: only output with a null may hold one, to be located
+            if nonfinite is not None and b"null" in out:
+                with suppress(_Refused, RecursionError):  # orjson took it, so the walk does too
+                    _finite(value, field, nonfinite, set())
+            return out.decode()
     try:
         text = _ENCODER.encode(value)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise NotSerializable(field, _describe(value, field, exc)) from None
+    except RecursionError:
+        raise NotSerializable(field, f"it is nested deeper than Python's recursion limit ({sys.getrecursionlimit()})"
+                              ) from None
+    except (TypeError, ValueError):  # a NaN, a cycle, a key or value to convert or refuse: walk it
+        found: list[str] = []
+        try:
+            clean = _finite(value, field, found, set())
+        except _Refused as bad:
+            raise NotSerializable(field, f"{bad.path} {bad.detail}") from None
+        except RecursionError:
+            raise NotSerializable(
+                field, f"it is nested deeper than Python's recursion limit ({sys.getrecursionlimit()})") from None
+        if nonfinite is not None:
+            nonfinite.extend(found)
+        text = _ENCODER.encode(clean)
     if not text.isascii() and _SURROGATE.search(text):  # only inside strings: replaced in place
         text = _SURROGATE.sub(_backslash_surrogate, text)
     if _may_hold_a_long_integer(text):
@@ -129,7 +222,8 @@ def splice(obj_json: str, members: dict[str, str | None]) -> str:
 
 
 def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None], list[str]]:
-    """Check a metrics mapping: string keys, real-number values; NaN/±inf become None.
+    """Check a metrics mapping: string keys, real-number values (numpy, pandas and torch scalars and 0-d
+    arrays too, as plain numbers); NaN/±inf become None.
 
     Returns the cleaned mapping and the names of the non-finite values that were replaced,
     so the caller can log them (a diverged loss is information, not a crash).
@@ -143,9 +237,9 @@ def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None
     for key, val in values.items():
         if not isinstance(key, str):
             raise NotSerializable(field, f"metric name {key!r} is not a string")
-        if isinstance(val, bool) or not _is_number(val):
+        number = _number(val)
+        if number is None:
             raise NotSerializable(f"{field}[{key!r}]", f"{type(val).__name__} {_short(val)} is not a number")
-        number = float(val) if not isinstance(val, int) else val
         if isinstance(number, float) and not math.isfinite(number):
             replaced.append(key)
             out[key] = None
@@ -154,53 +248,139 @@ def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None
     return out, replaced
 
 
-def _is_number(val: Any) -> bool:
-    if isinstance(val, (int, float)):
-        return True
-    # numpy scalars and similar: anything with a lossless __float__ and no length
-    return hasattr(val, "__float__") and not hasattr(val, "__len__")
-
-
-def _describe(value: Any, field: str, exc: BaseException) -> str:
-    """What is wrong with value, for NotSerializable: the key path and the bad value, when they can be found."""
-    if isinstance(exc, RecursionError):
-        return f"it is nested deeper than Python's recursion limit ({sys.getrecursionlimit()})"
+def _number(val: Any) -> int | float | None:
+    """A metric value as a plain int or float, or None if it is not a real number (bools are not)."""
+    if type(val) is float or type(val) is int:  # the common case first
+        return val
+    if isinstance(val, bool):
+        return None
+    if isinstance(val, int):
+        return int(val)
+    if isinstance(val, float):
+        return float(val)
     try:
-        path, detail = _find_bad(value, field, set())
+        if getattr(val, "shape", None) == () and hasattr(val, "item"):  # numpy/torch scalars, 0-d arrays
+            item = val.item()
+            return None if isinstance(item, bool) or not isinstance(item, (int, float)) else item
+        if hasattr(val, "__index__"):
+            return operator.index(val)
+        if hasattr(val, "__float__") and not hasattr(val, "__len__"):
+            return float(val)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None
+
+
+def storable(value: Any, field: str, *, nonfinite: list[str] | None = None) -> tuple[Any, list[str]]:
+    """What can be stored of ``value``, and what could not be (#13): for a summary that must not fail its job.
+
+    Each value ``dumps`` would refuse is replaced by the text ``"<not stored: TypeName>"`` (a key by its
+    ``repr``), and described in the returned list (``"summary['model'] holds LogisticRegression ..."``).
+    NaN and infinities become None (their paths appended to ``nonfinite``, as ``dumps`` does). A value
+    nested too deep for the walk gives (None, [why]).
+    """
+    problems: list[str] = []
+    try:
+        return _storable(value, field, problems, set(), [] if nonfinite is None else nonfinite), problems
     except RecursionError:
-        path, detail = None, ""
-    return f"{path} {detail}" if path else str(exc)
+        return None, [f"{field} is nested deeper than Python's recursion limit ({sys.getrecursionlimit()})"]
 
 
-def _find_bad(value: Any, path: str, parents: set[int]) -> tuple[str | None, str]:
-    """The key path of the first value the standard encoder refuses, and what it holds."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return path, f"holds float {value!r}"
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return None, ""
-    if isinstance(value, (dict, list, tuple)):
-        if id(value) in parents:  # the standard encoder's "Circular reference detected"
-            return path, "contains itself (a reference cycle); store a copy without the cycle"
+def _storable(value: Any, path: str, problems: list[str], parents: set[int], nonfinite: list[str]) -> Any:
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        nonfinite.append(path)
+        return None
+    if value is None or (isinstance(value, (str, int, bool)) and type(value) in (str, int, bool)):
+        return value
+    if isinstance(value, (dict, list, tuple)) and type(value) in (dict, list, tuple):
+        if id(value) in parents:
+            problems.append(f"{path} contains itself (a reference cycle)")
+            return "<not stored: a reference cycle>"
         parents.add(id(value))
         try:
             if isinstance(value, dict):
-                for key, item in value.items():
-                    if not isinstance(key, (str, int, float, bool)) and key is not None:
-                        return f"{path} key {_short(key)}", f"is a {type(key).__name__}, not a string"
-                    found = _find_bad(item, f"{path}[{key!r}]", parents)
-                    if found[0]:
-                        return found
-            else:
-                for i, item in enumerate(value):
-                    found = _find_bad(item, f"{path}[{i}]", parents)
-                    if found[0]:
-                        return found
+                out = {}
+                for k, v in value.items():
+                    try:
+                        key = _key(k, path)
+                    except _Refused as bad:
+                        problems.append(f"{bad.path} {bad.detail}")
+                        key = _short(k)
+                    out[key] = _storable(v, f"{path}[{k!r}]", problems, parents, nonfinite)
+                return out
+            return [_storable(v, f"{path}[{i}]", problems, parents, nonfinite) for i, v in enumerate(value)]
         finally:
             parents.discard(id(value))
-        return None, ""
-    return path, f"holds {type(value).__name__} {_short(value)}"
+    try:
+        converted = plain(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        detail = str(exc) if str(exc).startswith("holds") else f"holds {type(value).__name__} {_short(value)}"
+        problems.append(f"{path} {detail}")
+        return f"<not stored: {type(value).__name__}>"
+    return _storable(converted, path, problems, parents, nonfinite)
+
+
+class _Refused(Exception):
+    """A value ``_finite`` cannot store: where it is and why."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(path, detail)
+        self.path = path
+        self.detail = detail
+
+
+def _finite(value: Any, path: str, nonfinite: list[str], parents: set[int]) -> Any:
+    """A copy of ``value`` made of plain JSON types: converted by ``plain``, NaN and infinities as None (their
+    paths appended to ``nonfinite``).
+
+    Raises:
+        _Refused: naming the path of a value ``plain`` refuses, or of a reference cycle.
+    """
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        nonfinite.append(path)
+        return None
+    if value is None or (isinstance(value, (str, int, bool)) and type(value) in (str, int, bool)):
+        return value
+    if isinstance(value, (dict, list, tuple)) and type(value) in (dict, list, tuple):
+        if id(value) in parents:  # the standard encoder's "Circular reference detected"
+            raise _Refused(path, "contains itself (a reference cycle); store a copy without the cycle")
+        parents.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {_key(k, path): _finite(v, f"{path}[{k!r}]", nonfinite, parents) for k, v in value.items()}
+            return [_finite(v, f"{path}[{i}]", nonfinite, parents) for i, v in enumerate(value)]
+        finally:
+            parents.discard(id(value))
+    try:
+        converted = plain(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        detail = str(exc) if str(exc).startswith("holds") else f"holds {type(value).__name__} {_short(value)}"
+        raise _Refused(path, detail) from None
+    return _finite(converted, path, nonfinite, parents)
+
+
+def _key(key: Any, path: str) -> Any:
+    """A dict key as the standard encoder takes it: str, int, float, bool or None (others converted or refused)."""
+    if key is None or type(key) in (str, int, bool):
+        return key
+    if isinstance(key, float):
+        return key if math.isfinite(key) else repr(key)
+    try:
+        converted = plain(key)
+    except (TypeError, ValueError, OverflowError):
+        converted = key
+    if converted is None or isinstance(converted, (str, int, float, bool)):
+        return converted
+    raise _Refused(f"{path} key {_short(key)}", f"is a {type(key).__name__}, not a string")
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a user object whose __repr__ fails
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."

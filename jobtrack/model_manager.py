@@ -72,7 +72,9 @@ class ModelManager:
     """Model runs and registered models of one database (``db``, else ``$JOBTRACK_DB``, else the default)."""
 
     def __init__(self, db: str | os.PathLike[str] | None = None, *, lock_timeout: float | None = None) -> None:
-        self._store = Store.open(db, lock_timeout=None if lock_timeout is None else check_lock_timeout(lock_timeout))
+        # Never creates a database (#13): a missing path is DatabaseNotFound; an unwritable one is read read-only.
+        self._store = Store.open(db, lock_timeout=None if lock_timeout is None else check_lock_timeout(lock_timeout),
+                                 create=False)
 
     @property
     def db(self) -> str:

@@ -35,7 +35,7 @@ def plot_curves(status: dict[str, Any], path: str | os.PathLike[str]) -> str:
         metrics.insert(0, eval_metric)
     fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 2.8 * len(metrics)), squeeze=False)
     best = result.get("best_epoch")
-    for ax, metric in zip(axes[:, 0], metrics):
+    for ax, metric in zip(axes[:, 0], metrics, strict=True):
         for part, style in (("train", "-o"), ("validation", "-s")):
             points = [(ep["epoch"], (ep.get(part) or {}).get(metric)) for ep in epochs]
             points = [(x, y) for x, y in points if y is not None]
@@ -49,6 +49,11 @@ def plot_curves(status: dict[str, Any], path: str | os.PathLike[str]) -> str:
     axes[-1, 0].set_xlabel("epoch")
     axes[0, 0].set_title(f"{status['experiment_name']} — {status['job_id']} ({status['status']})", fontsize="medium")
     fig.tight_layout()
-    fig.savefig(os.fspath(path), dpi=100)
-    plt.close(fig)
+    new = not os.path.exists(path)
+    try:
+        fig.savefig(os.fspath(path), dpi=100)
+    finally:
+        plt.close(fig)
+    if new:
+        os.chmod(path, 0o600)  # private to the user, as every file jobtrack creates (#13)
     return os.fspath(path)

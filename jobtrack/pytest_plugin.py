@@ -33,9 +33,11 @@ def jobtrack_db(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
 
 @pytest.fixture
 def jobtrack_manager(jobtrack_db: str) -> JobManager:
-    """A JobManager on the test's database."""
+    """A JobManager on the test's database (created first: a JobManager alone never creates one)."""
     from jobtrack.manager import JobManager
+    from jobtrack.store import Store
 
+    Store.open(jobtrack_db)
     return JobManager(jobtrack_db)
 
 

@@ -28,6 +28,25 @@ def best_epoch(
     return best
 
 
+def missing_metric(epochs: Iterable[Mapping[str, Any]], metric: str) -> dict[str, Any] | None:
+    """``{"reported": [names], "note": ...}`` when no epoch reported ``metric`` at all, else None (#13).
+
+    Without it ``best_epoch`` stays None with no word why: a binary classifier reporting ``auc`` where
+    its task type's metric is ``roc_auc``, say.
+    """
+    names: set[str] = set()
+    for ep in epochs:
+        for section in ("train", "validation"):
+            part = ep.get(section) or {}
+            if metric in part:
+                return None
+            names.update(part)
+    return {"reported": sorted(names),
+            "note": f"no epoch reported {metric!r}, the evaluation metric of this job, so it has no best epoch; "
+                    "report it with ctx.log_epoch, or choose one of the reported metrics with "
+                    "Trainer(eval_metric=..., eval_mode='max'|'min')"}
+
+
 def compose(
     *,
     eval_metric: str | None,
@@ -36,7 +55,10 @@ def compose(
     summary: Any = None,
     error: Any = None,
 ) -> dict[str, Any]:
-    """The result dict: epochs, eval_metric, best_epoch, best_metric, summary, error; ``{}`` if nothing is known."""
+    """The result dict: epochs, eval_metric, best_epoch, best_metric, summary, error; ``{}`` if nothing is known.
+
+    Epochs that never report the evaluation metric add ``eval_metric_missing`` (see ``missing_metric``).
+    """
     result: dict[str, Any] = {}
     if epochs:
         result["epochs"] = epochs
@@ -44,6 +66,10 @@ def compose(
         result["eval_metric"] = eval_metric
         if epochs:
             result["best_epoch"], result["best_metric"] = best_epoch(epochs, eval_metric, metric_mode)
+            if result["best_epoch"] is None:  # never reported, or only as null (NaN)
+                missing = missing_metric(epochs, eval_metric)
+                if missing is not None:
+                    result["eval_metric_missing"] = missing
     if summary is not None:
         result["summary"] = summary
     if error is not None:
@@ -71,6 +97,7 @@ class EarlyStopping:
         self.stop_epoch: Any = None  # the epoch after which the rule said stop
         self.last_epoch: Any = None
         self.section: str | None = None  # "validation" once the metric was reported there, else "train"
+        self.seen = False  # the metric was reported in some epoch (train or validation), patience or not
 
     @property
     def active(self) -> bool:
@@ -83,6 +110,8 @@ class EarlyStopping:
     def update(self, epoch: Any, train: Mapping[str, Any], validation: Mapping[str, Any]) -> bool:
         """Feed one reported epoch; returns ``should_stop``."""
         self.last_epoch = epoch
+        if not self.seen and self.metric and (self.metric in validation or self.metric in train):
+            self.seen = True
         if not self.active:
             return False
         metric = self.metric or ""

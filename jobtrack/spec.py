@@ -47,11 +47,23 @@ class JobSpec:
     n_epochs: int | None = None
     patience: int | None = None
     eval_every: int = 1
+    # Trainer(eval_metric=, eval_mode=) (#13): None keeps the task type's metric and its direction
+    eval_metric: str | None = None
+    metric_mode: str | None = None
+    max_result_bytes: int | None = None  # the cap of the result and summary; None: config.max_result_bytes()
 
     @property
     def trains(self) -> bool:
         """Whether the job trains a model (train and train_inference)."""
         return self.job_type is not JobType.INFERENCE
+
+    def evaluation(self) -> tuple[str | None, str | None]:
+        """(evaluation metric, "max" or "min") of a training job: the Trainer's choice, else the task type's."""
+        if not self.trains:
+            return None, None
+        if self.eval_metric:
+            return self.eval_metric, self.metric_mode or self.dataset.metric_mode
+        return self.dataset.eval_metric, self.dataset.metric_mode
 
     # -- to and from the store ------------------------------------------------------------------
 
@@ -72,6 +84,8 @@ class JobSpec:
             "model_dir": self.model_dir,
         }
         doc.update(self._reference_options())
+        if self.max_result_bytes is not None:
+            doc["max_result_bytes"] = self.max_result_bytes
         try:
             return jsonutil.dumps(doc, "job spec")
         except NotSerializable:
@@ -95,8 +109,8 @@ class JobSpec:
             "experiment_name": self.dataset.experiment_name,
             "model_run_id": self.model_run_id,
             "output_alias": exports.alias_key(self.output_alias) if self.output_alias else None,
-            "eval_metric": self.dataset.eval_metric if self.trains else None,
-            "metric_mode": self.dataset.metric_mode if self.trains else None,
+            "eval_metric": self.evaluation()[0],
+            "metric_mode": self.evaluation()[1],
             "runner_kind": self.runner_kind,
             "spec_json": self.spec_json(),
         }
@@ -140,6 +154,9 @@ class JobSpec:
             n_epochs=doc.get("n_epochs"),
             patience=doc.get("patience"),
             eval_every=int(doc.get("eval_every") or 1),
+            eval_metric=rec.eval_metric,
+            metric_mode=rec.metric_mode,
+            max_result_bytes=doc.get("max_result_bytes"),
         )
 
     def context(self, store: Store, token: int) -> RunContext:

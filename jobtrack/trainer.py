@@ -9,7 +9,7 @@ from typing import Any
 
 from jobtrack import exports, jsonutil, runtime
 from jobtrack.config import check_lock_timeout
-from jobtrack.dataset import Dataset, TableSource, check_name
+from jobtrack.dataset import TASK_TYPES, Dataset, TableSource, check_name
 from jobtrack.errors import InvalidArgument, ModelNotReady
 from jobtrack.monitor import JobMonitor
 from jobtrack.runners import RUNNERS, process, signals, thread
@@ -56,6 +56,12 @@ class Trainer:
             without improvement of the evaluation metric, ``ctx.should_stop`` becomes True and
             ``ctx.log_epoch()`` returns True. None (the default) never says stop; the loop always decides.
         eval_every: evaluate every this many epochs (``ctx.eval_every``, ``ctx.should_evaluate(epoch)``).
+        eval_metric: the metric that chooses the best epoch (and early stopping), instead of the task
+            type's (``roc_auc``, ``rmse``, ...): a name the training code reports with ``ctx.log_epoch``.
+        eval_mode: ``"max"`` if a larger ``eval_metric`` is better, ``"min"`` if smaller; needed unless the
+            metric is a well-known one (a task type's metric, ``loss``, ``accuracy``, ``mae``, ...).
+        max_result_bytes: the cap, in bytes, of a job's reported epochs and of its summary as stored JSON;
+            None: ``$JOBTRACK_MAX_RESULT_BYTES``, else ``config.DEFAULT_MAX_RESULT_BYTES`` (4 MiB).
     """
 
     def __init__(
@@ -71,6 +77,9 @@ class Trainer:
         n_epochs: int | None = None,
         patience: int | None = None,
         eval_every: int = 1,
+        eval_metric: str | None = None,
+        eval_mode: str | None = None,
+        max_result_bytes: int | None = None,
     ) -> None:
         if runner not in RUNNERS:
             raise InvalidArgument(f"Unknown runner {runner!r}; use one of {', '.join(RUNNERS)}.")
@@ -88,6 +97,10 @@ class Trainer:
             if not (optional and value is None):
                 _positive_int(value, what)
         self.n_epochs, self.patience, self.eval_every = n_epochs, patience, eval_every
+        if max_result_bytes is not None:
+            _positive_int(max_result_bytes, "max_result_bytes")
+        self.max_result_bytes = max_result_bytes
+        self.eval_metric, self.eval_mode = _evaluation(eval_metric, eval_mode)
         self.train_fn = train
         self.predict_fn = predict
         self.config: dict[str, Any] = dict(config or {})
@@ -294,6 +307,8 @@ class Trainer:
             test_batch_size=test_batch_size, flatten_output=flatten_output,
             n_epochs=self.n_epochs if trains else None, patience=self.patience if trains else None,
             eval_every=self.eval_every,
+            eval_metric=self.eval_metric if trains else None, metric_mode=self.eval_mode if trains else None,
+            max_result_bytes=self.max_result_bytes,
         )
         row = spec.row()
         token = self._store.create_job(row, model_run=spec.model_run() if new_model else None,
@@ -314,6 +329,35 @@ class Trainer:
         elif self.runner == "process":
             thread.submit(self._store, process.run_in_child, self._store, spec, max_workers=self.max_workers)
         # "worker": the row is queued; `jobtrack worker` processes pick it up.
+
+
+_KNOWN_MODES = {**{t.eval_metric: t.mode for t in TASK_TYPES.values()},
+                **dict.fromkeys(("loss", "log_loss", "mse", "mae", "rmsle", "mape", "error", "perplexity"), "min"),
+                **dict.fromkeys(("accuracy", "auc", "f1", "precision", "recall", "r2", "map", "ndcg"), "max")}
+"""Directions of well-known metric names: ``Trainer(eval_metric=...)`` needs no ``eval_mode`` for these."""
+
+
+def _evaluation(metric: Any, mode: Any) -> tuple[str | None, str | None]:
+    """``Trainer(eval_metric=, eval_mode=)`` checked at call time: (metric, "max"|"min"), or (None, None).
+
+    Raises:
+        InvalidArgument: a metric that is not a name, a mode other than "max"/"min", a mode without a
+            metric, or an unknown metric without a mode.
+    """
+    if mode is not None and mode not in ("max", "min"):
+        raise InvalidArgument(f"eval_mode must be 'max' (larger is better) or 'min', not {mode!r}.")
+    if metric is None:
+        if mode is not None:
+            raise InvalidArgument("eval_mode= needs eval_metric=: name the metric it applies to, "
+                                  "e.g. Trainer(eval_metric='val_loss', eval_mode='min').")
+        return None, None
+    if not isinstance(metric, str) or not metric.strip() or not metric.isprintable():
+        raise InvalidArgument(f"eval_metric must be a metric name your code reports with ctx.log_epoch, not "
+                              f"{type(metric).__name__} {metric!r}.")
+    known = _KNOWN_MODES.get(metric.lower())
+    if mode is None and known is None:
+        raise InvalidArgument(f"eval_metric={metric!r} needs eval_mode='max' (larger is better) or 'min'.")
+    return metric, mode or known
 
 
 def _experiment(experiment_name: Any, dataset: Dataset | None, test_table: Any) -> str | None:

@@ -211,7 +211,7 @@ def test_errors_print_one_line_and_exit_1(
     jobtrack: Cli, db_path: str, jobs: dict[str, str], args: list[str], message: str
 ) -> None:
     out = jobtrack(*args, "--db", db_path)
-    assert out.code == 1
+    assert out.code == (1 if "No job" in message else 2)  # 2: a bad argument value (#13)
     assert out.err.startswith("jobtrack: error: ") and message in out.err
     assert len(out.err.strip().splitlines()) == 1 and "Traceback" not in out.err
 
@@ -226,7 +226,8 @@ def test_debug_lets_the_typed_error_through(jobtrack: Cli, db_path: str, jobs: d
 
 def test_usage_errors_exit_2(jobtrack: Cli, db_path: str) -> None:
     unknown = jobtrack("frobnicate")
-    assert unknown.code == 2 and unknown.err.startswith("usage: jobtrack") and "frobnicate" in unknown.err
+    assert unknown.code == 2 and unknown.err.startswith("jobtrack: error: ") and "frobnicate" in unknown.err
+    assert len(unknown.err.strip().splitlines()) == 1 and "jobtrack --help" in unknown.err  # one line (#13)
     missing = jobtrack("status")
     assert missing.code == 2 and "job_id" in missing.err and missing.out == ""
 

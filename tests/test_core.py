@@ -64,8 +64,10 @@ def test_files_that_are_not_ours_are_refused_and_left_untouched(tmp_path: Path, 
 def test_an_empty_file_and_a_missing_directory_just_work(tmp_path: Path) -> None:
     empty = tmp_path / "empty.db"
     empty.touch()
+    Store.open(str(empty))  # a write (a Trainer, a worker) creates the tables; a JobManager only reads (#13)
     assert JobManager(str(empty)).list_jobs() == []
     nested = tmp_path / "a" / "b" / "c.db"
+    Store.open(str(nested))
     assert JobManager(str(nested)).list_jobs() == []
     assert stat.S_IMODE(nested.stat().st_mode) == 0o600
     assert stat.S_IMODE(nested.parent.stat().st_mode) == 0o700
@@ -75,20 +77,22 @@ def test_a_location_that_cannot_be_written_is_a_typed_error(tmp_path: Path) -> N
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where a directory should be")
     with pytest.raises(StoreReadOnly, match="cannot create the directory"):
-        JobManager(str(blocker / "jobs.db"))
+        Store.open(str(blocker / "jobs.db"))
     if os.geteuid() != 0:  # root ignores permission bits
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         with pytest.raises(StoreReadOnly):
-            JobManager(str(locked / "jobs.db"))
+            Store.open(str(locked / "jobs.db"))
 
 
 def test_default_location_and_its_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JOBTRACK_DB")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    assert JobManager().db == str(tmp_path / "data" / "jobtrack" / "jobtrack.db")
+    assert Store.open().target == str(tmp_path / "data" / "jobtrack" / "jobtrack.db")
     monkeypatch.setenv("JOBTRACK_DB", str(tmp_path / "env.db"))
-    assert JobManager().db == str(tmp_path / "env.db")
+    assert Store.open().target == str(tmp_path / "env.db")
+    assert JobManager().db == str(tmp_path / "env.db")  # a JobManager finds the same database once it exists
+    assert Store.open(tmp_path / "arg.db").target == str(tmp_path / "arg.db")
     assert JobManager(tmp_path / "arg.db").db == str(tmp_path / "arg.db")
     assert Path(str(tmp_path / "arg.db") + "-files") == Store.open(tmp_path / "arg.db").files_dir
 

@@ -153,7 +153,7 @@ def test_embeddings_are_exported_only_when_asked(db_path: str) -> None:
     assert "embeddings export returned None" in log  # ctx.export() told the code it skipped
 
 
-def test_exporting_twice_keeps_the_last_rows(db_path: str) -> None:
+def test_exporting_twice_appends_the_second_batch(db_path: str) -> None:
     def predict(ctx: Any) -> None:
         ctx.export("predictions", [{"id": 1, "v": "old"}, {"id": 2, "v": "old"}])
         ctx.export("predictions", [{"id": 3, "v": "new"}])
@@ -161,9 +161,10 @@ def test_exporting_twice_keeps_the_last_rows(db_path: str) -> None:
     job = Trainer(jobfuncs.train_noop, predict, db=db_path, runner="eager").fit_predict(_dataset(), "twice")
     status = job.get_status()
     assert status["status"] == "COMPLETED"
-    assert _query(db_path, f"SELECT * FROM {status['source_views']['predictions']}") == [{"id": 3, "v": "new"}]
+    assert _query(db_path, f"SELECT * FROM {status['source_views']['predictions']}") == [
+        {"id": 1, "v": "old"}, {"id": 2, "v": "old"}, {"id": 3, "v": "new"}]
     with open(status["export_paths"]["predictions"], encoding="utf-8") as fh:
-        assert fh.read().splitlines() == ["id,v", "3,new"]
+        assert fh.read().splitlines() == ["id,v", "1,old", "2,old", "3,new"]
 
 
 @pytest.mark.parametrize(("rows", "error", "fragment"), [

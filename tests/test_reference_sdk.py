@@ -237,6 +237,7 @@ def test_jobtracks_other_errors_carry_the_reference_names_of_the_same_situations
     assert issubclass(ModelNotReady, JobMonitorError) and issubclass(JobNotCompleted, JobMonitorError)
     assert issubclass(ModelNotFound, ModelManagerError) and issubclass(ModelInUse, ModelManagerError)
     assert issubclass(TableExists, DuplicateName) and issubclass(TableExists, JobMonitorError)
+    Store.open(db_path)  # a JobManager reads; it never creates the database (#13)
     with pytest.raises(JobManagerError) as caught:
         JobManager(db_path).fetch_job("job_missing")
     assert caught.value.code is None
@@ -313,7 +314,7 @@ def test_jobtrack_models_lists_and_deletes_only_when_confirmed(db_path: str, dat
 
     experiment = dataset.experiment_name
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
-    assert main(["models", "delete", experiment, run, "--db", db_path]) == 1  # a script must say --yes
+    assert main(["models", "delete", experiment, run, "--db", db_path]) == 2  # a script must say --yes (usage, #13)
     assert "pass --yes" in capsys.readouterr().err
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     monkeypatch.setattr("builtins.input", lambda prompt: "n")

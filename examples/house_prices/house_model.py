@@ -70,5 +70,7 @@ if __name__ == "__main__":
     job = trainer.fit(make_dataset())
     final = job.wait()
     print(final["status"], "best epoch", final["result"]["best_epoch"], "rmse", final["result"]["best_metric"])
-    pred = trainer.predict("house_prices_demo", model_run_id=job.model_run_id).wait()
+    # an output alias names one job's exports for good: each run gets its own (a fixed one would be refused
+    # the second time with DuplicateName)
+    pred = trainer.predict(f"house_prices_{job.model_run_id}", model_run_id=job.model_run_id).wait()
     print(pred["status"], pred["export_paths"])

@@ -26,6 +26,7 @@ from jobtrack.errors import (
     JobCanceled,
     JobNotFound,
     NotSerializable,
+    ResultTooLarge,
     RunnerFenced,
     StoreBusy,
     StoreError,
@@ -164,12 +165,17 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int) -> JobSta
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt / SystemExit still stop the process, after the job is recorded
         return status
-    summary_json = _summary_json(ctx, summary)
+    # A summary that cannot be stored as it is never fails the finished job (#13): what can be stored is,
+    # and result["summary_error"] and the log say what was not.
+    summary_json, summary_error = _summary_json(ctx, summary)
     extras = ctx.result_extras()  # stopped_early, when the job has a patience rule (#22)
     reason = "completed (stopped early)" if extras.get("stopped_early") else "completed"
+    extra_json = {k: jsonutil.dumps(v, k) for k, v in extras.items()}
+    if summary_error is not None:
+        extra_json["summary_error"] = summary_error
     # A cancel requested while the code ran, which it never noticed, still wins over COMPLETED.
     return finish(store, spec.job_id, token, JobStatus.COMPLETED, reason=reason, summary_json=summary_json,
-                  extra_json={k: jsonutil.dumps(v, k) for k, v in extras.items()} or None)
+                  extra_json=extra_json or None)
 
 
 def _message(exc: BaseException) -> str:
@@ -194,19 +200,38 @@ def _holds_surrogate(value: Any) -> bool:
     return False
 
 
-def _summary_json(ctx: RunContext, summary: Any) -> str | None:
-    """The summary as JSON; a job that finished its work never fails only because of its summary.
+def _summary_json(ctx: RunContext, summary: Any) -> tuple[str | None, str | None]:
+    """The summary as JSON, and the ``summary_error`` entry of the result (JSON) if it could not be stored as is.
 
-    Text that is not valid Unicode (lone surrogates, as ``os.fsdecode`` makes of a file name that is
-    not UTF-8) is stored escaped as ``\\udcff`` by ``jsonutil.dumps``; the job's log says so.
+    Never raises for what the summary holds (#13): NaN and infinities are stored as null; a value that
+    cannot be stored (an object, a large array) is replaced by the text ``"<not stored: TypeName>"``; a
+    summary over ``max_result_bytes`` is not stored. The job's log says which, and ``summary_error``
+    holds the typed error (``NotSerializable``, ``ResultTooLarge``) that says so. Text that is not valid
+    Unicode (lone surrogates, as ``os.fsdecode`` makes of a file name that is not UTF-8) is stored
+    escaped as ``\\udcff`` by ``jsonutil.dumps``; the job's log says so.
     """
     if summary is None:
-        return None
+        return None, None
+    field = "the returned summary"
+    nonfinite: list[str] = []
+    problem: Exception | None = None
     try:
-        text = jsonutil.dumps(summary, "the returned summary")
+        text: str | None = jsonutil.dumps(summary, field, nonfinite=nonfinite)
     except NotSerializable as exc:
-        ctx.log(f"the returned summary could not be stored: {exc}")
-        return jsonutil.dumps({"unstored": str(exc)}, "the returned summary")
+        clean, problems = jsonutil.storable(summary, field, nonfinite=nonfinite)
+        text = None if clean is None else jsonutil.dumps(clean, field)
+        problem = NotSerializable(field, "; ".join(problems) or exc.detail)
+    if nonfinite:
+        ctx.log(f"{field}: non-finite values (NaN or infinite) stored as null at {', '.join(nonfinite[:20])}"
+                + (f" and {len(nonfinite) - 20} more" if len(nonfinite) > 20 else ""))
+    if text is not None and len(text) > ctx.max_result_bytes:
+        problem, text = ResultTooLarge(field, len(text), ctx.max_result_bytes), None
+    error = None
+    if problem is not None:
+        ctx.log(f"{field} was {'stored in part' if text is not None else 'not stored'}: {problem}")
+        error = jsonutil.dumps({"type": type(problem).__name__, "message": str(problem)}, "summary_error")
+    if text is None:
+        return None, error
     try:
         escaped = "\\\\u" in text and _holds_surrogate(summary)  # the text \\udcff only where escaped
     except RecursionError:
@@ -214,7 +239,7 @@ def _summary_json(ctx: RunContext, summary: Any) -> str | None:
     if escaped:
         ctx.log("the returned summary holds text that is not valid Unicode (lone surrogates, as os.fsdecode makes "
                 "of bytes that are not UTF-8); each is stored as a backslash escape such as \\udcff")
-    return text
+    return text, error
 
 
 def _call_user_code(spec: JobSpec, ctx: RunContext) -> Any:

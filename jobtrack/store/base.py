@@ -19,7 +19,7 @@ TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))
 def in_list(name: str, items: Sequence[Any], params: dict[str, Any]) -> str:
     """``(:name0, :name1, ...)`` with the values added to ``params``."""
     keys = [f"{name}{i}" for i in range(len(items))]
-    params.update(zip(keys, items))
+    params.update(zip(keys, items, strict=True))
     return "(" + ", ".join(f":{k}" for k in keys) + ")"
 
 
@@ -34,12 +34,17 @@ class StoreBase:
     """The database of a Store, its lease, and the directories of its files."""
 
     def __init__(self, db: str | os.PathLike[str] | None = None, *,
-                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S, read_only: bool = False, create: bool = True) -> None:
         self.target = resolve_db(db)
         self.lease_s = lease_seconds()
-        self.db = Database(self.target, lock_timeout=lock_timeout)
+        self.db = Database(self.target, lock_timeout=lock_timeout, read_only=read_only)
         self._sqlite_files = str(files_dir(self.target)) if self.db.is_sqlite else None
-        prepare(self.db)
+        prepare(self.db, create=create and not read_only)
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this store only reads (``Store.open(..., read_only=True)``): every write raises StoreReadOnly."""
+        return self.db.read_only
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.target!r})"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobtrack.config import make_private_dir
-from jobtrack.errors import NotAJobtrackDatabase, SchemaTooNew, StoreReadOnly
+from jobtrack.errors import DatabaseNotFound, NotAJobtrackDatabase, SchemaTooNew, StoreReadOnly
 from jobtrack.store.db import Database, Tx, check_local_filesystem, permission_problem
 
 if TYPE_CHECKING:
@@ -83,23 +83,39 @@ UPGRADES: dict[int, Callable[[Tx, Database], None]] = {1: _v1_to_v2, 2: _v2_to_v
 together with the version bump, so a failed upgrade leaves the database as it was)."""
 
 
-def prepare(db: Database) -> None:
+def prepare(db: Database, *, create: bool = True) -> None:
     """Make ``db`` ready: create it if new, upgrade it if old, refuse it if foreign or newer.
 
     A file this process already checked (under any spelling of its path) is not looked at again.
+    With ``create=False`` (reads, #13) a missing or empty file is refused, not created; a read-only
+    ``db`` is only checked, never changed.
 
     Raises:
-        NotAJobtrackDatabase: the file is not SQLite, or a SQLite database of something else.
+        DatabaseNotFound: ``create=False`` and no file at the path.
+        NotAJobtrackDatabase: the file is not SQLite, or a SQLite database of something else (or, with
+            ``create=False``, an empty file).
         SchemaTooNew: the database was written by a newer jobtrack.
-        StoreReadOnly: the file, its ``-wal``/``-shm`` or its directory cannot be created or written.
+        StoreReadOnly: the file, its ``-wal``/``-shm`` or its directory cannot be created or written (or a
+            read-only database that needs an upgrade).
     """
     if db.is_sqlite:
         assert db.path is not None
+        if not create and not os.path.exists(db.path):
+            raise DatabaseNotFound(db.target)
         check_local_filesystem(db.path)
-        _prepare_location(db.path)
+        if not db.read_only:
+            _prepare_location(db.path)
         if db.ready:
             return
         found = db.probe(lambda tx: _read_version(tx, db))  # through SQLite: never open() the file (#21)
+        if found is None and not (create and not db.read_only):
+            raise NotAJobtrackDatabase(db.target, "it is empty; submitting a job to it creates jobtrack's tables")
+        if db.read_only:
+            if found is not None and found < SCHEMA_VERSION:
+                raise StoreReadOnly(db.target, f"it was written by jobtrack schema {found}; this version upgrades it "
+                                               f"to {SCHEMA_VERSION} at its first write, and it cannot be written")
+            db.mark_ready()
+            return
         db.adopt()
         if found == SCHEMA_VERSION:
             db.mark_ready()

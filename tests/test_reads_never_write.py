@@ -1,0 +1,184 @@
+"""Reads never write (SPEC §6, #13): ``list``, ``status``, ``show``, ``logs``, ``wait``, ``plot`` and ``JobManager``
+reads create nothing at a missing path (a typed error names it) and work on a read-only file in a read-only folder.
+Only submitting, canceling, pruning and migrating create or change files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from jobtrack import (
+    Dataset,
+    JobManager,
+    ModelManager,
+    StoreReadOnly,
+    Trainer,
+    cli,
+    demo,
+    runtime,
+    testing,
+)
+from jobtrack.errors import DatabaseNotFound
+from jobtrack.store import Store
+from proc import run_python
+
+READS = [["list"], ["status", "job_x"], ["show", "job_x"], ["logs", "job_x"], ["wait", "job_x"],
+         ["plot", "job_x", "-o", "curves.png"], ["models"]]
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv", READS, ids=lambda a: a[0])
+def test_a_read_of_a_missing_database_is_an_error_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    missing = tmp_path / "typo" / "clii.db"
+    code, out, err = _run(capsys, "--db", str(missing), *argv)
+    assert code == 1 and out == ""
+    assert err == f"jobtrack: error: No jobtrack database at {missing}; nothing was created. Check the path " \
+                  "(--db or JOBTRACK_DB); submitting a job creates the database.\n"
+    assert not missing.parent.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_jobmanager_and_modelmanager_never_create_a_database(tmp_path: Path) -> None:
+    missing = tmp_path / "sub" / "jobs.db"
+    for make in (JobManager, ModelManager):
+        with pytest.raises(DatabaseNotFound) as info:
+            make(str(missing))  # type: ignore[operator]
+        assert info.value.path == str(missing) and isinstance(info.value, FileNotFoundError)
+    with pytest.raises(DatabaseNotFound):
+        Store.open(missing, read_only=True)
+    assert not missing.parent.exists()
+
+
+def test_migrating_from_a_missing_database_creates_neither_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                                ) -> None:
+    code, _, err = _run(capsys, "migrate", "--from", str(tmp_path / "nope.db"), "--to", str(tmp_path / "to.db"))
+    assert code == 1 and "No jobtrack database at" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_file_is_read_as_not_yet_a_database_and_left_empty(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(Exception, match="it is empty"):
+        JobManager(str(empty))
+    assert empty.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+
+
+def test_a_read_only_store_reads_and_refuses_every_write(db_path: str) -> None:
+    job = Trainer(demo.train, db=db_path, runner="worker", config={"epochs": 1}).fit(_dataset_files(db_path))
+    runtime.close_all()
+    reader = Store.open(db_path, read_only=True)
+    assert reader.read_only and reader.get_job(job.job_id).status.value == "QUEUED"
+    with pytest.raises(StoreReadOnly, match="reading only"):
+        reader.request_cancel(job.job_id)
+    assert not os.path.exists(db_path + "-wal")  # nothing opened the file for writing: SQLite made no log
+    assert reader is not Store.open(db_path)  # the process's writable store is another
+
+
+def test_a_dead_runners_verdict_is_shown_unsaved_on_a_read_only_store(db_path: str) -> None:
+    store = Store.open(db_path)
+    store.create_job({"id": "job_dead", "job_type": "train", "experiment_name": "e", "runner_kind": "worker"})
+    store.claim("job_dead")
+    testing.kill_runner(JobManager(db_path).fetch_job("job_dead"))  # a runner process that no longer exists
+    runtime.close_all()
+    before = Path(db_path).read_bytes()
+    rec = Store.open(db_path, read_only=True).get_job("job_dead")
+    assert rec.status.value == "FAILED" and rec.reason == "runner lost"
+    runtime.close_all()
+    assert Path(db_path).read_bytes() == before
+    with closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT status FROM jobs WHERE id = 'job_dead'").fetchone() == ("RUNNING",)
+
+
+def _dataset_files(db_path: str) -> Dataset:
+    tables = demo.write_csv_tables(Path(db_path).parent / "data", n=30)
+    return Dataset("ro", "binary_classification", "t", tables=tables)
+
+
+# A whole process: the reads as another user (root ignores permission bits, so a root test run switches to
+# uid 65534 after warming up every import while the interpreter's own files are still readable to it).
+READ_ONLY_CHILD = r"""
+import contextlib, io, os, sys
+from jobtrack import Dataset, Trainer, cli, demo, runtime
+base = sys.argv[1]
+db = os.path.join(base, "d", "jobs.db")
+trainer = Trainer(demo.train, demo.predict, db=db, runner="eager", config={"epochs": 2})
+ds = Dataset("ro", "binary_classification", "t", tables=demo.write_csv_tables(os.path.join(base, "data"), n=30))
+job = trainer.fit(ds)
+trainer.predict("ro_out", model_run_id=job.model_run_id)
+reads = [["list"], ["status", job.job_id], ["show", job.job_id[:-2]], ["logs", job.job_id], ["wait", job.job_id],
+         ["plot", job.job_id, "-o", os.path.join(base, "curves.png")], ["models"]]
+for argv in reads:  # warm up: every lazy import, while root can still read the interpreter's files
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert cli.main(["--db", db, *argv]) == 0, argv
+runtime.close_all()
+os.unlink(os.path.join(base, "curves.png"))
+if os.geteuid() == 0:
+    for root, dirs, files in os.walk(base):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), 65534, 65534)
+    os.chown(base, 65534, 65534)
+os.chmod(db, 0o444)
+os.chmod(os.path.dirname(db), 0o555)
+before = (sorted(os.listdir(os.path.dirname(db))), open(db, "rb").read())
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+for argv in reads + [["cancel", job.job_id]]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["--db", db, *argv])
+    print(argv[0], code, len(out.getvalue()) > 0, repr(err.getvalue().splitlines()[-1:]), flush=True)
+runtime.close_all()
+print("unchanged", (sorted(os.listdir(os.path.dirname(db))), open(db, "rb").read()) == before, os.getuid())
+os.chmod(os.path.dirname(db), 0o755)  # a read-only file in a folder its owner can write: still no -wal, no -shm
+with contextlib.redirect_stdout(io.StringIO()):
+    code = cli.main(["--db", db, "list"])
+runtime.close_all()
+print("writable-folder", code, (sorted(os.listdir(os.path.dirname(db))), open(db, "rb").read()) == before)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_reads_work_on_a_read_only_database_in_a_read_only_folder(tmp_path: Path) -> None:
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="jobtrack-ro-")  # not under tmp_path: uid 65534 must reach it
+    try:
+        os.chmod(base, 0o755)
+        out = run_python(READ_ONLY_CHILD, base, timeout=120)
+        lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+        for name in ("list", "status", "show", "logs", "wait", "plot", "models"):
+            assert lines[name].startswith("0 True"), (name, lines[name], out.stderr)
+        code, printed, last_err = lines["cancel"].split(" ", 2)
+        assert code == "1" and printed == "False" and "Cannot write the jobtrack database" in last_err
+        assert lines["unchanged"].startswith("True"), out.stdout
+        if os.geteuid() == 0:
+            assert lines["unchanged"].endswith(" 65534")
+        assert lines["writable-folder"] == "0 True"
+    finally:
+        _remove(base)
+
+
+def _remove(base: str) -> None:
+    import shutil
+
+    for root, dirs, _files in os.walk(base):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o700)
+    os.chmod(base, 0o700)
+    shutil.rmtree(base)
+
