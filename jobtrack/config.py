@@ -72,6 +72,9 @@ def lease_seconds() -> float:
 DEFAULT_WAIT_POLL_S = 0.05
 """Seconds between status reads while wait() blocks."""
 
+DEFAULT_MAX_LOG_BYTES = 4 * 1024 * 1024
+"""Largest size of a job's log file (``Trainer(max_log_bytes=...)``); later output reaches the terminal only."""
+
 DEFAULT_MAX_RESULT_BYTES = 4 * 1024 * 1024
 """Largest size in bytes of a job's reported epochs, and of its summary, as stored JSON (#13).
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import operator
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager, contextmanager
 from pathlib import Path
@@ -14,9 +13,9 @@ from jobtrack import exports, jsonutil, runtime
 from jobtrack.config import make_private_dir, max_result_bytes
 from jobtrack.errors import InvalidArgument, JobCanceled, ResultTooLarge, RunnerFenced
 from jobtrack.exporting import Exporter, JobExports
+from jobtrack.joblog import JobLog, epoch_line
 from jobtrack.results import EarlyStopping
 from jobtrack.states import JobStatus, JobType
-from jobtrack.timeutil import to_iso, utcnow
 
 if TYPE_CHECKING:
     from jobtrack.spec import JobSpec
@@ -62,6 +61,8 @@ class RunContext:
         # bumps a counter, which this job's checks compare with the value it started under.
         self._signals_seen = runtime.signal_state().count
         self._exports = JobExports(self)  # export() batches and exporter() streams (#13)
+        self.log_file = JobLog(store.job_dir(spec.job_id) / "log.txt", spec.job_id, spec.max_log_bytes)
+        """The job's log file: ``log()`` lines, and the code's output while it runs (``jobtrack.capture``)."""
 
     @property
     def stopped_by_signal(self) -> str | None:
@@ -129,6 +130,7 @@ class RunContext:
             cancel = self._store.add_epoch(self.job_id, self._token, epoch, train_json, val_json)
         self._epoch_bytes = size
         self._metric_names.update(train_clean, val_clean)
+        self.log(epoch_line(epoch, train_clean, val_clean))  # one log line per reported epoch (#13)
         if cancel:
             self._cancel_seen = True
             raise JobCanceled(self.job_id)
@@ -187,23 +189,10 @@ class RunContext:
 
         A log line never fails the job (#21): text that is not valid Unicode (lone surrogates, as
         ``os.fsdecode`` makes) is written with backslash escapes, and a log that cannot be written
-        (no permission, disk full) is reported once through ``logging`` and otherwise skipped.
+        (no permission, disk full) is reported once through ``logging`` and otherwise skipped. Lines
+        past the log's cap (``Trainer(max_log_bytes=...)``) are skipped after a note (#13).
         """
-        line = f"{to_iso(utcnow())} {message}".replace("\n", "\n    ")
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-        try:
-            try:
-                fd = os.open(self.log_path, flags, 0o600)  # private to the user
-            except FileNotFoundError:  # the job's first line: create its directory
-                make_private_dir(self.job_dir)
-                fd = os.open(self.log_path, flags, 0o600)
-            with open(fd, "a", encoding="utf-8", errors="backslashreplace") as fh:
-                fh.write(line + "\n")
-        except OSError as exc:
-            if not getattr(self, "_log_failed", False):
-                self._log_failed = True
-                log.warning("job %s: cannot write its log %s (%s); its log lines are skipped, the job goes on",
-                            self.job_id, self.log_path, exc)
+        self.log_file.write(message)
 
     @property
     def cancel_requested(self) -> bool:

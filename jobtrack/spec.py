@@ -47,6 +47,7 @@ class JobSpec:
     n_epochs: int | None = None
     patience: int | None = None
     eval_every: int = 1
+    max_log_bytes: int | None = None  # the cap of the job's log; None: config.DEFAULT_MAX_LOG_BYTES (#13)
     # Trainer(eval_metric=, eval_mode=) (#13): None keeps the task type's metric and its direction
     eval_metric: str | None = None
     metric_mode: str | None = None
@@ -84,6 +85,8 @@ class JobSpec:
             "model_dir": self.model_dir,
         }
         doc.update(self._reference_options())
+        if self.max_log_bytes is not None:
+            doc["max_log_bytes"] = self.max_log_bytes
         if self.max_result_bytes is not None:
             doc["max_result_bytes"] = self.max_result_bytes
         try:
@@ -154,6 +157,7 @@ class JobSpec:
             n_epochs=doc.get("n_epochs"),
             patience=doc.get("patience"),
             eval_every=int(doc.get("eval_every") or 1),
+            max_log_bytes=doc.get("max_log_bytes"),
             eval_metric=rec.eval_metric,
             metric_mode=rec.metric_mode,
             max_result_bytes=doc.get("max_result_bytes"),

@@ -62,6 +62,8 @@ class Trainer:
             metric is a well-known one (a task type's metric, ``loss``, ``accuracy``, ``mae``, ...).
         max_result_bytes: the cap, in bytes, of a job's reported epochs and of its summary as stored JSON;
             None: ``$JOBTRACK_MAX_RESULT_BYTES``, else ``config.DEFAULT_MAX_RESULT_BYTES`` (4 MiB).
+        max_log_bytes: the cap of each job's log file (what its code prints and logs, ``ctx.log`` lines);
+            None: ``config.DEFAULT_MAX_LOG_BYTES`` (4 MiB). Output past it reaches the terminal only.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Trainer:
         n_epochs: int | None = None,
         patience: int | None = None,
         eval_every: int = 1,
+        max_log_bytes: int | None = None,
         eval_metric: str | None = None,
         eval_mode: str | None = None,
         max_result_bytes: int | None = None,
@@ -93,10 +96,11 @@ class Trainer:
         if lock_timeout is not None:
             check_lock_timeout(lock_timeout)
         for value, what, optional in ((n_epochs, "n_epochs", True), (patience, "patience", True),
-                                      (eval_every, "eval_every", False)):
+                                      (eval_every, "eval_every", False), (max_log_bytes, "max_log_bytes", True)):
             if not (optional and value is None):
                 _positive_int(value, what)
         self.n_epochs, self.patience, self.eval_every = n_epochs, patience, eval_every
+        self.max_log_bytes = max_log_bytes
         if max_result_bytes is not None:
             _positive_int(max_result_bytes, "max_result_bytes")
         self.max_result_bytes = max_result_bytes
@@ -306,7 +310,7 @@ class Trainer:
             output_alias=alias, output_config=output_config or {}, extract_embeddings=extract_embeddings,
             test_batch_size=test_batch_size, flatten_output=flatten_output,
             n_epochs=self.n_epochs if trains else None, patience=self.patience if trains else None,
-            eval_every=self.eval_every,
+            eval_every=self.eval_every, max_log_bytes=self.max_log_bytes,
             eval_metric=self.eval_metric if trains else None, metric_mode=self.eval_mode if trains else None,
             max_result_bytes=self.max_result_bytes,
         )

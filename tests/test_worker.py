@@ -16,12 +16,13 @@ from jobtrack import Dataset, JobManager, ModelNotReady, Trainer, demo
 from proc import child_env, wait_until
 
 
-def _worker(db: str, *args: str, db_first: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m jobtrack worker --burst --db DB`` to completion in a child process."""
+def _worker(db: str, *args: str, db_first: bool = False, code: int = 0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m jobtrack worker --burst --db DB`` to completion in a child process; ``code``: its exit code
+    (1 when a job it ran failed)."""
     cmd = [sys.executable, "-m", "jobtrack"]
     cmd += ["--db", db, "worker", "--burst", *args] if db_first else ["worker", "--burst", "--db", db, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=child_env(), cwd=os.path.dirname(db))
-    assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == code, f"worker exited ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 
@@ -112,7 +113,8 @@ def test_worker_runs_importable_test_functions_and_the_regression_metric(db_path
 def test_worker_records_a_raising_job_as_failed_and_goes_on(db_path: str, dataset: Dataset) -> None:
     bad = Trainer(jobfuncs.train_raise, db=db_path, runner="worker", config={"epochs_before": 2}).fit(dataset)
     good = Trainer(jobfuncs.train_noop, db=db_path, runner="worker").fit(dataset)
-    assert _ran(_worker(db_path)) == 2
+    proc = _worker(db_path, code=1)
+    assert _ran(proc) == 2 and "ran 2 job(s): 1 completed, 1 failed, 0 canceled" in proc.stdout
     status = bad.get_status()
     assert status["status"] == "FAILED" and len(status["result"]["epochs"]) == 2
     assert status["result"]["error"]["type"] == "ValueError" and "jobfuncs.py" in status["result"]["error"]["traceback"]
@@ -183,7 +185,7 @@ def test_a_worker_job_whose_code_no_longer_imports_fails_saying_so(
     assert job.get_status()["status"] == "QUEUED"
     module.unlink()
     monkeypatch.delitem(sys.modules, "jt_vanishing_model")
-    assert _ran(_worker(db_path)) == 2  # the worker's sys.path does not have code_dir
+    assert _ran(_worker(db_path, code=1)) == 2  # the worker's sys.path does not have code_dir
     status = job.get_status()
     assert status["status"] == "FAILED" and status["finished_at"] is not None
     reason = job.events()[-1].reason or ""
@@ -198,6 +200,6 @@ def test_a_worker_job_whose_table_file_is_gone_fails_saying_so(db_path: str, tmp
     job = Trainer(jobfuncs.train_noop, db=db_path, runner="worker").fit(
         Dataset("g", "regression", "t", tables={"train": table}))
     table.unlink()
-    assert _ran(_worker(db_path)) == 1
+    assert _ran(_worker(db_path, code=1)) == 1
     assert job.get_status()["status"] == "FAILED"
     assert "does not exist" in (job.events()[-1].reason or "")

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from jobtrack import jsonutil, liveness, runtime
+from jobtrack import capture, jsonutil, liveness, runtime
 from jobtrack.errors import (
     DatabaseReplaced,
     InvalidTransition,
@@ -63,11 +63,13 @@ def error_json(exc: BaseException) -> str:
                                "traceback": ""}, "error")
 
 
-def run_job(store: Store, spec: JobSpec, *, token: int | None = None) -> JobStatus | None:
+def run_job(store: Store, spec: JobSpec, *, token: int | None = None, capture_fds: bool = False) -> JobStatus | None:
     """Claim (unless already claimed with ``token``), run and finish one job; returns its final status.
 
     Returns None when the job could not be claimed (canceled or failed before it started) or the
     runner was fenced off. Errors in user code never escape: they become FAILED with the error.
+    The code's output goes to the job's log (``jobtrack.capture``), by thread, or with ``capture_fds``
+    (a process that runs one job at a time) by file descriptors 1 and 2.
     """
     if token is None:
         token = _claim(store, spec.job_id)
@@ -78,7 +80,7 @@ def run_job(store: Store, spec: JobSpec, *, token: int | None = None) -> JobStat
     key = (id(store), spec.job_id)
     beats.add(key, lambda: store.heartbeat(spec.job_id, token), store.lease_s / 3)
     try:
-        return _execute(store, spec, ctx, token)
+        return _execute(store, spec, ctx, token, capture_fds)
     except Exception as exc:  # noqa: BLE001 - e.g. MemoryError encoding a huge summary: the job still ends (#21)
         log.error("job %s: recording its end failed (%s: %s); recording FAILED", spec.job_id, type(exc).__name__,
                   _message(exc))
@@ -141,11 +143,13 @@ def _claim(store: Store, job_id: str) -> int | None:
         return None
 
 
-def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int) -> JobStatus | None:
+def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int, capture_fds: bool = False) -> JobStatus | None:
     # No "started"/"completed" log lines: the event history records those, and a log file per
     # no-op job would cost more than the job's three transactions together.
     try:
-        summary = _call_user_code(spec, ctx)
+        # Output capture (#13): its prints, logging and (capture_fds) fds 1/2 reach the log before the end is recorded.
+        with capture.job_output(ctx.log_file, fds=capture_fds):
+            summary = _call_user_code(spec, ctx)
     except JobCanceled:
         signal_name = ctx.stopped_by_signal
         ctx.log("job canceled" + (f" by {signal_name}" if signal_name else ""))

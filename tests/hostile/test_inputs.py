@@ -190,11 +190,11 @@ def test_an_unwritable_log_never_fails_the_job(db_path: str, caplog: pytest.LogC
         ctx.log_epoch(1, train={"loss": 1.0}, validation={"rmse": math.nan})  # logs the NaN: must not fail
         return {"ok": True}
 
-    with caplog.at_level(logging.WARNING, logger="jobtrack.context"):
+    with caplog.at_level(logging.WARNING, logger="jobtrack.joblog"):
         job = Trainer(train, db=db_path, runner="eager").fit(_dataset())
     testing.assert_completed(job)
     assert seen == []
-    warnings = [r for r in caplog.records if r.name == "jobtrack.context" and "cannot write its log" in r.message]
+    warnings = [r for r in caplog.records if r.name == "jobtrack.joblog" and "cannot write its log" in r.message]
     assert len(warnings) == 1 and job.job_id in warnings[0].message
 
 

@@ -1,0 +1,82 @@
+"""A job's log file (``<db>-files/jobs/<id>/log.txt``): timestamped lines, capped, never failing the job.
+
+``RunContext.log()`` writes jobtrack's notes and the code's own lines here, and ``jobtrack.capture``
+the code's output while it runs (#13). ``jobtrack logs`` and ``JobMonitor.stream_logs()`` read it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from jobtrack.config import DEFAULT_MAX_LOG_BYTES, make_private_dir
+from jobtrack.timeutil import to_iso, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class JobLog:
+    """One job's log file: timestamped lines appended up to ``max_bytes``; writing never raises.
+
+    The file is opened for each line (a log replaced or removed meanwhile is noticed at once); it and
+    its directory are created on the first line (a job that writes nothing has no log), private to the user.
+    """
+
+    def __init__(self, path: Path, job_id: str, max_bytes: int | None = None) -> None:
+        self.path = path
+        self.job_id = job_id
+        self.max_bytes = DEFAULT_MAX_LOG_BYTES if max_bytes is None else max_bytes
+        self._lock = threading.Lock()
+        self._size: int | None = None  # bytes in the file, read when it is first opened
+        self._cut = False
+        self._failed = False
+
+    def write(self, message: str) -> None:
+        """Append one timestamped line (continuation lines indented); skipped once the log is full."""
+        line = f"{to_iso(utcnow())} {message}".replace("\n", "\n    ") + "\n"
+        data = line.encode("utf-8", "backslashreplace")  # lone surrogates become \udcff, never an error
+        problem: OSError | None = None
+        with self._lock:
+            if self._cut:
+                return
+            try:
+                fd = self._open()
+                try:
+                    if self._size is None:
+                        self._size = os.fstat(fd).st_size
+                    if self._size + len(data) > self.max_bytes:
+                        self._cut = True
+                        data = (f"{to_iso(utcnow())} [jobtrack] log cut here: it reached its cap of {self.max_bytes} "
+                                "bytes (Trainer(max_log_bytes=...)); later output is not logged\n").encode()
+                    os.write(fd, data)
+                    self._size += len(data)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                problem = exc
+        if problem is not None and not self._failed:  # reported outside the lock, once
+            self._failed = True
+            log.warning("job %s: cannot write its log %s (%s); its log lines are skipped, the job goes on",
+                        self.job_id, self.path, problem)
+
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        try:
+            return os.open(self.path, flags, 0o600)  # private to the user
+        except FileNotFoundError:  # the job's first line: create its directory
+            make_private_dir(self.path.parent)
+            return os.open(self.path, flags, 0o600)
+
+
+def epoch_line(epoch: int, train: dict[str, Any], validation: dict[str, Any]) -> str:
+    """The log line of a reported epoch: ``epoch 3: train loss=0.412 | validation roc_auc=0.8123``."""
+    parts = [f"{what} " + ", ".join(f"{name}={_number(value)}" for name, value in metrics.items())
+             for what, metrics in (("train", train), ("validation", validation)) if metrics]
+    return f"epoch {epoch}: " + (" | ".join(parts) or "no metrics")
+
+
+def _number(value: Any) -> str:
+    return "null" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
