@@ -133,9 +133,8 @@ def is_alive(ident: ProcessIdentity) -> bool | None:
     now_tick = _start_tick(ident.pid)
     if now_tick is None:
         return False
-    if tick and now_tick and now_tick != tick:
-        return False  # the pid now belongs to a different process
-    return True
+    # False when the pid now belongs to a different process
+    return not (tick and now_tick and now_tick != tick)
 
 
 def _kill_probe(pid: int) -> bool:

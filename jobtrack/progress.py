@@ -1,4 +1,4 @@
-"""A live progress line for ``wait(progress=True)``: redrawn in a terminal, updated in a notebook, appended otherwise."""
+"""A live progress line for ``wait(progress=True)``: redrawn in a terminal, updated in a notebook, else appended."""
 
 from __future__ import annotations
 

@@ -25,8 +25,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from jobtrack.background import RECORD_RETRY_MAX_S as RECORD_RETRY_MAX_S  # re-exported for runners
-from jobtrack.background import ForkGate, Heartbeats, Recorder
+from jobtrack.background import (
+    RECORD_RETRY_MAX_S as RECORD_RETRY_MAX_S,  # re-exported for runners
+    ForkGate,
+    Heartbeats,
+    Recorder,
+)
 
 log = logging.getLogger(__name__)
 

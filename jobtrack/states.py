@@ -13,9 +13,9 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Mapping
 
 
 class JobStatus(StrEnum):

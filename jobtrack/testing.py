@@ -107,7 +107,7 @@ def exported_rows(monitor: JobMonitor, kind: str = "predictions") -> list[dict[s
     try:
         cur = conn.execute(f'SELECT * FROM "{view}"')
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     finally:
         conn.close()
 

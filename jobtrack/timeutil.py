@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from dateutil import parser as _dtparser
 
 from jobtrack import runtime
 from jobtrack.errors import InvalidArgument
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def utcnow() -> datetime:

@@ -89,3 +89,7 @@ def any_db(request: pytest.FixtureRequest, db_path: str) -> str:
     if request.param == "sqlite":
         return db_path
     return str(request.getfixturevalue("pg_url"))
+
+
+# Scripts that tests run as child processes: pytest must not import them (--doctest-modules would).
+collect_ignore_glob = ["hostile/signal_child.py", "hostile/stuck_*.py"]

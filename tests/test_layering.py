@@ -138,7 +138,7 @@ def test_the_state_machine_imports_no_io() -> None:
     imported = {n.module if isinstance(n, ast.ImportFrom) else a.name
                 for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                 for a in (n.names if isinstance(n, ast.Import) else [n])}
-    assert imported <= {"__future__", "enum", "types", "typing"}
+    assert imported <= {"__future__", "collections.abc", "enum", "types", "typing"}
 
 
 def test_states_errors_and_runtime_import_nothing_else_of_jobtrack() -> None:

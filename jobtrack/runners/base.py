@@ -153,6 +153,8 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int, capture_f
     except JobCanceled:
         signal_name = ctx.stopped_by_signal
         ctx.log("job canceled" + (f" by {signal_name}" if signal_name else ""))
+        if signal_name and _on_main_thread():
+            return None  # recorded by the signal's recorder thread (below)
         reason = f"signal {signal_name}" if signal_name else "canceled by user"
         return finish(store, spec.job_id, token, JobStatus.CANCELED, reason=reason)
     except RunnerFenced as exc:
@@ -161,7 +163,10 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int, capture_f
     except BaseException as exc:  # every failure of user code is recorded, then re-raised if fatal
         signal_name = ctx.stopped_by_signal
         if signal_name and isinstance(exc, (KeyboardInterrupt, SystemExit)):  # our own signal, raised in the code
-            status = finish(store, spec.job_id, token, JobStatus.CANCELED, reason=f"signal {signal_name}")
+            # An eager job in the main thread is recorded CANCELED by the signal's recorder thread, which
+            # retries while the store is busy: Ctrl-C never waits here for the write lock (#12).
+            status = None if _on_main_thread() else finish(store, spec.job_id, token, JobStatus.CANCELED,
+                                                            reason=f"signal {signal_name}")
         else:
             ctx.log(f"job failed: {type(exc).__name__}: {_message(exc)}")
             status = finish(store, spec.job_id, token, JobStatus.FAILED, reason=f"error: {type(exc).__name__}",
@@ -180,6 +185,10 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int, capture_f
     # A cancel requested while the code ran, which it never noticed, still wins over COMPLETED.
     return finish(store, spec.job_id, token, JobStatus.COMPLETED, reason=reason, summary_json=summary_json,
                   extra_json=extra_json or None)
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _message(exc: BaseException) -> str:
@@ -299,6 +308,9 @@ def finish(store: Store, job_id: str, token: int, status: JobStatus, *, reason: 
         except RunnerFenced as exc:
             if maybe_applied and JobStatus(exc.status).is_terminal:  # our COMMIT whose answer was lost, most likely
                 log.debug("job %s: found %s after a lost COMMIT of its end", job_id, exc.status)
+                outcome.append(JobStatus(exc.status))
+            elif exc.status == end["status"]:  # the same end, recorded first (a signal's cancel): nothing lost
+                log.debug("job %s: already %s", job_id, exc.status)
                 outcome.append(JobStatus(exc.status))
             else:
                 log.warning("job %s: could not record %s: %s", job_id, end["status"], exc)

@@ -39,14 +39,13 @@ from jobtrack.errors import (
     StoreBusy,
     StoreError,
     StoreReadOnly,
-    StoreUnavailable,
 )
 from jobtrack.store.dialect import DialectSQL
-from jobtrack.store.retry import Retrying
 from jobtrack.store.failures import server_failure, shown, sqlite_failure
 from jobtrack.store.location import FileIdentity, check_local_filesystem, file_identity, permission_problem
 from jobtrack.store.openfiles import OpenFile, attach, close_files, lock_holder
 from jobtrack.store.readonly import attach_read_only, close_read_only
+from jobtrack.store.retry import Retrying
 from jobtrack.store.server import Server
 from jobtrack.store.tx import Params, Tx
 

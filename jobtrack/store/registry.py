@@ -25,7 +25,7 @@ class RegistryMixin(JobsMixin):
                          {"id": model_run_id})
         if row is None:
             raise ModelNotFound(model_run_id)
-        run = dict(zip(("id", "job_id", "experiment_name", "task_type", "created_at"), row))
+        run = dict(zip(("id", "job_id", "experiment_name", "task_type", "created_at"), row, strict=True))
         return run, self.get_job(run["job_id"])
 
     def resolve_registered(self, key: str) -> str:
