@@ -83,12 +83,14 @@ _server_databases: weakref.WeakSet[Database] = weakref.WeakSet()
 def close_all() -> None:
     """Close every connection and lock file this process holds on any database; they reopen on next use.
 
-    For test teardown and process shutdown: call it while no jobtrack call is in flight in any thread.
+    Safe while other threads still run jobs: it waits until no thread is inside SQLite (the fork gate)
+    and holds them out while it closes; their next call opens the file again.
     """
-    close_files()
-    close_read_only()
-    for db in list(_server_databases):
-        db.dispose()
+    with runtime.current().fork_gate.fork():
+        close_files()
+        close_read_only()
+        for db in list(_server_databases):
+            db.dispose()
 
 
 runtime.on_close_all(close_all)  # runtime.close_all() (the pytest plugin's teardown) closes the files too
