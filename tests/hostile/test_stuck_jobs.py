@@ -499,13 +499,17 @@ def test_terminated_postgresql_backends_leave_no_job_open_for_good(pg_url: str, 
     def none_open() -> bool:
         return not manager.list_jobs(status=["QUEUED", "RUNNING"], limit=None)
 
+    # Jobs still QUEUED when the killer stops wait their turn (8 at a time; a process-runner child under
+    # CI's coverage takes a good part of a second to start), so the bound is for the queue to drain, not
+    # "within seconds": what this proves is that no job is left open for good.
+    drain_s = SETTLE_S + 2 + 0.5 * JOBS
     try:
-        wait_until(none_open, timeout=SETTLE_S + 2, interval=0.05,
-                   message="every job terminal within seconds of the killer stopping")
+        wait_until(none_open, timeout=drain_s, interval=0.05,
+                   message="every job terminal once the runners worked through the queue")
     except AssertionError:
         left = manager.list_jobs(status=["QUEUED", "RUNNING"], limit=None)
         raise AssertionError(f"left open: {[(j.job_id, str(j.status)) for j in left]}") from None
-    assert time.monotonic() - stopped < SETTLE_S + 2
+    assert time.monotonic() - stopped < drain_s
     assert len(manager.list_jobs(limit=None)) >= len(submitted)  # every accepted submit exists
     for job in submitted:
         assert job.wait(timeout=1)["status"] in ("COMPLETED", "FAILED", "CANCELED")
