@@ -19,7 +19,8 @@ import operator
 import re
 import sys
 import uuid
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import PurePath
 from typing import Any
 
@@ -106,6 +107,20 @@ _ORJSON_OPTIONS = (
     if _orjson is not None
     else 0
 )
+
+
+@contextmanager
+def standard_library_only() -> Iterator[None]:
+    """Encode and decode with the standard ``json`` module meanwhile, as without the ``fast`` extra.
+
+    For benchmarks that compare the two paths in one process; not thread-safe.
+    """
+    global _orjson
+    saved, _orjson = _orjson, None
+    try:
+        yield
+    finally:
+        _orjson = saved
 
 
 def dumps(value: Any, field: str, *, nonfinite: list[str] | None = None) -> str:

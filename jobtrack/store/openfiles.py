@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable
+from urllib.parse import quote
 
 from jobtrack.config import DEFAULT_BUSY_TIMEOUT_MS
 from jobtrack.errors import DatabaseReplaced, StoreReadOnly
@@ -52,6 +53,13 @@ class OpenFile:
                 raise StoreReadOnly(shown, f"cannot open the lock file {self.lock_path}: {exc.strerror}") from None
         return self.lock_fd
 
+    writable = True
+    """Whether connections may write (``readonly.ReadOnlyFile`` says no)."""
+
+    def uri(self) -> str:
+        """The SQLite URI connections open."""
+        return f"file:{quote(self.path)}"
+
     def connect(self, target: str, configure: Callable[[sqlite3.Connection, bool], None]) -> sqlite3.Connection:
         """Open this thread's connection (through SQLite only), check it is this file, and configure it.
 
@@ -59,12 +67,12 @@ class OpenFile:
             sqlite3.Error: for the caller to translate.
             DatabaseReplaced: the path names another file now than the one registered.
         """
-        conn = sqlite3.connect(self.path, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+        conn = sqlite3.connect(self.uri(), uri=True, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                check_same_thread=False, cached_statements=256, factory=Connection)
         try:
             if file_identity(self.path) != self.identity:
                 raise DatabaseReplaced(target, self.replaced(self.path) or "")
-            configure(conn, self.owned)
+            configure(conn, self.owned and self.writable)  # a read-only entry never switches the file to WAL
         except BaseException:
             conn.close()  # through SQLite: it keeps the descriptor while another connection holds locks
             raise

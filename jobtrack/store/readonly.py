@@ -14,15 +14,12 @@ is used there too unless a writer is active.
 from __future__ import annotations
 
 import os
-import sqlite3
 import weakref
-from collections.abc import Callable
 from urllib.parse import quote
 
-from jobtrack.config import DEFAULT_BUSY_TIMEOUT_MS
-from jobtrack.errors import DatabaseNotFound, DatabaseReplaced, StoreReadOnly
+from jobtrack.errors import DatabaseNotFound, StoreReadOnly
 from jobtrack.store.location import file_identity
-from jobtrack.store.openfiles import Connection, OpenFile
+from jobtrack.store.openfiles import OpenFile
 
 
 class ReadOnlyFile(OpenFile):
@@ -31,6 +28,8 @@ class ReadOnlyFile(OpenFile):
     Kept apart from the process's writable entries (``openfiles``): its connections are SQLite's
     own, so closing them drops no lock another connection of this process holds.
     """
+
+    writable = False
 
     def lock_file(self, shown: str) -> int:
         raise StoreReadOnly(shown, "it was opened read-only (a read, or a file or folder this user cannot write)")
@@ -41,34 +40,6 @@ class ReadOnlyFile(OpenFile):
         # read through them; otherwise no file is needed, and none is created.
         active = any(os.path.exists(self.path + suffix) for suffix in ("-wal", "-shm"))
         return f"file:{quote(self.path)}?mode=ro" + ("" if active else "&immutable=1")
-
-    def connect(self, target: str, configure: Callable[[sqlite3.Connection, bool], None]) -> sqlite3.Connection:
-        """Open this thread's read-only connection and check it is this file.
-
-        Raises:
-            sqlite3.Error: for the caller to translate.
-            DatabaseReplaced: the path names another file now than the one first opened.
-        """
-        conn = sqlite3.connect(self.uri(), uri=True, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                               check_same_thread=False, cached_statements=256, factory=Connection)
-        try:
-            if file_identity(self.path) != self.identity:
-                raise DatabaseReplaced(target, self.replaced(self.path) or "")
-            configure(conn, False)  # connection settings only: nothing that writes the file
-        except BaseException:
-            conn.close()
-            raise
-        assert isinstance(conn, Connection)
-        self.local.conn = conn
-        self.conns.add(conn)
-        return conn
-
-    def drop_connection(self) -> None:
-        conn = getattr(self.local, "conn", None)
-        if conn is not None:
-            self.local.conn = None
-            self.conns.discard(conn)
-            conn.close()
 
 
 def attach_read_only(path: str, target: str) -> ReadOnlyFile:
