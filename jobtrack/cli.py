@@ -335,10 +335,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     try:
         dirs = add_import_dirs(args.app_dir)  # imports like `python -m`: the working directory, then --app-dir (#13)
         store = Store.open(args.db, lock_timeout=args.lock_timeout)
-        print(f"jobtrack worker on {store.target} (pid {os.getpid()}){' --burst' if args.burst else ''}, "
-              f"{args.concurrency} job(s) at a time, importing from {os.pathsep.join(dirs) or 'PYTHONPATH'}",
-              flush=True)
-        report = run_worker(store, burst=args.burst, max_jobs=args.max_jobs, concurrency=args.concurrency)
+        ready = (f"jobtrack worker on {store.target} (pid {os.getpid()}){' --burst' if args.burst else ''}, "
+                 f"{args.concurrency} job(s) at a time, importing from {os.pathsep.join(dirs) or 'PYTHONPATH'}")
+        report = run_worker(store, burst=args.burst, max_jobs=args.max_jobs, concurrency=args.concurrency,
+                            ready=ready)
     finally:
         sys.path[:] = import_path  # as it was (main() may run in a test's process)
     stopped = f" (stopped by {report.stopped_by})" if report.stopped_by else ""

@@ -95,7 +95,7 @@ def add_import_dirs(app_dirs: Sequence[str] = ()) -> list[str]:
 
 def run_worker(store: Store, *, burst: bool = False, poll_s: float = 0.2, max_jobs: int | None = None,
                stop: threading.Event | None = None, concurrency: int = 1,
-               say: Callable[[str], None] | None = None) -> WorkerReport:
+               say: Callable[[str], None] | None = None, ready: str | None = None) -> WorkerReport:
     """Run queued worker jobs until stopped (SIGTERM/SIGINT or ``stop``), or until the queue is empty if ``burst``.
 
     ``concurrency`` jobs run at once, on threads. ``say`` prints the worker's notes (default: stdout).
@@ -105,6 +105,8 @@ def run_worker(store: Store, *, burst: bool = False, poll_s: float = 0.2, max_jo
     say = say or _print
     signaled: list[int] = []  # the handler only appends here (a handler never takes a lock, #12)
     restore = _install_stop_handlers(signaled)
+    if ready:  # said once the handlers are in place: a signal from now on stops the worker cleanly
+        say(ready)
     report = WorkerReport()
     running: dict[str, threading.Thread] = {}
     ended: list[tuple[str, JobStatus | None]] = []  # appended by job threads (list.append is atomic)
