@@ -559,7 +559,7 @@ def test_schema_2_is_upgraded_by_dropping_the_dead_columns(any_db: str) -> None:
     assert "summary_json" not in columns and "error_json" not in columns
     assert columns == [c.name for c in models.jobs.columns]
     with db.read() as tx:
-        assert tx.scalar("SELECT value FROM jobtrack_meta WHERE key = 'schema_version'") == "3" == str(SCHEMA_VERSION)
+        assert tx.scalar("SELECT value FROM jobtrack_meta WHERE key = 'schema_version'") == str(SCHEMA_VERSION)
     assert _job_ids(db) == ["old"]
     db.dispose()
 
@@ -583,3 +583,43 @@ def test_a_failed_upgrade_leaves_the_database_as_it_was(db_path: str) -> None:
         assert conn.execute("SELECT value FROM jobtrack_meta WHERE key = 'schema_version'").fetchone() == ("2",)
     finally:
         conn.close()
+
+
+# -- schema 4: additive (config parameters, tags, metrics, sweeps, attempts) ---------------------------
+
+_V4_TABLES = ("job_params", "job_tags", "job_metrics", "sweeps")
+_V4_COLUMNS = ("best_metric", "provenance_json", "sweep_id", "trial", "max_attempts", "attempt", "retry_of")
+
+
+def _make_v3(target: str) -> None:
+    """What jobtrack schema 3 left: none of schema 4's tables, columns or indexes."""
+    db = _open(target)
+    with db.write() as tx:
+        _add_job(tx, "old")
+        for index in ("ix_jobs_best_metric", "ix_jobs_sweep"):
+            tx.ddl(f"DROP INDEX {index}")
+        for table in _V4_TABLES:
+            tx.ddl(f"DROP TABLE {table}")
+        for column in _V4_COLUMNS:
+            tx.ddl(f"ALTER TABLE jobs DROP COLUMN {column}")
+        tx.run("UPDATE jobtrack_meta SET value = '3' WHERE key = 'schema_version'")
+    db.dispose()
+
+
+def test_schema_3_is_upgraded_by_adding_what_schema_4_declares(any_db: str) -> None:
+    _make_v3(any_db)
+    if "://" not in any_db:
+        from jobtrack.store import db as db_module
+
+        db_module.close_all()
+    db = Database(any_db)
+    assert "best_metric" not in _jobs_columns(db)
+    prepare(db)
+    assert _jobs_columns(db) == [c.name for c in models.jobs.columns]
+    with db.read() as tx:
+        assert set(_V4_TABLES) <= set(db.table_names(tx))
+        assert tx.scalar("SELECT value FROM jobtrack_meta WHERE key = 'schema_version'") == "4" == str(SCHEMA_VERSION)
+        assert tx.one("SELECT max_attempts, attempt, sweep_id FROM jobs WHERE id = 'old'") == (1, 0, None)
+        tx.all("SELECT job_id FROM job_params WHERE key = 'lr' AND num_value < 1")  # the new tables are usable
+    assert _job_ids(db) == ["old"]
+    db.dispose()

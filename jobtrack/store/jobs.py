@@ -57,7 +57,7 @@ class JobsMixin(FencedCore):
         row: dict[str, Any] = dict.fromkeys(JOB_COLUMNS)
         row.update(status=INITIAL.value, created_at=now, updated_at=now, submitter=liveness.current().encode(),
                    claim_token=0, cancel_requested=False, export_paths_json="{}", source_views_json="{}",
-                   spec_json="{}", runner_kind="thread", epoch_seq=0)
+                   spec_json="{}", runner_kind="thread", epoch_seq=0, max_attempts=1, attempt=0)
         row.update(values)
         with self.db.write(durable=not claim) as tx:  # an eager job is reported when it finishes
             if unique_alias is not None:

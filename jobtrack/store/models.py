@@ -63,6 +63,9 @@ class Job(_Base, table=True):
         # Partial: only inference jobs have an alias, so other jobs write no page of this index.
         Index("ix_jobs_output_alias", "output_alias", sqlite_where=text("output_alias IS NOT NULL"),
               postgresql_where=text("output_alias IS NOT NULL")),
+        Index("ix_jobs_best_metric", "best_metric"),
+        Index("ix_jobs_sweep", "sweep_id", "trial", sqlite_where=text("sweep_id IS NOT NULL"),
+              postgresql_where=text("sweep_id IS NOT NULL")),
     )
 
     id: str = Field(primary_key=True)
@@ -89,6 +92,14 @@ class Job(_Base, table=True):
     result_json: str | None = None  # the whole result, frozen once the job is terminal
     export_paths_json: str = "{}"
     source_views_json: str = "{}"
+    # Schema 4 (#15 experiments, #17 sweeps, #18 retries): added by the additive upgrade step.
+    best_metric: float | None = None  # eval_metric's value at the best epoch (for sorting and queries)
+    provenance_json: str | None = None  # git, python, platform, packages, dataset hashes at submission
+    sweep_id: str | None = None  # the sweep this job is a trial of
+    trial: int | None = None  # its trial number in that sweep
+    max_attempts: int = Field(default=1, sa_column_kwargs={"server_default": "1"})  # retries + 1
+    attempt: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # running or last (0 = never claimed)
+    retry_of: str | None = None  # the ended job this one retries (``jobtrack retry``)
 
 
 class JobEvent(_Base, table=True):
@@ -167,6 +178,53 @@ class ExportRow(_Base, table=True):
     data_json: str
 
 
+class JobParam(_Base, table=True):
+    """One flattened config key of a job with its typed value, for queries such as ``config.lr < 0.01``."""
+
+    __tablename__ = "job_params"
+    __table_args__ = (Index("ix_job_params_key_num", "key", "num_value"),
+                      Index("ix_job_params_key_text", "key", "text_value"))
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True)
+    key: str = Field(primary_key=True)  # dotted path: "lr", "model.depth"
+    kind: str  # "number", "string", "bool" or "null"
+    num_value: float | None = None  # numbers, and bools as 0/1
+    text_value: str | None = None  # strings
+
+
+class JobTag(_Base, table=True):
+    """One tag of a job; changing tags is not a status change."""
+
+    __tablename__ = "job_tags"
+    __table_args__ = (Index("ix_job_tags_tag", "tag", "job_id"),)
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True)
+    tag: str = Field(primary_key=True)
+
+
+class JobMetric(_Base, table=True):
+    """A job's value of one metric at its best epoch and at its last one, for ``best.<m>`` / ``last.<m>``."""
+
+    __tablename__ = "job_metrics"
+    __table_args__ = (Index("ix_job_metrics_name_best", "name", "best_value"),)
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True)
+    name: str = Field(primary_key=True)
+    best_value: float | None = None
+    last_value: float | None = None
+
+
+class Sweep(_Base, table=True):
+    """A hyperparameter search; its trials are ordinary jobs carrying its id. It has no status of its own."""
+
+    __tablename__ = "sweeps"
+
+    id: str = Field(primary_key=True)
+    name: str = Field(sa_column=Column(String, unique=True, nullable=False))
+    created_at: datetime = _ts()
+    spec_json: str = "{}"  # space, sampler, n_trials, seed, prune, trainer reference
+
+
 METADATA = _Base.metadata
 jobs = Job.__table__  # type: ignore[attr-defined]
 events = JobEvent.__table__  # type: ignore[attr-defined]
@@ -176,3 +234,7 @@ registered_models = RegisteredModel.__table__  # type: ignore[attr-defined]
 export_rows = ExportRow.__table__  # type: ignore[attr-defined]
 job_exports = JobExport.__table__  # type: ignore[attr-defined]
 meta = Meta.__table__  # type: ignore[attr-defined]
+job_params = JobParam.__table__  # type: ignore[attr-defined]
+job_tags = JobTag.__table__  # type: ignore[attr-defined]
+job_metrics = JobMetric.__table__  # type: ignore[attr-defined]
+sweeps = Sweep.__table__  # type: ignore[attr-defined]

@@ -44,6 +44,13 @@ class JobRecord:
     export_paths_json: str
     source_views_json: str
     epoch_seq: int
+    best_metric: float | None = None
+    provenance_json: str | None = None
+    sweep_id: str | None = None
+    trial: int | None = None
+    max_attempts: int = 1
+    attempt: int = 0
+    retry_of: str | None = None
 
     @property
     def created_at(self) -> datetime:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # The schema (SQLModel) and SQLAlchemy are imported inside the functions that create or upgrade a
 # database: opening an up-to-date SQLite file needs neither.
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this jobtrack writes and the newest it reads."""
 
 APPLICATION = "jobtrack"
@@ -78,7 +78,36 @@ def _v2_to_v3(tx: Tx, db: Database) -> None:
             tx.ddl(f"ALTER TABLE jobs DROP COLUMN {column}")
 
 
-UPGRADES: dict[int, Callable[[Tx, Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(tx: Tx, db: Database) -> None:
+    """Version 4 adds what the schema declares and the database lacks: tables (config parameters, tags,
+    metrics, sweeps), ``jobs`` columns (best metric, provenance, sweep trial, attempts) and indexes.
+
+    Additive only: every new column is nullable or has a ``server_default``, so existing rows stay valid.
+    """
+    from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
+
+    from jobtrack.store import models
+
+    dialect = db.ddl_dialect()
+    present = set(db.table_names(tx))
+    for table in models.METADATA.sorted_tables:
+        if table.name not in present:
+            tx.ddl(str(CreateTable(table).compile(dialect=dialect)).strip())
+            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                tx.ddl(str(CreateIndex(index).compile(dialect=dialect)).strip())
+            continue
+        columns = set(db.column_names(tx, table.name))
+        for column in table.columns:
+            if column.name in columns:
+                continue
+            if not column.nullable and column.server_default is None:
+                raise AssertionError(f"new NOT NULL column {table.name}.{column.name} needs a server_default")
+            tx.ddl(f"ALTER TABLE {table.name} ADD COLUMN {CreateColumn(column).compile(dialect=dialect)}")
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            tx.ddl(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)).strip())
+
+
+UPGRADES: dict[int, Callable[[Tx, Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 """Upgrade steps: ``UPGRADES[n]`` takes a version-n database to version n+1 (run in one write transaction
 together with the version bump, so a failed upgrade leaves the database as it was)."""
 

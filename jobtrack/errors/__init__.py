@@ -1,0 +1,96 @@
+"""Every exception jobtrack raises, under one base so ``except JobtrackError`` catches them all.
+
+Each error keeps its facts as attributes and builds its message from them; errors with a custom
+``__init__`` define ``__reduce__`` so they survive pickling across process boundaries. The classes live
+in three modules by subject (``api``, ``store``, ``experiments``); import them from here.
+"""
+
+from __future__ import annotations
+
+from jobtrack.errors.api import (
+    AmbiguousJobId,
+    DuplicateName,
+    InvalidArgument,
+    InvalidTransition,
+    JobCanceled,
+    JobError,
+    JobManagerError,
+    JobMonitorError,
+    JobNotCompleted,
+    JobNotFound,
+    JobtrackError,
+    MissingExtra,
+    ModelInUse,
+    ModelManagerError,
+    ModelNotFound,
+    ModelNotReady,
+    NotSerializable,
+    ResultTooLarge,
+    RunnerFenced,
+    TableExists,
+    ValidationError,
+    WaitTimeout,
+)
+from jobtrack.errors.experiments import (
+    InvalidQuery,
+    NestedRun,
+    RetryNotAllowed,
+    SweepConflict,
+    SweepNotFound,
+)
+from jobtrack.errors.store import (
+    BundleConflict,
+    DatabaseNotFound,
+    DatabaseReplaced,
+    InvalidBundle,
+    NestedWrite,
+    NetworkFilesystem,
+    NotAJobtrackDatabase,
+    SchemaTooNew,
+    StoreBusy,
+    StoreError,
+    StoreReadOnly,
+    StoreUnavailable,
+)
+
+__all__ = [
+    "AmbiguousJobId",
+    "BundleConflict",
+    "DatabaseNotFound",
+    "DatabaseReplaced",
+    "DuplicateName",
+    "InvalidArgument",
+    "InvalidBundle",
+    "InvalidQuery",
+    "InvalidTransition",
+    "JobCanceled",
+    "JobError",
+    "JobManagerError",
+    "JobMonitorError",
+    "JobNotCompleted",
+    "JobNotFound",
+    "JobtrackError",
+    "MissingExtra",
+    "ModelInUse",
+    "ModelManagerError",
+    "ModelNotFound",
+    "ModelNotReady",
+    "NestedRun",
+    "NestedWrite",
+    "NetworkFilesystem",
+    "NotAJobtrackDatabase",
+    "NotSerializable",
+    "ResultTooLarge",
+    "RetryNotAllowed",
+    "RunnerFenced",
+    "SchemaTooNew",
+    "StoreBusy",
+    "StoreError",
+    "StoreReadOnly",
+    "StoreUnavailable",
+    "SweepConflict",
+    "SweepNotFound",
+    "TableExists",
+    "ValidationError",
+    "WaitTimeout",
+]
