@@ -1,7 +1,10 @@
 """Bundles (#19): export of 10,000 finished jobs without files (target <= 5 s) and their import (<= 10 s).
 
+Each job has schema 4's rows too: three config parameters, two tags, two metrics, a best metric and a
+provenance document (as ``jobtrack.provenance`` writes it), so the new tables are part of the work.
+
 Floors, measured in alternating rounds in the same run, on disk and on tmpfs:
-- export floor: plain sqlite3 reads every row of the same jobs from the same six tables, encodes each
+- export floor: plain sqlite3 reads every row of the same jobs from the same tables, encodes each
   row with the same JSON library (jobtrack.jsonutil) and writes them into a zip file with sha256;
 - import floor: plain sqlite3 inserts the same rows into a fresh jobtrack database, 500 jobs per
   transaction under the same file lock, with the same durability settings as jobtrack's connection.
@@ -29,33 +32,48 @@ from jobtrack import jsonutil, runtime
 from jobtrack.bundle import export_bundle, import_bundle
 from jobtrack.store import Store
 
-TABLES = ("jobs", "job_events", "job_epochs")
+TABLES = ("jobs", "job_events", "job_epochs", "job_params", "job_tags", "job_metrics")
 
 
 def fill(db: str, n: int) -> None:
-    """A jobtrack database with ``n`` COMPLETED jobs, three events and three epochs each (bulk-loaded)."""
+    """A jobtrack database with ``n`` COMPLETED jobs, three events, three epochs, three config parameters, two
+    tags and two metrics each, and a provenance document (bulk-loaded)."""
     Store.open(db)
     runtime.close_all()
     conn = sqlite3.connect(db)
     base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     result = jsonutil.dumps({"eval_metric": "roc_auc", "best_metric": 0.9, "summary": {"ok": True}}, "r")
-    jobs, events, epochs = [], [], []
+    provenance = jsonutil.dumps({"git": {"commit": "a" * 40, "branch": "main", "dirty": False, "diff_file": None,
+                                         "diff_bytes": 0, "diff_truncated": False},
+                                 "python": "3.11.9", "platform": "Linux-6.1-x86_64", "host": "laptop",
+                                 "packages": {"numpy": "2.1.0", "torch": "2.5.0", "jobtrack": "0.1.0"},
+                                 "datasets": {"train": "0" * 64, "validation": "1" * 64}}, "provenance")
+    jobs, events, epochs, params, tags, metrics = [], [], [], [], [], []
     for i in range(n):
         at = (base + dt.timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
         job_id = f"job_{i:012d}"
         jobs.append((job_id, "train", "COMPLETED", f"exp{i % 50}_binary_classification_t", at, at, at, "completed",
-                     "roc_auc", "max", '{"config": {"lr": 0.1}}', "worker", "h|1|1", "h|1|1", 1, 0, 3, result))
+                     "roc_auc", "max", '{"config": {"lr": 0.1}}', "worker", "h|1|1", "h|1|1", 1, 0, 3, result,
+                     0.9, provenance, 1))
+        params += [(job_id, "lr", "number", 0.1, None), (job_id, "opt", "string", None, "adam"),
+                   (job_id, "model.depth", "number", float(i % 8), None)]
+        tags += [(job_id, "baseline"), (job_id, f"batch{i % 10}")]
+        metrics += [(job_id, "roc_auc", 0.9, 0.88), (job_id, "loss", 0.3, 0.31)]
         for src, dst in ((None, "QUEUED"), ("QUEUED", "RUNNING"), ("RUNNING", "COMPLETED")):
             events.append((job_id, src, dst, at, dst.lower()))
         for e in range(3):
             epochs.append((job_id, e, e, '{"loss": 0.5}', '{"roc_auc": 0.9}', at))
     conn.executemany("INSERT INTO jobs (id, job_type, status, experiment_name, created_at, updated_at, finished_at, "
                      "reason, eval_metric, metric_mode, spec_json, runner_kind, submitter, runner, claim_token, "
-                     "cancel_requested, epoch_seq, result_json, export_paths_json, source_views_json) "
-                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'{}','{}')", jobs)
+                     "cancel_requested, epoch_seq, result_json, best_metric, provenance_json, attempt, "
+                     "export_paths_json, source_views_json) "
+                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'{}','{}')", jobs)
     conn.executemany("INSERT INTO job_events (job_id, from_status, to_status, at, reason) VALUES (?,?,?,?,?)", events)
     conn.executemany("INSERT INTO job_epochs (job_id, seq, epoch, train_json, validation_json, at) "
                      "VALUES (?,?,?,?,?,?)", epochs)
+    conn.executemany("INSERT INTO job_params (job_id, key, kind, num_value, text_value) VALUES (?,?,?,?,?)", params)
+    conn.executemany("INSERT INTO job_tags (job_id, tag) VALUES (?,?)", tags)
+    conn.executemany("INSERT INTO job_metrics (job_id, name, best_value, last_value) VALUES (?,?,?,?)", metrics)
     conn.commit()
     conn.close()
 
@@ -129,7 +147,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1,000 jobs, one round (benchmarks/run.py --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.jobs, args.rounds = 1000, 1
     places = [("disk", None)]
     if os.path.isdir("/dev/shm"):
         places.append(("tmpfs", "/dev/shm"))

@@ -1,19 +1,39 @@
-"""Whole-process `jobtrack status JOB_ID` against a bare `python -c "import sqlmodel, filelock, dateutil"`.
+"""Whole-process `jobtrack status JOB_ID` against a raw sqlite3 + json script printing the same status (#14).
 
-Target (issue #5): the status command within 1.3x of the bare import, measured in the same run,
-interleaved so that machine noise hits both alike. Prints medians and the ratio.
+Three commands, run in alternating rounds, on disk and on tmpfs: ``jobtrack status ID`` (the console
+script), a raw script (``python -c``: import sqlite3 and json, read the job's status columns, print
+the same JSON; its output is checked to be identical), and ``python -c pass`` (the interpreter alone).
+Target: `jobtrack status` <= 2x the raw script. Medians.
+
+Run: ``python benchmarks/bench_cli.py [--quick]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from pathlib import Path
 
-ROUNDS = int(os.environ.get("BENCH_CLI_ROUNDS", "25"))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))
+
+from common import fifty_epoch_job, locations, ratio_row, report  # noqa: E402
+from jobtrack import Dataset, Trainer, runtime  # noqa: E402
+
+RAW = """
+import json, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+r = conn.execute("SELECT id, status, created_at, finished_at, updated_at, experiment_name, job_type, model_run_id, "
+                 "result_json, export_paths_json, source_views_json FROM jobs WHERE id = ?", (sys.argv[2],)).fetchone()
+print(json.dumps({"job_id": r[0], "status": r[1], "started_at": r[2], "finished_at": r[3], "updated_at": r[4],
+                  "experiment_name": r[5], "job_type": r[6], "model_run_id": r[7], "result": json.loads(r[8]),
+                  "export_paths": json.loads(r[9]), "source_views": json.loads(r[10])}, indent=2))
+"""
 
 
 def _time(cmd: list[str], env: dict[str, str]) -> float:
@@ -22,34 +42,47 @@ def _time(cmd: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def main() -> dict[str, float]:
-    from jobtrack import Dataset, Trainer, demo
-
-    with tempfile.TemporaryDirectory() as tmp:
-        db = os.path.join(tmp, "bench.db")
-        trainer = Trainer(demo.train, db=db, runner="eager", config={"epochs": 50})
-        rows = demo.make_rows(50, seed=1)
-        job = trainer.fit(Dataset("bench", "binary_classification", "cli", tables={"train": rows}))
-        env = {**os.environ, "JOBTRACK_DB": db}
-        script = os.path.join(os.path.dirname(sys.executable), "jobtrack")
-        status_cmd = [script, "status", job.job_id]
-        bare_cmd = [sys.executable, "-c", "import sqlmodel, filelock, dateutil"]
-        for cmd in (status_cmd, bare_cmd):  # warm the page cache
-            _time(cmd, env)
-        status_s, bare_s = [], []
-        for _ in range(ROUNDS):
-            status_s.append(_time(status_cmd, env))
-            bare_s.append(_time(bare_cmd, env))
-    result = {
-        "status_median_s": statistics.median(status_s),
-        "bare_import_median_s": statistics.median(bare_s),
+def measure(where: str, tmp: Path, rounds: int) -> None:
+    db = str(tmp / "cli.db")
+    job = Trainer(fifty_epoch_job, db=db, runner="eager").fit(
+        Dataset("bench", "binary_classification", "cli", tables={"train": [{"x": 1}]}))
+    runtime.close_all()
+    env = {**os.environ, "JOBTRACK_DB": db}
+    script = os.path.join(os.path.dirname(sys.executable), "jobtrack")
+    commands = {
+        "jobtrack": [script, "status", job.job_id],
+        "raw": [sys.executable, "-c", RAW, db, job.job_id],
+        "pass": [sys.executable, "-c", "pass"],
     }
-    result["ratio"] = result["status_median_s"] / result["bare_import_median_s"]
-    print(f"cli: `jobtrack status` median {result['status_median_s'] * 1e3:.0f} ms, bare import "
-          f"median {result['bare_import_median_s'] * 1e3:.0f} ms, ratio {result['ratio']:.2f}x "
-          f"(target <= 1.30x: {'met' if result['ratio'] <= 1.3 else 'MISSED'}; {ROUNDS} rounds)")
-    return result
+    ours = subprocess.run(commands["jobtrack"], capture_output=True, text=True, env=env, check=True).stdout
+    theirs = subprocess.run(commands["raw"], capture_output=True, text=True, env=env, check=True).stdout
+    assert ours == theirs, "the raw script prints something else than `jobtrack status`"
+    for cmd in commands.values():  # warm the page cache
+        _time(cmd, env)
+    times: dict[str, list[float]] = {k: [] for k in commands}
+    for _ in range(rounds):
+        for name, cmd in commands.items():
+            times[name].append(_time(cmd, env))
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    w = f"cli ({where})"
+    ratio_row(w, "`jobtrack status ID`, whole process (ms)", med["jobtrack"], med["raw"],
+              "`python -c` script: import sqlite3 and json, read the same row, print the same JSON (checked "
+              "identical)", target=2.0, unit="ms")
+    ratio_row(w, "`jobtrack status ID` vs `python -c pass` (ms)", med["jobtrack"], med["pass"],
+              "the interpreter starting and exiting, nothing imported", target=None, unit="ms")
+    report(w, "interpreter alone / raw script / jobtrack status",
+           f"{med['pass']:.0f} / {med['raw']:.0f} / {med['jobtrack']:.0f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    with locations() as places:
+        for where, tmp in places:
+            measure(where, tmp, 5 if args.quick else 25)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -43,11 +43,18 @@ _EXPORTS = {
     "StoreBusy": "jobtrack.errors",
     "StoreError": "jobtrack.errors",
     "StoreReadOnly": "jobtrack.errors",
+    "SweepConflict": "jobtrack.errors",
+    "SweepMonitor": "jobtrack.sweep",
+    "SweepNotFound": "jobtrack.errors",
     "TASK_TYPES": "jobtrack.dataset",
     "TableExists": "jobtrack.errors",
     "Trainer": "jobtrack.trainer",
     "ValidationError": "jobtrack.errors",
     "WaitTimeout": "jobtrack.errors",
+    "loguniform": "jobtrack.space",
+    "randint": "jobtrack.space",
+    "track": "jobtrack.tracking",
+    "uniform": "jobtrack.space",
 }
 
 # Kept in sorted() order; tests/test_public_names.py checks it against the TYPE_CHECKING imports below.
@@ -83,12 +90,19 @@ __all__ = [
     "StoreBusy",
     "StoreError",
     "StoreReadOnly",
+    "SweepConflict",
+    "SweepMonitor",
+    "SweepNotFound",
     "TASK_TYPES",
     "TableExists",
     "Trainer",
     "ValidationError",
     "WaitTimeout",
     "__version__",
+    "loguniform",
+    "randint",
+    "track",
+    "uniform",
 ]
 
 
@@ -132,6 +146,8 @@ if TYPE_CHECKING:
         StoreBusy as StoreBusy,
         StoreError as StoreError,
         StoreReadOnly as StoreReadOnly,
+        SweepConflict as SweepConflict,
+        SweepNotFound as SweepNotFound,
         TableExists as TableExists,
         ValidationError as ValidationError,
         WaitTimeout as WaitTimeout,
@@ -139,5 +155,8 @@ if TYPE_CHECKING:
     from jobtrack.manager import JobManager as JobManager
     from jobtrack.model_manager import ModelManager as ModelManager
     from jobtrack.monitor import JobMonitor as JobMonitor, JobStatusDict as JobStatusDict
+    from jobtrack.space import loguniform as loguniform, randint as randint, uniform as uniform
     from jobtrack.states import JobStatus as JobStatus, JobType as JobType
+    from jobtrack.sweep import SweepMonitor as SweepMonitor
+    from jobtrack.tracking import track as track
     from jobtrack.trainer import Trainer as Trainer

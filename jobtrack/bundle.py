@@ -2,7 +2,10 @@
 
 Layout: ``manifest.json`` (format and version, jobtrack's version, the source database's id, the jobs,
 the files' original paths, and the sha256 and size of every other entry), ``rows/<table>.jsonl`` (one
-JSON object a row) and ``files/<path under the files directory>``.
+JSON object a row) and ``files/<path under the files directory>``. The tables and columns are derived
+from the schema (``store.bundles.bundle_tables``): every per-job table, the sweeps of trials, registry
+entries. Format 2 carries schema 4's tables and columns; a format-1 bundle (without them) still imports,
+the columns it lacks taking their defaults.
 
 Reading verifies everything before anything is written: entry names (no absolute path, no ``..``, no
 backslash), no symlink or device entry, no duplicate, counts and sizes within limits, every listed
@@ -26,14 +29,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from jobtrack import __version__, jsonutil
-from jobtrack.errors import BundleConflict, InvalidBundle
+from jobtrack.errors import BundleConflict, InvalidArgument, InvalidBundle
 from jobtrack.store import Store
-from jobtrack.store.bundles import NAME, TABLES, table_columns
+from jobtrack.store.bundles import NAME, bundle_tables, job_tables, required_columns, table_columns
 from jobtrack.store.materialize import PREFIX, RECORD_TABLE
 from jobtrack.timeutil import to_iso, utcnow
 
 FORMAT = "jobtrack-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: before schema 4 (no tags, config, metrics, sweeps, attempts)
 MANIFEST = "manifest.json"
 _BLOCK = 1 << 20
 
@@ -65,6 +69,7 @@ class ImportReport:
     imported: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     registered: list[str] = field(default_factory=list)
+    tagged: list[str] = field(default_factory=list)  # jobs already there that got tags they lacked (a union)
     files_written: int = 0
 
 
@@ -119,10 +124,20 @@ def _walk(path: str) -> Iterator[tuple[str, str]]:
 
 
 def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[str] | None = None, *,
-                  since: datetime | None = None, include_running: bool = False, files: bool = True,
-                  deps: bool = True) -> ExportReport:
-    """Write the selected jobs (see ``Store.bundle_job_ids``) to the bundle ``out``, replacing it atomically."""
-    ids, running = store.bundle_job_ids(job_ids, since=since, include_running=include_running, deps=deps)
+                  where: str | None = None, since: datetime | None = None, include_running: bool = False,
+                  files: bool = True, deps: bool = True) -> ExportReport:
+    """Write the selected jobs (see ``Store.bundle_job_ids``; ``where``: a query of ``jobtrack.query``
+    selects them) to the bundle ``out``, replacing it atomically.
+
+    Raises:
+        InvalidQuery: ``where`` does not parse; nothing was written.
+        InvalidArgument: both ``job_ids`` and ``where``.
+    """
+    if where is not None and job_ids is not None:
+        raise InvalidArgument("Give job ids or a query (--where), not both; put the ids in the query instead.")
+    among = None if where is None else store.search_ids(where)
+    ids, running = store.bundle_job_ids(job_ids, since=since, among=among, include_running=include_running,
+                                        deps=deps)
     rows = store.bundle_rows(ids)
     root = os.path.abspath(store.files_dir)
     paths = {p: _relative(root, p) for p in _sources(store, rows)} if files else {}
@@ -133,7 +148,7 @@ def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[s
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-            for table in TABLES:
+            for table in bundle_tables():
                 data = "".join(jsonutil.dumps(r, table) + "\n" for r in rows[table]).encode()
                 _add(zf, entries, f"rows/{table}.jsonl", data)
             for source, rel in paths.items():
@@ -234,6 +249,7 @@ def read_bundle(path: str | os.PathLike[str], limits: Limits | None = None) -> V
             raise InvalidBundle(bundle, (extra or missing)[0], "not listed in the manifest" if extra else "missing")
         rows: dict[str, list[dict[str, Any]]] = {}
         files: list[tuple[str, str, str]] = []
+        tables = bundle_tables()
         for name, meta in entries.items():
             _check_name(bundle, name)
             data, digest = _read(bundle, zf, name, limits.max_entry_bytes)
@@ -241,11 +257,11 @@ def read_bundle(path: str | os.PathLike[str], limits: Limits | None = None) -> V
                 raise InvalidBundle(bundle, name, "its size or sha256 differs from the manifest (truncated or changed)")
             if name.startswith("files/"):
                 files.append((name, name[len("files/"):], digest))
-            elif name.startswith("rows/") and name.endswith(".jsonl") and name[5:-6] in TABLES:
+            elif name.startswith("rows/") and name.endswith(".jsonl") and name[5:-6] in tables:
                 rows[name[5:-6]] = _rows(bundle, name, data)
             else:
-                raise InvalidBundle(bundle, name, "not a rows/ or files/ entry")
-    for table in TABLES:
+                raise InvalidBundle(bundle, name, f"neither files/ nor rows/ of a table jobtrack {__version__} knows")
+    for table in bundle_tables():
         rows.setdefault(table, [])
     _check_rows(bundle, manifest, rows)
     return Verified(bundle, manifest, rows, files)
@@ -258,28 +274,34 @@ def _manifest(bundle: str, data: bytes) -> dict[str, Any]:
         raise InvalidBundle(bundle, MANIFEST, f"not JSON ({type(exc).__name__})") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InvalidBundle(bundle, MANIFEST, "not a jobtrack bundle manifest")
-    if doc.get("format_version") != FORMAT_VERSION:
+    if doc.get("format_version") not in READABLE_VERSIONS:
         raise InvalidBundle(bundle, MANIFEST, f"format version {doc.get('format_version')!r}; this jobtrack "
                                               f"({__version__}) reads version {FORMAT_VERSION}")
     if not isinstance(doc.get("entries"), dict) or not isinstance(doc.get("paths"), dict) \
             or not isinstance(doc.get("jobs"), list):
         raise InvalidBundle(bundle, MANIFEST, "entries, paths or jobs missing")
-    for rel in doc["paths"].values():
+    for source, rel in doc["paths"].items():
         _check_name(bundle, str(rel))
+        if not os.path.isabs(source):
+            raise InvalidBundle(bundle, MANIFEST, f"the carried path {source!r} is not absolute")
     return doc
 
 
 def _rows(bundle: str, name: str, data: bytes) -> list[dict[str, Any]]:
+    """The rows of one table: all with the same columns, known to this jobtrack, the required ones present."""
     table = name[5:-6]
-    cols = set(table_columns(table))
-    out = []
+    known, required = set(table_columns(table)), required_columns(table)
+    out: list[dict[str, Any]] = []
     for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
         try:
             row = jsonutil.loads(line)
         except Exception as exc:
             raise InvalidBundle(bundle, name, f"line {n} is not JSON") from exc
-        if not isinstance(row, dict) or set(row) != cols:
+        if not isinstance(row, dict) or (row.keys() != out[0].keys() if out else not required <= row.keys()):
             raise InvalidBundle(bundle, name, f"line {n} does not have the columns of {table}")
+        if not out and not row.keys() <= known:  # every later row has the first one's columns
+            raise InvalidBundle(bundle, name, f"line {n} has columns this jobtrack ({__version__}) does not know: "
+                                              f"{sorted(row.keys() - known)}; import it with a newer jobtrack")
         out.append(row)
     return out
 
@@ -290,9 +312,11 @@ def _check_rows(bundle: str, manifest: dict[str, Any], rows: dict[str, list[dict
     if jobs != {str(j) for j in manifest["jobs"]}:
         raise InvalidBundle(bundle, "rows/jobs.jsonl", "its jobs are not the manifest's")
     runs = {str(r["id"]) for r in rows["model_runs"]}
-    for table in ("model_runs", "job_events", "job_epochs", "job_exports", "export_rows", RECORD_TABLE):
+    for table in (*job_tables()[1:], RECORD_TABLE):
         if any(str(r["job_id"]) not in jobs for r in rows[table]):
             raise InvalidBundle(bundle, f"rows/{table}.jsonl", "a row of a job the bundle does not carry")
+    if {str(s["id"]) for s in rows["sweeps"]} - {str(j.get("sweep_id")) for j in rows["jobs"]}:
+        raise InvalidBundle(bundle, "rows/sweeps.jsonl", "a sweep none of the bundle's jobs is a trial of")
     if any(str(r["model_run_id"]) not in runs for r in rows["registered_models"]):
         raise InvalidBundle(bundle, "rows/registered_models.jsonl", "an entry of a model run the bundle does not carry")
     for r in [*rows["job_exports"], *rows[RECORD_TABLE]]:
@@ -305,26 +329,51 @@ def _check_rows(bundle: str, manifest: dict[str, Any], rows: dict[str, list[dict
 # -- import ------------------------------------------------------------------------------------------------
 
 
-def _rewrite(value: str, mapping: dict[str, str]) -> str:
-    for source, dest in mapping.items():
-        if value == source:
-            return dest
-        if value.startswith((source + "/", source + os.sep)):
-            return dest + value[len(source):]
-    return value
+class _Rewriter:
+    """Rewrites carried paths: a string that is a carried source path, or lies under one, points into the target."""
+
+    def __init__(self, mapping: dict[str, str]) -> None:
+        self.mapping = {os.path.normpath(k): v for k, v in mapping.items()}
+        self.marker = os.path.commonpath(list(self.mapping)) if self.mapping else None  # cheap pre-filter
+
+    def path(self, value: str) -> str:
+        probe = value.rstrip("/") or value
+        while probe:  # the value, then each parent: a few dict lookups, whatever the number of carried paths
+            if probe in self.mapping:
+                return self.mapping[probe] + value[len(probe):]
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                return value
+            probe = parent
+        return value
+
+    def tree(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.path(value) if self.marker and value.startswith(self.marker) else value
+        if isinstance(value, dict):
+            return {k: self.tree(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.tree(v) for v in value]
+        return value
+
+    def row(self, row: dict[str, Any], table: str) -> None:
+        for col, value in row.items():
+            if not (self.marker and isinstance(value, str) and self.marker in value):
+                continue
+            if not col.endswith("_json"):
+                row[col] = self.path(value)
+            elif (new := self.tree(doc := jsonutil.loads(value))) != doc:  # export paths, model_dir, provenance...
+                row[col] = jsonutil.dumps(new, f"{table}.{col}")
 
 
 def rewrite_paths(rows: dict[str, list[dict[str, Any]]], mapping: dict[str, str]) -> None:
-    """Point every carried path (export paths, export files, model directories) into the target."""
-    for job in rows["jobs"]:
-        paths = jsonutil.loads(job["export_paths_json"]) or {}
-        job["export_paths_json"] = jsonutil.dumps({k: _rewrite(str(v), mapping) for k, v in paths.items()}, "paths")
-        spec = jsonutil.loads(job["spec_json"]) or {}
-        if isinstance(spec, dict) and spec.get("model_dir"):
-            spec["model_dir"] = _rewrite(str(spec["model_dir"]), mapping)
-            job["spec_json"] = jsonutil.dumps(spec, "job spec")
-    for export in rows["job_exports"]:
-        export["path"] = _rewrite(str(export["path"]), mapping)
+    """Point every carried path into the target: any string of a job's rows (JSON columns included) that
+    is a carried file or directory, or lies under one (export files, model directories, the provenance
+    diff, checkpoints under the job's directory), whatever column holds it."""
+    rewriter = _Rewriter(mapping)
+    for table in job_tables():
+        for row in rows[table]:
+            rewriter.row(row, table)
 
 
 def _destination(bundle: str, root: str, rel: str) -> str:
@@ -376,7 +425,7 @@ def import_bundle(store: Store, path: str | os.PathLike[str], *, limits: Limits 
                         out.write(chunk)
                 os.replace(tmp, dest)
                 report.files_written += 1
-    report.imported, report.skipped = store.import_bundle_rows(verified.rows, batch=batch)
+    report.imported, report.skipped, report.tagged = store.import_bundle_rows(verified.rows, batch=batch)
     report.registered = store.import_registry_rows(verified.rows["registered_models"])
     return report
 
@@ -392,6 +441,7 @@ def merge(sources: Sequence[Store], target: Store, *, include_running: bool = Fa
             total.imported += report.imported
             total.skipped += report.skipped
             total.registered += report.registered
+            total.tagged += report.tagged
             total.files_written += report.files_written
             os.unlink(out)
     return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -11,6 +12,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("export", parents=[common], help="write finished jobs, their rows and files to one bundle file")
     p.add_argument("job_ids", nargs="*", metavar="JOB", help="jobs to export (ids or unique prefixes); default all")
     p.add_argument("-o", "--output", required=True, metavar="FILE.jtb", help="the bundle file to write")
+    p.add_argument("--where", metavar="QUERY", help="only jobs matching a query, as `jobtrack list --where`: "
+                                                    "\"tag = 'baseline' and best.roc_auc > 0.9\"")
     p.add_argument("--since", help="only jobs created at or after: '7d', '2026-11-01', ...")
     p.add_argument("--include-running", action="store_true", help="also jobs not finished yet (a snapshot)")
     p.add_argument("--no-files", action="store_true", help="rows only: no model, export or log files")
@@ -26,9 +29,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from jobtrack.manager import JobManager
 
     manager = JobManager(args.db, lock_timeout=args.lock_timeout)
-    report = manager.export_bundle(args.output, args.job_ids or None, since=args.since,
+    report = manager.export_bundle(args.output, args.job_ids or None, where=args.where, since=args.since,
                                    include_running=args.include_running, files=not args.no_files,
                                    deps=not args.no_deps)
+    if not report.jobs and args.where is not None:
+        print(f"no finished job matches --where {args.where!r}; the bundle holds no job", file=sys.stderr)
     print(f"exported {len(report.jobs)} job(s) and {report.files} file(s) ({report.bytes} bytes) to {report.path}")
     if report.snapshot:
         print(f"  snapshot: {len(report.snapshot)} job(s) were not finished: {', '.join(report.snapshot[:10])}")
@@ -38,6 +43,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _print_import(report: Any, target: str) -> None:
     print(f"imported {len(report.imported)} job(s) into {target}; {len(report.skipped)} already there; "
           f"{report.files_written} file(s) written; {len(report.registered)} registered model(s)")
+    if report.tagged:
+        print(f"  tags merged (union) into {len(report.tagged)} job(s) already there: {', '.join(report.tagged[:10])}")
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jobtrack import __version__, bundlecli, cliutil
+from jobtrack import __version__, bundlecli, cliutil, expcli, listcli, retrycli, sweepcli, uicli
 from jobtrack.config import ENV_DB, check_lock_timeout, default_db_path
 from jobtrack.errors import InvalidArgument, WaitTimeout
 from jobtrack.states import JobStatus
@@ -46,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="created before (same forms as --since)")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="print get_status() dicts as JSON")
+    listcli.add_arguments(p)  # --where, --sort, --offset, --columns (#15)
 
     for name, text in (("status", "print get_status() as JSON"), ("show", "a readable view of one job"),
                        ("cancel", "cancel a job")):
@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", required=True, help="database to copy from (path or URL)")
     p.add_argument("--to", dest="target", required=True, help="database to copy into (path or URL)")
     bundlecli.add_parsers(sub, common)  # export, import, merge (#19)
+    expcli.add_parsers(sub, common)  # tag, untag, compare (#15)
+    uicli.add_parsers(sub, common)  # ui, report (#16)
+    retrycli.add_parsers(sub, common)  # retry (#18)
+    sweepcli.add_parsers(sub, common)  # sweep run, show, list (#17)
     return parser
 
 
@@ -143,31 +147,7 @@ def _count(option: str, value: int | None) -> int | None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     _count("--limit", args.limit)
-    jobs = _manager(args).list_jobs(status=args.status, job_type=args.job_type, experiment_name=args.experiment,
-                                    since=args.since, until=args.until, limit=min(args.limit + 1, _INT64_MAX))
-    more = len(jobs) > args.limit  # one more than shown was asked for: to say that rows were left out (#13)
-    jobs = jobs[:args.limit]
-    statuses = [j.get_status() for j in jobs]
-    if args.json:
-        print(json.dumps(statuses, indent=2))
-    else:
-        header = ("JOB ID", "STATUS", "TYPE", "EXPERIMENT", "MODEL RUN", "CREATED", "DURATION")
-        rows = [(s["job_id"], s["status"], s["job_type"], s["experiment_name"], s["model_run_id"] or "-",
-                 _local(s["started_at"]), cliutil.duration(_claimed_at(j), s["finished_at"], s["status"]))
-                for j, s in zip(jobs, statuses, strict=True)]
-        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-        for r in [header, *rows]:
-            print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    if more:  # on stderr: the table (or the JSON) on stdout stays what it was
-        print(f"jobtrack: showing the newest {args.limit} matching jobs; older ones were left out. See more with "
-              f"--limit {min(args.limit * 10, _INT64_MAX)}, or narrow with --status, --type, --experiment or --since.",
-              file=sys.stderr)
-    return 0
-
-
-def _claimed_at(job: Any) -> str | None:
-    """When the job was claimed (its first RUNNING event): where its DURATION starts; None if never."""
-    return next((ev.at.isoformat() for ev in job.events() if ev.to_status == JobStatus.RUNNING), None)
+    return listcli.run(args, _manager(args))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -180,9 +160,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     s = monitor.get_status()
     print(f"{s['job_id']}  {s['status']}  {s['job_type']}  {s['experiment_name']}  model run {s['model_run_id']}")
     print("timeline:")
-    for ev in monitor.events():
+    links, result = _manager(args).retry_links(s["job_id"]), s["result"]
+    for ev in monitor.events():  # a new attempt (#18) shows as RUNNING -> RUNNING with its reason
         print(f"  {_local(ev.at.isoformat())}  {ev.from_status or '-':>9} -> {ev.to_status:<9} {ev.reason or ''}")
-    result = s["result"]
+    for line in retrycli.show_lines(links, result):
+        print(line)
+    expcli.print_show(args, monitor.job_id)  # config, tags, provenance (#15)
     if result.get("epochs"):
         print(f"epochs (eval metric {result.get('eval_metric')}, best epoch {result.get('best_epoch')}: "
               f"{result.get('best_metric')}):")
@@ -359,6 +342,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = final["result"]
     print(f"  {final['status']}: {len(result.get('epochs', []))} epochs, best epoch {result.get('best_epoch')} "
           f"with {result.get('eval_metric')} = {result.get('best_metric'):.4f}")
+    import secrets  # only the demo needs it: the status path starts without it (#14)
+
     alias = f"demo_{secrets.token_hex(3)}"
     pred = trainer.predict(alias, model_run_id=job.model_run_id, extract_embeddings=True).wait(timeout=300)
     print(f"prediction job {pred['job_id']} {pred['status']}: {pred['result'].get('summary')}")
@@ -386,4 +371,8 @@ _COMMANDS = {
     "migrate": _cmd_migrate,
     "demo": _cmd_demo,
     **bundlecli.COMMANDS,
+    **expcli.COMMANDS,
+    **uicli.COMMANDS,
+    **retrycli.COMMANDS,
+    **sweepcli.COMMANDS,
 }

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import operator
+import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobtrack import exports, jsonutil, runtime
+from jobtrack import checkpoints, exports, jsonutil, runtime
 from jobtrack.config import make_private_dir, max_result_bytes
 from jobtrack.errors import InvalidArgument, JobCanceled, ResultTooLarge, RunnerFenced
 from jobtrack.exporting import Exporter, JobExports
@@ -31,9 +33,15 @@ class RunContext:
     cancel was requested), ``log()`` for free-form lines, and prediction code ``export()``.
     """
 
-    def __init__(self, store: Store, spec: JobSpec, token: int) -> None:
+    def __init__(self, store: Store, spec: JobSpec, token: int, *, attempt: int = 1) -> None:
         self._store = store
         self._token = token
+        self.attempt = attempt
+        """This attempt's number: 1, then 2, ... when the job is retried (``Trainer(retries=N)``, #18)."""
+        self._resume_epoch: tuple[int | None] | None = None
+        # The largest epoch stored for this job, once known: a first attempt of a new job starts with none,
+        # so its epochs (reported in increasing order) are stored without looking for a copy to replace.
+        self._top: tuple[int | None] | None = (None,) if attempt == 1 and not spec.retry_of else None
         self.spec = spec
         self.job_id = spec.job_id
         self.job_type = spec.job_type.value
@@ -50,6 +58,8 @@ class RunContext:
         self.patience = spec.patience
         self.eval_every = spec.eval_every
         self._early = EarlyStopping(*spec.evaluation(), spec.patience)  # Trainer(eval_metric=) or the task's
+        sweeps = sys.modules.get("jobtrack.sweep")  # a sweep's trial may have a pruner (#17); no sweep, no cost
+        self._pruner = sweeps.pruner_for(spec.job_id) if sweeps is not None else None
         self.max_result_bytes = spec.max_result_bytes or max_result_bytes()
         """The cap of this job's reported epochs and of its summary, in bytes of stored JSON (#13)."""
         self._epoch_bytes = 0  # stored JSON of the epochs reported so far
@@ -83,6 +93,43 @@ class RunContext:
     @property
     def log_path(self) -> Path:
         return self.job_dir / "log.txt"
+
+    # -- checkpoints and resuming (#18) ------------------------------------------------------
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """This job's checkpoint directory, kept across its attempts (and copied by ``jobtrack retry``)."""
+        return checkpoints.directory(self.job_dir)
+
+    @property
+    def resume_epoch(self) -> int | None:
+        """The epoch to start from: one after the largest epoch stored for this job, or None if none is.
+
+        Read once, when first asked, so it names where this attempt started.
+        """
+        if self._resume_epoch is None:
+            last = self._store.last_epoch(self.job_id)
+            self._resume_epoch = (None if last is None else last + 1,)
+        return self._resume_epoch[0]
+
+    def _stored_top(self) -> int | None:
+        if self._top is None:
+            self._top = (self._store.last_epoch(self.job_id),)
+        return self._top[0]
+
+    def save_checkpoint(self, data: bytes | str | os.PathLike[str], name: str | None = None) -> Path:
+        """Store a checkpoint atomically (temp file, fsync, rename): ``data`` as bytes, or a file's path to copy.
+
+        ``name`` defaults to the file's name (``"checkpoint"`` for bytes); ``latest_checkpoint()`` finds it.
+
+        Raises:
+            InvalidArgument: data that is neither bytes nor a file, or a name that is not a plain file name.
+        """
+        return checkpoints.save(self.checkpoint_dir, data, name)
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest checkpoint this job saved (in any attempt, or its retried job's), or None."""
+        return checkpoints.latest(self.job_dir / checkpoints.DIR_NAME)
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -127,11 +174,20 @@ class RunContext:
             raise ResultTooLarge(f"log_epoch({epoch}): its {biggest} ({len(max(train_json, val_json, key=len)):,} "
                                  "bytes) with the epochs before", size, self.max_result_bytes)
         with self._canceled_if_fenced():
-            cancel = self._store.add_epoch(self.job_id, self._token, epoch, train_json, val_json)
+            top = self._stored_top()
+            cancel = self._store.add_epoch(self.job_id, self._token, epoch, train_json, val_json,
+                                           replace=top is not None and epoch <= top)
+        self._top = (epoch if top is None else max(top, epoch),)
         self._epoch_bytes = size
         self._metric_names.update(train_clean, val_clean)
         self.log(epoch_line(epoch, train_clean, val_clean))  # one log line per reported epoch (#13)
         if cancel:
+            self._cancel_seen = True
+            raise JobCanceled(self.job_id)
+        pruned = self._pruner(epoch, train_clean, val_clean) if self._pruner is not None else None
+        if pruned:  # a sweep's pruner (#17): the same cancel path, ending CANCELED with its reason
+            self.log(pruned)
+            self._store.request_cancel(self.job_id, reason=pruned)
             self._cancel_seen = True
             raise JobCanceled(self.job_id)
         was_stopping = self._early.should_stop
@@ -216,6 +272,15 @@ class RunContext:
                 self._cancel_seen = True
                 raise JobCanceled(self.job_id) from None
             raise
+
+    def is_cancel_requested(self) -> bool:
+        """``cancel_requested`` by one read that takes no lock and renews nothing: cheap enough for every
+        training step (the framework callbacks ask at each step boundary, #20). Also True once the job
+        ended meanwhile (canceled by a signal, declared lost)."""
+        if not self._cancel_seen:
+            rec = self._store.get_job(self.job_id, check_liveness=False)
+            self._cancel_seen = bool(self.stopped_by_signal or rec.cancel_requested or rec.status.is_terminal)
+        return self._cancel_seen
 
     def check_canceled(self) -> None:
         """Raise JobCanceled if a cancel was requested (for long loops that report no epochs)."""

@@ -63,6 +63,20 @@ def check_name(value: Any, what: str) -> str:
     return value
 
 
+def check_tags(tags: Any) -> tuple[str, ...]:
+    """Tags checked as names (``check_name``), in order, duplicates dropped; a lone string is one tag (#15).
+
+    Raises:
+        InvalidArgument: a tag that is not a valid name, or tags given as something other than names.
+    """
+    if isinstance(tags, str):
+        tags = [tags]
+    if not isinstance(tags, (list, tuple, set, frozenset)):
+        raise InvalidArgument(f"tags must be a list of names, not {type(tags).__name__} {_short(tags)}; "
+                              "use e.g. tags=['baseline'].")
+    return tuple(dict.fromkeys(check_name(t, "tag") for t in tags))
+
+
 class Dataset:
     """The data a job uses: a name, a task type and task name, and tables by split.
 

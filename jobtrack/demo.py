@@ -83,12 +83,14 @@ def _log_loss(w: list[float], rows: list[dict[str, Any]]) -> float:
 
 
 def train(ctx: RunContext) -> dict[str, Any]:
-    """Fit the model for ``Trainer(n_epochs=)`` or ``config["epochs"]`` epochs, reporting loss and roc_auc
-    (validation every ``eval_every`` epochs); stop early when ``patience`` says so; save the weights."""
+    """Fit the model (``config["lr"]``, ``config["l2"]``) for ``Trainer(n_epochs=)`` or ``config["epochs"]``
+    epochs, reporting loss and roc_auc (validation every ``eval_every`` epochs); stop early when ``patience``
+    says so; save the weights."""
     rows = ctx.dataset.table("train")
     val = ctx.dataset.table("validation") if ctx.dataset.has_table("validation") else rows
     epochs = ctx.n_epochs or int(ctx.config.get("epochs", 8))
     lr = float(ctx.config.get("lr", 0.3))
+    l2 = float(ctx.config.get("l2", 0.0))  # L2 regularisation of the weights (not the bias), for sweeps (#17)
     if ctx.config.get("fail_at_epoch") is not None and epochs <= int(ctx.config["fail_at_epoch"]):
         raise ValueError("fail_at_epoch must be below epochs")
     init = random.Random(int(ctx.config.get("seed", 0)))
@@ -102,7 +104,8 @@ def train(ctx: RunContext) -> dict[str, Any]:
             for j, f in enumerate(FEATURES):
                 grad[j] += err * float(r[f])
             grad[-1] += err
-        w = [wi - lr * g / len(rows) for wi, g in zip(w, grad, strict=True)]
+        w = [wi - lr * (g / len(rows) + (l2 * wi if j < len(FEATURES) else 0.0))
+             for j, (wi, g) in enumerate(zip(w, grad, strict=True))]
         auc = roc_auc([int(r["label"]) for r in val], [_score(w, r) for r in val])
         train_auc = roc_auc([int(r["label"]) for r in rows], [_score(w, r) for r in rows])
         validation = {"loss": _log_loss(w, val), "roc_auc": auc} if ctx.should_evaluate(epoch) else None

@@ -173,6 +173,18 @@ def child_exit(pid: int) -> ChildExit | None:
     return found if isinstance(found, ChildExit) else None
 
 
+def next_attempt_will_run(rec: JobRecord) -> bool:
+    """Whether a RUNNING job whose runner is gone gets another attempt (#18): attempts are left, no cancel
+    was asked, and someone runs it: ``jobtrack worker``s (the next one to see its lease expired), or the
+    process runner's parent, if it lives on this host. A thread or eager job dies with its process."""
+    if max(rec.attempt, 1) >= rec.max_attempts or rec.cancel_requested:
+        return False
+    if rec.runner_kind == "worker":
+        return True
+    parent = ProcessIdentity.decode(rec.submitter) if rec.runner_kind == "process" else None
+    return parent is not None and is_alive(parent) is True
+
+
 def verdict(rec: JobRecord, now: datetime) -> Verdict | None:
     """Why a RUNNING or QUEUED job can never finish, or None if it still can (SPEC §5, §6).
 
@@ -184,10 +196,12 @@ def verdict(rec: JobRecord, now: datetime) -> Verdict | None:
         ident = ProcessIdentity.decode(rec.runner)
         alive = is_alive(ident) if ident else None
         if alive is False:
+            if next_attempt_will_run(rec):  # the process runner's parent or a worker runs it again (#18)
+                return None
             ended = child_exit(ident.pid) if ident else None  # a process-runner child of ours?
             return Verdict(f"runner process {ended.how}", ended.error) if ended else Verdict(RUNNER_LOST)
         lease = rec.lease_expires_at
-        if alive is None and lease is not None and lease < now:
+        if alive is None and lease is not None and lease < now and not next_attempt_will_run(rec):
             return Verdict(f"{RUNNER_LOST} (lease expired)")
         return None
     if rec.status is JobStatus.QUEUED and rec.runner_kind in IN_PROCESS_RUNNERS:

@@ -5,18 +5,22 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from jobtrack import files
+from jobtrack import files, runtable
 from jobtrack.config import check_lock_timeout
 from jobtrack.errors import AmbiguousJobId, InvalidArgument, JobNotFound
-from jobtrack.monitor import JobMonitor, JobStatusDict, status_dict
+from jobtrack.monitor import JobMonitor, StatusPage, status_dict
+from jobtrack.runtable import JobList
 from jobtrack.states import JobStatus, JobType
 from jobtrack.store import PruneReport, Store
+from jobtrack.store.search import DEFAULT_LIMIT
 from jobtrack.timeutil import parse_when
 
 if TYPE_CHECKING:
     from jobtrack import bundle
+    from jobtrack.compare import Comparison
+    from jobtrack.sweep import SweepMonitor
 
 
 def parse_status(value: object) -> JobStatus:
@@ -34,6 +38,17 @@ def parse_job_type(value: object) -> JobType:
     if job_type is None:
         raise InvalidArgument(f"Unknown job type {value!r}; use one of {', '.join(t.value for t in JobType)}.")
     return job_type
+
+
+_INT64_MAX = 2**63 - 1  # the largest LIMIT SQLite and PostgreSQL take
+
+
+def _check_page(limit: object, offset: object) -> None:
+    """``limit``: a positive integer or None; ``offset``: an integer >= 0."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidArgument(f"limit must be a positive integer or None, not {limit!r}.")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidArgument(f"offset must be an integer >= 0, not {offset!r}.")
 
 
 class JobManager:
@@ -82,6 +97,32 @@ class JobManager:
             raise JobNotFound(job_id, self.db)
         raise AmbiguousJobId(job_id, ids, self.db)
 
+    def retry(self, job_id: str, *, resume: bool = True) -> JobMonitor:
+        """A new job that runs an ended (FAILED or CANCELED) worker job's spec again; its monitor (#18).
+
+        The new job carries ``retry_of`` (the old one is left as it ended); with ``resume`` it starts after
+        the old job's stored epochs, with its checkpoints (``ctx.latest_checkpoint()``). ``jobtrack worker``
+        runs it.
+
+        Raises:
+            RetryNotAllowed: the job is QUEUED, RUNNING or COMPLETED; nothing is written.
+            InvalidArgument: the job ran in-process (its code is not stored).
+            JobNotFound: no such job.
+        """
+        from jobtrack import retrying
+
+        return self.fetch_job(retrying.resubmit(self._store, job_id, resume=resume))
+
+    def retry_links(self, job_id: str) -> dict[str, Any]:
+        """``retry_of`` (the job this one retries, or None), ``retried_by`` (ids), ``attempt`` and ``max_attempts``.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        rec = self._store.get_job(job_id, check_liveness=False)
+        return {"retry_of": rec.retry_of, "retried_by": self._store.retried_by(job_id), "attempt": rec.attempt,
+                "max_attempts": rec.max_attempts}
+
     def cancel_job(self, job_id: str) -> JobStatus:
         """Cancel job ``job_id`` (see ``JobMonitor.cancel``) and return its status after the call."""
         return self._store.request_cancel(job_id)
@@ -94,15 +135,24 @@ class JobManager:
         experiment_name: str | None = None,
         since: str | datetime | None = None,
         until: str | datetime | None = None,
-        limit: int | None = 100,
-    ) -> list[JobMonitor]:
-        """Jobs matching every given filter, newest first.
+        limit: int | None = DEFAULT_LIMIT,
+        where: str | None = None,
+        sort: str | None = None,
+        offset: int = 0,
+    ) -> JobList:
+        """Jobs matching every given filter and the query ``where``, newest first unless ``sort`` says otherwise.
 
         ``since``/``until`` bound the creation time: an aware datetime, a date or time string
         (read by dateutil; no zone means local time), or an age such as ``"2h"`` or ``"3d"``.
+        ``where`` is a query such as ``"config.lr < 0.01 and tag = 'baseline'"`` and ``sort`` a field,
+        ``-`` first for descending (``"-best_metric"``, ``"config.lr,-created"``); README "Finding and
+        comparing runs" has the grammar. At most ``limit`` jobs (default 100) are returned: the
+        result's ``has_more`` says whether more match, ``offset=result.next_offset`` gives the next page
+        and ``limit=None`` all of them. In Jupyter the result shows as an HTML table.
 
         Raises:
-            InvalidArgument: an unknown status or job type, an unreadable time, or a bad limit.
+            InvalidQuery: ``where`` or ``sort`` does not parse (the message points at the problem).
+            InvalidArgument: an unknown status or job type, an unreadable time, or a bad limit or offset.
         """
         statuses = None
         if status is not None:
@@ -110,17 +160,43 @@ class JobManager:
             statuses = [parse_status(s) for s in items]
         if job_type is not None:
             job_type = parse_job_type(job_type).value
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise InvalidArgument(f"limit must be a positive integer or None, not {limit!r}.")
-        recs = self._store.list_jobs(
+        _check_page(limit, offset)
+        recs = self._store.search_jobs(
+            where, sort=sort, limit=None if limit is None else min(limit + 1, _INT64_MAX), offset=offset,
             statuses=statuses,
             job_type=job_type,
             experiment_name=experiment_name,
             since=parse_when(since) if since is not None else None,
             until=parse_when(until) if until is not None else None,
-            limit=limit,
         )
-        return [JobMonitor.from_record(self._store, r) for r in recs]
+        more = limit is not None and len(recs) > limit  # one more was asked for, to tell
+        recs = recs[:limit] if limit is not None else recs
+        return JobList(self._store, recs, has_more=more, offset=offset)
+
+    def table(self, where: str | None = None, *, sort: str | None = None, limit: int | None = None,
+              offset: int = 0) -> list[dict[str, Any]]:
+        """The matching jobs as plain rows for analysis (all of them unless ``limit``), in ``sort`` order.
+
+        Each row: id, status, job_type, experiment, created, started, finished (aware UTC datetimes),
+        duration (seconds from the claim to the end), eval_metric, best_metric, model_run_id, sweep,
+        tags, then ``config.<key>`` (the flattened config) and ``best.<metric>`` (each metric at the
+        best epoch); every row has every key, None where a job has no value.
+
+        Raises:
+            InvalidQuery: ``where`` or ``sort`` does not parse.
+            InvalidArgument: a bad limit or offset.
+        """
+        _check_page(limit, offset)
+        return runtable.rows(self._store, self._store.search_jobs(where, sort=sort, limit=limit, offset=offset))
+
+    def frame(self, where: str | None = None, *, sort: str | None = None, limit: int | None = None) -> Any:
+        """``table(...)`` as a pandas DataFrame, one column per key.
+
+        Raises:
+            MissingExtra: pandas is not installed (``pip install 'jobtrack[pandas]'``).
+            InvalidQuery: ``where`` or ``sort`` does not parse.
+        """
+        return runtable.frame(self.table(where, sort=sort, limit=limit))
 
     def prune(self, older_than: str | datetime, *, dry_run: bool = False) -> PruneReport:
         """Remove finished jobs that ended before ``older_than`` (an age like ``"30d"`` or a time), with their files.
@@ -136,18 +212,21 @@ class JobManager:
         return report
 
     def export_bundle(self, out: str | os.PathLike[str], job_ids: Sequence[str] | None = None, *,
-                      since: str | datetime | None = None, include_running: bool = False, files: bool = True,
-                      deps: bool = True) -> bundle.ExportReport:
-        """Write a bundle of finished jobs (``job_ids``, else those created since ``since``, else all) to ``out`` (#19).
+                      where: str | None = None, since: str | datetime | None = None, include_running: bool = False,
+                      files: bool = True, deps: bool = True) -> bundle.ExportReport:
+        """Write a bundle of finished jobs (``job_ids``, else those matching the query ``where`` and created
+        since ``since``, else all), with the jobs they depend on unless ``deps=False``, to ``out`` (#19).
 
         Raises:
             JobNotFound: a named job does not exist.
+            InvalidQuery: ``where`` does not parse; nothing was written.
             InvalidArgument: a named job is not finished and ``include_running`` is false; an unreadable time.
         """
         from jobtrack import bundle
 
         ids = None if job_ids is None else [self.resolve_job_id(j) for j in job_ids]
-        return bundle.export_bundle(self._store, out, ids, since=None if since is None else parse_when(since),
+        return bundle.export_bundle(self._store, out, ids, where=where,
+                                    since=None if since is None else parse_when(since),
                                     include_running=include_running, files=files, deps=deps)
 
     def import_bundle(self, path: str | os.PathLike[str], *,
@@ -162,6 +241,54 @@ class JobManager:
 
         return bundle.import_bundle(self._store, path, limits=limits)
 
-    def show_jobs(self, *, limit: int | None = None) -> list[JobStatusDict]:
-        """Every job's status dict, newest first (the reference's ``show_jobs``)."""
-        return [status_dict(self._store, r) for r in self._store.list_jobs(limit=limit)]
+    def compare(self, job_ids: Sequence[str], *, show_all: bool = False) -> Comparison:
+        """Compare two or more jobs (ids or unique prefixes; the first is the baseline) field by field (#15).
+
+        The result's ``shown()`` rows are what differs (``show_all``: everything), ``identical`` says
+        whether config, code, data and metrics agree, ``as_dict()`` is JSON for scripts.
+
+        Raises:
+            InvalidArgument: fewer than two jobs.
+            JobNotFound, AmbiguousJobId: an id that names no job, or several.
+        """
+        from jobtrack import compare as comparing
+
+        if isinstance(job_ids, str) or len(job_ids) < 2:
+            raise InvalidArgument(f"compare needs two or more job ids, not {job_ids!r}; "
+                                  "e.g. compare(['job_a', 'job_b']).")
+        runs = []
+        for job_id in [self.resolve_job_id(j) for j in job_ids]:
+            rec = self._store.get_job(job_id)
+            runs.append(comparing.run_facts(rec, self._store.experiment_facts(job_id), self._store.result(rec)))
+        return comparing.compare(runs, show_all=show_all)
+
+    def fetch_sweep(self, id_or_name: str) -> SweepMonitor:
+        """The monitor of the sweep with this id or name (#17).
+
+        Raises:
+            SweepNotFound: no sweep has this id or name.
+        """
+        from jobtrack.sweep import SweepMonitor
+
+        rec = self._store.get_sweep(id_or_name)
+        return SweepMonitor(self._store, rec.id, rec.name)
+
+    def list_sweeps(self) -> list[SweepMonitor]:
+        """Every sweep of the database, newest first (#17)."""
+        from jobtrack.sweep import SweepMonitor
+
+        return [SweepMonitor(self._store, r.id, r.name) for r in self._store.list_sweeps()]
+
+    def show_jobs(self, *, limit: int | None = DEFAULT_LIMIT, offset: int = 0) -> StatusPage:
+        """Jobs' status dicts, newest first (the reference's ``show_jobs``), at most ``limit`` (default 100).
+
+        A million jobs are not read by accident (#14): the page's ``has_more`` says whether more match,
+        ``show_jobs(offset=page.next_offset)`` gives the next page and ``limit=None`` every job.
+
+        Raises:
+            InvalidArgument: a limit that is not a positive integer or None, an offset below 0.
+        """
+        _check_page(limit, offset)
+        recs = self._store.search_jobs(limit=None if limit is None else limit + 1, offset=offset)
+        more = limit is not None and len(recs) > limit
+        return StatusPage([status_dict(self._store, r) for r in recs[:limit]], has_more=more, offset=offset)

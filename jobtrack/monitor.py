@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import html
 import sys
 import time
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from jobtrack import jsonutil
 from jobtrack.config import DEFAULT_WAIT_POLL_S
+from jobtrack.dataset import check_tags
 from jobtrack.errors import InvalidArgument, ModelNotReady, WaitTimeout
 from jobtrack.states import JobStatus, JobType
 
 if TYPE_CHECKING:
     from jobtrack.store import EventRecord, JobRecord, Store
+    from jobtrack.store.jobs import EpochCache
 
 
 class JobStatusDict(TypedDict):
@@ -31,11 +34,26 @@ class JobStatusDict(TypedDict):
     source_views: dict[str, str]
 
 
-def status_dict(store: Store, rec: JobRecord) -> JobStatusDict:
-    """Build the SPEC §2 dict from a job record (``started_at`` is the creation time, as the reference says)."""
+def status_dict(store: Store, rec: JobRecord, cache: EpochCache | None = None) -> JobStatusDict:
+    """Build the SPEC §2 dict from a job record (``started_at`` is the creation time, as the reference says).
+
+    ``cache``: a monitor's decoded epochs of a running job, extended rather than re-read (#14).
+    """
     return _status(rec.id, rec.status.value, rec.created_iso, rec.finished_iso, rec.updated_iso,
-                   rec.experiment_name, rec.job_type.value, rec.model_run_id, store.result(rec),
+                   rec.experiment_name, rec.job_type.value, rec.model_run_id, store.result(rec, cache),
                    rec.export_paths_json, rec.source_views_json)
+
+
+class StatusPage(list[JobStatusDict]):
+    """What ``JobManager.show_jobs()`` returns: a list of status dicts, one page of them (#14).
+
+    ``has_more`` says whether ``limit`` cut it short; ``next_offset`` is the ``offset=`` of the next page.
+    """
+
+    def __init__(self, items: list[JobStatusDict], *, has_more: bool = False, offset: int = 0) -> None:
+        super().__init__(items)
+        self.has_more = has_more
+        self.next_offset: int | None = offset + len(items) if has_more else None
 
 
 def _finished_status_dict(row: tuple[Any, ...]) -> JobStatusDict:
@@ -68,12 +86,34 @@ def _mapping(text: str) -> dict[str, str]:
     return {} if text == "{}" else jsonutil.loads(text)
 
 
+def status_html(status: JobStatusDict | dict[str, Any], tags: list[str] | None = None) -> str:
+    """A job's status fields (and tags) as an HTML table with every value escaped (``JobMonitor._repr_html_``)."""
+    s: dict[str, Any] = dict(status)
+    result = s.get("result") or {}
+    rows: list[tuple[str, Any]] = [(k, s.get(k)) for k in ("job_id", "status", "job_type", "experiment_name",
+                                                          "model_run_id", "started_at", "finished_at", "updated_at")]
+    rows += [(k, result[k]) for k in ("eval_metric", "best_epoch", "best_metric") if k in result]
+    rows.append(("epochs", len(result.get("epochs", []))))
+    if "error" in result:
+        rows.append(("error", f"{result['error'].get('type')}: {result['error'].get('message')}"))
+    rows += [(f"export_paths.{k}", v) for k, v in (s.get("export_paths") or {}).items()]
+    rows += [(f"source_views.{k}", v) for k, v in (s.get("source_views") or {}).items()]
+    if tags is not None:
+        rows.append(("tags", ", ".join(tags)))
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+                   f"<td style='text-align:left'>{html.escape('-' if v is None else str(v))}</td></tr>"
+                   for k, v in rows)
+    return f"<table class='jobtrack-job'>{body}</table>"
+
+
 class JobMonitor:
     """A job created by ``Trainer.fit()``/``predict()``/``fit_predict()`` or fetched by ``JobManager``."""
 
     def __init__(self, store: Store, job_id: str, job_type: str, experiment_name: str,
                  model_run_id: str | None) -> None:
         self._store = store
+        self._epochs: EpochCache | None = None  # a running job's decoded epochs (#14)
+        self._open = False  # last read saw it QUEUED or RUNNING: read the whole row first
         self.job_id = job_id
         self.job_type = JobType(job_type)
         self.experiment_name = experiment_name
@@ -98,10 +138,21 @@ class JobMonitor:
         Raises:
             JobNotFound: the job was removed from the database.
         """
-        row = self._store.finished_status_row(self.job_id)
-        if row is not None:  # finished: nothing can change but removal, so one narrow read does
-            return _finished_status_dict(row)
-        return status_dict(self._store, self._store.get_job(self.job_id))
+        store = self._store
+        if not self._open:
+            row = store.finished_status_row(self.job_id)
+            if row is not None:  # finished: nothing can change but removal, so one narrow read does
+                return _finished_status_dict(row)
+        rec = store.get_job(self.job_id)  # one read of the row; epochs: only the new ones (EpochCache)
+        self._open = not rec.is_terminal
+        if rec.result_json is not None:
+            self._epochs = None
+            return status_dict(store, rec)
+        if self._epochs is None:
+            from jobtrack.store.jobs import EpochCache
+
+            self._epochs = EpochCache()
+        return status_dict(store, rec, self._epochs)
 
     @property
     def status(self) -> JobStatus:
@@ -216,6 +267,39 @@ class JobMonitor:
     def events(self) -> list[EventRecord]:
         """The job's status history (job, from, to, when, reason), oldest first."""
         return self._store.events(self.job_id)
+
+    # -- experiments (#15): tags and provenance; neither is a status change ----------------------------------
+
+    def tag(self, *names: str) -> list[str]:
+        """Add tags to the job (any status, terminal too; a tag it has already is kept); returns its tags.
+
+        Raises:
+            InvalidArgument: a tag that is not a valid name (nothing is written).
+            JobNotFound: the job was removed from the database.
+        """
+        return self._store.change_tags(self.job_id, add=check_tags(list(names)))
+
+    def untag(self, *names: str) -> list[str]:
+        """Remove tags from the job (a tag it does not have is ignored); returns its tags.
+
+        Raises:
+            InvalidArgument: a tag that is not a valid name (nothing is written).
+            JobNotFound: the job was removed from the database.
+        """
+        return self._store.change_tags(self.job_id, remove=check_tags(list(names)))
+
+    def tags(self) -> list[str]:
+        """The job's tags, sorted."""
+        return self._store.job_tags(self.job_id)
+
+    def provenance(self) -> dict[str, Any] | None:
+        """The code, environment and data the job was submitted with (``jobtrack.provenance``); None if not
+        recorded (``Trainer(provenance=False)``)."""
+        return self._store.job_provenance(self.job_id)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view of a job: ``status_html`` of its status and tags."""
+        return status_html(self.get_status(), self.tags())
 
     def stream_logs(self, *, file: Any = None, follow: bool = True, poll_interval: float = 0.2) -> None:
         """Print the job's log lines as they are written, until the job ends (or at once if ``follow=False``)."""

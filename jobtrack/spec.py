@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from jobtrack import exports, jsonutil
 from jobtrack.dataset import Dataset
 from jobtrack.errors import InvalidArgument, NotSerializable
+from jobtrack.retrying import RetryPolicy, from_refs
 from jobtrack.states import JobType
 
 if TYPE_CHECKING:
@@ -52,11 +53,20 @@ class JobSpec:
     eval_metric: str | None = None
     metric_mode: str | None = None
     max_result_bytes: int | None = None  # the cap of the result and summary; None: config.max_result_bytes()
+    # Trainer(retries=, retry_on=) (#18): attempts in all, and the code's exceptions that start another one
+    max_attempts: int = 1
+    retry_on: tuple[type[BaseException], ...] = ()
+    retry_of: str | None = None  # the ended job this one retries (``jobtrack retry``): it may start with epochs
 
     @property
     def trains(self) -> bool:
         """Whether the job trains a model (train and train_inference)."""
         return self.job_type is not JobType.INFERENCE
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The job's retry policy (``jobtrack.retrying``)."""
+        return RetryPolicy(self.max_attempts, self.retry_on)
 
     def evaluation(self) -> tuple[str | None, str | None]:
         """(evaluation metric, "max" or "min") of a training job: the Trainer's choice, else the task type's."""
@@ -89,6 +99,8 @@ class JobSpec:
             doc["max_log_bytes"] = self.max_log_bytes
         if self.max_result_bytes is not None:
             doc["max_result_bytes"] = self.max_result_bytes
+        if self.retry_on:
+            doc["retry_on"] = self.retry_policy.refs()
         try:
             return jsonutil.dumps(doc, "job spec")
         except NotSerializable:
@@ -116,6 +128,7 @@ class JobSpec:
             "metric_mode": self.evaluation()[1],
             "runner_kind": self.runner_kind,
             "spec_json": self.spec_json(),
+            "max_attempts": self.max_attempts,
         }
 
     def model_run(self) -> dict[str, Any] | None:
@@ -161,13 +174,16 @@ class JobSpec:
             eval_metric=rec.eval_metric,
             metric_mode=rec.metric_mode,
             max_result_bytes=doc.get("max_result_bytes"),
+            max_attempts=max(rec.max_attempts, 1),
+            retry_on=from_refs(rec.max_attempts, doc.get("retry_on") or ()).retry_on,
+            retry_of=rec.retry_of,
         )
 
-    def context(self, store: Store, token: int) -> RunContext:
-        """The RunContext the job's code receives, for the runner holding ``token``."""
+    def context(self, store: Store, token: int, attempt: int = 1) -> RunContext:
+        """The RunContext the job's code receives, for the runner holding ``token`` (in attempt ``attempt``)."""
         from jobtrack.context import RunContext
 
-        return RunContext(store, self, token)
+        return RunContext(store, self, token, attempt=attempt)
 
 
 def _readable(value: Any) -> Any:

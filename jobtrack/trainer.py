@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from jobtrack import exports, jsonutil, runtime
+from jobtrack import exports, jsonutil, provenance, retrying, runtime
 from jobtrack.config import check_lock_timeout
-from jobtrack.dataset import TASK_TYPES, Dataset, TableSource, check_name
+from jobtrack.dataset import TASK_TYPES, Dataset, TableSource, check_name, check_tags
 from jobtrack.errors import InvalidArgument, ModelNotReady
 from jobtrack.monitor import JobMonitor
 from jobtrack.runners import RUNNERS, process, signals, thread
@@ -17,6 +17,9 @@ from jobtrack.runners.base import run_job
 from jobtrack.spec import JobSpec, UserFn, function_ref
 from jobtrack.states import JobStatus, JobType
 from jobtrack.store import Store
+
+if TYPE_CHECKING:
+    from jobtrack.sweep import SweepMonitor
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -62,6 +65,12 @@ class Trainer:
             metric is a well-known one (a task type's metric, ``loss``, ``accuracy``, ``mae``, ...).
         max_result_bytes: the cap, in bytes, of a job's reported epochs and of its summary as stored JSON;
             None: ``$JOBTRACK_MAX_RESULT_BYTES``, else ``config.DEFAULT_MAX_RESULT_BYTES`` (4 MiB).
+        retries: how many more times a job may run after its first attempt (#18): when its runner is lost
+            (process killed, worker gone) or its code raises one of ``retry_on``. Default 0: no retries.
+        retry_on: exception classes of the job's code that start another attempt (needs ``retries``).
+        tags: names stored with each job (``monitor.tag()``/``untag()`` change them later; #15).
+        provenance: record the code, environment and data of each job at submission (git commit and diff,
+            Python, host, package versions, table file hashes; ``monitor.provenance()``). Default True.
         max_log_bytes: the cap of each job's log file (what its code prints and logs, ``ctx.log`` lines);
             None: ``config.DEFAULT_MAX_LOG_BYTES`` (4 MiB). Output past it reaches the terminal only.
     """
@@ -83,6 +92,10 @@ class Trainer:
         eval_metric: str | None = None,
         eval_mode: str | None = None,
         max_result_bytes: int | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[Exception], ...] = (),
+        tags: Sequence[str] = (),
+        provenance: bool = True,
     ) -> None:
         if runner not in RUNNERS:
             raise InvalidArgument(f"Unknown runner {runner!r}; use one of {', '.join(RUNNERS)}.")
@@ -105,6 +118,8 @@ class Trainer:
             _positive_int(max_result_bytes, "max_result_bytes")
         self.max_result_bytes = max_result_bytes
         self.eval_metric, self.eval_mode = _evaluation(eval_metric, eval_mode)
+        self.retry_policy = retrying.policy(retries, retry_on)  # (#18)
+        self.tags, self.provenance = check_tags(tags), _flag(provenance, "provenance")  # (#15)
         self.train_fn = train
         self.predict_fn = predict
         self.config: dict[str, Any] = dict(config or {})
@@ -115,6 +130,7 @@ class Trainer:
             jsonutil.dumps(self.config, "config (runner='worker' stores it for the worker)")
             self._refs = {what: function_ref(fn, what) for fn, what in ((train, "train"), (predict, "predict"))
                           if fn is not None}
+            retrying.check_importable(self.retry_policy)  # a worker imports retry_on back
         self._store = Store.open(db, lock_timeout=lock_timeout)
 
     @property
@@ -249,6 +265,27 @@ class Trainer:
             monitor.materialize_results()
         return monitor
 
+    def sweep(self, dataset: Dataset, space: Mapping[str, Any], n_trials: int | None = None, parallel: int = 1,
+              sampler: Any = "random", name: str | None = None, seed: int | None = None,
+              prune: Any = None) -> SweepMonitor:
+        """Search ``space`` (config key -> list of choices, ``jobtrack.uniform/loguniform/randint`` range, or value):
+        each trial is a ``train`` job with its point merged into this trainer's config (#17, ``jobtrack.sweep``).
+
+        ``sampler``: "grid" (every point once; ``n_trials`` defaults to the grid size), "random" (seeded) or an
+        Optuna sampler. ``parallel`` trials run at once with this trainer's runner. The same ``name`` resumes the
+        sweep. ``prune="median"`` (or an Optuna pruner) stops trials worse than the median at an epoch.
+
+        Raises:
+            InvalidArgument: a bad space, sampler, count or name; ranges with sampler="grid".
+            SweepConflict: a sweep of this name exists with another space, sampler or pruner.
+        """
+        from jobtrack import sweep
+
+        self._require("train", self.train_fn)
+        self._check_dataset(dataset, needs=("train",))
+        return sweep.start(self, self._store, dataset, space, n_trials=n_trials, parallel=parallel, sampler=sampler,
+                           name=name, seed=seed, prune=prune)
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _require(self, what: str, fn: Callable[..., Any] | None) -> None:
@@ -298,10 +335,32 @@ class Trainer:
         test_batch_size: int = 128,
         flatten_output: bool = False,
     ) -> JobMonitor:
+        spec = self._job_spec(job_type, dataset, model_run_id, alias=alias, output_config=output_config,
+                              extract_embeddings=extract_embeddings, model_dir=model_dir,
+                              test_batch_size=test_batch_size, flatten_output=flatten_output)
+        row = spec.row()
+        recorded = provenance.record(spec, self._store.job_dir(spec.job_id)) if self.provenance else None
+        row["provenance_json"] = recorded.json if recorded is not None else None
+        token = self._store.create_job(row, model_run=spec.model_run() if new_model else None,
+                                       unique_alias=row["output_alias"], claim=self.runner == "eager",
+                                       tags=self.tags)
+        if recorded is not None:
+            recorded.save()  # the diff file, once the job exists (a refused submission leaves none)
+        if new_model and not dataset.is_file_backed:
+            runtime.remember_dataset(model_run_id, dataset)
+        monitor = JobMonitor(self._store, spec.job_id, job_type.value, dataset.experiment_name, model_run_id)
+        self._dispatch(token, spec)
+        return monitor
+
+    def _job_spec(self, job_type: JobType, dataset: Dataset, model_run_id: str, *, alias: str | None = None,
+                  output_config: dict[str, Any] | None = None, extract_embeddings: bool = False,
+                  model_dir: str | None = None, test_batch_size: int = 128, flatten_output: bool = False,
+                  config: dict[str, Any] | None = None) -> JobSpec:
+        """The JobSpec of a new job of this trainer (a sweep's trial passes its own ``config``, #17)."""
         trains = job_type is not JobType.INFERENCE
         predicts = job_type is not JobType.TRAIN
         spec = JobSpec(
-            job_id=new_id("job"), job_type=job_type, dataset=dataset, config=self.config,
+            job_id=new_id("job"), job_type=job_type, dataset=dataset, config=self.config if config is None else config,
             model_run_id=model_run_id, model_dir=model_dir or self._store.model_dir(model_run_id),
             runner_kind=self.runner,
             train_fn=self.train_fn if trains else None, predict_fn=self.predict_fn if predicts else None,
@@ -312,16 +371,10 @@ class Trainer:
             n_epochs=self.n_epochs if trains else None, patience=self.patience if trains else None,
             eval_every=self.eval_every, max_log_bytes=self.max_log_bytes,
             eval_metric=self.eval_metric if trains else None, metric_mode=self.eval_mode if trains else None,
-            max_result_bytes=self.max_result_bytes,
+            max_result_bytes=self.max_result_bytes, max_attempts=self.retry_policy.max_attempts,
+            retry_on=self.retry_policy.retry_on,
         )
-        row = spec.row()
-        token = self._store.create_job(row, model_run=spec.model_run() if new_model else None,
-                                       unique_alias=row["output_alias"], claim=self.runner == "eager")
-        if new_model and not dataset.is_file_backed:
-            runtime.remember_dataset(model_run_id, dataset)
-        monitor = JobMonitor(self._store, spec.job_id, job_type.value, dataset.experiment_name, model_run_id)
-        self._dispatch(token, spec)
-        return monitor
+        return spec
 
     def _dispatch(self, token: int | None, spec: JobSpec) -> None:
         if self.runner != "worker":

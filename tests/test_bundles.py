@@ -192,6 +192,8 @@ MALICIOUS = {
     "duplicate": _duplicate,
     "path escape in manifest": lambda good, out: _rebuild(
         good, out, lambda n, d: d, manifest=lambda doc: doc["paths"].update({"/x": "../../outside"})),
+    "relative source path in manifest": lambda good, out: _rebuild(
+        good, out, lambda n, d: d, manifest=lambda doc: doc["paths"].update({"relative/x": "jobs/x"})),
     "unsafe view name": lambda good, out: _rebuild(good, out, _edit("rows/job_exports.jsonl", "view_name", 'x"; --')),
     "row of another job": lambda good, out: _rebuild(good, out, _edit("rows/job_epochs.jsonl", "job_id", "other")),
 }

@@ -587,7 +587,7 @@ def test_a_failed_upgrade_leaves_the_database_as_it_was(db_path: str) -> None:
 
 # -- schema 4: additive (config parameters, tags, metrics, sweeps, attempts) ---------------------------
 
-_V4_TABLES = ("job_params", "job_tags", "job_metrics", "sweeps")
+_V4_TABLES = ("job_params", "job_tags", "job_metrics", "job_attempts", "sweeps")
 _V4_COLUMNS = ("best_metric", "provenance_json", "sweep_id", "trial", "max_attempts", "attempt", "retry_of")
 
 
@@ -596,8 +596,9 @@ def _make_v3(target: str) -> None:
     db = _open(target)
     with db.write() as tx:
         _add_job(tx, "old")
-        for index in ("ix_jobs_best_metric", "ix_jobs_sweep"):
-            tx.ddl(f"DROP INDEX {index}")
+        for index in models.jobs.indexes:  # the indexes on schema 4's columns go with them
+            if {c.name for c in index.columns} & set(_V4_COLUMNS):
+                tx.ddl(f"DROP INDEX {index.name}")
         for table in _V4_TABLES:
             tx.ddl(f"DROP TABLE {table}")
         for column in _V4_COLUMNS:

@@ -247,8 +247,12 @@ def test_more_workers_are_opt_in_and_run_jobs_at_once(db_path: str) -> None:
     assert a.wait(timeout=20)["status"] == b.wait(timeout=20)["status"] == "CANCELED"
 
 
-def test_show_jobs_has_no_default_limit(db_path: str, dataset: Dataset) -> None:
+def test_show_jobs_pages_by_default_and_shows_all_with_limit_none(db_path: str, dataset: Dataset) -> None:
     trainer = Trainer(demo.train, db=db_path, runner="worker")  # only queues: cheap to make many
     ids = {trainer.fit(dataset).job_id for _ in range(130)}
-    shown = JobManager(db_path).show_jobs()
+    page = JobManager(db_path).show_jobs()  # a default limit of 100 (#14)
+    assert len(page) == 100 and page.has_more and page.next_offset == 100
+    rest = JobManager(db_path).show_jobs(offset=page.next_offset)
+    assert len(rest) == 30 and not rest.has_more and {s["job_id"] for s in [*page, *rest]} == ids
+    shown = JobManager(db_path).show_jobs(limit=None)
     assert len(shown) == 130 and {s["job_id"] for s in shown} == ids

@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobtrack import capture, jsonutil, liveness, runtime
@@ -63,24 +64,44 @@ def error_json(exc: BaseException) -> str:
                                "traceback": ""}, "error")
 
 
-def run_job(store: Store, spec: JobSpec, *, token: int | None = None, capture_fds: bool = False) -> JobStatus | None:
+@dataclass(frozen=True)
+class _Again:
+    """The next attempt of a job started in place (#18): its token and number."""
+
+    token: int
+    attempt: int
+
+
+def run_job(store: Store, spec: JobSpec, *, token: int | None = None, capture_fds: bool = False,
+            attempt: int = 1) -> JobStatus | None:
     """Claim (unless already claimed with ``token``), run and finish one job; returns its final status.
 
     Returns None when the job could not be claimed (canceled or failed before it started) or the
-    runner was fenced off. Errors in user code never escape: they become FAILED with the error.
-    The code's output goes to the job's log (``jobtrack.capture``), by thread, or with ``capture_fds``
-    (a process that runs one job at a time) by file descriptors 1 and 2.
+    runner was fenced off. Errors in user code never escape: they become FAILED with the error, or
+    start the next attempt in place when the job's ``retry_on`` names them (#18; ``attempt``: the
+    number of the attempt ``token`` holds). The code's output goes to the job's log
+    (``jobtrack.capture``), by thread, or with ``capture_fds`` (one job at a time) by fds 1 and 2.
     """
     if token is None:
         token = _claim(store, spec.job_id)
         if token is None:
             return None  # canceled (or declared lost) before it started
-    ctx = spec.context(store, token)
+    held = [token]  # the heartbeat renews the lease of the current attempt's token
     beats = runtime.current().heartbeats
     key = (id(store), spec.job_id)
-    beats.add(key, lambda: store.heartbeat(spec.job_id, token), store.lease_s / 3)
+    beats.add(key, lambda: store.heartbeat(spec.job_id, held[0]), store.lease_s / 3)
     try:
-        return _execute(store, spec, ctx, token, capture_fds)
+        taken_over = attempt > 1  # by a new process runner child or a worker: say so in the job's log
+        while True:
+            token = held[0]
+            ctx = spec.context(store, token, attempt)
+            if taken_over:
+                ctx.log(f"attempt {attempt} of {spec.max_attempts}, resuming at epoch {ctx.resume_epoch}")
+                taken_over = False
+            outcome = _execute(store, spec, ctx, token, capture_fds)
+            if not isinstance(outcome, _Again):
+                return outcome
+            held[0], attempt = outcome.token, outcome.attempt
     except Exception as exc:  # noqa: BLE001 - e.g. MemoryError encoding a huge summary: the job still ends (#21)
         log.error("job %s: recording its end failed (%s: %s); recording FAILED", spec.job_id, type(exc).__name__,
                   _message(exc))
@@ -143,7 +164,25 @@ def _claim(store: Store, job_id: str) -> int | None:
         return None
 
 
-def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int, capture_fds: bool = False) -> JobStatus | None:
+def _next_attempt(store: Store, spec: JobSpec, ctx: RunContext, token: int, exc: BaseException) -> _Again | None:
+    """Start the next attempt in place if the job's ``retry_on`` names ``exc`` and attempts are left (#18)."""
+    if not spec.retry_policy.retries(exc, ctx.attempt):
+        return None
+    why = f"error: {type(exc).__name__}"
+    try:
+        nxt = retrying(lambda: store.next_attempt(spec.job_id, token, why), f"job {spec.job_id}: next attempt")
+    except (RunnerFenced, StoreError) as err:
+        log.warning("job %s: cannot start its next attempt: %s", spec.job_id, err)
+        return None
+    if nxt is None:  # a cancel was requested meanwhile
+        return None
+    ctx.log(f"attempt {ctx.attempt} failed: {type(exc).__name__}: {_message(exc)}; "
+            f"starting attempt {nxt[1]} of {spec.max_attempts}")
+    return _Again(*nxt)
+
+
+def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int,
+             capture_fds: bool = False) -> JobStatus | _Again | None:
     # No "started"/"completed" log lines: the event history records those, and a log file per
     # no-op job would cost more than the job's three transactions together.
     try:
@@ -168,6 +207,9 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int, capture_f
             status = None if _on_main_thread() else finish(store, spec.job_id, token, JobStatus.CANCELED,
                                                             reason=f"signal {signal_name}")
         else:
+            again = _next_attempt(store, spec, ctx, token, exc) if isinstance(exc, Exception) else None
+            if again is not None:
+                return again
             ctx.log(f"job failed: {type(exc).__name__}: {_message(exc)}")
             status = finish(store, spec.job_id, token, JobStatus.FAILED, reason=f"error: {type(exc).__name__}",
                             error_json=error_json(exc))

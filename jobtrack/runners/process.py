@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from jobtrack import liveness, runtime
-from jobtrack.errors import StoreError
+from jobtrack.errors import RunnerFenced, StoreError
 from jobtrack.runners.base import finish, retrying, run_job
 from jobtrack.states import JobStatus
 
@@ -51,7 +51,28 @@ def run_in_child(store: Store, spec: JobSpec) -> JobStatus | None:
         ctx: Any = multiprocessing.get_context("fork")
     else:
         ctx = multiprocessing.get_context("spawn")
-    child = _start(ctx, store, spec)
+    takeover: tuple[int, str] | None = None
+    while True:  # a child that dies with the job RUNNING is run again while attempts are left (#18)
+        exitcode, canceled = _run_child(ctx, store, spec, takeover)
+        takeover = _retry_after(store, spec.job_id, exitcode, canceled=canceled)
+        if takeover is None:
+            return _record_exit(store, spec.job_id, exitcode, canceled=canceled)
+
+
+def _retry_after(store: Store, job_id: str, exitcode: int, *, canceled: bool) -> tuple[int, str] | None:
+    """(token, why) for a new child to take the job over, if its child died leaving it RUNNING with attempts left."""
+    if canceled or runtime.signal_state().name:
+        return None  # canceled, or this process is stopping: never retried
+    rec = retrying(lambda: store.get_job(job_id, check_liveness=False), f"job {job_id}: read its end")
+    if rec.status is not JobStatus.RUNNING or rec.cancel_requested or max(rec.attempt, 1) >= rec.max_attempts:
+        return None
+    return rec.claim_token, f"runner process {liveness.describe_exit(exitcode)}"
+
+
+def _run_child(ctx: Any, store: Store, spec: JobSpec, takeover: tuple[int, str] | None) -> tuple[int, bool]:
+    """Start the job's child (``takeover``: the next attempt of a RUNNING job) and watch it until it exits;
+    returns (exit code, whether a cancel was seen)."""
+    child = _start(ctx, store, spec, takeover)
 
     def probe() -> liveness.ChildExit | None:
         code = child.exitcode
@@ -89,18 +110,18 @@ def run_in_child(store: Store, spec: JobSpec) -> JobStatus | None:
                 cancel_seen_at = cancel_seen_at or time.monotonic()
                 if time.monotonic() - cancel_seen_at > CANCEL_GRACE_S:
                     child.terminate()
-        return _record_exit(store, spec.job_id, child.exitcode, canceled=cancel_seen_at is not None)
+        return child.exitcode, cancel_seen_at is not None
     finally:
         runtime.forget_child(child.pid)
 
 
-def _start(ctx: Any, store: Store, spec: JobSpec) -> Any:
+def _start(ctx: Any, store: Store, spec: JobSpec, takeover: tuple[int, str] | None = None) -> Any:
     """Start the job's child and wait until it has read the database; one that cannot within
     ``START_TIMEOUT_S`` is killed and another started, ``START_ATTEMPTS`` times at most (the last one
     is returned killed, so the job is recorded FAILED instead of waiting for ever)."""
     for attempt in range(1, START_ATTEMPTS + 1):
         ready, ready_in_child = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_child_main, args=(store.target, spec, ready_in_child),
+        child = ctx.Process(target=_child_main, args=(store.target, spec, ready_in_child, takeover),
                             name=f"jobtrack-{spec.job_id}")
         with runtime.current().fork_gate.fork():  # no thread of ours is inside SQLite while we fork
             child.start()
@@ -118,7 +139,7 @@ def _start(ctx: Any, store: Store, spec: JobSpec) -> Any:
     return child
 
 
-def _child_main(target: str, spec: JobSpec, ready: Any) -> None:
+def _child_main(target: str, spec: JobSpec, ready: Any, takeover: tuple[int, str] | None = None) -> None:
     # The child dies of SIGTERM (its parent terminates it on cancel) and ignores the terminal's
     # Ctrl-C, which reaches the whole process group: its parent records the job CANCELED either way.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -129,7 +150,15 @@ def _child_main(target: str, spec: JobSpec, ready: Any) -> None:
     retrying(lambda: store.get_job(spec.job_id, check_liveness=False), f"job {spec.job_id}: read it")
     ready.send_bytes(b"1")  # SQLite works in this process: the parent stops timing the start
     ready.close()
-    run_job(store, spec, capture_fds=True)  # one job in this process: its whole fds 1 and 2 go to its log (#13)
+    if takeover is None:
+        run_job(store, spec, capture_fds=True)  # one job in this process: its whole fds 1 and 2 go to its log (#13)
+        return
+    try:  # the next attempt (#18): a new token, fencing off whatever the dead child left behind
+        nxt = retrying(lambda: store.next_attempt(spec.job_id, *takeover), f"job {spec.job_id}: next attempt")
+    except RunnerFenced:
+        return  # the job ended or moved on meanwhile
+    if nxt is not None:
+        run_job(store, spec, token=nxt[0], capture_fds=True, attempt=nxt[1])
 
 
 def _record_exit(store: Store, job_id: str, exitcode: int, *, canceled: bool) -> JobStatus | None:

@@ -33,6 +33,7 @@ from jobtrack.joblog import JobLog
 from jobtrack.runners.base import error_json, finish, retrying, run_job
 from jobtrack.spec import JobSpec
 from jobtrack.states import JobStatus
+from jobtrack.store.watch import ChangeWatcher
 
 if TYPE_CHECKING:
     from jobtrack.store import JobRecord, Store
@@ -110,7 +111,7 @@ def run_worker(store: Store, *, burst: bool = False, poll_s: float = 0.2, max_jo
     report = WorkerReport()
     running: dict[str, threading.Thread] = {}
     ended: list[tuple[str, JobStatus | None]] = []  # appended by job threads (list.append is atomic)
-    next_claim = 0.0
+    watcher = ChangeWatcher(store, WORKER_KINDS, recheck_s=poll_s)  # idle: no write lock until there is work (#14)
     stopping_since: float | None = None
     noted = 0.0
     try:
@@ -133,8 +134,10 @@ def run_worker(store: Store, *, burst: bool = False, poll_s: float = 0.2, max_jo
                         f"({noted - stopping_since:.0f} s; Ctrl-C again to exit at once)")
                 time.sleep(TICK_S)
                 continue
-            if len(running) < concurrency and time.monotonic() >= next_claim:
-                claimed = retrying(lambda: store.claim_next(WORKER_KINDS), "worker: claim a job")
+            if len(running) < concurrency and watcher.due():
+                claimed = retrying(lambda: (watcher.has_queued() and store.claim_next(WORKER_KINDS))
+                                   or store.take_over_next(WORKER_KINDS),
+                                   "worker: claim a job")  # or the next attempt of one whose lease expired (#18)
                 if claimed is not None:
                     job_id, token = claimed
                     report.ran += 1
@@ -145,10 +148,13 @@ def run_worker(store: Store, *, burst: bool = False, poll_s: float = 0.2, max_jo
                     continue
                 if burst and not running:
                     break
-                next_claim = time.monotonic() + poll_s
-            time.sleep(TICK_S)  # a signal's handler runs meanwhile; the loop sees its flag
+            if len(running) < concurrency:
+                watcher.pause(TICK_S)  # wakes within milliseconds of a commit by anyone else
+            else:  # wakes when (the first) running job ends, so the next one is claimed at once (#14)
+                next(iter(running.values())).join(TICK_S)  # a signal's handler runs meanwhile; the loop sees its flag
     finally:
         restore()
+        watcher.close()  # PostgreSQL: its listening connection
     return report
 
 
@@ -200,7 +206,7 @@ def _run_claimed(store: Store, job_id: str, token: int, capture_fds: bool) -> Jo
         JobLog(store.job_dir(job_id) / "log.txt", job_id).write(f"job failed: {reason}")
         return finish(store, job_id, token, JobStatus.FAILED, reason=reason,
                       error_json=error_json(InvalidArgument(message)))
-    return run_job(store, spec, token=token, capture_fds=capture_fds)
+    return run_job(store, spec, token=token, capture_fds=capture_fds, attempt=max(rec.attempt, 1))
 
 
 def _count(store: Store, report: WorkerReport, job_id: str, status: JobStatus | None) -> None:

@@ -3,14 +3,15 @@
 ``jobtrack.bundle`` owns the file format; this mixin reads a selection of jobs with everything that
 belongs to them, checks a bundle's rows against the target (conflicts are found before anything is
 written), and inserts them one batch per write transaction, recreating each export's SQL view and
-each materialized table. Column lists and the per-table reads are ``migrate``'s.
+each materialized table. Which tables and columns a job carries is derived from the schema by
+``migrate`` (``job_tables``), so a new per-job table or ``jobs`` column needs no change here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,19 +23,35 @@ from jobtrack.store.jobs import JobsMixin
 from jobtrack.store.materialize import _CREATE as _CREATE_RECORDS, PREFIX, RECORD_TABLE
 from jobtrack.timeutil import to_iso
 
-JOB_TABLES = ("jobs", "model_runs", "job_events", "job_epochs", "job_exports", "export_rows")
-"""Tables of a job's own rows, parents first (foreign keys)."""
 MATERIALIZED_COLUMNS = ("job_id", "kind", "table_name", "view_name", "created_at")
-TABLES = (*JOB_TABLES, "registered_models", RECORD_TABLE)
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,250}$")
 _CHUNK = 500
 
 
+def job_tables() -> tuple[str, ...]:
+    """Tables of a job's own rows, parents first (foreign keys): ``jobs`` and every table with a ``job_id``."""
+    from jobtrack.store.migrate import job_tables as tables  # imports SQLAlchemy: only when bundles are used
+
+    return tables()
+
+
+def bundle_tables() -> tuple[str, ...]:
+    """Every table a bundle carries rows of: a job's own, its sweep, registry entries, materialized tables."""
+    return (*job_tables(), "sweeps", "registered_models", RECORD_TABLE)
+
+
 def table_columns(table: str) -> list[str]:
     """The columns a bundle carries for a table (job events without their local numbering)."""
-    from jobtrack.store.migrate import _columns  # imports SQLAlchemy: only when bundles are used
+    from jobtrack.store.migrate import _columns
 
     return list(MATERIALIZED_COLUMNS) if table == RECORD_TABLE else _columns(table)
+
+
+def required_columns(table: str) -> set[str]:
+    """The columns every carried row of ``table`` has; bundles of older versions lack the others."""
+    from jobtrack.store.migrate import required_columns as required
+
+    return set(MATERIALIZED_COLUMNS) if table == RECORD_TABLE else required(table)
 
 
 def _select(tx: Tx, table: str, key: str, ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -51,13 +68,15 @@ def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
     return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return jsonutil.dumps(a, "row") == jsonutil.dumps(b, "row")
+def _same(have: dict[str, Any], row: dict[str, Any]) -> bool:
+    """The target's row equals the bundle's in every column the bundle carries (older bundles carry fewer)."""
+    return jsonutil.dumps({c: have.get(c) for c in row}, "row") == jsonutil.dumps(row, "row")
 
 
 def _insert(tx: Tx, table: str, rows: list[dict[str, Any]]) -> None:
-    cols = table_columns(table)
-    tx.run_many(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})", rows)
+    from jobtrack.store.migrate import insert_rows
+
+    insert_rows(tx, table, rows)
 
 
 class BundlesMixin(JobsMixin):
@@ -70,10 +89,12 @@ class BundlesMixin(JobsMixin):
         return str(recorded) if recorded else "db-" + hashlib.sha256(self.target.encode()).hexdigest()[:16]
 
     def bundle_job_ids(self, job_ids: Sequence[str] | None = None, *, since: datetime | None = None,
-                       include_running: bool = False, deps: bool = True) -> tuple[list[str], list[str]]:
+                       among: Collection[str] | None = None, include_running: bool = False,
+                       deps: bool = True) -> tuple[list[str], list[str]]:
         """(ids to carry, the ones among them not yet terminal): the named jobs (or every job created
-        since ``since``, or all), only terminal ones unless ``include_running``, with the training job
-        of every model run they used unless ``deps`` is false.
+        since ``since`` and, if given, in ``among`` — a query's matches —, or all), only terminal ones
+        unless ``include_running``, with the jobs they depend on unless ``deps`` is false: the training
+        job of every model run they used, and the jobs they retry.
 
         Raises:
             JobNotFound: a named job does not exist.
@@ -87,7 +108,9 @@ class BundlesMixin(JobsMixin):
                     sql += " WHERE created_at >= :since"
                     params["since"] = to_iso(since)
                 rows = tx.all(sql + " ORDER BY created_at, id", params)
-                chosen = [str(i) for i, s in rows if include_running or f"'{s}'" in TERMINAL_SQL]
+                wanted = None if among is None else set(among)
+                chosen = [str(i) for i, s in rows if (include_running or f"'{s}'" in TERMINAL_SQL)
+                          and (wanted is None or str(i) in wanted)]
             else:
                 found: dict[str, str] = {}
                 for part in _chunks(list(job_ids)):
@@ -102,7 +125,7 @@ class BundlesMixin(JobsMixin):
                                               "unless include_running=True (--include-running).")
                 chosen = list(dict.fromkeys(job_ids))
             if deps:
-                chosen = self._with_training_jobs(tx, chosen)
+                chosen = self._with_dependencies(tx, chosen)
             running: list[str] = []
             for part in _chunks(chosen):
                 params = {}
@@ -110,25 +133,37 @@ class BundlesMixin(JobsMixin):
                                                       f"AND status NOT IN ({TERMINAL_SQL})", params)]
         return chosen, running
 
-    def _with_training_jobs(self, tx: Tx, ids: list[str]) -> list[str]:
-        extra: list[str] = []
-        have = set(ids)
-        for part in _chunks(ids):
-            params: dict[str, Any] = {}
-            rows = tx.all("SELECT DISTINCT m.job_id FROM jobs j JOIN model_runs m ON m.id = j.model_run_id "
-                          f"WHERE j.id IN {in_list('j', part, params)} AND m.job_id <> j.id", params)
-            extra += [str(r[0]) for r in rows if str(r[0]) not in have]
-            have.update(str(r[0]) for r in rows)
-        return extra + ids  # training jobs first: their model runs are the parents of the predictions
+    def _with_dependencies(self, tx: Tx, ids: list[str]) -> list[str]:
+        """``ids`` with the training jobs of the models they used and the jobs they retry, dependencies first."""
+        have, todo, extra = set(ids), list(ids), list[str]()
+        while todo:
+            found: list[str] = []
+            for part in _chunks(todo):
+                params: dict[str, Any] = {}
+                chosen = in_list("j", part, params)
+                found += [str(r[0]) for r in tx.all(
+                    "SELECT DISTINCT m.job_id FROM jobs j JOIN model_runs m ON m.id = j.model_run_id "
+                    f"WHERE j.id IN {chosen} AND m.job_id <> j.id", params)]
+                found += [str(r[0]) for r in tx.all(
+                    f"SELECT DISTINCT retry_of FROM jobs WHERE id IN {chosen} AND retry_of IS NOT NULL", params)]
+            todo = [i for i in dict.fromkeys(found) if i not in have]
+            have.update(todo)
+            extra = todo + extra
+        if not extra:
+            return ids
+        params = {}
+        present = {str(r[0]) for r in tx.all(f"SELECT id FROM jobs WHERE id IN {in_list('j', extra, params)}", params)}
+        return [i for i in extra if i in present] + ids  # parents first: their model runs precede the predictions
 
     def bundle_rows(self, job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        """Every row that belongs to these jobs, by table (``TABLES``), in one read transaction."""
-        out: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
+        """Every row that belongs to these jobs, by table (``bundle_tables()``), in one read transaction."""
+        out: dict[str, list[dict[str, Any]]] = {t: [] for t in bundle_tables()}
         with self.db.read() as tx:
             names = self.db.table_names(tx)
             for part in _chunks(list(job_ids)):
-                for table in JOB_TABLES:
-                    out[table] += _select(tx, table, _key(table), part)
+                for table in job_tables():
+                    if table in names:  # a table a newer jobtrack declared and this file does not have yet
+                        out[table] += _select(tx, table, _key(table), part)
                 if RECORD_TABLE in names:
                     params: dict[str, Any] = {}
                     rows = tx.all(f"SELECT {', '.join(MATERIALIZED_COLUMNS)} FROM {RECORD_TABLE} "
@@ -137,6 +172,9 @@ class BundlesMixin(JobsMixin):
             runs = [str(r["id"]) for r in out["model_runs"]]
             for part in _chunks(runs):
                 out["registered_models"] += _select(tx, "registered_models", "model_run_id", part)
+            sweeps = sorted({str(j["sweep_id"]) for j in out["jobs"] if j.get("sweep_id")})
+            for part in _chunks(sweeps):
+                out["sweeps"] += _select(tx, "sweeps", "id", part)
         return out
 
     # -- import ------------------------------------------------------------------------------------------
@@ -145,12 +183,14 @@ class BundlesMixin(JobsMixin):
         """The bundle's job ids the target already has with identical rows (they are skipped).
 
         Raises:
-            BundleConflict: a job, model run, registry entry, view or table exists with other content.
+            BundleConflict: a job, model run, sweep, registry entry, view or table exists with other content.
         """
         with self.db.read() as tx:
             return self._check(tx, rows)
 
     def _check(self, tx: Tx, rows: dict[str, list[dict[str, Any]]]) -> list[str]:
+        from jobtrack.store.migrate import check_sweeps
+
         jobs = {str(r["id"]): r for r in rows["jobs"]}
         present: list[str] = []
         for part in _chunks(list(jobs)):
@@ -159,6 +199,7 @@ class BundlesMixin(JobsMixin):
                     raise BundleConflict("job", row["id"], "the target has a job of this id with other content")
                 present.append(row["id"])
         skip = set(present)
+        check_sweeps(tx, rows.get("sweeps", []))
         for run in rows["model_runs"]:
             if run["job_id"] not in skip:
                 other = tx.scalar("SELECT job_id FROM model_runs WHERE id = :id", {"id": run["id"]})
@@ -185,8 +226,10 @@ class BundlesMixin(JobsMixin):
         return present
 
     def import_bundle_rows(self, rows: dict[str, list[dict[str, Any]]], *,
-                           batch: int = 500) -> tuple[list[str], list[str]]:
-        """Insert the bundle's jobs the target lacks, ``batch`` jobs per write transaction; (imported, skipped).
+                           batch: int = 500) -> tuple[list[str], list[str], list[str]]:
+        """Insert the bundle's jobs the target lacks, ``batch`` jobs per write transaction; (imported,
+        skipped, tagged): a job the target has with the same row is skipped, but gets the bundle's tags it
+        lacks (``migrate.UNION_TABLES``: tags are mutable metadata, merged by union, never removed).
 
         The rows were checked (``check_bundle_rows``) before any file was written; each batch checks
         again inside its transaction, so a job written meanwhile by someone else is skipped or refused.
@@ -194,30 +237,36 @@ class BundlesMixin(JobsMixin):
         Raises:
             BundleConflict: see ``check_bundle_rows``.
         """
-        skipped = set(self.check_bundle_rows(rows))
+        from jobtrack.store.migrate import UNION_TABLES, add_sweeps, union_rows
+
+        tables = (*job_tables(), RECORD_TABLE)
         order = [str(r["id"]) for r in rows["jobs"]]
-        by_job: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        for table in (*JOB_TABLES, RECORD_TABLE):
+        batch_of = {job_id: n // batch for n, job_id in enumerate(order)}
+        parts: list[dict[str, list[dict[str, Any]]]] = [{t: [] for t in tables} for _ in range(0, len(order), batch)]
+        for table in tables:  # each row to its job's batch, in the bundle's order (verified: its job is there)
+            key = _key(table)
             for row in rows[table]:
-                by_job.setdefault(str(row[_key(table)]), {}).setdefault(table, []).append(row)
+                parts[batch_of[str(row[key])]][table].append(row)
+        sweeps = {str(s["id"]): s for s in rows["sweeps"]}
         imported: list[str] = []
-        for start in range(0, len(order), batch):
-            ids = [i for i in order[start : start + batch] if i not in skipped]
-            if not ids:
-                continue
-            part = {t: [r for i in ids for r in by_job.get(i, {}).get(t, [])] for t in (*JOB_TABLES, RECORD_TABLE)}
-            part["jobs"] = [r for r in rows["jobs"] if str(r["id"]) in set(ids)]
+        skipped: set[str] = set()
+        tagged: set[str] = set()
+        for n, part in enumerate(parts):
+            ids = order[n * batch : (n + 1) * batch]
+            used = {str(j["sweep_id"]) for j in part["jobs"] if j.get("sweep_id")}
+            part["sweeps"] = [sweeps[i] for i in sorted(used) if i in sweeps]
             with self.db.write() as tx:
-                again = set(self._check(tx, {**part, "registered_models": []}))
-                if again:
-                    part = {t: [r for r in v if str(r[_key(t)]) not in again] for t, v in part.items()}
-                    ids = [i for i in ids if i not in again]
-                    skipped |= again
-                for table in JOB_TABLES:
-                    _insert(tx, table, part[table])
-                self._recreate(tx, part)
-            imported += ids
-        return imported, sorted(skipped)
+                present = set(self._check(tx, {**part, "registered_models": []}))
+                new = {t: [r for r in v if str(r[_key(t)]) not in present] for t, v in part.items() if t != "sweeps"}
+                add_sweeps(tx, part["sweeps"])
+                for table in job_tables():
+                    _insert(tx, table, new[table])
+                self._recreate(tx, new)
+                for table in UNION_TABLES:
+                    tagged |= union_rows(tx, table, [r for r in part[table] if str(r["job_id"]) in present])
+            imported += [i for i in ids if i not in present]
+            skipped |= present
+        return imported, sorted(skipped), sorted(tagged)
 
     def import_registry_rows(self, rows: list[dict[str, Any]]) -> list[str]:
         """Registry entries whose model run the target now has and whose key it lacks; their keys."""

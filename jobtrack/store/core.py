@@ -10,6 +10,7 @@ is fenced off by it (``RunnerFenced``).
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -17,11 +18,14 @@ from typing import Any
 from jobtrack import jsonutil, liveness, results
 from jobtrack.errors import InvalidTransition, JobNotFound, RunnerFenced
 from jobtrack.states import JobStatus, is_allowed, refusal
+from jobtrack.store import experiments
 from jobtrack.store.base import StoreBase, add_event, in_list
 from jobtrack.store.db import Tx
 from jobtrack.timeutil import to_iso, utcnow
 
 log = logging.getLogger(__name__)
+
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35)  # UPDATE ... RETURNING (SQLite 3.35, 2021)
 
 
 def check_transition(job_id: str | None, current: JobStatus, new: JobStatus) -> None:
@@ -65,12 +69,13 @@ class FencedCore(StoreBase):
             JobNotFound: no such job.
         """
         check_transition(job_id, expected, new)
-        now = to_iso(utcnow())
+        now = tx.memo.get("now") or to_iso(utcnow())  # one timestamp per transaction (#14)
         sets: dict[str, Any] = {"status": new.value, "updated_at": now, "reason": reason, **(values or {})}
         if new.is_terminal:
             sets["finished_at"] = now
             sets["lease_expires_at"] = None
-            sets["result_json"] = self._frozen_result(tx, job_id, summary_json, error_json, extra_json)
+            sets["result_json"] = self._frozen_result(tx, job_id, summary_json, error_json, extra_json,
+                                                      ended=(now, reason))
         params = {f"v_{k}": v for k, v in sets.items()}
         params.update(id=job_id, expected=expected.value, token=token)
         sql = (f"UPDATE jobs SET {', '.join(f'{k} = :v_{k}' for k in sets)} "
@@ -89,8 +94,12 @@ class FencedCore(StoreBase):
         log.debug("job %s: %s -> %s (%s)", job_id, expected, new, reason)
 
     def _frozen_result(self, tx: Tx, job_id: str, summary_json: str | None, error_json: str | None,
-                       extra_json: dict[str, str] | None = None) -> str:
-        eval_metric, metric_mode, epoch_seq, _ = self._row(tx, job_id)
+                       extra_json: dict[str, str] | None = None, *, ended: tuple[str, str | None] = ("", None)) -> str:
+        eval_metric, metric_mode, epoch_seq, _, attempt, max_attempts = self._row(tx, job_id)
+        if max_attempts and max_attempts > 1:  # a job that may be retried lists its attempts (#18)
+            from jobtrack.store.attempts import frozen_attempts_json  # attempts builds on this module
+
+            extra_json = {**(extra_json or {}), "attempts": frozen_attempts_json(tx, job_id, attempt, *ended)}
         result = results.compose(
             eval_metric=eval_metric,
             metric_mode=metric_mode,
@@ -101,10 +110,11 @@ class FencedCore(StoreBase):
                                {"summary": summary_json, "error": error_json, **(extra_json or {})})
 
     def _row(self, tx: Tx, job_id: str) -> tuple[Any, ...]:
-        """(eval_metric, metric_mode, epoch_seq, cancel_requested) of a job, read once per transaction."""
+        """(eval_metric, metric_mode, epoch_seq, cancel_requested, attempt, max_attempts) of a job, read once
+        per transaction."""
         row: tuple[Any, ...] | None = tx.memo.get(("job", job_id))
         if row is None:
-            row = tx.one("SELECT eval_metric, metric_mode, epoch_seq, cancel_requested "
+            row = tx.one("SELECT eval_metric, metric_mode, epoch_seq, cancel_requested, attempt, max_attempts "
                          f"FROM jobs WHERE id = :id{self.db.for_update}", {"id": job_id})
             if row is None:
                 raise JobNotFound(job_id, self.target)
@@ -142,11 +152,14 @@ class FencedCore(StoreBase):
             if token is None:
                 raise JobNotFound(job_id, self.target)
         now = self.db.clock()  # leases are compared with the database's clock (a server's, on PostgreSQL)
+        if self.db.is_sqlite:  # the same clock: the claim's event and updated_at take this timestamp (#14)
+            tx.memo["now"] = to_iso(now)
         lease_s = self.lease_s if lease_s is None else lease_s
         token = int(token) + 1
         self._apply_transition(
             tx, job_id, JobStatus.QUEUED, JobStatus.RUNNING, reason="claimed",
-            values={"claim_token": token, "runner": liveness.current().encode(), "heartbeat_at": to_iso(now),
+            values={"claim_token": token, "attempt": 1, "runner": liveness.current().encode(),
+                    "heartbeat_at": to_iso(now),
                     "lease_expires_at": to_iso(now + timedelta(seconds=lease_s))},
         )
         return token
@@ -160,12 +173,18 @@ class FencedCore(StoreBase):
         """
         now = self.db.clock()  # leases are compared with the database's clock (a server's, on PostgreSQL)
         lease_s = self.lease_s if lease_s is None else lease_s
-        changed = tx.run(
-            "UPDATE jobs SET updated_at = :now, heartbeat_at = :now, lease_expires_at = :lease"
-            + (", epoch_seq = epoch_seq + 1" if epoch else "")
-            + " WHERE id = :id AND status = 'RUNNING' AND claim_token = :token",
-            {"now": to_iso(now), "lease": to_iso(now + timedelta(seconds=lease_s)), "id": job_id, "token": token},
-        )
+        tx.memo["now"] = stamp = to_iso(now)  # the transaction's one timestamp (the epoch row's ``at``, #14)
+        sql = ("UPDATE jobs SET updated_at = :now, heartbeat_at = :now, lease_expires_at = :lease"
+               + (", epoch_seq = epoch_seq + 1" if epoch else "")
+               + " WHERE id = :id AND status = 'RUNNING' AND claim_token = :token")
+        params = {"now": stamp, "lease": to_iso(now + timedelta(seconds=lease_s)), "id": job_id, "token": token}
+        if _RETURNING or not self.db.is_sqlite:  # one statement instead of UPDATE then SELECT (#14)
+            returned = tx.all(sql + " RETURNING epoch_seq, cancel_requested", params)
+            if returned:
+                return int(returned[0][0]), bool(returned[0][1])
+            changed = 0
+        else:
+            changed = tx.run(sql, params)
         row = tx.one("SELECT status, epoch_seq, cancel_requested FROM jobs WHERE id = :id", {"id": job_id})
         if row is None:
             raise JobNotFound(job_id, self.target)
@@ -183,18 +202,25 @@ class FencedCore(StoreBase):
             return self._renew(tx, job_id, token, lease_s)[1]
 
     def add_epoch(self, job_id: str, token: int, epoch: int, train_json: str, validation_json: str,
-                  *, lease_s: float | None = None) -> bool:
+                  *, lease_s: float | None = None, replace: bool = True) -> bool:
         """Append one epoch's metrics; returns whether cancellation was requested.
+
+        With ``replace`` an epoch already stored is replaced, so an epoch reported again (by a resumed
+        attempt, #18) is held once; ``replace=False`` is for a caller that knows the epoch is new (one
+        statement less, and no look through the job's epochs).
 
         Raises:
             RunnerFenced: the job is no longer RUNNING under this token.
         """
         with self.db.write() as tx:
             seq, cancel = self._renew(tx, job_id, token, lease_s, epoch=True)
-            tx.run("INSERT INTO job_epochs (job_id, seq, epoch, train_json, validation_json, at) "
-                   "VALUES (:id, :seq, :epoch, :train, :validation, :at)",
-                   {"id": job_id, "seq": seq, "epoch": epoch, "train": train_json, "validation": validation_json,
-                    "at": to_iso(utcnow())})
+            values = {"id": job_id, "seq": seq, "epoch": epoch, "train": train_json, "validation": validation_json,
+                      "at": tx.memo["now"]}
+            if not replace or not tx.run("UPDATE job_epochs SET train_json = :train, validation_json = :validation, "
+                                         "at = :at WHERE job_id = :id AND epoch = :epoch", values):
+                tx.run("INSERT INTO job_epochs (job_id, seq, epoch, train_json, validation_json, at) "
+                       "VALUES (:id, :seq, :epoch, :train, :validation, :at)", values)
+            experiments.record_epoch(self, tx, job_id, token, seq, epoch, train_json, validation_json)  # #15
             return cancel
 
     # -- the end of a job -------------------------------------------------------------------
@@ -205,14 +231,16 @@ class FencedCore(StoreBase):
         """RUNNING → a terminal status by the runner holding ``token`` (fenced); returns the status applied.
 
         COMPLETED becomes CANCELED if a cancel was requested that the code never noticed (SPEC §5:
-        the job was asked to stop; its summary is kept).
+        the job was asked to stop; its summary is kept). A requested cancel ends with the reason it was
+        requested with (``request_cancel(reason=...)``: "pruned at epoch 3", #17).
 
         Raises:
             RunnerFenced: the job is no longer RUNNING under this token (nothing is written).
         """
         with self.db.write() as tx:
-            if new is JobStatus.COMPLETED and self._row(tx, job_id)[3]:  # cancel_requested
-                new, reason = JobStatus.CANCELED, "canceled by user"
+            if self._row(tx, job_id)[3] and (new is JobStatus.COMPLETED or reason == "canceled by user"):
+                asked = tx.scalar("SELECT reason FROM jobs WHERE id = :id", {"id": job_id})  # request_cancel's
+                new, reason = JobStatus.CANCELED, asked if asked and asked != "claimed" else "canceled by user"
             self._apply_transition(tx, job_id, JobStatus.RUNNING, new, reason=reason, token=token,
                                    values={"cancel_requested": False}, summary_json=summary_json,
                                    error_json=error_json, extra_json=extra_json)
@@ -244,7 +272,7 @@ class FencedCore(StoreBase):
             return False
 
     def request_cancel(self, job_id: str, *, reason: str = "canceled by user") -> JobStatus:
-        """Cancel a QUEUED job at once; ask a RUNNING one to stop; leave a terminal one alone.
+        """Cancel a QUEUED job at once; ask a RUNNING one to stop (it ends with ``reason``); leave a terminal one alone.
 
         Returns the status right after the call (RUNNING means a stop was requested).
 
@@ -259,9 +287,9 @@ class FencedCore(StoreBase):
                 self._apply_transition(tx, job_id, JobStatus.QUEUED, JobStatus.CANCELED, reason=reason)
                 return JobStatus.CANCELED
             if status == JobStatus.RUNNING:
-                tx.run("UPDATE jobs SET cancel_requested = :yes, updated_at = :now "
+                tx.run("UPDATE jobs SET cancel_requested = :yes, reason = :reason, updated_at = :now "
                        "WHERE id = :id AND status = 'RUNNING'",
-                       {"yes": True, "now": to_iso(utcnow()), "id": job_id})
+                       {"yes": True, "reason": reason, "now": to_iso(utcnow()), "id": job_id})
             return JobStatus(status)
 
     def cancel_process_jobs(self, process: str, *, reason: str) -> int:

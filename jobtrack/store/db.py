@@ -25,10 +25,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-# SQLAlchemy is imported only where it is used (schema DDL, server databases): a status read on
-# a SQLite file runs on sqlite3 alone, which keeps `jobtrack status` quicker than importing sqlmodel.
-import filelock
-
+# SQLAlchemy is imported only where it is used (schema DDL, server databases) and filelock at the first
+# write (#14): a status read on a SQLite file runs on sqlite3 alone, which keeps `jobtrack status` quick.
 from jobtrack import runtime, timeutil
 from jobtrack.config import DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_S, is_url
 from jobtrack.errors import (
@@ -78,6 +76,14 @@ def _configure(conn: sqlite3.Connection, wal: bool) -> None:
 
 
 _server_databases: weakref.WeakSet[Database] = weakref.WeakSet()
+_filelock: Any = None  # the filelock module, once a write needed it
+
+
+def _locks() -> Any:
+    global _filelock
+    if _filelock is None:
+        import filelock as _filelock
+    return _filelock
 
 
 def close_all() -> None:
@@ -112,6 +118,7 @@ class Database(Retrying, DialectSQL):
         self.read_only = read_only  # reads only, through SQLite's mode=ro (store/readonly.py): write() refuses
         self._ready = False  # server databases: schema checked by this process
         self._check_after = 0.0  # monotonic time after which a read checks the file's identity again
+        self.write_locks = 0  # how often this process took this file's write lock (tests, benchmarks: #14)
         if self._server is not None:
             _server_databases.add(self)
 
@@ -244,50 +251,45 @@ class Database(Retrying, DialectSQL):
                     conn.execute("COMMIT")  # a read has nothing to lose; end the snapshot promptly
 
     def read_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
-        """One row of a single-statement read (the status hot path: no transaction object, no lock).
+        """One row of a single-statement read (the status hot path: no transaction object, no lock; errors as
+        ``read()``)."""
+        return self._single(sql, params, False)  # type: ignore[no-any-return]
 
-        Raises:
-            StoreError: as ``read()``.
+    def read_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+        """Every row of a single-statement read, like ``read_one`` (no BEGIN/COMMIT around one SELECT, #14)."""
+        return self._single(sql, params, True)  # type: ignore[no-any-return]
+
+    def data_version(self) -> int | None:
+        """SQLite's count of commits by other connections, as this thread's connection sees it; None on servers.
+
+        A change means the file may hold new work: an idle worker watches it instead of the write lock (#14).
         """
+        return self._single("PRAGMA data_version", {}, False)[0] if self.is_sqlite else None
+
+    def _single(self, sql: str, params: Params, every: bool) -> Any:
         if self.is_sqlite:
             if time.monotonic() > self._check_after:
                 self._recheck_identity()
             gate = runtime.current().fork_gate  # see read()
             gate.enter()
             try:
-                row: tuple[Any, ...] | None = self._raw().execute(sql, params).fetchone()
-                return row
+                cursor = self._raw().execute(sql, params)
+                return cursor.fetchall() if every else cursor.fetchone()
             except sqlite3.Error as exc:
                 raise self._sqlite_error(exc) from exc
             finally:
                 gate.leave()
         with self.read(snapshot=False) as tx:
-            return tx.one(sql, params)
+            return tx.all(sql, params) if every else tx.one(sql, params)
 
     @contextmanager
     def write(self, *, durable: bool = True) -> Iterator[Tx]:
-        """An exclusive write transaction (see ``_write``), inside the process's fork gate.
+        """An exclusive write transaction: fork gate, thread lock, file lock, BEGIN IMMEDIATE; commit or roll back.
 
-        Raises:
-            NestedWrite, StoreBusy, StoreUnavailable, DatabaseReplaced: see ``_write``.
-        """
-        gate = runtime.current().fork_gate  # see runtime.ForkGate
-        gate.enter()
-        try:
-            with self._write(durable=durable) as tx:
-                yield tx
-        finally:
-            gate.leave()
-
-    @contextmanager
-    def _write(self, *, durable: bool = True) -> Iterator[Tx]:
-        """An exclusive write transaction: thread lock, file lock, BEGIN IMMEDIATE; commit or roll back.
-
-        ``durable=False`` is for a transaction whose effect no caller is told about (a claim): it
-        commits without its own flush of the write-ahead log (SQLite: no fsync; PostgreSQL:
-        ``synchronous_commit`` off). It survives a crash of the process, and the next durable commit,
-        which flushes the same append-only log, makes it survive power loss as well, before anything
-        that depends on it is reported.
+        On SQLite one generator with one try/finally chain, not four nested context managers (#14).
+        ``durable=False`` is for a transaction whose effect no caller is told about (a claim): it commits
+        without its own flush of the write-ahead log (SQLite: no fsync; PostgreSQL: ``synchronous_commit``
+        off); the next durable commit, which flushes the same log, makes it survive power loss too.
 
         Raises:
             NestedWrite: this thread is already inside a write of this database.
@@ -297,41 +299,68 @@ class Database(Retrying, DialectSQL):
         """
         if self.read_only:
             raise StoreReadOnly(shown(self.target), permission_problem(self.target) or "it was opened for reading only")
-        server, conn = self._server, None
-        if server is not None:
-            server.check_pid()
-            state, thread_lock, f = server.local, server.write_lock, None
-        else:
+        gate = runtime.current().fork_gate  # see runtime.ForkGate
+        gate.enter()
+        try:
+            if self._server is not None:
+                with self._server_write(durable) as tx:
+                    yield tx
+                return
             conn = self._raw()  # connected before locking: a file with a live connection keeps its entry
             f = self._sqlite_file()
-            state, thread_lock = f.local, f.write_lock
-        if getattr(state, "in_write", False):
-            raise NestedWrite(shown(self.target))
-        with self._locked(thread_lock, f), self._translate():
-            state.in_write = True
+            state = f.local
+            if getattr(state, "in_write", False):
+                raise NestedWrite(shown(self.target))
+            deadline = time.monotonic() + self.lock_timeout
+            self._take(f.write_lock, deadline)
             try:
-                if server is not None:
+                fd = f.lock_file(self.target)
+                self._acquire_file_lock(fd, deadline)
+                self.write_locks += 1
+                state.in_write = True
+                try:
+                    if not durable:
+                        conn.execute("PRAGMA synchronous=NORMAL")
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                        yield Tx(conn, raw=True)
+                        self._check_identity(f)  # ~2 µs: one stat per write (#21)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        self._rollback(f, conn)
+                        raise
+                    finally:
+                        if not durable and getattr(f.local, "conn", None) is conn:
+                            conn.execute("PRAGMA synchronous=FULL")
+                except sqlite3.Error as exc:
+                    raise self._sqlite_error(exc) from exc
+                finally:
+                    state.in_write = False
+                    _locks().unlock_descriptor(fd)
+            finally:
+                f.write_lock.release()
+        finally:
+            gate.leave()
+
+    @contextmanager
+    def _server_write(self, durable: bool) -> Iterator[Tx]:
+        """``write()`` on a server database: the thread lock, then the server's own transaction (row locks)."""
+        server = self._server
+        assert server is not None
+        server.check_pid()
+        if getattr(server.local, "in_write", False):
+            raise NestedWrite(shown(self.target))
+        self._take(server.write_lock, time.monotonic() + self.lock_timeout)
+        try:
+            with self._translate():
+                server.local.in_write = True
+                try:
                     with server.write(durable=durable, lock_timeout=self.lock_timeout) as tx:
                         yield tx
-                    return
-                assert f is not None and conn is not None
-                raw: sqlite3.Connection = conn
-                if not durable:
-                    raw.execute("PRAGMA synchronous=NORMAL")
-                try:
-                    raw.execute("BEGIN IMMEDIATE")
-                    try:
-                        yield Tx(raw, raw=True)
-                        self._check_identity(f)  # ~2 µs: one stat per write (#21)
-                        raw.execute("COMMIT")
-                    except BaseException:
-                        self._rollback(f, raw)
-                        raise
                 finally:
-                    if not durable and getattr(f.local, "conn", None) is raw:
-                        raw.execute("PRAGMA synchronous=FULL")
-            finally:
-                state.in_write = False
+                    server.local.in_write = False
+        finally:
+            server.write_lock.release()
 
     def _rollback(self, f: OpenFile, conn: sqlite3.Connection) -> None:
         """Roll back if SQLite has not already; a connection that cannot is closed and reopened on next use."""
@@ -364,29 +393,17 @@ class Database(Retrying, DialectSQL):
                 tx.execute("SELECT pg_advisory_xact_lock(:key)", {"key": _ADVISORY_KEY})
             yield tx
 
-    @contextmanager
-    def _locked(self, thread_lock: threading.Lock, f: OpenFile | None) -> Iterator[None]:
-        deadline = time.monotonic() + self.lock_timeout
+    def _take(self, thread_lock: threading.Lock, deadline: float) -> None:
+        """Take this process's lock of the database (one writing thread at a time) until ``deadline``."""
         while not thread_lock.acquire(timeout=min(0.05, max(deadline - time.monotonic(), 0))):
             if time.monotonic() >= deadline:
                 raise StoreBusy(shown(self.target), self.lock_timeout, holder=f"another thread of pid {os.getpid()}")
             runtime.pause(0)  # a signal acts here, holding nothing (#12)
-        try:
-            fd = f.lock_file(self.target) if f is not None else None  # server databases lock rows, not files
-            if fd is not None:
-                self._acquire_file_lock(fd, deadline)
-            try:
-                yield
-            finally:
-                if fd is not None:
-                    filelock.unlock_descriptor(fd)
-        finally:
-            thread_lock.release()
 
     def _acquire_file_lock(self, fd: int, deadline: float) -> None:
         """Take the lock with jittered exponential backoff (50 µs up to 2 ms) until ``deadline``."""
         delay = 50e-6
-        while not filelock.lock_descriptor(fd, blocking=False):
+        while not _locks().lock_descriptor(fd, blocking=False):
             if time.monotonic() >= deadline:
                 raise StoreBusy(self.target, self.lock_timeout, holder=lock_holder(self.lock_path or ""))
             runtime.pause(delay * (0.5 + random.random()))  # a signal acts here: the file lock is not ours

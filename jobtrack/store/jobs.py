@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from jobtrack import jsonutil, liveness, results
 from jobtrack.errors import DuplicateName, JobNotFound, StoreError, StoreReadOnly
 from jobtrack.states import INITIAL, TERMINAL, JobStatus
+from jobtrack.store import experiments
 from jobtrack.store.base import add_event, in_list
-from jobtrack.store.core import FencedCore, read_epochs
+from jobtrack.store.core import FencedCore
 from jobtrack.store.db import Tx
 from jobtrack.store.records import (
     JOB_COLUMNS,
@@ -35,6 +37,56 @@ _SELECT_STATUS = f"SELECT {', '.join(STATUS_COLUMNS)} FROM jobs WHERE id = :id"
 _INSERT_JOB = f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({', '.join(':' + c for c in JOB_COLUMNS)})"
 _TERMINAL = frozenset(s.value for s in TERMINAL)
 _OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
+NOTIFY_CHANNEL = "jobtrack_jobs"
+"""PostgreSQL: the channel a job's creation is announced on; idle workers LISTEN to it (#14)."""
+_me: list[Any] = [None, ""]  # this process's identity and its encoding
+
+
+_SELECT_EPOCHS = ("SELECT seq, epoch, train_json, validation_json FROM job_epochs "
+                  "WHERE job_id = :id AND seq > :after ORDER BY seq")
+
+
+class EpochCache:
+    """One monitor's decoded epochs of a running job, extended by ``epoch_seq`` rather than re-read (#14).
+
+    ``jobs.epoch_seq`` counts every ``add_epoch``; a new epoch is a new row with the next ``seq``, a
+    repeated epoch number updates its row in place (#18). So the rows after the last ``seq`` seen are
+    exactly the new epochs only if there are as many as ``epoch_seq`` grew; anything else (a replaced
+    epoch, a new attempt, a row read ahead of its job row) makes the read start over.
+    """
+
+    __slots__ = ("attempt", "epoch_seq", "epochs", "job_id", "last_seq", "lock", "numbers")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # a monitor may be read from several threads
+        self.job_id: str | None = None
+        self.attempt = self.epoch_seq = self.last_seq = 0
+        self.epochs: list[dict[str, Any]] = []
+        self.numbers: set[Any] = set()
+
+    def update(self, rec: JobRecord, read_all: Callable[[str, dict[str, Any]], list[tuple[Any, ...]]],
+               ) -> list[dict[str, Any]]:
+        """The job's epochs as of ``rec`` (its ``epoch_seq``), reading only what is new when it can."""
+        with self.lock:
+            return list(self._update(rec, read_all))
+
+    def _update(self, rec: JobRecord, read_all: Callable[[str, dict[str, Any]], list[tuple[Any, ...]]],
+                ) -> list[dict[str, Any]]:
+        if (rec.id, rec.attempt) == (self.job_id, self.attempt) and rec.epoch_seq == self.epoch_seq:
+            return self.epochs
+        fresh = (rec.id, rec.attempt) != (self.job_id, self.attempt) or rec.epoch_seq < self.epoch_seq
+        rows = [] if fresh else read_all(_SELECT_EPOCHS, {"id": rec.id, "after": self.last_seq})
+        rows = [r for r in rows if r[0] <= rec.epoch_seq]  # committed after ``rec`` was read: next time
+        if fresh or len(rows) != rec.epoch_seq - self.epoch_seq or any(r[1] in self.numbers for r in rows):
+            self.job_id, self.attempt, self.epochs, self.numbers, self.last_seq = rec.id, rec.attempt, [], set(), 0
+            rows = [r for r in read_all(_SELECT_EPOCHS, {"id": rec.id, "after": 0}) if r[0] <= rec.epoch_seq]
+        loads = jsonutil.loads
+        for seq, e, t, v in rows:
+            self.epochs.append({"epoch": e, "train": loads(t), "validation": loads(v)})
+            self.numbers.add(e)
+            self.last_seq = max(self.last_seq, seq)
+        self.epoch_seq = rec.epoch_seq
+        return self.epochs
 
 
 class JobsMixin(FencedCore):
@@ -42,13 +94,16 @@ class JobsMixin(FencedCore):
 
     def create_job(self, values: dict[str, Any], *, model_run: dict[str, Any] | None = None,
                    unique_alias: str | None = None, claim: bool = False,
-                   lease_s: float | None = None) -> int | None:
+                   lease_s: float | None = None, guard: Callable[[Tx], None] | None = None,
+                   tags: Sequence[str] = ()) -> int | None:
         """Insert a QUEUED job (and its model run) with its creation event.
 
         ``unique_alias`` (a normalised output alias) is refused if another job uses it.
         ``claim=True`` also claims it for the calling process in the same transaction (the eager
         runner, which runs the job at once) and returns the fencing token; the history still
-        shows QUEUED → RUNNING.
+        shows QUEUED → RUNNING. ``guard(tx)`` runs first inside the write transaction and may raise to
+        write nothing (a sweep claims its trial number and grid point there, #17). The config's parameters
+        and ``tags`` (names already checked) are written with the row (#15, ``store.experiments``).
 
         Raises:
             DuplicateName: ``unique_alias`` is taken.
@@ -59,7 +114,10 @@ class JobsMixin(FencedCore):
                    claim_token=0, cancel_requested=False, export_paths_json="{}", source_views_json="{}",
                    spec_json="{}", runner_kind="thread", epoch_seq=0, max_attempts=1, attempt=0)
         row.update(values)
+        params = experiments.config_rows(row["id"], row["spec_json"])
         with self.db.write(durable=not claim) as tx:  # an eager job is reported when it finishes
+            if guard is not None:
+                guard(tx)
             if unique_alias is not None:
                 self._check_alias_free(tx, unique_alias)
             tx.run(_INSERT_JOB, row)
@@ -68,8 +126,11 @@ class JobsMixin(FencedCore):
                        "VALUES (:id, :job_id, :experiment_name, :task_type, :created_at)",
                        {"created_at": now, **model_run})
             add_event(tx, row["id"], None, INITIAL.value, now, "submitted")
+            experiments.insert_created(tx, row["id"], params, tags)
             if claim:
                 return self._claim(tx, row["id"], lease_s, token=0)  # just inserted with token 0
+            if self.db.dialect_name == "postgresql":  # wakes idle workers at commit (store/watch.py, #14)
+                tx.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
         return None
 
     @staticmethod
@@ -124,16 +185,26 @@ class JobsMixin(FencedCore):
         return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
 
     def epochs(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's reported epochs in reporting order."""
-        with self.db.read() as tx:
-            return read_epochs(tx, job_id)
+        """The job's reported epochs in reporting order (one SELECT: no transaction around it)."""
+        loads = jsonutil.loads
+        return [{"epoch": e, "train": loads(t), "validation": loads(v)}
+                for _, e, t, v in self.db.read_all(_SELECT_EPOCHS, {"id": job_id, "after": 0})]
 
-    def result(self, rec: JobRecord) -> dict[str, Any]:
-        """The job's result dict: frozen for terminal jobs, composed from its epochs otherwise."""
+    def result(self, rec: JobRecord, cache: EpochCache | None = None) -> dict[str, Any]:
+        """The job's result dict: frozen for terminal jobs, composed from its epochs otherwise.
+
+        ``cache`` (a monitor's) keeps a running job's decoded epochs between calls: only new ones are read.
+        """
         if rec.result_json is not None:
             return jsonutil.loads(rec.result_json)  # type: ignore[no-any-return]
-        return results.compose(eval_metric=rec.eval_metric, metric_mode=rec.metric_mode,
-                               epochs=self.epochs(rec.id) if rec.epoch_seq else [])
+        if not rec.epoch_seq:
+            epochs: list[dict[str, Any]] = []
+        elif cache is None:
+            epochs = self.epochs(rec.id)
+        else:
+            epochs = [{"epoch": e["epoch"], "train": dict(e["train"]), "validation": dict(e["validation"])}
+                      for e in cache.update(rec, self.db.read_all)]  # copies: callers may change theirs
+        return results.compose(eval_metric=rec.eval_metric, metric_mode=rec.metric_mode, epochs=epochs)
 
     def events(self, job_id: str) -> list[EventRecord]:
         """The job's status history, oldest first, starting with its creation (None → QUEUED).
@@ -187,19 +258,43 @@ class JobsMixin(FencedCore):
             params["limit"] = limit
         with self.db.read() as tx:
             recs = [job_record(r) for r in tx.all(sql, params)]
-        out = [self._apply_liveness(r) if r.status in _OPEN else r for r in recs]
+        probes: dict[str, bool] = {}  # one liveness probe per distinct runner per call (#14)
+        out = [self._apply_liveness(r, probes) if r.status in _OPEN else r for r in recs]
         if statuses:  # a verdict may have moved a job out of the requested statuses
             out = [r for r in out if r.status in statuses]
         return out
 
     # -- liveness -------------------------------------------------------------------------------
 
-    def _apply_liveness(self, rec: JobRecord) -> JobRecord:
+    @staticmethod
+    def _seen_alive(runner: str, probes: dict[str, bool] | None = None) -> bool:
+        """Whether a runner process is alive: this process, or one probed alive by ``/proc`` now.
+
+        ``probes`` (one listing call's own dict) keeps each runner's answer for the rest of that call, so a
+        listing of 100 jobs of one worker probes once (#14). Nothing is kept across calls: a read made after
+        a runner died must see it dead.
+        """
+        me = liveness.current()
+        if _me[0] is not me:  # encoded once per process (a forked child has its own identity)
+            _me[:] = [me, me.encode()]
+        if runner == _me[1]:
+            return True
+        if probes is not None and runner in probes:
+            return probes[runner]
+        ident = liveness.ProcessIdentity.decode(runner)
+        alive = ident is not None and liveness.is_alive(ident) is True
+        if probes is not None:
+            probes[runner] = alive
+        return alive
+
+    def _apply_liveness(self, rec: JobRecord, probes: dict[str, bool] | None = None) -> JobRecord:
         """Record FAILED for a job whose process is provably gone or whose lease expired (``liveness.verdict``).
 
         If the verdict cannot be written (the database is read-only, full or locked for longer than
         ``lock_timeout``), the reader still sees it: the record comes back FAILED, unsaved.
         """
+        if rec.status is JobStatus.RUNNING and rec.runner and self._seen_alive(rec.runner, probes):
+            return rec
         verdict = liveness.verdict(rec, self.db.clock())  # the server's clock on PostgreSQL (leases)
         if verdict is None:
             return rec

@@ -66,6 +66,9 @@ class Job(_Base, table=True):
         Index("ix_jobs_best_metric", "best_metric"),
         Index("ix_jobs_sweep", "sweep_id", "trial", sqlite_where=text("sweep_id IS NOT NULL"),
               postgresql_where=text("sweep_id IS NOT NULL")),
+        # A sweep's counts by status without reading its rows (#17: a trial is claimed in O(log n) reads).
+        Index("ix_jobs_sweep_status", "sweep_id", "status", sqlite_where=text("sweep_id IS NOT NULL"),
+              postgresql_where=text("sweep_id IS NOT NULL")),
     )
 
     id: str = Field(primary_key=True)
@@ -103,7 +106,8 @@ class Job(_Base, table=True):
 
 
 class JobEvent(_Base, table=True):
-    """One applied status change: (job, from, to, when, reason)."""
+    """One applied status change: (job, from, to, when, reason); or a new attempt of a RUNNING job (#18),
+    RUNNING -> RUNNING with the attempt's reason, which changes no status."""
 
     __tablename__ = "job_events"
     __table_args__ = (Index("ix_job_events_job", "job_id", "id"),)
@@ -214,6 +218,21 @@ class JobMetric(_Base, table=True):
     last_value: float | None = None
 
 
+class JobAttempt(_Base, table=True):
+    """One attempt of a job that may be retried (#18): its start and end (its start is also a history event).
+
+    Rows exist only for jobs with ``max_attempts > 1``; attempt 1 gets its row when it ends or is replaced.
+    """
+
+    __tablename__ = "job_attempts"
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True)
+    number: int = Field(primary_key=True)  # 1, 2, ...: jobs.attempt of the attempt
+    started_at: datetime = _ts()
+    ended_at: datetime | None = _ts(nullable=True)
+    ended_why: str | None = None  # "runner lost", "error: ValueError", "completed", ...
+
+
 class Sweep(_Base, table=True):
     """A hyperparameter search; its trials are ordinary jobs carrying its id. It has no status of its own."""
 
@@ -223,6 +242,7 @@ class Sweep(_Base, table=True):
     name: str = Field(sa_column=Column(String, unique=True, nullable=False))
     created_at: datetime = _ts()
     spec_json: str = "{}"  # space, sampler, n_trials, seed, prune, trainer reference
+    stop_requested_at: datetime | None = _ts(nullable=True)  # SweepMonitor.cancel(): drivers add no trials (#17)
 
 
 METADATA = _Base.metadata
@@ -238,3 +258,4 @@ job_params = JobParam.__table__  # type: ignore[attr-defined]
 job_tags = JobTag.__table__  # type: ignore[attr-defined]
 job_metrics = JobMetric.__table__  # type: ignore[attr-defined]
 sweeps = Sweep.__table__  # type: ignore[attr-defined]
+job_attempts = JobAttempt.__table__  # type: ignore[attr-defined]

@@ -55,7 +55,8 @@ class RetentionMixin(FencedCore):
                 for view in views:
                     tx.ddl(f'DROP VIEW IF EXISTS "{view}"')
                 materialize.forget(tx, names, job_id)
-                for table in ("export_rows", "job_exports", "job_epochs", "job_events", "model_runs"):
+                for table in ("export_rows", "job_exports", "job_epochs", "job_events", "job_attempts", "model_runs",
+                              "job_params", "job_tags", "job_metrics"):  # the last three: #15
                     tx.run(f"DELETE FROM {table} WHERE job_id = :id", {"id": job_id})
                 tx.run("DELETE FROM jobs WHERE id = :id", {"id": job_id})
         return report

@@ -21,11 +21,16 @@ import os
 from jobtrack import runtime
 from jobtrack.config import is_url, resolve_db
 from jobtrack.errors import DatabaseNotFound
+from jobtrack.store.attempts import AttemptsMixin
 from jobtrack.store.bundles import BundlesMixin
+from jobtrack.store.dashboard import DashboardMixin
+from jobtrack.store.experiments import ExperimentsMixin
 from jobtrack.store.location import permission_problem
 from jobtrack.store.materialize import MaterializeMixin
 from jobtrack.store.registry import RegistryMixin
 from jobtrack.store.retention import RetentionMixin
+from jobtrack.store.search import SearchMixin
+from jobtrack.store.sweeps import SweepsMixin
 from jobtrack.store.views import ExportsMixin
 
 
@@ -45,7 +50,8 @@ def _identity(target: str) -> tuple[str | int, ...]:
     return ("file", st.st_dev, st.st_ino)
 
 
-class Store(RegistryMixin, RetentionMixin, ExportsMixin, MaterializeMixin, BundlesMixin):
+class Store(RegistryMixin, RetentionMixin, ExportsMixin, MaterializeMixin, BundlesMixin, DashboardMixin,
+            AttemptsMixin, SweepsMixin, ExperimentsMixin, SearchMixin):
     """All reads and writes of one jobtrack database; share one per database and process (``Store.open``)."""
 
     @classmethod

@@ -1,0 +1,111 @@
+"""A job's checkpoints (#18): one directory per job, kept across its attempts, written atomically.
+
+``ctx.save_checkpoint(data)`` writes a file as temp + fsync + rename (+ fsync of the directory), so a
+runner killed mid-write leaves the previous checkpoint whole; a small ``LATEST`` file, replaced the
+same way, names the newest one for ``ctx.latest_checkpoint()``. ``jobtrack retry`` copies the
+directory into the new job's, so a retried job finds the old job's checkpoint as its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from jobtrack.config import make_private_dir
+from jobtrack.errors import InvalidArgument
+
+DIR_NAME = "checkpoints"
+"""The checkpoint directory's name under the job's own directory (``ctx.job_dir``)."""
+
+LATEST = "LATEST"
+"""The file in the checkpoint directory that names the newest checkpoint."""
+
+DEFAULT_NAME = "checkpoint"
+"""The file name of a checkpoint saved from bytes without a name."""
+
+_CHUNK = 1 << 20
+
+
+def directory(job_dir: Path) -> Path:
+    """The job's checkpoint directory (created, private to the user)."""
+    return make_private_dir(job_dir / DIR_NAME)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a directory; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(target: Path, chunks: list[bytes] | None = None, source: Path | None = None) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            if source is not None:
+                with open(source, "rb") as src:
+                    while block := src.read(_CHUNK):
+                        out.write(block)
+            for chunk in chunks or ():
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name or name.startswith(".") or name == LATEST \
+            or os.sep in name or (os.altsep and os.altsep in name):
+        raise InvalidArgument(f"checkpoint name {name!r} is not a plain file name; use e.g. 'model.pt' "
+                              f"(no folders, not starting with '.', not {LATEST!r}).")
+    return name
+
+
+def save(folder: Path, data: bytes | bytearray | memoryview | str | os.PathLike[str], name: str | None = None) -> Path:
+    """Store ``data`` (bytes, or the path of a file to copy) as checkpoint ``name``; returns its path.
+
+    Raises:
+        InvalidArgument: data that is neither bytes nor a file's path, or a name that is not a plain file name.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        target = folder / _check_name(name or DEFAULT_NAME)
+        _write_atomic(target, [bytes(data)])
+    elif isinstance(data, (str, os.PathLike)):
+        source = Path(data)
+        if not source.is_file():
+            raise InvalidArgument(f"save_checkpoint({str(source)!r}): not a file; pass bytes or the path of a file "
+                                  "(archive a folder first, e.g. with shutil.make_archive).")
+        target = folder / _check_name(name or source.name)
+        if source.resolve() != target.resolve():
+            _write_atomic(target, source=source)
+    else:
+        raise InvalidArgument(f"save_checkpoint() takes bytes or a file's path, not {type(data).__name__}.")
+    _write_atomic(folder / LATEST, [target.name.encode("utf-8")])
+    return target
+
+
+def latest(folder: Path) -> Path | None:
+    """The newest checkpoint saved in ``folder`` (by any attempt, or copied by ``jobtrack retry``), or None."""
+    try:
+        name = (folder / LATEST).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    path = folder / name
+    return path if name and path.is_file() else None
+
+
+def copy_all(source: Path, target: Path) -> bool:
+    """Copy one job's checkpoint directory to another's (``jobtrack retry``); False if it had none."""
+    if latest(source) is None:
+        return False
+    make_private_dir(target.parent)
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    return True

@@ -1,0 +1,116 @@
+"""``jobtrack list``: the listing with ``--where``, ``--sort``, ``--offset`` and ``--columns`` (#13, #15)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import datetime
+from typing import Any
+
+from jobtrack import cliutil
+from jobtrack.errors import InvalidQuery
+from jobtrack.query import field
+from jobtrack.runtable import FIXED_KEYS
+
+_INT64_MAX = 2**63 - 1
+_HEADER = ("JOB ID", "STATUS", "TYPE", "EXPERIMENT", "MODEL RUN", "CREATED", "DURATION")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The query options of ``jobtrack list``."""
+    # `--sort -best_metric`: argparse takes any word starting with '-' for an option unless it looks like a
+    # negative number; this parser (which has no option spelt that way) reads "-name" as a value, so the
+    # documented form works without `--sort=-best_metric`.
+    p._negative_number_matcher = re.compile(r"^-(?!-)\S")  # argparse offers no public switch
+    p.add_argument("--where", help="""a query, e.g. "config.lr < 0.01 and (tag = 'baseline' or best.roc_auc > 0.9)" """
+                                   "(README: Finding and comparing runs)")
+    p.add_argument("--sort", help="sort by fields, '-' for descending: -best_metric, config.lr,-created")
+    p.add_argument("--offset", type=int, default=0, help="skip this many matching jobs (the next page)")
+    p.add_argument("--columns", help="more columns: config.<key>, best.<metric>, tags, best_metric, ... "
+                                     "(comma-separated)")
+
+
+def columns(text: str | None) -> list[str]:
+    """The names of ``--columns``: fields a run table holds (config.*, best.*, and its fixed keys).
+
+    Raises:
+        InvalidQuery: an unknown or empty name, with its position in ``text``.
+    """
+    names: list[str] = []
+    pos = 0
+    for part in (text or "").split(",") if text else []:
+        name = part.strip()
+        at = pos + len(part) - len(part.lstrip())
+        pos += len(part) + 1
+        if name in FIXED_KEYS:
+            names.append(name)
+            continue
+        if not name:
+            raise InvalidQuery(text or "", at, "empty column name; write e.g. config.lr,best.roc_auc")
+        f = field(text or "", name, at)
+        if f.kind not in ("config", "best"):
+            raise InvalidQuery(text or "", at, f"{name} is not a column; columns are config.<key>, best.<metric> "
+                                               f"and {', '.join(FIXED_KEYS)}")
+        names.append(name)
+    return names
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, datetime):
+        return cliutil.local(value.isoformat())
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    return str(value)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def run(args: argparse.Namespace, manager: Any) -> int:
+    """Print the matching jobs (a table, or get_status() dicts with ``--json``); an invalid query exits 2."""
+    try:
+        extra = columns(args.columns)
+        jobs = manager.list_jobs(status=args.status, job_type=args.job_type, experiment_name=args.experiment,
+                                 since=args.since, until=args.until, limit=args.limit, where=args.where,
+                                 sort=args.sort, offset=args.offset)
+    except InvalidQuery as exc:
+        if args.debug:
+            raise
+        option = "--columns" if exc.query == args.columns else "--sort" if exc.query == args.sort else "--where"
+        caret = " " * exc.position + "^"
+        print(f"jobtrack: error: invalid {option} at position {exc.position}: {exc.problem}\n"
+              f"  {exc.query}\n  {caret}", file=sys.stderr)
+        return 2
+    rows = jobs.table(extra)
+    if args.json:
+        statuses = [j.get_status() for j in jobs]
+        for status, row in zip(statuses, rows, strict=True):
+            status.update({name: _json(row.get(name)) for name in extra})
+        print(json.dumps(statuses, indent=2))
+    else:
+        header = (*_HEADER, *(name.upper() for name in extra))
+        lines = [(r["id"], r["status"], r["job_type"], r["experiment"], r["model_run_id"] or "-",
+                  _cell(r["created"]), cliutil.duration(r["started"] and r["started"].isoformat(),
+                                                        r["finished"] and r["finished"].isoformat(), r["status"]),
+                  *(_cell(r.get(name)) for name in extra)) for r in rows]
+        widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
+        for r in [header, *lines]:
+            print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    if jobs.has_more:  # on stderr: the table (or the JSON) on stdout stays what it was
+        shown = f"first {args.limit} matching jobs in --sort order; the rest" if args.sort else \
+            f"newest {args.limit} matching jobs; older ones"
+        print(f"jobtrack: showing the {shown} were left out. See more with "
+              f"--limit {min(args.limit * 10, _INT64_MAX)} or --offset {jobs.next_offset}, or narrow with --where, "
+              "--status, --type, --experiment or --since.", file=sys.stderr)
+    return 0

@@ -1,0 +1,158 @@
+"""``jobtrack sweep run|show|list``: hyperparameter sweeps on the command line (#17)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+from typing import Any
+
+from jobtrack.config import ENV_DB
+from jobtrack.errors import InvalidArgument
+
+PROGRESS_EVERY_S = 2.0
+"""How often ``jobtrack sweep run`` prints a progress line while trials run."""
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``jobtrack sweep`` and its three actions to the ``jobtrack`` parser's subcommands."""
+    p = sub.add_parser("sweep", parents=[common], help="hyperparameter sweeps: run, show, list")
+    actions = p.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
+    r = actions.add_parser("run", parents=[common], help="run (or resume) a sweep of an importable trainer")
+    r.add_argument("trainer", metavar="MODULE:TRAINER", help="a jobtrack.Trainer (or a function returning one)")
+    r.add_argument("--dataset", metavar="MODULE:DATASET", help="the dataset (default: MODULE:dataset)")
+    r.add_argument("--space", required=True, help="e.g. \"lr=loguniform(1e-4,1e-1); depth=[2,4,8]\"")
+    r.add_argument("--trials", type=int, default=None, help="how many trials (default for grid: every point)")
+    r.add_argument("--parallel", type=int, default=1, help="trials at once (default 1)")
+    r.add_argument("--name", help="the sweep's name; the same name resumes it")
+    r.add_argument("--sampler", choices=("grid", "random"), default="random")
+    r.add_argument("--seed", type=int, default=None, help="seed of the random sampler")
+    r.add_argument("--prune", choices=("median",), default=None, help="stop trials worse than the median")
+    r.add_argument("--app-dir", action="append", default=[], metavar="DIR", help="also import from DIR")
+    s = actions.add_parser("show", parents=[common], help="a sweep's trials ranked by metric, and the best config")
+    s.add_argument("sweep", metavar="NAME", help="the sweep's name or id")
+    s.add_argument("--json", action="store_true", help="print get_status() and the ranked trials as JSON")
+    actions.add_parser("list", parents=[common], help="every sweep with its counts and best metric")
+
+
+def _load(ref: str, what: str) -> Any:
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise InvalidArgument(f"{what} {ref!r} is not of the form 'module:name'; e.g. train_mod:trainer.")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidArgument(f"Cannot import {what} {ref!r}: {exc}.") from None
+    return obj
+
+
+def _instance(ref: str, what: str, cls: type) -> Any:
+    obj = _load(ref, what)
+    if not isinstance(obj, cls) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, cls):
+        raise InvalidArgument(f"{ref!r} is a {type(obj).__name__}, not a jobtrack.{cls.__name__} (or a function "
+                              f"returning one).")
+    return obj
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _line(status: dict[str, Any]) -> str:
+    counts, best = status["counts"], status["best"]
+    text = (f"sweep {status['name']}: {status['done']}/{status['total']} done "
+            f"({counts['RUNNING']} running, {counts['FAILED']} failed, {counts['CANCELED']} canceled")
+    text += f", {status['replaced']} replaced)" if status["replaced"] else ")"
+    if best is not None:
+        text += f"; best {status['metric']}={_fmt(best['metric'])} (trial {best['trial']})"
+    return text
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from jobtrack.dataset import Dataset
+    from jobtrack.runners.worker import add_import_dirs
+    from jobtrack.space import parse_space
+    from jobtrack.trainer import Trainer
+
+    space = parse_space(args.space)  # checked before any code is imported or row written
+    if args.db:
+        os.environ[ENV_DB] = args.db  # a Trainer built at import without db= writes here
+    add_import_dirs(args.app_dir)
+    trainer = _instance(args.trainer, "trainer", Trainer)
+    dataset_ref = args.dataset or f"{args.trainer.partition(':')[0]}:dataset"
+    dataset = _instance(dataset_ref, "dataset", Dataset)
+    monitor = trainer.sweep(dataset, space, n_trials=args.trials, parallel=args.parallel, sampler=args.sampler,
+                            name=args.name, seed=args.seed, prune=args.prune)
+    print(f"sweep {monitor.name} ({monitor.sweep_id}) on {trainer.db}: {space.describe()}", flush=True)
+    while True:
+        try:
+            status = monitor.wait(timeout=PROGRESS_EVERY_S)
+            break
+        except TimeoutError:
+            print(_line(monitor.get_status()), flush=True)
+    print(_line(status))
+    _show(monitor, limit=10)
+    return 0 if status["done"] >= (status["total"] or 0) else 3
+
+
+def _show(monitor: Any, *, limit: int | None = None) -> None:
+    status = monitor.get_status()
+    ranked = monitor.ranked()
+    keys = list(monitor.spec.get("space") or {})
+    header = ["rank", "trial", "status", status["metric"] or "metric", *keys, "job"]
+    rows = []
+    for rank, t in enumerate(ranked, 1):
+        scored = t.best_metric is not None and t.status.value == "COMPLETED"
+        state = t.status.value + (f" ({t.reason})" if t.void or (t.reason or "").startswith("pruned") else "")
+        rows.append([str(rank) if scored else "-", str(t.trial), state, _fmt(t.best_metric) if scored else "-",
+                     *[_fmt(t.config.get(k)) for k in keys], t.job_id])
+    shown = rows if limit is None else rows[:limit]
+    widths = [max(len(h), *(len(r[i]) for r in shown)) if shown else len(h) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for r in shown:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    if limit is not None and len(rows) > limit:
+        print(f"... {len(rows) - limit} more (jobtrack sweep show {monitor.name})")
+    best = status["best"]
+    if best is not None:
+        print(f"best: trial {best['trial']} {status['metric']}={_fmt(best['metric'])} "
+              f"config {json.dumps(best['config'], sort_keys=True)}")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from jobtrack.manager import JobManager
+
+    monitor = JobManager(args.db, lock_timeout=args.lock_timeout).fetch_sweep(args.sweep)
+    if args.json:
+        trials = [{"trial": t.trial, "job_id": t.job_id, "status": t.status.value, "reason": t.reason,
+                   "metric": t.best_metric, "config": t.config} for t in monitor.ranked()]
+        print(json.dumps({"status": monitor.get_status(), "trials": trials}, indent=2, sort_keys=True))
+        return 0
+    print(_line(monitor.get_status()) + f"  [{monitor.spec.get('sampler')}]")
+    _show(monitor)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from jobtrack.manager import JobManager
+
+    sweeps = JobManager(args.db, lock_timeout=args.lock_timeout).list_sweeps()
+    if not sweeps:
+        print("no sweeps (jobtrack sweep run MODULE:TRAINER --space ... starts one)")
+    for monitor in sweeps:
+        print(_line(monitor.get_status()) + f"  [{monitor.spec.get('sampler')}]")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    return {"run": cmd_run, "show": cmd_show, "list": cmd_list}[args.sweep_command](args)
+
+
+COMMANDS = {"sweep": cmd_sweep}

@@ -1,0 +1,71 @@
+"""Keras 3 on the PyTorch backend with ``jobtrack.integrations.keras.JobtrackCallback``: real training (#20)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from jobtrack import Dataset, RunContext, Trainer
+from jobtrack.integrations.keras import JobtrackCallback
+
+DATASET = Dataset("synthetic", "regression", "linear", tables={"train": [{"rows": 256}]})
+
+
+def test_the_backend_is_torch() -> None:
+    assert os.environ["KERAS_BACKEND"] == "torch" and keras.backend.backend() == "torch"
+
+
+def data(n: int, seed: int) -> tuple[Any, Any]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    return x, (x @ np.array([1.0, 2.0, -1.0, 0.5], dtype="float32") + 0.1).astype("float32")
+
+
+class Gate(keras.callbacks.Callback):  # type: ignore[misc]
+    def __init__(self, gate: Any) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.gate.step_done()
+
+
+def fit(ctx: RunContext, *, epochs: int = 4, gate: Any = None) -> dict[str, Any]:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse",
+                  metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
+    callbacks = [JobtrackCallback(ctx)] + ([Gate(gate)] if gate is not None else [])
+    history = model.fit(*data(256, 0), validation_data=data(64, 1), epochs=epochs, batch_size=32, verbose=0,
+                        callbacks=callbacks)
+    return {"epochs": len(history.history["loss"])}
+
+
+def test_epochs_reach_the_result_and_the_task_metric_picks_the_best(db_path: str, best_by: Any) -> None:
+    job = Trainer(fit, db=db_path, runner="eager").fit(DATASET)
+    status = job.get_status()
+    result = status["result"]
+    assert status["status"] == "COMPLETED", result.get("error")
+    epochs = result["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2, 3]
+    assert all(set(e["validation"]) == {"loss", "rmse"} and {"loss", "rmse"} <= set(e["train"]) for e in epochs)
+    assert result["eval_metric"] == "rmse"
+    assert (result["best_epoch"], result["best_metric"]) == best_by(epochs, "rmse", "min")
+    [checkpoint] = Path(db_path + "-files").rglob("last.keras")  # saved after each epoch, under the job
+    assert status["job_id"] in checkpoint.parts
+    assert keras.saving.load_model(checkpoint).count_params() == 4 * 8 + 8 + 8 + 1
+
+
+def test_a_cancel_from_another_thread_stops_training_within_one_step(db_path: str, step_gate: Any) -> None:
+    gate = step_gate(11)  # epoch 1 (8 steps an epoch), its third step
+    job = Trainer(lambda ctx: fit(ctx, epochs=50, gate=gate), db=db_path).fit(DATASET)
+    at_cancel = gate.cancel_at_gate(job.cancel)
+    status = job.wait(timeout=120)
+    assert status["status"] == "CANCELED"
+    assert gate.steps - at_cancel <= 1, f"{gate.steps - at_cancel} steps ran after the cancel"
+    assert [e["epoch"] for e in status["result"]["epochs"]] == [0]
+    assert status["result"]["summary"]["epochs"] == 2  # Keras ended the cut epoch, which jobtrack did not report

@@ -1,0 +1,73 @@
+"""Issue #18: a worker dies under a job that may be retried; another ``jobtrack worker`` carries it on.
+
+Two real ``jobtrack worker`` processes share a database (a SQLite file, or a PostgreSQL schema) with
+a one-second lease. The one running the job is killed with SIGKILL, or stopped with SIGSTOP: the other
+takes the job over once the lease expires, as its attempt 2, resuming after the last stored epoch
+from its checkpoint. A stopped worker that is continued later finds its writes refused (fencing):
+its late report never reaches the job, which completes with each epoch exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import retryfuncs
+
+from jobtrack import Dataset, JobStatus, Trainer
+from proc import spawn, wait_until
+
+WORKER = "import sys\nfrom jobtrack import cli\nsys.exit(cli.main(sys.argv[1:]))\n"
+"""``jobtrack`` in a ``python -c`` child (for ``proc.spawn``)."""
+
+LEASE_S = "1"
+"""The workers' lease: the takeover comes about a second after the victim's last renewal."""
+
+
+def _marker(folder: Path, name: str, timeout: float = 30) -> str:
+    path = folder / name
+    wait_until(path.exists, timeout=timeout, message=f"marker {name}")
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_another_worker_takes_over_and_the_first_ones_late_writes_are_refused(
+    any_db: str, dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setenv("JOBTRACK_LEASE_S", LEASE_S)  # for the workers (children inherit it)
+    folder = tmp_path / "marks"
+    folder.mkdir()
+    # Attempt 1 waits before reporting epoch 3 (epochs 0..2 are stored); with SIGSTOP, attempt 2 waits at 6.
+    hold = {"1": 3, "2": 6} if how == "SIGSTOP" else {"1": 3}
+    job = Trainer(retryfuncs.train_resumable, db=any_db, runner="worker", retries=2,
+                  config={"dir": str(folder), "hold": hold}).fit(dataset)
+    with spawn(WORKER, "worker", "--db", any_db) as one, spawn(WORKER, "worker", "--db", any_db) as two:
+        pid = int(_marker(folder, "a1-e3"))
+        assert pid in (one.pid, two.pid)
+        victim, other = (one, two) if pid == one.pid else (two, one)
+        os.kill(victim.pid, getattr(signal, how))
+        try:
+            assert _marker(folder, "start-a2") == "3 2"  # resume_epoch 3, checkpoint of epoch 2
+            assert int(_marker(folder, "a2-e3")) == other.pid
+            assert job.get_status()["status"] == "RUNNING"
+            if how == "SIGSTOP":
+                _marker(folder, "a2-e6")  # attempt 2 holds the job; now the stopped worker wakes up
+                (folder / "release-a1").touch()
+                os.kill(victim.pid, signal.SIGCONT)
+                assert _marker(folder, "fenced-a1") == "3"  # its report of epoch 3 was refused
+                (folder / "release-a2").touch()
+            final = job.wait(timeout=60)
+        finally:
+            if how == "SIGSTOP":
+                os.kill(victim.pid, signal.SIGCONT)
+    assert final["status"] == "COMPLETED", final["result"].get("error")
+    result = final["result"]
+    assert [e["epoch"] for e in result["epochs"]] == list(range(10))
+    assert [e["train"]["attempt"] for e in result["epochs"]] == [1] * 3 + [2] * 7
+    assert [(a["number"], a["why"]) for a in result["attempts"]] == [(1, "runner lost (lease expired)"),
+                                                                     (2, "completed")]
+    assert result["summary"] == {"attempt": 2, "resume_epoch": 3, "restored": "2"}
+    assert [e.to_status for e in job.events()] == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RUNNING,
+                                                   JobStatus.COMPLETED]

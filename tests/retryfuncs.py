@@ -1,0 +1,60 @@
+"""Importable job functions for the retry tests (#18): training that checkpoints and resumes.
+
+Children (the process runner's, ``jobtrack worker``s) import them by name; tests/ is on their
+PYTHONPATH. Each one leaves marker files in ``config["dir"]`` so a test can follow it from outside:
+``a<attempt>-e<epoch>`` (holding the pid of the process that reports it) before each epoch is
+reported, ``start-a<attempt>`` (holding ``resume_epoch`` and the checkpoint found), and
+``fenced-a<attempt>`` when a report is refused because another runner holds the job.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from jobtrack import RunnerFenced
+from jobtrack.context import RunContext
+
+HOLD_S = 30.0
+"""Longest a held epoch waits for its release file (a failing test must not hang its worker for ever)."""
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def train_resumable(ctx: RunContext) -> dict[str, Any]:
+    """Train ``config["epochs"]`` epochs (default 10), resuming after the last stored one, checkpointing each.
+
+    ``config["hold"]`` ({"<attempt>": epoch}): before reporting that epoch in that attempt, wait for the
+    file ``release-a<attempt>`` in ``config["dir"]``. ``config["fail"]`` (a list of attempts): raise
+    ValueError in those attempts after their first epoch; ``config["fail_fresh"]``: the same in an attempt
+    that found no checkpoint. ``config["from_scratch"]``: every attempt starts at epoch 0 (reports again).
+    """
+    folder = Path(ctx.config["dir"])
+    start = 0 if ctx.config.get("from_scratch") else ctx.resume_epoch or 0
+    found = ctx.latest_checkpoint()
+    restored = found.read_text(encoding="utf-8") if found else ""
+    _write(folder / f"start-a{ctx.attempt}", f"{ctx.resume_epoch} {restored}")
+    hold = {int(k): int(v) for k, v in (ctx.config.get("hold") or {}).items()}
+    for epoch in range(start, int(ctx.config.get("epochs", 10))):
+        _write(folder / f"a{ctx.attempt}-e{epoch}", str(os.getpid()))
+        if hold.get(ctx.attempt) == epoch:
+            deadline = time.monotonic() + HOLD_S
+            while not (folder / f"release-a{ctx.attempt}").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        try:
+            ctx.log_epoch(epoch, train={"loss": 1.0 / (epoch + 1), "attempt": ctx.attempt})
+        except RunnerFenced:
+            _write(folder / f"fenced-a{ctx.attempt}", str(epoch))
+            raise
+        ctx.save_checkpoint(str(epoch).encode())
+        fails = ctx.attempt in (ctx.config.get("fail") or ()) or (ctx.config.get("fail_fresh") and not found)
+        if fails and epoch == start:
+            raise ValueError(f"attempt {ctx.attempt} failed at epoch {epoch}")
+        time.sleep(float(ctx.config.get("pause_s", 0.0)))
+    return {"attempt": ctx.attempt, "resume_epoch": ctx.resume_epoch, "restored": restored}

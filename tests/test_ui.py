@@ -1,0 +1,329 @@
+"""The dashboard's server (#16): the token on every route, Cancel only by POST with the token, no URL that
+reaches a file outside the database's files directory, user content escaped, and the live endpoints."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette", reason="the dashboard needs the ui extra: pip install 'jobtrack[ui]'")
+pytest.importorskip("httpx2", reason="Starlette's TestClient needs httpx2 (in the test extra)")
+
+from starlette.testclient import TestClient
+
+from jobtrack import Dataset, JobManager, Trainer, demo, runtime
+from jobtrack.store import Store
+from jobtrack.ui.app import COOKIE, create_app
+from proc import wait_until
+
+EVIL = "<script>alert('x')</script>"
+
+
+def _data(name: str = "core") -> Dataset:
+    return Dataset(name, "regression", "t", tables={"train": [{"x": 1}], "test": [{"x": 2}]})
+
+
+def _train(ctx: Any) -> dict[str, Any]:
+    for epoch in range(1, 4):
+        ctx.log_epoch(epoch, train={"loss": 1 / epoch}, validation={"rmse": 2 / epoch})
+    ctx.log(f"a log line {EVIL}")
+    return {"done": True}
+
+
+def _predict(ctx: Any) -> dict[str, Any]:
+    ctx.export("predictions", [{"id": 1, "label": EVIL}])
+    return {}
+
+
+@pytest.fixture
+def jobs(db_path: str) -> list[str]:
+    """Two completed jobs, one with HTML in its experiment name, config, log and export cells."""
+    evil = Trainer(_train, _predict, db=db_path, runner="eager", config={"note": EVIL, "lr": 0.1})
+    first = evil.fit_predict(_data("evil"), "out1")
+    second = Trainer(_train, db=db_path, runner="eager", config={"lr": 0.2}).fit(_data())
+    return [first.job_id, second.job_id]
+
+
+@pytest.fixture
+def client(db_path: str, jobs: list[str]) -> TestClient:
+    """A client that has opened the dashboard with its token (so it holds the cookie)."""
+    app = create_app(db_path, token="t0ken")
+    c = TestClient(app)
+    assert c.get("/?token=t0ken").status_code == 200
+    return c
+
+
+def _routes(job_id: str) -> list[str]:
+    return ["/", f"/jobs/{job_id}", f"/compare?ids={job_id}&ids={job_id}", "/static/app.js", "/static/app.css",
+            f"/api/jobs/live?ids={job_id}", f"/api/jobs/{job_id}/live?seq=0&log=0", "/no/such/page"]
+
+
+def test_every_route_refuses_a_request_without_the_token(db_path: str, jobs: list[str]) -> None:
+    c = TestClient(create_app(db_path, token="t0ken"))
+    for url in _routes(jobs[0]):
+        assert c.get(url).status_code == 403, url
+        assert c.get(url, headers={"X-Jobtrack-Token": "wrong"}).status_code == 403, url
+        assert c.get(url + ("&" if "?" in url else "?") + "token=wrong").status_code == 403, url
+    assert c.post(f"/api/jobs/{jobs[0]}/cancel").status_code == 403
+
+
+def test_the_token_opens_every_route_once_by_query_then_by_cookie_or_header(db_path: str, jobs: list[str]) -> None:
+    c = TestClient(create_app(db_path, token="t0ken"))
+    first = c.get("/?token=t0ken&page=1", follow_redirects=False)
+    assert first.status_code == 303 and first.headers["location"] == "/?page=1"  # the token leaves the URL
+    cookie = first.headers["set-cookie"]
+    assert f"{COOKIE}=t0ken" in cookie and "samesite=strict" in cookie.lower() and "httponly" in cookie.lower()
+    for url in _routes(jobs[0])[:-1]:
+        assert c.get(url).status_code == 200, url
+    fresh = TestClient(create_app(db_path, token="t0ken"))
+    assert fresh.get(f"/api/jobs/{jobs[0]}/live", headers={"X-Jobtrack-Token": "t0ken"}).status_code == 200
+    assert c.get("/").headers["content-security-policy"].startswith("default-src 'self'")
+
+
+def test_a_random_token_is_made_when_none_is_given(db_path: str, jobs: list[str]) -> None:
+    a, b = create_app(db_path), create_app(db_path)
+    assert len(a.state.token) >= 24 and a.state.token != b.state.token
+    assert TestClient(a).get("/", params={"token": b.state.token}).status_code == 403
+
+
+def test_cancel_needs_a_post_carrying_the_token_itself(db_path: str, client: TestClient, dataset: Dataset) -> None:
+    job = Trainer(demo.train, db=db_path, runner="worker").fit(dataset)  # QUEUED: no worker runs it
+    url = f"/api/jobs/{job.job_id}/cancel"
+    assert client.get(url).status_code == 405  # never by a link
+    assert client.post(url).status_code == 403  # the cookie alone is what a forged form would carry
+    assert client.post(url, data={"token": "wrong"}).status_code == 403
+    assert JobManager(db_path).fetch_job(job.job_id).get_status()["status"] == "QUEUED"
+    done = client.post(url, data={"token": "t0ken"}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"/jobs/{job.job_id}"
+    assert JobManager(db_path).fetch_job(job.job_id).get_status()["status"] == "CANCELED"
+    again = client.post(url, headers={"X-Jobtrack-Token": "t0ken"})
+    assert again.json() == {"job_id": job.job_id, "status": "CANCELED"}
+    assert client.post("/api/jobs/job_nope/cancel", data={"token": "t0ken"}).status_code == 404
+
+
+def test_cancel_of_a_running_job_goes_through_the_api(db_path: str, client: TestClient) -> None:
+    started, stop = threading.Event(), threading.Event()
+
+    def slow(ctx: Any) -> None:
+        started.set()
+        while not stop.wait(0.01):
+            ctx.check_canceled()
+
+    job = Trainer(slow, db=db_path, runner="thread").fit(_data())
+    try:
+        assert started.wait(20)
+        page = client.get(f"/jobs/{job.job_id}")
+        assert 'id="cancel-form"' in page.text and 'name="token" value="t0ken"' in page.text
+        assert client.post(f"/api/jobs/{job.job_id}/cancel", data={"token": "t0ken"}).status_code == 200
+        assert job.wait(timeout=20)["status"] == "CANCELED"
+    finally:
+        stop.set()
+
+
+def test_no_url_reaches_a_file_outside_the_files_directory(db_path: str, client: TestClient, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    (Path(db_path).parent / "log.txt").write_text("TOP-SECRET")
+    attempts = ["/jobs/..%2F..%2Fsecret.txt", "/jobs/..", "/jobs/%2e%2e", "/static/..%2Fapp.py",
+                "/static/../../secret.txt", "/static/%2e%2e%2F%2e%2e%2Fsecret.txt",
+                "/api/jobs/..%2F..%2F..%2Flog.txt/live",
+                "/api/jobs/../live", f"/static/{secret}", "/jobs/%2Fetc%2Fpasswd", "/static/app.js%00.txt",
+                "/../../../../etc/passwd", "/static/__init__.py"]
+    for url in attempts:
+        response = client.get(url)
+        # the client itself folds "/jobs/.." to "/" (the jobs list); everything else names no job or asset
+        assert response.status_code in (404, 405) or response.url.path == "/", (url, response.status_code)
+        assert "TOP-SECRET" not in response.text and "root:" not in response.text, url
+
+
+def test_a_log_that_links_outside_the_files_directory_is_not_read(db_path: str, client: TestClient,
+                                                                  jobs: list[str], tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    log = Path(JobManager(db_path).fetch_job(jobs[1]).db + "-files") / "jobs" / jobs[1] / "log.txt"
+    assert log.is_file()
+    log.unlink()
+    log.symlink_to(secret)
+    assert "TOP-SECRET" not in client.get(f"/jobs/{jobs[1]}").text
+    assert "TOP-SECRET" not in client.get(f"/api/jobs/{jobs[1]}/live?seq=0&log=0").text
+
+
+def test_html_in_names_configs_logs_and_export_cells_is_escaped(client: TestClient, jobs: list[str]) -> None:
+    live = client.get(f"/api/jobs/{jobs[0]}/live?seq=0&log=0").json()
+    assert EVIL in live.pop("log")  # plain text, which the page's script sets as textContent
+    pages = [client.get("/").text, client.get(f"/jobs/{jobs[0]}").text,
+             client.get(f"/compare?ids={jobs[0]}&ids={jobs[1]}").text, *map(str, live.values())]
+    job_page = pages[1]
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in job_page  # config, log, export cell
+    assert job_page.count("&lt;script&gt;") >= 3
+    for text in pages:
+        assert "<script>alert" not in text and EVIL not in text
+
+
+def test_a_job_name_with_html_is_escaped_in_the_list(db_path: str, client: TestClient, jobs: list[str]) -> None:
+    # The API refuses such names; a file written by other means (an old version, a hand edit) may hold them.
+    with closing(sqlite3.connect(db_path)) as con, con:
+        con.execute("UPDATE jobs SET experiment_name = ? WHERE id = ?", (EVIL, jobs[1]))
+        con.execute("INSERT INTO job_tags (job_id, tag) VALUES (?, ?)", (jobs[1], "<b>bold</b>"))
+    texts = [client.get("/").text, client.get(f"/jobs/{jobs[1]}").text,
+             client.get(f"/compare?ids={jobs[0]}&ids={jobs[1]}").text]
+    for text in texts:
+        assert EVIL not in text and "<b>bold</b>" not in text
+    assert "&lt;b&gt;bold&lt;/b&gt;" in texts[0] and "&lt;script&gt;alert" in texts[0]
+
+
+def test_the_jobs_page_filters_sorts_pages_and_queries(db_path: str, client: TestClient, jobs: list[str]) -> None:
+    page = client.get("/", params={"experiment": "evil_regression_t"}).text
+    assert jobs[0] in page and jobs[1] not in page
+    assert "No jobs match." in client.get("/", params={"status": "RUNNING"}).text
+    assert jobs[1] in client.get("/", params={"sort": "best", "dir": "asc", "per": 10}).text
+    one = client.get("/", params={"per": 10, "page": 2}).text
+    assert "page 1 of 1" in one and jobs[0] in one  # a page past the end shows the last one
+    queried = client.get("/", params={"q": "config.lr > 0.15"}).text
+    if "not in this version" not in queried:
+        assert jobs[1] in queried and jobs[0] not in queried
+        bad = client.get("/", params={"q": "config.lr >>> 1"}).text
+        assert "Query not used" in bad and jobs[0] in bad  # the filters still apply
+
+
+def _scored(ctx: Any) -> dict[str, Any]:
+    score = ctx.config["score"]
+    if score is not None:  # jobs without a score have no best metric: they tie, and sort last
+        ctx.log_epoch(1, validation={"rmse": score})
+    return {}
+
+
+def test_a_query_page_is_counted_sorted_and_paged_by_the_store(db_path: str, client: TestClient) -> None:
+    """Page 2 of a query sorted by best metric is exactly the store's page 2, whatever the number of matches
+    (a cap on the ids a query selects, then sorted and paged again, would break ties and big sets)."""
+    ids = []
+    for i in range(26):
+        score = None if i % 3 == 0 else round(1 + (i * 7 % 11) / 10, 2)
+        tags = ["half"] if i % 2 else []
+        trainer = Trainer(_scored, db=db_path, runner="eager", config={"score": score, "i": i}, tags=tags)
+        ids.append(trainer.fit(_data()).job_id)
+    store = Store.open(db_path, read_only=True)
+    where = "config.i >= 2"
+    for direction, sort in (("desc", "-best_metric"), ("asc", "best_metric")):
+        page = client.get("/", params={"q": where, "sort": "best", "dir": direction, "per": 10, "page": 2}).text
+        total = store.count_jobs(where)
+        assert total == 24
+        assert f"{total} job(s) · page 2 of 3" in page
+        expected = store.search_ids(where, sort=sort, limit=10, offset=10)
+        shown = [i for i in re.findall(r'href="/jobs/([^"?]+)"', page) if i in ids]
+        assert list(dict.fromkeys(shown)) == expected
+    # the menus' filters are ANDed to the query as bound values, never pasted into its text
+    both = client.get("/", params={"q": where, "tag": "half", "sort": "best", "per": 50}).text
+    half = store.search_ids(f"({where}) and tag = 'half'", sort="-best_metric")
+    assert len(half) == 12 and f"{len(half)} job(s) · page 1 of 1" in both
+    assert [i for i in dict.fromkeys(re.findall(r'href="/jobs/([^"?]+)"', both)) if i in ids] == half
+    evil = client.get("/", params={"q": where, "experiment": "x' or experiment != '"}).text
+    assert "0 job(s) · page 1 of 1" in evil and "Query not used" not in evil
+    Trainer(_scored, db=db_path, runner="eager", config={"score": 0.5, "i": 99}).fit(_data())
+    again = client.get("/", params={"q": where, "sort": "best", "dir": "asc", "per": 10}).text
+    assert "25 job(s) · page 1 of 3" in again, re.findall(r"\d+ job\(s\)[^<]*", again)  # counted afresh on each page
+    store.close()
+
+
+def test_live_endpoints_report_new_epochs_and_log_lines(db_path: str, client: TestClient) -> None:
+    go = threading.Event()
+
+    def stepwise(ctx: Any) -> None:
+        ctx.log_epoch(1, train={"loss": 1.0})
+        go.wait(20)
+        ctx.log_epoch(2, train={"loss": 0.5})
+        ctx.log("second epoch done")
+
+    job = Trainer(stepwise, db=db_path, runner="thread").fit(_data())
+    wait_until(lambda: client.get(f"/api/jobs/{job.job_id}/live?seq=0&log=0").json()["seq"] == 1)
+    first = client.get(f"/api/jobs/{job.job_id}/live?seq=0&log=0").json()
+    assert first["charts"].count('data-points="1"') >= 1 and first["terminal"] is False
+    same = client.get(f"/api/jobs/{job.job_id}/live?seq=1&log={first['log_pos']}").json()
+    assert same["charts"] is None and same["log"] == ""
+    rows = client.get(f"/api/jobs/live?ids={job.job_id}").json()["rows"]
+    assert rows[0]["id"] == job.job_id and "RUNNING" in rows[0]["cells"]
+    go.set()
+    job.wait(timeout=20)
+    last = client.get(f"/api/jobs/{job.job_id}/live?seq=1&log={first['log_pos']}").json()
+    assert last["terminal"] is True and last["seq"] == 2 and 'data-points="2"' in last["charts"]
+    assert "second epoch done" in last["log"]
+
+
+def test_the_dashboard_follows_a_replaced_database_file(db_path: str, client: TestClient, jobs: list[str],
+                                                        tmp_path: Path) -> None:
+    # A copy made elsewhere (here: a child process, which closes it cleanly) is moved over the file once
+    # this process's writers let go of it (replacing a SQLite file under open writers corrupts it).
+    other = tmp_path / "other.db"
+    code = ("from jobtrack import Dataset, Trainer\n"
+            "def train(ctx):\n    ctx.log_epoch(1, train={'loss': 1.0})\n"
+            f"job = Trainer(train, db={str(other)!r}, runner='eager').fit("
+            "Dataset('replacement', 'regression', 't', tables={'train': [{'x': 1}]}))\nprint(job.job_id)\n")
+    new = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         timeout=120).stdout.strip()
+    assert jobs[0] in client.get("/").text
+    runtime.close_all()
+    JobManager(db_path).list_jobs()  # the one connection left: closing it checkpoints and removes the -wal
+    runtime.close_all()
+    assert not Path(db_path + "-wal").exists()
+    other.replace(db_path)
+    page = client.get("/").text
+    assert new in page and "replacement_regression_t" in page and jobs[0] not in page
+    assert client.get(f"/api/jobs/{jobs[0]}/live?seq=0&log=0").status_code == 404  # the page's script retries
+    assert client.get(f"/api/jobs/{new}/live?seq=0&log=0").json()["seq"] == 1
+
+
+def test_the_dashboard_never_writes_the_database(db_path: str, jobs: list[str]) -> None:
+    before = Path(db_path).stat().st_mtime_ns
+    c = TestClient(create_app(db_path, token="t"))
+    c.get("/?token=t")
+    for url in _routes(jobs[0])[:-1]:
+        c.get(url)
+    assert Path(db_path).stat().st_mtime_ns == before
+
+
+def test_the_ui_command_says_which_extra_it_needs_or_binds(capsys: pytest.CaptureFixture[str], db_path: str,
+                                                          jobs: list[str]) -> None:
+    from jobtrack.cli import main
+
+    assert main(["ui", "--db", db_path, "--port", "70000"]) == 2
+    assert "--port must be 0 to 65535" in capsys.readouterr().err
+
+
+def test_jobtrack_ui_as_a_user_runs_it(db_path: str, jobs: list[str]) -> None:
+    # The installed command in its own process: it prints a URL with the token, refuses a request
+    # without it, serves with it, and warns about a host other than 127.0.0.1.
+    proc = subprocess.Popen([sys.executable, "-m", "jobtrack", "--db", db_path, "ui", "--host", "0.0.0.0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = ""
+        while "open http" not in line:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, proc.stderr.read()
+        url = line.split("open ", 1)[1].strip()
+        assert url.startswith("http://0.0.0.0:") and "token=" in url
+        assert "warning: listening on 0.0.0.0" in proc.stderr.readline()
+        local = url.replace("0.0.0.0", "127.0.0.1")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(local.split("?")[0], timeout=20)
+        refused.value.close()  # the refusal holds the connection
+        assert refused.value.code == 403
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())  # keeps the cookie
+        with browser.open(local, timeout=20) as page:
+            assert page.status == 200 and jobs[0] in page.read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
