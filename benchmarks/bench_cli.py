@@ -5,6 +5,11 @@ script), a raw script (``python -c``: import sqlite3 and json, read the job's st
 the same JSON; its output is checked to be identical), and ``python -c pass`` (the interpreter alone).
 Target: `jobtrack status` <= 2x the raw script. Medians.
 
+Every command runs with a bytecode cache, as an installed package has one (pip compiles it):
+``PYTHONDONTWRITEBYTECODE`` is dropped and ``PYTHONPYCACHEPREFIX`` points into the temporary directory,
+filled by the warm-up runs, so the checkout is not written. Without it every jobtrack module is
+compiled on every start; that figure (``jobtrack status``, no bytecode cache) is shown too, labelled.
+
 Run: ``python benchmarks/bench_cli.py [--quick]``.
 """
 
@@ -47,7 +52,9 @@ def measure(where: str, tmp: Path, rounds: int) -> None:
     job = Trainer(fifty_epoch_job, db=db, runner="eager").fit(
         Dataset("bench", "binary_classification", "cli", tables={"train": [{"x": 1}]}))
     runtime.close_all()
-    env = {**os.environ, "JOBTRACK_DB": db}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(JOBTRACK_DB=db, PYTHONPYCACHEPREFIX=str(tmp / "pycache"))
+    no_bytecode = {**env, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(tmp / "empty-pycache")}
     script = os.path.join(os.path.dirname(sys.executable), "jobtrack")
     commands = {
         "jobtrack": [script, "status", job.job_id],
@@ -57,12 +64,14 @@ def measure(where: str, tmp: Path, rounds: int) -> None:
     ours = subprocess.run(commands["jobtrack"], capture_output=True, text=True, env=env, check=True).stdout
     theirs = subprocess.run(commands["raw"], capture_output=True, text=True, env=env, check=True).stdout
     assert ours == theirs, "the raw script prints something else than `jobtrack status`"
-    for cmd in commands.values():  # warm the page cache
-        _time(cmd, env)
-    times: dict[str, list[float]] = {k: [] for k in commands}
+    for _ in range(2):  # warm the page cache, and write the bytecode cache
+        for cmd in commands.values():
+            _time(cmd, env)
+    times: dict[str, list[float]] = {k: [] for k in [*commands, "uncompiled"]}
     for _ in range(rounds):
         for name, cmd in commands.items():
             times[name].append(_time(cmd, env))
+        times["uncompiled"].append(_time(commands["jobtrack"], no_bytecode))
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     w = f"cli ({where})"
     ratio_row(w, "`jobtrack status ID`, whole process (ms)", med["jobtrack"], med["raw"],
@@ -72,6 +81,10 @@ def measure(where: str, tmp: Path, rounds: int) -> None:
               "the interpreter starting and exiting, nothing imported", target=None, unit="ms")
     report(w, "interpreter alone / raw script / jobtrack status",
            f"{med['pass']:.0f} / {med['raw']:.0f} / {med['jobtrack']:.0f} ms")
+    ratio_row(w, "`jobtrack status ID` without a bytecode cache (ms)", med["uncompiled"], med["raw"],
+              "the same raw script; jobtrack run with PYTHONDONTWRITEBYTECODE=1 and an empty cache, so every "
+              "jobtrack module is compiled at each start (not what an installed package does)", target=None,
+              unit="ms")
 
 
 def main(argv: list[str] | None = None) -> int:

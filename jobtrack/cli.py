@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jobtrack import __version__, bundlecli, cliutil, expcli, listcli, retrycli, sweepcli, uicli
+from jobtrack import __version__, cliutil
 from jobtrack.config import ENV_DB, check_lock_timeout, default_db_path
 from jobtrack.errors import InvalidArgument, WaitTimeout
 from jobtrack.states import JobStatus
@@ -22,8 +23,33 @@ _INT64_MAX = 2**63 - 1  # what SQLite stores in an INTEGER, so the most a count 
 
 _local = cliutil.local
 
+_MODULE_COMMANDS = {"export": "bundlecli", "import": "bundlecli", "merge": "bundlecli", "tag": "expcli",
+                    "untag": "expcli", "compare": "expcli", "ui": "uicli", "report": "uicli", "retry": "retrycli",
+                    "sweep": "sweepcli"}
+"""Subcommands defined in their own modules (in --help's order), imported only when named or all are needed (#14)."""
 
-def _parser() -> argparse.ArgumentParser:
+
+def _module(name: str) -> Any:
+    return importlib.import_module(f"jobtrack.{name}")
+
+
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The subcommand argv names, or None when the whole parser is needed (--help, --version, an error, ...)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--db", "--lock-timeout"):
+            next(args, None)  # its value
+        elif arg != "--debug" and not arg.startswith(("--db=", "--lock-timeout=")):
+            return arg if arg in _BUILTINS or arg in _MODULE_COMMANDS else None
+    return None
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``command``, only that subcommand's (argparse needs the others only to list them)."""
+
+    def wanted(*names: str) -> bool:
+        return command is None or command in names
+
     db_help = f"database path or URL (default: ${ENV_DB}, else {default_db_path()})"
     lock_help = "seconds a write (cancel, prune, a worker's) waits for the database's write lock (default 30)"
     common = cliutil.Parser(add_help=False)
@@ -37,6 +63,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", default=False, help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    if wanted("list"):
+        _list_parser(sub, common)
+    for name, text in (("status", "print get_status() as JSON"), ("show", "a readable view of one job"),
+                       ("cancel", "cancel a job")):
+        if wanted(name):
+            sub.add_parser(name, parents=[common], help=text).add_argument("job_id")
+    if wanted("logs", "wait", "prune", "models", "plot", "worker", "demo", "migrate"):
+        _other_parsers(sub, common)
+    # export, import, merge (#19); tag, untag, compare (#15); ui, report (#16); retry (#18); sweep (#17)
+    for module in dict.fromkeys(_MODULE_COMMANDS.values()):
+        if command is None or _MODULE_COMMANDS.get(command) == module:
+            _module(module).add_parsers(sub, common)
+    return parser
+
+
+def _list_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    from jobtrack import listcli
+
     p = sub.add_parser("list", parents=[common], help="list jobs, newest first")
     p.add_argument("--status", action="append", help="filter by status (repeatable)")
     p.add_argument("--type", dest="job_type", help="filter by job type")
@@ -47,9 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print get_status() dicts as JSON")
     listcli.add_arguments(p)  # --where, --sort, --offset, --columns (#15)
 
-    for name, text in (("status", "print get_status() as JSON"), ("show", "a readable view of one job"),
-                       ("cancel", "cancel a job")):
-        sub.add_parser(name, parents=[common], help=text).add_argument("job_id")
+
+def _other_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("logs", parents=[common], help="print a job's log")
     p.add_argument("job_id")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
@@ -84,12 +127,6 @@ def _parser() -> argparse.ArgumentParser:
                        help="copy a database's jobs into another (e.g. a file to PostgreSQL)")
     p.add_argument("--from", dest="source", required=True, help="database to copy from (path or URL)")
     p.add_argument("--to", dest="target", required=True, help="database to copy into (path or URL)")
-    bundlecli.add_parsers(sub, common)  # export, import, merge (#19)
-    expcli.add_parsers(sub, common)  # tag, untag, compare (#15)
-    uicli.add_parsers(sub, common)  # ui, report (#16)
-    retrycli.add_parsers(sub, common)  # retry (#18)
-    sweepcli.add_parsers(sub, common)  # sweep run, show, list (#17)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Every failure prints one line, ``jobtrack: error: ...`` with a command-line hint, and no traceback
     unless ``--debug``: exit code 2 for a bad argument (usage errors too), 1 for everything else.
     """
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(_named_command(argv)).parse_args(argv)
     try:
         if args.lock_timeout is not None:
             try:
@@ -106,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except InvalidArgument:
                 raise InvalidArgument(f"--lock-timeout must be a number of seconds >= 0, not {args.lock_timeout}; "
                                       "use e.g. --lock-timeout 60.") from None
-        return _COMMANDS[args.command](args)
+        run = _BUILTINS.get(args.command) or _module(_MODULE_COMMANDS[args.command]).COMMANDS[args.command]
+        return run(args)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `jobtrack list | head`: the reader left; not an error of ours
@@ -147,6 +186,8 @@ def _count(option: str, value: int | None) -> int | None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     _count("--limit", args.limit)
+    from jobtrack import listcli
+
     return listcli.run(args, _manager(args))
 
 
@@ -163,9 +204,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     links, result = _manager(args).retry_links(s["job_id"]), s["result"]
     for ev in monitor.events():  # a new attempt (#18) shows as RUNNING -> RUNNING with its reason
         print(f"  {_local(ev.at.isoformat())}  {ev.from_status or '-':>9} -> {ev.to_status:<9} {ev.reason or ''}")
-    for line in retrycli.show_lines(links, result):
+    for line in _module("retrycli").show_lines(links, result):
         print(line)
-    expcli.print_show(args, monitor.job_id)  # config, tags, provenance (#15)
+    _module("expcli").print_show(args, monitor.job_id)  # config, tags, provenance (#15)
     if result.get("epochs"):
         print(f"epochs (eval metric {result.get('eval_metric')}, best epoch {result.get('best_epoch')}: "
               f"{result.get('best_metric')}):")
@@ -357,7 +398,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if final["status"] == "COMPLETED" and pred["status"] == "COMPLETED" else 1
 
 
-_COMMANDS = {
+_BUILTINS = {
     "list": _cmd_list,
     "status": _cmd_status,
     "show": _cmd_show,
@@ -370,9 +411,4 @@ _COMMANDS = {
     "worker": _cmd_worker,
     "migrate": _cmd_migrate,
     "demo": _cmd_demo,
-    **bundlecli.COMMANDS,
-    **expcli.COMMANDS,
-    **uicli.COMMANDS,
-    **retrycli.COMMANDS,
-    **sweepcli.COMMANDS,
 }

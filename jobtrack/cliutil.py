@@ -21,7 +21,6 @@ from jobtrack.errors import (
     StoreBusy,
     WaitTimeout,
 )
-from jobtrack.timeutil import utcnow
 
 _PYTHON_HINTS = [
     (re.compile(r"db= or JOBTRACK_DB"), "--db or JOBTRACK_DB"),
@@ -90,6 +89,8 @@ def duration(claimed: str | None, finished: str | None, status: str) -> str:
     if finished is not None:
         end = datetime.fromisoformat(finished)
     elif status == "RUNNING":
+        from jobtrack.timeutil import utcnow  # with the runtime it needs: not on every command's path (#14)
+
         end = utcnow()  # jobtrack's clock (the one tests may shift)
     else:
         return "-"

@@ -18,7 +18,6 @@ import math
 import operator
 import re
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import PurePath
@@ -59,6 +58,8 @@ def plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, enum.Enum):  # orjson writes an enum's value: so does the standard path
         return value.value
+    import uuid  # not on `jobtrack status`'s path (#14)
+
     if isinstance(value, uuid.UUID):  # likewise
         return str(value)
     shape = getattr(value, "shape", None)

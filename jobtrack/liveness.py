@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,6 +74,8 @@ class ChildExit:
 @lru_cache(maxsize=1)
 def _hostname() -> str:
     # JOBTRACK_HOST names the machine where hostnames repeat (containers, cloned VMs).
+    import socket  # not needed to read a finished job: `jobtrack status` starts without it (#14)
+
     return os.environ.get(ENV_HOST) or socket.gethostname()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import sys
 import time
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -88,6 +87,8 @@ def _mapping(text: str) -> dict[str, str]:
 
 def status_html(status: JobStatusDict | dict[str, Any], tags: list[str] | None = None) -> str:
     """A job's status fields (and tags) as an HTML table with every value escaped (``JobMonitor._repr_html_``)."""
+    import html  # not on `jobtrack status`'s path (#14)
+
     s: dict[str, Any] = dict(status)
     result = s.get("result") or {}
     rows: list[tuple[str, Any]] = [(k, s.get(k)) for k in ("job_id", "status", "job_type", "experiment_name",

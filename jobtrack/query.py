@@ -38,7 +38,6 @@ Grammar (keywords in any case; ``not`` binds tighter than ``and``, ``and`` tight
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Union
@@ -164,6 +163,8 @@ def field(query: str, name: str, pos: int) -> Field:
             raise InvalidQuery(query, pos, 'a summary key cannot contain "')
         return Field(name, prefix, key, PREFIXES[prefix], pos)
     known = [*COLUMNS, *(f"{p}.<key>" for p in PREFIXES)]
+    import difflib  # only for a misspelt field's suggestion (#14)
+
     near = difflib.get_close_matches(name, list(COLUMNS), n=2)
     hint = f"did you mean {' or '.join(near)}? " if near else ""
     if not dot and not near:

@@ -6,7 +6,6 @@ epoch as ``best.<name>``; every row of one table has the same keys (None where a
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -98,6 +97,8 @@ def _cell(value: Any) -> str:
 
 def html_table(header: Sequence[str], body: Iterable[Sequence[Any]], *, note: str | None = None) -> str:
     """An HTML table of escaped cells (Jupyter's ``_repr_html_``), with an optional note under it."""
+    import html  # not on `jobtrack status`'s path (#14)
+
     head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in header)
     lines = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(_cell(v))}</td>" for v in r)
                     + "</tr>" for r in body)

@@ -194,21 +194,31 @@ def _readable(value: Any) -> Any:
         return repr(value)
 
 
-def import_function(ref: str) -> UserFn:
-    """Import ``package.module:function`` (dots after the colon reach nested attributes).
+def import_object(ref: str, what: str = "function") -> Any:
+    """Import ``package.module:name`` (dots after the colon reach nested attributes).
 
     Raises:
-        InvalidArgument: a malformed reference, or one that does not import to a callable.
+        InvalidArgument: a malformed reference, or one that does not import; ``what`` names it in the message.
     """
     module_name, sep, qualname = ref.partition(":")
     if not sep or not module_name or not qualname:
-        raise InvalidArgument(f"{ref!r} is not of the form 'package.module:function'.")
+        raise InvalidArgument(f"{what} {ref!r} is not of the form 'package.module:name'.")
     try:
         obj: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
-        raise InvalidArgument(f"Cannot import {ref!r}: {exc}.") from None
+        raise InvalidArgument(f"Cannot import {what} {ref!r}: {exc}.") from None
+    return obj
+
+
+def import_function(ref: str) -> UserFn:
+    """Import ``package.module:function``.
+
+    Raises:
+        InvalidArgument: a malformed reference, or one that does not import to a callable.
+    """
+    obj = import_object(ref)
     if not callable(obj):
         raise InvalidArgument(f"{ref!r} is not callable.")
     return obj  # type: ignore[no-any-return]

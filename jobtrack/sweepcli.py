@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 from typing import Any
@@ -37,16 +36,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _load(ref: str, what: str) -> Any:
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise InvalidArgument(f"{what} {ref!r} is not of the form 'module:name'; e.g. train_mod:trainer.")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise InvalidArgument(f"Cannot import {what} {ref!r}: {exc}.") from None
-    return obj
+    from jobtrack.spec import import_object
+
+    return import_object(ref, what)
 
 
 def _instance(ref: str, what: str, cls: type) -> Any:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from dateutil import parser as _dtparser
-
 from jobtrack import runtime
 from jobtrack.errors import InvalidArgument
 
@@ -69,8 +67,10 @@ def parse_when(value: str | datetime, *, now: datetime | None = None) -> datetim
                 f"The age {_shown(value)} reaches back before the year 1; use a smaller age such as '30d' "
                 "or a date such as '2026-11-01'."
             ) from None
+    from dateutil import parser as dtparser  # only free-text times need it: the CLI starts without it (#14)
+
     try:
-        parsed = _dtparser.parse(value)
+        parsed = dtparser.parse(value)
     except (ValueError, OverflowError) as exc:
         raise InvalidArgument(
             f"Cannot read {value!r} as a time ({exc}); use e.g. '2h', '3d', '2026-11-01' "

@@ -216,7 +216,9 @@ def test_each_operator_and_field(pop: Population, where: str, expected: set[str]
         else:
             expected = ALL
     assert pop.match(where) == expected
-    assert Store.open(pop.db).count_jobs(where) == len(expected)
+    store = Store.open(pop.db)
+    assert store.count_jobs(where) == len(expected)
+    assert [store.count_jobs(where, cap=cap) for cap in (1, 2, 6)] == [min(cap, len(expected)) for cap in (1, 2, 6)]
 
 
 def test_sql_in_a_value_is_only_a_value(pop: Population) -> None:

@@ -252,9 +252,11 @@ def test_retry_of_a_completed_running_or_in_process_job_is_a_typed_error_that_ch
     assert done.wait(timeout=30)["status"] == "COMPLETED"
     failed = Trainer(retryfuncs.train_resumable, db=db_path, config={"dir": "/nonexistent"}).fit(_ds())
     assert failed.wait(timeout=30)["status"] == "FAILED"
+    held = folder / "held"  # a folder of its own: `done` left an a1-e0 marker in `folder`
+    held.mkdir()
     running = Trainer(retryfuncs.train_resumable, db=db_path, retries=1,
-                      config={"dir": str(folder), "hold": {"1": 0}}).fit(_ds())
-    _marker(folder, "a1-e0")
+                      config={"dir": str(held), "hold": {"1": 0}}).fit(_ds())
+    _marker(held, "a1-e0")
     before = _counts(db_path)
     manager = JobManager(db_path)
     for job, status in ((done, "COMPLETED"), (running, "RUNNING")):
@@ -268,5 +270,5 @@ def test_retry_of_a_completed_running_or_in_process_job_is_a_typed_error_that_ch
     assert _counts(db_path) == before
     assert not any(p.name not in (done.job_id, failed.job_id, running.job_id)
                    for p in (Path(db_path + "-files") / "jobs").iterdir())
-    (folder / "release-a1").touch()
+    (held / "release-a1").touch()
     assert running.wait(timeout=30)["status"] == "COMPLETED"

@@ -22,7 +22,9 @@ pytest.importorskip("httpx2", reason="Starlette's TestClient needs httpx2 (in th
 from starlette.testclient import TestClient
 
 from jobtrack import Dataset, JobManager, Trainer, demo, runtime
+from jobtrack.errors import InvalidArgument
 from jobtrack.store import Store
+from jobtrack.ui import app as ui_app
 from jobtrack.ui.app import COOKIE, create_app
 from proc import wait_until
 
@@ -232,6 +234,38 @@ def test_a_query_page_is_counted_sorted_and_paged_by_the_store(db_path: str, cli
     Trainer(_scored, db=db_path, runner="eager", config={"score": 0.5, "i": 99}).fit(_data())
     again = client.get("/", params={"q": where, "sort": "best", "dir": "asc", "per": 10}).text
     assert "25 job(s) · page 1 of 3" in again, re.findall(r"\d+ job\(s\)[^<]*", again)  # counted afresh on each page
+    store.close()
+
+
+def test_a_query_with_more_matches_than_the_count_cap_pages_by_next_until_the_last_row(
+        db_path: str, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond the cap the page says "more than N", shows no last page number, and offers "next" exactly as
+    long as a next page exists; every page is still the store's page, and together they are every match."""
+    ids = [Trainer(_scored, db=db_path, runner="eager", config={"score": 1 + (i * 7 % 11) / 10, "i": i}
+                   ).fit(_data()).job_id for i in range(23)]
+    monkeypatch.setattr(ui_app, "QUERY_COUNT_CAP", 8)
+    store = Store.open(db_path, read_only=True)
+    where = "config.i >= 1"
+    assert store.count_jobs(where) == 22 and store.count_jobs(where, cap=9) == 9
+    assert store.count_jobs(where, cap=100) == 22 and store.count_jobs("config.i > 99", cap=5) == 0
+    with pytest.raises(InvalidArgument, match="cap >= 1"):
+        store.count_jobs(where, cap=0)
+    expected = store.search_ids(where, sort="-best_metric")
+    seen: list[str] = []
+    for page_no in (1, 2, 3):
+        page = client.get("/", params={"q": where, "sort": "best", "per": 10, "page": page_no}).text
+        assert f"more than 8 job(s) · page {page_no}<" in page and " of " not in page.split("job(s) · page")[1][:12]
+        assert "more than 8 job(s) match it" in page
+        assert ('rel="next"' in page) == (page_no < 3), page_no  # 22 matches: a third page of 2, then none
+        assert ('rel="prev"' in page) == (page_no > 1)
+        shown = [i for i in dict.fromkeys(re.findall(r'href="/jobs/([^"?]+)"', page)) if i in ids]
+        assert shown == store.search_ids(where, sort="-best_metric", limit=10, offset=(page_no - 1) * 10)
+        seen += shown
+    assert seen == expected
+    exact = client.get("/", params={"q": "config.i >= 16", "sort": "best", "per": 10}).text  # 7 <= the cap: exact
+    assert "7 job(s) · page 1 of 1" in exact and "more than" not in exact and 'rel="next"' not in exact
+    past = client.get("/", params={"q": where, "sort": "best", "per": 10, "page": 9}).text  # past the end
+    assert "more than 8 job(s) · page 3<" in past and 'rel="next"' not in past
     store.close()
 
 

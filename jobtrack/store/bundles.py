@@ -9,7 +9,6 @@ each materialized table. Which tables and columns a job carries is derived from 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -86,6 +85,8 @@ class BundlesMixin(JobsMixin):
         """A stable id of this database: its recorded ``database_id``, else a digest of where it is."""
         with self.db.read() as tx:
             recorded = tx.scalar("SELECT value FROM jobtrack_meta WHERE key = 'database_id'")
+        import hashlib  # not on `jobtrack status`'s path (#14)
+
         return str(recorded) if recorded else "db-" + hashlib.sha256(self.target.encode()).hexdigest()[:16]
 
     def bundle_job_ids(self, job_ids: Sequence[str] | None = None, *, since: datetime | None = None,

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from jobtrack import query as q
+from jobtrack.errors import InvalidArgument
 from jobtrack.querylex import glob_parts
 from jobtrack.states import JobStatus
 from jobtrack.store.base import in_list
@@ -338,15 +339,23 @@ class SearchMixin(JobsMixin):
         with self.db.read() as tx:
             return [str(r[0]) for r in tx.all(sql, params)]
 
-    def count_jobs(self, where: Where = None) -> int:
-        """How many jobs match ``where``.
+    def count_jobs(self, where: Where = None, *, cap: int | None = None) -> int:
+        """How many jobs match ``where``; with ``cap``, counting stops at ``cap`` (the result is then
+        ``min(matches, cap)``), so a query matching half of a big file costs a bounded read (#16).
 
         Raises:
             InvalidQuery: ``where`` does not parse; nothing is read.
+            InvalidArgument: ``cap`` is below 1; nothing is read.
         """
+        if cap is not None and cap < 1:
+            raise InvalidArgument(f"count_jobs(cap={cap!r}): give cap >= 1, or cap=None to count every match")
         node = q.parse(where) if isinstance(where, str) else where
         c = _Compiler(self.db.is_sqlite)
-        sql = "SELECT COUNT(*) FROM jobs" + ("" if node is None else f" WHERE {c.node(node)}")
+        cond = "" if node is None else f" WHERE {c.node(node)}"
+        if cap is None:
+            sql = "SELECT COUNT(*) FROM jobs" + cond
+        else:
+            sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM jobs{cond} LIMIT {c.bind(int(cap))}) capped"
         with self.db.read() as tx:
             return int(tx.scalar(sql, c.params))
 

@@ -14,7 +14,7 @@ import os
 import secrets
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote, urlencode
 
 from starlette.applications import Starlette
@@ -37,6 +37,8 @@ COOKIE = "jobtrack_token"
 HEADER = "x-jobtrack-token"
 PAGE_SIZE = 50
 """Jobs per page unless ``?per=`` says otherwise (10 to 500)."""
+QUERY_COUNT_CAP = 1000
+"""A query's matches are counted up to this many; beyond it the page says "more than" and pages by next/previous."""
 CHOICES_TTL_S = 5.0
 """How long the filter menus' experiments and tags are reused before they are read again."""
 _STATIC = {"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
@@ -133,21 +135,35 @@ class Dashboard:
         return cached[1]
 
     def query_page(self, store: Store, query: str, filters: dict[str, str], sort: str, descending: bool,
-                   page: int, per: int) -> tuple[int, list[JobRecord], int] | str:
-        """(total, the page of jobs, the page number) of the search box's query AND the filters, counted,
-        sorted and cut in SQL; or why the query cannot be used (the page then shows the filters alone)."""
+                   page: int, per: int) -> QueryPage | str:
+        """The search box's query AND the filters, counted (up to ``QUERY_COUNT_CAP``), sorted and cut in SQL;
+        or why the query cannot be used (the page then shows the filters alone). One row past the page
+        tells whether a next page exists, so paging works past the counted matches too."""
         try:
             node = q.parse(query)
         except JobtrackError as exc:
             return f"Query not used: {exc}"
         where = _and_filters(node, filters)
         keys = [q.SortKey(q.field("", name, 0), descending) for name in _QUERY_SORT[sort]]
-        total = store.count_jobs(where)
-        recs = store.search_jobs(where, sort=keys, limit=per, offset=(page - 1) * per)
+        total = store.count_jobs(where, cap=QUERY_COUNT_CAP + 1)
+        recs = store.search_jobs(where, sort=keys, limit=per + 1, offset=(page - 1) * per)
         if not recs and total and page > 1:  # past the end (jobs were pruned meanwhile): the last page
-            page = -(-total // per)
-            recs = store.search_jobs(where, sort=keys, limit=per, offset=(page - 1) * per)
-        return total, recs, page
+            last = store.count_jobs(where) if total > QUERY_COUNT_CAP else total
+            page = max(1, -(-last // per))
+            recs = store.search_jobs(where, sort=keys, limit=per + 1, offset=(page - 1) * per)
+        capped = total > QUERY_COUNT_CAP
+        return QueryPage(QUERY_COUNT_CAP if capped else total, capped, recs[:per], page, len(recs) > per)
+
+
+class QueryPage(NamedTuple):
+    """One page of a query: ``total`` matches (a lower bound when ``capped``), its jobs, its number, and
+    whether a next page exists."""
+
+    total: int
+    capped: bool
+    recs: list[JobRecord]
+    page: int
+    has_next: bool
 
 
 _QUERY_SORT = {"created": ("created",), "status": ("status", "created"), "type": ("job_type", "created"),
@@ -209,9 +225,10 @@ def create_app(db: str | os.PathLike[str] | None = None, *, token: str | None = 
         page, per = _int(qp.get("page"), 1, 1, 10**9), _int(qp.get("per"), PAGE_SIZE, 10, 500)
         query = (qp.get("q") or "").strip()
         found = board.query_page(store, query, filters, sort, descending, page, per) if query else ""
-        if isinstance(found, tuple):
-            total, recs, page = found
-            note = f"Query: {total} job(s) match it and the filters."
+        capped, has_next = False, None
+        if isinstance(found, QueryPage):
+            total, capped, recs, page, has_next = found
+            note = f"Query: {'more than ' if capped else ''}{total} job(s) match it and the filters."
         else:
             note = found
             query_args: dict[str, Any] = {
@@ -223,6 +240,7 @@ def create_app(db: str | os.PathLike[str] | None = None, *, token: str | None = 
                 page = -(-total // per)
                 total, recs = store.dashboard_page(offset=(page - 1) * per, **query_args)
         return _html(pages.jobs_page(data.rows(store, recs), total=total, page=page, per=per, filters=filters,
+                                     capped=capped, has_next=has_next,
                                      choices=board.choices(store), sort=sort, descending=descending,
                                      query=query, query_note=note, token=board.token))
 

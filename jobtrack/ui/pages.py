@@ -132,8 +132,11 @@ def _select(name: str, label: str, options: Iterable[str], chosen: str | None) -
 
 def jobs_page(rows: Sequence[Mapping[str, Any]], *, total: int, page: int, per: int, filters: Mapping[str, Any],
               choices: Mapping[str, list[str]], sort: str, descending: bool, query: str, query_note: str,
-              token: str | None) -> str:
-    """The Jobs page: filters and query box, the table (sortable, selectable for Compare), pages."""
+              token: str | None, capped: bool = False, has_next: bool | None = None) -> str:
+    """The Jobs page: filters and query box, the table (sortable, selectable for Compare), pages.
+
+    ``capped``: ``total`` is a lower bound (counting stopped there), so the pager says "more than" and
+    shows no last page; ``has_next`` (when known) says whether a next page exists."""
     keep = {k: v for k, v in {**filters, "q": query}.items() if v}
 
     def link(**over: Any) -> str:
@@ -156,10 +159,13 @@ def jobs_page(rows: Sequence[Mapping[str, Any]], *, total: int, page: int, per: 
             + '<button type="submit">Apply</button> <a href="/">Reset</a></form>'
             + f'<p id="qnote" class="muted">{e(query_note)}</p>')
     pages = max(1, -(-total // per))
-    nav = [f"<span>{total} job(s) · page {page} of {pages}</span>"]
+    if capped:
+        nav = [f"<span>more than {total} job(s) · page {page}</span>"]
+    else:
+        nav = [f"<span>{total} job(s) · page {page} of {pages}</span>"]
     if page > 1:
         nav.insert(0, f'<a href="{escape(link(page=page - 1))}" rel="prev">← newer</a>')
-    if page < pages:
+    if (page < pages and not capped) if has_next is None else has_next:
         nav.append(f'<a href="{escape(link(page=page + 1))}" rel="next">older →</a>')
     table = jobs_table(rows, sort_link=sort_link)
     body = (f"<h1>Jobs</h1>{form}"
