@@ -35,10 +35,15 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stder
 """
 
 
+def _without_coverage() -> dict[str, str]:
+    """The environment minus CI's coverage start-up, which imports socket, hashlib, html... itself."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+
+
 def _loaded(*argv: str, env: dict[str, str] | None = None) -> tuple[int | None, set[str], str]:
     """Run ``main(argv)`` (or only the import, without argv) in a new interpreter: (exit code, modules, stdout)."""
     proc = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})}, check=True)
+                          env={**_without_coverage(), **(env or {})}, check=True)
     report = json.loads(proc.stderr.strip().splitlines()[-1])
     return report["code"], set(report["modules"]), proc.stdout
 
