@@ -52,10 +52,7 @@ def select_jobs(db: str | os.PathLike[str] | None, job_ids: Sequence[str] = (), 
         return list(dict.fromkeys(JobManager(db).resolve_job_id(j) for j in job_ids))
     store = Store.open(db, read_only=True)
     if where:
-        search = getattr(store, "search_ids", None)
-        if search is None:
-            raise InvalidArgument("This version of jobtrack has no query language; name the jobs instead.")
-        return list(search(where))
+        return store.search_ids(where)
     return [r.id for r in store.dashboard_page(limit=limit)[1]]
 
 

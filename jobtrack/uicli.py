@@ -30,7 +30,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         from jobtrack.ui.app import create_app
         from jobtrack.ui.server import base_url, bind, serve
     except ImportError:
-        raise MissingExtra("ui", "starlette and uvicorn", "jobtrack ui") from None
+        raise MissingExtra("ui", "starlette (with uvicorn)", "jobtrack ui") from None
     app = create_app(args.db)
     sock = bind(args.host, args.port)
     url = f"{base_url(sock)}/?token={app.state.token}"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobtrack import jsonutil
 from jobtrack.errors import JobtrackError
-from jobtrack.monitor import JobMonitor, status_dict
+from jobtrack.monitor import status_dict
 from jobtrack.states import TERMINAL
 
 if TYPE_CHECKING:
@@ -61,17 +61,6 @@ def rows(store: Store, recs: Sequence[JobRecord]) -> list[dict[str, Any]]:
     return [row(store, r, tags.get(r.id, ())) for r in recs]
 
 
-def _optional(monitor: JobMonitor, name: str) -> Any:
-    """``monitor.<name>()`` when this version has it (tags, provenance, params), else None."""
-    method = getattr(monitor, name, None)
-    if not callable(method):
-        return None
-    try:
-        return method()
-    except Exception:  # noqa: BLE001 - an optional panel must not take the page down
-        return None
-
-
 def job_detail(store: Store, job_id: str) -> dict[str, Any]:
     """Everything the job page shows.
 
@@ -79,20 +68,14 @@ def job_detail(store: Store, job_id: str) -> dict[str, Any]:
         JobNotFound: no job has this id.
     """
     rec = store.get_job(job_id)
-    monitor = JobMonitor.from_record(store, rec)
     status, epochs = status_and_epochs(store, rec)
     spec = rec.spec
-    tags = _optional(monitor, "tags")
-    if tags is None:
-        tags = store.tags_of([rec.id]).get(rec.id, [])
-    provenance = _optional(monitor, "provenance")
-    if provenance is None and rec.provenance_json:
-        provenance = jsonutil.loads(rec.provenance_json)
-    params = _optional(monitor, "params")
+    tags = store.tags_of([rec.id]).get(rec.id, [])
+    provenance = jsonutil.loads(rec.provenance_json) if rec.provenance_json else None
     config = spec.get("config") or {}
     return {
         "record": rec, "status": status, "events": store.events(rec.id), "epochs": epochs,
-        "config": config, "params": params, "tags": list(tags or []), "provenance": provenance,
+        "config": config, "tags": list(tags), "provenance": provenance,
         "dataset": spec.get("dataset"), "exports": store.export_head(rec.id, rows=EXPORT_HEAD_ROWS),
         "best_epoch": status["result"].get("best_epoch"), "eval_metric": rec.eval_metric,
         "terminal": rec.status in TERMINAL, "seq": rec.epoch_seq,

@@ -96,8 +96,6 @@ def job_body(detail: Mapping[str, Any], charts: Sequence[str], *, token: str | N
              f'<div class="cols"><section><{sub}>Status</{sub}>{status_fields(detail["status"])}</section>',
              f'<section><{sub}>History</{sub}>{timeline(detail["events"])}',
              f'<{sub}>Config</{sub}>{kv_table(detail["config"])}']
-    if detail.get("params"):
-        parts.append(f'<{sub}>Parameters</{sub}>{kv_table(detail["params"])}')
     if detail.get("dataset"):
         parts.append(f'<details><summary>Dataset</summary><pre>{e(json_text(detail["dataset"]))}</pre></details>')
     if detail.get("provenance"):
