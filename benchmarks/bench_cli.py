@@ -5,6 +5,11 @@ script), a raw script (``python -c``: import sqlite3 and json, read the job's st
 the same JSON; its output is checked to be identical), and ``python -c pass`` (the interpreter alone).
 Target: `jobtrack status` <= 2x the raw script. Medians.
 
+A finished job's status is read by ``jobtrack.store.peek`` (sqlite3 alone, no Store). A fourth command,
+``jobtrack status`` of a RUNNING job (its runner alive: a thread of this process, in a database of its
+own, so the finished job's file stays closed), takes the full path (Store, liveness check) and is shown
+for information, against the same raw script, without a target.
+
 Every command runs with a bytecode cache, as an installed package has one (pip compiles it):
 ``PYTHONDONTWRITEBYTECODE`` is dropped and ``PYTHONPYCACHEPREFIX`` points into the temporary directory,
 filled by the warm-up runs, so the checkout is not written. Without it every jobtrack module is
@@ -27,8 +32,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
+import threading  # noqa: E402
+
 from common import fifty_epoch_job, locations, ratio_row, report  # noqa: E402
 from jobtrack import Dataset, Trainer, runtime  # noqa: E402
+
+_release = threading.Event()
+
+
+def _held_job(ctx: object) -> None:
+    """Report 50 epochs, then stay RUNNING until the measurement ends (the runner, this process, is alive)."""
+    fifty_epoch_job(ctx)
+    _release.wait(timeout=600)
 
 RAW = """
 import json, sqlite3, sys
@@ -49,21 +64,36 @@ def _time(cmd: list[str], env: dict[str, str]) -> float:
 
 def measure(where: str, tmp: Path, rounds: int) -> None:
     db = str(tmp / "cli.db")
-    job = Trainer(fifty_epoch_job, db=db, runner="eager").fit(
-        Dataset("bench", "binary_classification", "cli", tables={"train": [{"x": 1}]}))
+    dataset = Dataset("bench", "binary_classification", "cli", tables={"train": [{"x": 1}]})
+    job = Trainer(fifty_epoch_job, db=db, runner="eager").fit(dataset)
     runtime.close_all()
+    _release.clear()
+    running_db = str(tmp / "cli-running.db")
+    running = Trainer(_held_job, db=running_db, runner="thread").fit(dataset)
+    try:
+        _measure(where, tmp, rounds, db, job.job_id, running_db, running.job_id)
+    finally:
+        _release.set()
+        running.wait(timeout=60)
+        runtime.close_all()
+
+
+def _measure(where: str, tmp: Path, rounds: int, db: str, job_id: str, running_db: str, running_id: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update(JOBTRACK_DB=db, PYTHONPYCACHEPREFIX=str(tmp / "pycache"))
     no_bytecode = {**env, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(tmp / "empty-pycache")}
     script = os.path.join(os.path.dirname(sys.executable), "jobtrack")
     commands = {
-        "jobtrack": [script, "status", job.job_id],
-        "raw": [sys.executable, "-c", RAW, db, job.job_id],
+        "jobtrack": [script, "status", job_id],
+        "raw": [sys.executable, "-c", RAW, db, job_id],
         "pass": [sys.executable, "-c", "pass"],
+        "running": [script, "status", running_id, "--db", running_db],
     }
     ours = subprocess.run(commands["jobtrack"], capture_output=True, text=True, env=env, check=True).stdout
     theirs = subprocess.run(commands["raw"], capture_output=True, text=True, env=env, check=True).stdout
     assert ours == theirs, "the raw script prints something else than `jobtrack status`"
+    seen = subprocess.run(commands["running"], capture_output=True, text=True, env=env, check=True).stdout
+    assert '"status": "RUNNING"' in seen, "the running job is not RUNNING"
     for _ in range(2):  # warm the page cache, and write the bytecode cache
         for cmd in commands.values():
             _time(cmd, env)
@@ -79,8 +109,11 @@ def measure(where: str, tmp: Path, rounds: int) -> None:
               "identical)", target=2.0, unit="ms")
     ratio_row(w, "`jobtrack status ID` vs `python -c pass` (ms)", med["jobtrack"], med["pass"],
               "the interpreter starting and exiting, nothing imported", target=None, unit="ms")
-    report(w, "interpreter alone / raw script / jobtrack status",
-           f"{med['pass']:.0f} / {med['raw']:.0f} / {med['jobtrack']:.0f} ms")
+    report(w, "interpreter alone / raw script / jobtrack status (finished) / (running)",
+           f"{med['pass']:.0f} / {med['raw']:.0f} / {med['jobtrack']:.0f} / {med['running']:.0f} ms")
+    ratio_row(w, "`jobtrack status ID` of a RUNNING job, full path (ms)", med["running"], med["raw"],
+              "the same raw script (of the finished job); informational: a RUNNING job is read through the Store, "
+              "with its 50 epochs and a liveness check", target=None, unit="ms")
     ratio_row(w, "`jobtrack status ID` without a bytecode cache (ms)", med["uncompiled"], med["raw"],
               "the same raw script; jobtrack run with PYTHONDONTWRITEBYTECODE=1 and an empty cache, so every "
               "jobtrack module is compiled at each start (not what an installed package does)", target=None,

@@ -13,7 +13,7 @@ Measured, in alternating rounds in the same run, on disk and on tmpfs:
   column of ``jobs``), written two ways (correlated ``EXISTS``, and ``id IN (SELECT ...)``); the faster
   one is the floor.
 
-Run: ``python benchmarks/bench_query.py [--jobs 100000] [--rounds 15] [--explain]``.
+Run: ``python benchmarks/bench_query.py [--jobs 100000] [--rounds 15] [--explain] [--quick]``.
 """
 
 from __future__ import annotations
@@ -174,7 +174,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--explain", action="store_true", help="print the query plans too")
+    parser.add_argument("--quick", action="store_true", help="10,000 jobs, 5 rounds (benchmarks/run.py --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.jobs, args.rounds = 10_000, 5
     places = [("disk", None)]
     if os.path.isdir("/dev/shm"):
         places.append(("tmpfs", "/dev/shm"))

@@ -8,7 +8,7 @@ On SQLite (disk and tmpfs) and, when a server answers, on PostgreSQL.
 
 Targets: pickup p50 <= 10 ms and p99 <= 50 ms; an idle worker takes the write lock 0 times per second.
 
-Run: ``python benchmarks/bench_worker.py [--quick]``.
+Run: ``python benchmarks/bench_worker.py [--quick] [--where disk tmpfs postgres] [--jobs N]``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ sys.path.insert(1, str(HERE.parent))
 
 from common import locations, percentile, quick_job, report  # noqa: E402
 from jobtrack import Dataset, Trainer, runtime  # noqa: E402
+
+PLACES = ("disk", "tmpfs", "postgres")
+"""The databases measured: SQLite files on disk and on tmpfs, and a PostgreSQL server (if one answers)."""
 
 _WORKER = """
 import json, sys, threading, time
@@ -84,45 +87,55 @@ def _report(where: str, latencies: list[float], submits: list[float], idle_locks
     report(f"worker ({where})", "pickup p99", f"{p99:.1f} ms", "<= 50 ms", p99 <= 50, floor)
     report(f"worker ({where})", "fit() itself (submit: row, events, config, provenance), p50",
            f"{statistics.median(submits) * 1e3:.1f} ms")
-    report(f"worker ({where})", f"write-lock acquisitions of an idle worker over {idle_s:.0f} s", str(idle_locks),
+    report(f"worker ({where})", f"write-lock acquisitions of an idle worker over {idle_s:g} s", str(idle_locks),
            "0", idle_locks == 0, "none: Database.write_locks counted in the worker's process")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--where", nargs="+", choices=PLACES, default=list(PLACES), help="the databases to measure")
+    parser.add_argument("--jobs", type=int, help="jobs measured per database (default 100, quick 10)")
     args = parser.parse_args(argv)
-    n, idle_s = (10, 1.0) if args.quick else (100, 2.0)
-    with locations() as places:
+    n, idle_s = (10, 0.5) if args.quick else (100, 2.0)
+    n = args.jobs or n
+    files = [w for w in args.where if w != "postgres"]
+    with locations(files or ["disk"]) as places:  # the postgres leg keeps its dataset file in the first place
         for where, tmp in places:
             (tmp / "train.csv").write_text("x\n1\n", encoding="utf-8")
             ds = Dataset("bench", "regression", "pickup", tables={"train": str(tmp / "train.csv")})
-            latencies, submits, locks = _pickups(str(tmp / "pickup.db"), ds, n, idle_s)
-            _report(where, latencies, submits, locks, idle_s)
-            runtime.close_all()
-        url = os.environ.get("JOBTRACK_BENCH_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
-        try:
-            import sqlalchemy
-
-            engine = sqlalchemy.create_engine(url)
-            with engine.begin() as conn:
-                conn.exec_driver_sql("SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - no server, no figures
-            report("worker (postgres)", "server", f"unavailable ({type(exc).__name__}); set JOBTRACK_BENCH_PG_URL")
-            return 0
-        schema = f"jt_pickup_{os.getpid()}"
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        try:
-            db = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-            latencies, submits, locks = _pickups(db, ds, n, idle_s)
-            _report("postgres", latencies, submits, locks, idle_s)
-        finally:
-            runtime.close_all()
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-            engine.dispose()
+            if where in files:
+                latencies, submits, locks = _pickups(str(tmp / "pickup.db"), ds, n, idle_s)
+                _report(where, latencies, submits, locks, idle_s)
+                runtime.close_all()
+        if "postgres" in args.where:
+            _postgres(ds, n, idle_s)
     return 0
+
+
+def _postgres(ds: Dataset, n: int, idle_s: float) -> None:
+    url = os.environ.get("JOBTRACK_BENCH_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - no server, no figures
+        report("worker (postgres)", "server", f"unavailable ({type(exc).__name__}); set JOBTRACK_BENCH_PG_URL")
+        return
+    schema = f"jt_pickup_{os.getpid()}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        db = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+        latencies, submits, locks = _pickups(db, ds, n, idle_s)
+        _report("postgres", latencies, submits, locks, idle_s)
+    finally:
+        runtime.close_all()
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        engine.dispose()
 
 
 if __name__ == "__main__":

@@ -21,13 +21,24 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 EPOCHS = 50
 ROWS_ENV = "JOBTRACK_BENCH_ROWS"
 TMPFS = "/dev/shm"
-ISO = "2026-11-25T00:00:00.000000+00:00"
+LEASE = timedelta(seconds=60)
+
+
+def stamps() -> tuple[str, str]:
+    """A transaction's timestamp and lease expiry, as ISO text: what jobtrack computes per transaction."""
+    now = datetime.now(UTC)
+    return now.isoformat(timespec="microseconds"), (now + LEASE).isoformat(timespec="microseconds")
+
+
+def _g(value: Any) -> str:
+    return "null" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 # -- timing -----------------------------------------------------------------------------------------
@@ -236,6 +247,8 @@ class RawJobs:
     commits with ``synchronous=NORMAL`` (no fsync), jobtrack's rule for a claim and for an eager
     job's create+claim. ``metrics=True`` also does the per-epoch ``job_metrics`` upsert and
     ``jobs.best_metric`` update (when jobtrack's ``add_epoch`` writes them, the floor must too).
+    Each transaction takes the current time (and a lease expiry where jobtrack renews one), and each
+    epoch appends the same log line jobtrack writes to the job's log, on a descriptor kept per job.
     """
 
     def __init__(self, path: str, *, lock: str = "flock", json_lib: str = "orjson", metrics: bool = False) -> None:
@@ -251,6 +264,10 @@ class RawJobs:
                            f"VALUES ({', '.join(':' + c for c in JOB_COLUMNS)})")
         self.n = 0
         self.top: dict[str, int] = {}  # the highest epoch number reported per job
+        self.logs = Path(path + "-floor-logs")
+        self.logs.mkdir(exist_ok=True)
+        self.log_fds: dict[str, int] = {}  # per running job: its log, opened at its first line
+        self.best: dict[str, tuple[Any, set[str]]] = {}  # per job: best roc_auc so far, metric names stored
 
     def tx(self, statements: Callable[[sqlite3.Connection], Any], *, durable: bool = True) -> Any:
         conn = self.conn
@@ -271,27 +288,28 @@ class RawJobs:
         finally:
             self.lock.release()
 
-    def _event(self, conn: sqlite3.Connection, job_id: str, src: str | None, dst: str, reason: str) -> None:
+    def _event(self, conn: sqlite3.Connection, job_id: str, src: str | None, dst: str, reason: str,
+               at: str) -> None:
         conn.execute("INSERT INTO job_events (job_id, from_status, to_status, at, reason) VALUES (?, ?, ?, ?, ?)",
-                     (job_id, src, dst, ISO, reason))
+                     (job_id, src, dst, at, reason))
 
-    def _insert(self, conn: sqlite3.Connection, job_id: str) -> None:
+    def _insert(self, conn: sqlite3.Connection, job_id: str, now: str) -> None:
         row = dict.fromkeys(self.columns)
         row.update(id=job_id, job_type="train", status="QUEUED", experiment_name="bench_binary_classification_jobs",
-                   model_run_id="mr_" + job_id, created_at=ISO, updated_at=ISO, eval_metric="roc_auc",
+                   model_run_id="mr_" + job_id, created_at=now, updated_at=now, eval_metric="roc_auc",
                    metric_mode="max", spec_json="{}", runner_kind="thread", submitter="host|1|x", claim_token=0,
                    cancel_requested=False, export_paths_json="{}", source_views_json="{}", epoch_seq=0,
                    max_attempts=1, attempt=0)
         conn.execute(self.insert_job, row)
         conn.execute("INSERT INTO model_runs (id, job_id, experiment_name, task_type, created_at) "
-                     "VALUES (?, ?, ?, ?, ?)", ("mr_" + job_id, job_id, row["experiment_name"], "binary", ISO))
-        self._event(conn, job_id, None, "QUEUED", "submitted")
+                     "VALUES (?, ?, ?, ?, ?)", ("mr_" + job_id, job_id, row["experiment_name"], "binary", now))
+        self._event(conn, job_id, None, "QUEUED", "submitted", now)
 
-    def _claim(self, conn: sqlite3.Connection, job_id: str) -> None:
+    def _claim(self, conn: sqlite3.Connection, job_id: str, now: str, lease: str) -> None:
         conn.execute("UPDATE jobs SET status = 'RUNNING', updated_at = ?, reason = 'claimed', claim_token = 1, "
                      "runner = 'host|1|x', heartbeat_at = ?, lease_expires_at = ? "
-                     "WHERE id = ? AND status = 'QUEUED'", (ISO, ISO, ISO, job_id))
-        self._event(conn, job_id, "QUEUED", "RUNNING", "claimed")
+                     "WHERE id = ? AND status = 'QUEUED'", (now, now, lease, job_id))
+        self._event(conn, job_id, "QUEUED", "RUNNING", "claimed", now)
 
     def submit(self, *, claim: bool) -> str:
         """Insert a job (durable), or insert and claim it in one transaction without fsync (eager)."""
@@ -299,48 +317,72 @@ class RawJobs:
         job_id = f"raw_{os.getpid()}_{self.n}"
 
         def statements(conn: sqlite3.Connection) -> None:
-            self._insert(conn, job_id)
+            now, lease = stamps()
+            self._insert(conn, job_id, now)
             if claim:
-                self._claim(conn, job_id)
+                self._claim(conn, job_id, now, lease)
 
         self.tx(statements, durable=not claim)
         return job_id
 
     def claim(self, job_id: str) -> None:
-        self.tx(lambda conn: self._claim(conn, job_id), durable=False)
+        self.tx(lambda conn: self._claim(conn, job_id, *stamps()), durable=False)
 
     def epoch(self, job_id: str, epoch: int, train: dict[str, float], validation: dict[str, float]) -> None:
-        """One log_epoch: renew the lease and count the epoch on the job row (RETURNING its count), insert the epoch."""
+        """One log_epoch: renew the lease and count the epoch on the job row (RETURNING its count), insert the epoch,
+        then append its line to the job's log."""
         train_json, val_json = self.dumps(train), self.dumps(validation)
+        now, lease = stamps()
 
         def statements(conn: sqlite3.Connection) -> None:
             seq = conn.execute("UPDATE jobs SET updated_at = ?, heartbeat_at = ?, lease_expires_at = ?, "
                                "epoch_seq = epoch_seq + 1 WHERE id = ? AND status = 'RUNNING' AND claim_token = 1 "
-                               "RETURNING epoch_seq, cancel_requested", (ISO, ISO, ISO, job_id)).fetchall()[0][0]
-            values = (train_json, val_json, ISO, job_id, epoch)  # a repeated epoch number replaces the stored one
+                               "RETURNING epoch_seq, cancel_requested", (now, now, lease, job_id)).fetchall()[0][0]
+            values = (train_json, val_json, now, job_id, epoch)  # a repeated epoch number replaces the stored one
             top = self.top.get(job_id)  # as jobtrack: look for a stored one only when the number is not new
             self.top[job_id] = epoch if top is None else max(top, epoch)
             if top is None or epoch > top or not conn.execute(
                     "UPDATE job_epochs SET train_json = ?, validation_json = ?, at = ? "
                     "WHERE job_id = ? AND epoch = ?", values).rowcount:
                 conn.execute("INSERT INTO job_epochs (job_id, seq, epoch, train_json, validation_json, at) "
-                             "VALUES (?, ?, ?, ?, ?, ?)", (job_id, seq, epoch, train_json, val_json, ISO))
-            if self.metrics:  # jobtrack's job_metrics rows when this epoch is the best so far (#15)
-                conn.execute("SELECT eval_metric, metric_mode FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                             "VALUES (?, ?, ?, ?, ?, ?)", (job_id, seq, epoch, train_json, val_json, now))
+            if self.metrics:  # jobtrack's job_metrics rows (#15), with the same statements as its add_epoch
                 named = {f"train.{k}": v for k, v in train.items()}
                 named.update((k, v) for k, v in train.items() if k not in validation)
                 named.update(validation)
-                conn.execute("UPDATE job_metrics SET best_value = NULL WHERE job_id = ?", (job_id,))
-                conn.execute("UPDATE jobs SET best_metric = ? WHERE id = ?", (validation["roc_auc"], job_id))
-                conn.executemany("INSERT INTO job_metrics (job_id, name, best_value, last_value) VALUES (?, ?, ?, ?) "
-                                 "ON CONFLICT (job_id, name) DO UPDATE SET best_value = excluded.best_value, "
-                                 "last_value = excluded.last_value",
-                                 [(job_id, n, float(x), float(x)) for n, x in named.items()])
+                best, names = self.best.get(job_id, (None, set()))
+                value = validation["roc_auc"]  # eval_metric and mode known in the process, as jobtrack keeps them
+                if best is None or value > best:  # this epoch is the best so far
+                    if not names.issubset(named):  # names the best epoch lacks lose their best value
+                        conn.execute("UPDATE job_metrics SET best_value = NULL WHERE job_id = ?", (job_id,))
+                    conn.execute("UPDATE jobs SET best_metric = ? WHERE id = ?", (value, job_id))
+                    conn.executemany("INSERT INTO job_metrics (job_id, name, best_value, last_value) "
+                                     "VALUES (?, ?, ?, ?) ON CONFLICT (job_id, name) DO UPDATE SET "
+                                     "best_value = excluded.best_value, last_value = excluded.last_value",
+                                     [(job_id, n, float(x), float(x)) for n, x in named.items()])
+                    best = value
+                else:
+                    conn.executemany("INSERT INTO job_metrics (job_id, name, best_value, last_value) "
+                                     "VALUES (?, ?, NULL, ?) ON CONFLICT (job_id, name) DO UPDATE SET "
+                                     "last_value = excluded.last_value",
+                                     [(job_id, n, float(x)) for n, x in named.items()])
+                self.best[job_id] = (best, names | set(named))
 
         self.tx(statements)
+        self._log(job_id, f"epoch {epoch}: train " + ", ".join([f"{k}={_g(v)}" for k, v in train.items()])
+                  + " | validation " + ", ".join([f"{k}={_g(v)}" for k, v in validation.items()]))
+
+    def _log(self, job_id: str, line: str) -> None:
+        fd = self.log_fds.get(job_id)
+        if fd is None:
+            fd = self.log_fds[job_id] = os.open(self.logs / f"{job_id}.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                                0o600)
+        os.write(fd, f"{datetime.now(UTC).isoformat(timespec='microseconds')} {line}\n".encode())
 
     def finish(self, job_id: str, summary: dict[str, Any] | None) -> None:
         """RUNNING -> COMPLETED: read the epochs, decode them, encode the frozen result, update, event."""
+        now = stamps()[0]
+
         def statements(conn: sqlite3.Connection) -> None:
             conn.execute("SELECT eval_metric, metric_mode, epoch_seq, cancel_requested FROM jobs WHERE id = ?",
                          (job_id,)).fetchone()
@@ -355,10 +397,13 @@ class RawJobs:
             conn.execute("UPDATE jobs SET status = 'COMPLETED', updated_at = ?, reason = 'completed', "
                          "finished_at = ?, lease_expires_at = NULL, result_json = ?, cancel_requested = 0 "
                          "WHERE id = ? AND status = 'RUNNING' AND claim_token = 1",
-                         (ISO, ISO, self.dumps(result), job_id))
-            self._event(conn, job_id, "RUNNING", "COMPLETED", "completed")
+                         (now, now, self.dumps(result), job_id))
+            self._event(conn, job_id, "RUNNING", "COMPLETED", "completed", now)
 
         self.tx(statements)
+        fd = self.log_fds.pop(job_id, None)
+        if fd is not None:
+            os.close(fd)
 
     def lifecycle(self, *, eager: bool, epochs: int = EPOCHS, summary: dict[str, Any] | None = None) -> str:
         """What one job costs jobtrack: eager (create+claim, epochs, finish) or thread (create, claim, ...)."""

@@ -488,18 +488,23 @@ NOTES = {
         "in-process best-metric state, the file-identity stat per write (#21)."
     ),
     "scale": (
-        "list_jobs goes through the query engine (search_jobs, #15) and builds a JobRecord and a JobMonitor per "
-        "row: about 20-40 us per row on this loaded machine against a 1 ms raw select of 100 rows, and it checks "
-        "liveness once per RUNNING row (100 /proc probes where the floor makes one): Store._apply_liveness takes "
-        "a per-call probes dict, which search_jobs does not pass yet. show_jobs() is one page (100) whatever the "
-        "size of the database."
+        "list_jobs goes through the query engine (search_jobs, #15: the SQL is composed per call, the query "
+        "language is imported only for a where or sort) and runs the same SELECT as the floor, as one statement "
+        "without a transaction around it. What it adds per row: a JobRecord (records.job_record: a named tuple, "
+        "the job type and status looked up in dicts instead of Enum calls), a liveness check that is a dict "
+        "lookup once the call has made its one /proc probe per distinct runner (Store._settle and its probes "
+        "dict, shared by the re-read a verdict causes), and a JobMonitor: about 2 us per row here, against the "
+        "floor's 4 us per row of fetching. show_jobs() is one page (100) whatever the size of the database: "
+        "each job's status dict, its result JSON decoded."
     ),
     "worker": (
-        "An idle worker watches SQLite's data_version (about 2 us to ask) with a pause growing from 1 to 5 ms, or "
-        "on PostgreSQL LISTENs for the notification create_job sends at commit, and takes the write lock only "
-        "after a read without the lock saw a QUEUED job. Pickup is measured from fit() returning to the "
-        "submitter reading RUNNING (polled every 0.5 ms); on PostgreSQL it is bounded by the round trips of the "
-        "read, the claim transaction and the submitter's read."
+        "An idle worker watches SQLite's data_version (about 2 us to ask) with a pause growing from 1 to 5 ms and "
+        "takes the write lock only after a read without the lock saw a QUEUED job; on PostgreSQL it LISTENs for "
+        "the notification create_job sends at commit and claims at once on that same connection, in one "
+        "statement (FOR UPDATE SKIP LOCKED, the UPDATE and the event row: one round trip, where the pooled "
+        "read-then-claim took twelve). Pickup is measured from fit() returning to the submitter reading RUNNING "
+        "(polled every 0.5 ms); on PostgreSQL what remains is mostly the submitter's own status read (a ping, "
+        "BEGIN, the SELECT and COMMIT per read through the pool)."
     ),
     "cli": (
         "The whole process of `jobtrack status ID`: interpreter start, jobtrack's imports and the read. The raw "
@@ -579,10 +584,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="jobtrack-bench-") as tmp:
         rows_file = Path(tmp) / "rows.jsonl"
         for name in chosen:
+            part_started = time.perf_counter()
             if name in WORKLOADS:
                 WORKLOADS[name](Path(tmp))
             else:
                 _run_script(name, rows_file)
+            print(f"  ({name}: {time.perf_counter() - part_started:.1f} s)", flush=True)
         script_rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.exists() else []
     rows = ROWS + script_rows
     elapsed = time.perf_counter() - started

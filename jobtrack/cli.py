@@ -7,13 +7,15 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 from jobtrack import __version__, cliutil
-from jobtrack.config import ENV_DB, check_lock_timeout, default_db_path
-from jobtrack.errors import InvalidArgument, WaitTimeout
-from jobtrack.states import JobStatus
+from jobtrack.config import ENV_DB, check_lock_timeout, default_db_text
+
+# Every command starts here: the errors, the states and typing load where used, not at start-up (#14).
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 EXIT_CODES = {"COMPLETED": 0, "FAILED": 3, "CANCELED": 4}
 """Exit codes of ``jobtrack wait`` by final status (1: error, 2: usage)."""
@@ -50,7 +52,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     def wanted(*names: str) -> bool:
         return command is None or command in names
 
-    db_help = f"database path or URL (default: ${ENV_DB}, else {default_db_path()})"
+    db_help = f"database path or URL (default: ${ENV_DB}, else {default_db_text()})"
     lock_help = "seconds a write (cancel, prune, a worker's) waits for the database's write lock (default 30)"
     common = cliutil.Parser(add_help=False)
     common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
@@ -139,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser(_named_command(argv)).parse_args(argv)
     try:
         if args.lock_timeout is not None:
+            from jobtrack.errors import InvalidArgument
+
             try:
                 args.lock_timeout = check_lock_timeout(args.lock_timeout)
             except InvalidArgument:
@@ -179,6 +183,8 @@ def _count(option: str, value: int | None) -> int | None:
         InvalidArgument: zero, negative, or more than 2**63 - 1.
     """
     if value is not None and not 1 <= value <= _INT64_MAX:
+        from jobtrack.errors import InvalidArgument
+
         raise InvalidArgument(f"{option} must be a positive integer no larger than {_INT64_MAX}, not {value}; "
                               f"use e.g. {option} 50.")
     return value
@@ -192,7 +198,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    print(json.dumps(_job(args).get_status(), indent=2))
+    from jobtrack.store import peek
+
+    # A finished job of a SQLite file is read straight from the file (no Store, #14); anything else, and
+    # anything the fast path is unsure of, takes the full path: the same output, or the same error, as ever.
+    status = peek.finished_status(args.db, args.job_id)
+    print(json.dumps(status if status is not None else _job(args).get_status(), indent=2))
     return 0
 
 
@@ -231,6 +242,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
+    from jobtrack.states import JobStatus
+
     manager = _manager(args)
     args.job_id = manager.resolve_job_id(args.job_id)
     status = manager.cancel_job(args.job_id)
@@ -249,6 +262,8 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _cmd_wait(args: argparse.Namespace) -> int:
+    from jobtrack.errors import InvalidArgument, WaitTimeout
+
     if args.timeout is not None and not 0 <= args.timeout < float("inf"):  # NaN too
         raise InvalidArgument(f"--timeout must be a number of seconds >= 0, not {args.timeout}; use e.g. --timeout 60.")
     job = _job(args)
@@ -265,6 +280,7 @@ def _cmd_wait(args: argparse.Namespace) -> int:
 
 def _no_worker_hint(job_id: str, args: argparse.Namespace) -> str:
     """For a runner="worker" job still QUEUED while no worker runs a job of this database: say so (#13)."""
+    from jobtrack.states import JobStatus
     from jobtrack.store import Store
 
     store = Store.open(args.db, create=False)  # the manager's store: it exists
@@ -297,6 +313,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    from jobtrack.errors import InvalidArgument
     from jobtrack.model_manager import ModelManager
 
     manager = ModelManager(args.db, lock_timeout=args.lock_timeout)

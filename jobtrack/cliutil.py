@@ -7,33 +7,59 @@ the command line says the same in its own terms (``jobtrack list``, ``--timeout`
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from datetime import datetime
-from typing import Any, TextIO
 
-from jobtrack.errors import (
-    AmbiguousJobId,
-    InvalidArgument,
-    JobNotFound,
-    JobtrackError,
-    ModelNotFound,
-    StoreBusy,
-    WaitTimeout,
-)
+# Every command imports this module: the errors (and typing) load only when a command fails (#14).
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 _PYTHON_HINTS = [
-    (re.compile(r"db= or JOBTRACK_DB"), "--db or JOBTRACK_DB"),
-    (re.compile(r"lock_timeout= of Trainer or JobManager, --lock-timeout of the jobtrack command"),
-     "--lock-timeout SECONDS"),
-    (re.compile(r"\(monitor\.wait\(\)\)"), "(jobtrack wait JOB_ID)"),
-    (re.compile(r"Look at get_status\(\)\['result'\]"), "Look at jobtrack show JOB_ID"),
+    (r"db= or JOBTRACK_DB", "--db or JOBTRACK_DB"),
+    (r"lock_timeout= of Trainer or JobManager, --lock-timeout of the jobtrack command", "--lock-timeout SECONDS"),
+    (r"\(monitor\.wait\(\)\)", "(jobtrack wait JOB_ID)"),
+    (r"Look at get_status\(\)\['result'\]", "Look at jobtrack show JOB_ID"),
 ]
-"""Python-flavoured advice in library messages, and its command-line wording."""
+"""Python-flavoured advice in library messages (patterns, compiled when an error is shown), and its command-line
+wording."""
+
+
+def terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns`` without importing shutil: ``$COLUMNS``, else the terminal's, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):  # AttributeError: no stdout at all (None), as shutil allows
+        return 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help formatter, given the width argparse would compute (``terminal_columns() - 2``).
+
+    argparse builds a formatter for every ``add_argument``; left to find the width itself, each imports
+    shutil (and with it bz2, lzma and zlib), which cost every command 2 ms before it did anything (#14).
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         terminal_columns() - 2 if width is None else width)
 
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors: ``jobtrack: error: ... (see 'jobtrack list --help')``, exit 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)  # subparsers are Parsers too: they get it as well
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:  # argparse's signature returns NoReturn
         self.exit(2, f"jobtrack: error: {message} (see '{self.prog} --help')\n")
@@ -41,12 +67,16 @@ class Parser(argparse.ArgumentParser):
 
 def exit_code(exc: BaseException) -> int:
     """2 for a bad argument (a value the command cannot use), 1 for every other failure."""
+    from jobtrack.errors import InvalidArgument
+
     return 2 if isinstance(exc, InvalidArgument) else 1
 
 
 def error_line(exc: BaseException, args: argparse.Namespace | None = None) -> str:
     """The one line ``jobtrack: error: ...`` says for ``exc``, with a command-line hint where the library's speaks
     Python."""
+    from jobtrack.errors import AmbiguousJobId, JobNotFound, JobtrackError, ModelNotFound, StoreBusy, WaitTimeout
+
     db = f" --db {getattr(args, 'db', None)}" if getattr(args, "db", None) else ""
     if isinstance(exc, AmbiguousJobId):
         text = str(exc)
@@ -65,7 +95,7 @@ def error_line(exc: BaseException, args: argparse.Namespace | None = None) -> st
     elif isinstance(exc, JobtrackError):
         text = str(exc)
         for pattern, replacement in _PYTHON_HINTS:
-            text = pattern.sub(replacement, text)
+            text = re.sub(pattern, replacement, text)
     elif isinstance(exc, OSError):
         text = (f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror
                 else exc.strerror or f"{type(exc).__name__}: {exc}")
@@ -100,7 +130,8 @@ def duration(claimed: str | None, finished: str | None, status: str) -> str:
     return f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
 
 
-_LOG_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?[+-]\d\d:\d\d) ", re.M)
+_LOG_STAMP = r"(?m)^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?[+-]\d\d:\d\d) "
+"""An ISO UTC timestamp opening a log line (compiled by ``re``'s cache at the first ``jobtrack logs`` line)."""
 
 
 class LocalTimes:
@@ -114,7 +145,7 @@ class LocalTimes:
         text = self._partial + text
         complete, _, self._partial = text.rpartition("\n")
         if complete or text.endswith("\n"):
-            self.out.write(_LOG_STAMP.sub(_local_stamp, complete + "\n"))
+            self.out.write(re.sub(_LOG_STAMP, _local_stamp, complete + "\n"))
         return len(text)
 
     def flush(self) -> None:
@@ -123,7 +154,7 @@ class LocalTimes:
     def close(self) -> None:
         """Write a last line that had no newline."""
         if self._partial:
-            self.out.write(_LOG_STAMP.sub(_local_stamp, self._partial))
+            self.out.write(re.sub(_LOG_STAMP, _local_stamp, self._partial))
             self._partial = ""
         self.out.flush()
 

@@ -12,9 +12,12 @@ import functools
 import os
 import re
 import stat
-from pathlib import Path
 
-from jobtrack.errors import InvalidArgument, NotAJobtrackDatabase
+# The errors load when one is raised, and pathlib (with urllib.parse and ipaddress, 3 ms) where a Path is
+# returned: every command resolves its database here, and `jobtrack status` needs neither to do it (#14).
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ENV_DB = "JOBTRACK_DB"
 """Environment variable naming the database path (or a SQLAlchemy URL)."""
@@ -100,15 +103,23 @@ def max_result_bytes() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise InvalidArgument(f"{ENV_MAX_RESULT_BYTES}={raw!r} is not a positive number of bytes; unset it or use "
+        raise _invalid(f"{ENV_MAX_RESULT_BYTES}={raw!r} is not a positive number of bytes; unset it or use "
                               f"e.g. {DEFAULT_MAX_RESULT_BYTES}.")
     return value
 
 
 def default_db_path() -> Path:
     """The documented default database path, ignoring JOBTRACK_DB."""
+    from pathlib import Path
+
+    return Path(default_db_text())
+
+
+def default_db_text() -> str:
+    """``str(default_db_path())``, without importing pathlib (the command line's start-up, #14)."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "jobtrack" / DEFAULT_DB_NAME
+    root, parts = _split_path(base)
+    return root + "/".join([*parts, "jobtrack", DEFAULT_DB_NAME])
 
 
 def resolve_db(db: str | os.PathLike[str] | None = None) -> str:
@@ -122,27 +133,57 @@ def resolve_db(db: str | os.PathLike[str] | None = None) -> str:
         NotAJobtrackDatabase: the path exists and is not a regular file (a directory, ``/dev/null``).
     """
     if db is not None and not isinstance(db, (str, os.PathLike)):
-        raise InvalidArgument(
+        raise _invalid(
             f"db={_short(db)} ({type(db).__name__}) is not a database path or URL; "
             "pass a str or pathlib.Path, e.g. db='jobs.db'."
         )
-    raw = os.fspath(db) if db is not None else os.environ.get(ENV_DB) or str(default_db_path())
+    raw = os.fspath(db) if db is not None else os.environ.get(ENV_DB) or default_db_text()
     if not isinstance(raw, str):  # a PathLike that gives bytes
-        raise InvalidArgument(f"db={_short(db)} gives a bytes path; pass a str or pathlib.Path, e.g. db='jobs.db'.")
+        raise _invalid(f"db={_short(db)} gives a bytes path; pass a str or pathlib.Path, e.g. db='jobs.db'.")
     if not raw.strip():
-        raise InvalidArgument("db='' names no database; pass a path such as 'jobs.db', or None for the default.")
+        raise _invalid("db='' names no database; pass a path such as 'jobs.db', or None for the default.")
     if "\x00" in raw:
-        raise InvalidArgument(f"The database path {_short(raw)} holds a NUL byte, which no file name can; remove it.")
+        raise _invalid(f"The database path {_short(raw)} holds a NUL byte, which no file name can; remove it.")
     if is_url(raw):
         if raw.startswith("sqlite:///"):
-            path = str(Path(raw[len("sqlite:///") :]).expanduser().absolute())
+            path = absolute_path(raw[len("sqlite:///") :])
             check_db_path(path)
             return path
         _check_url(raw)
         return raw
-    path = str(Path(raw).expanduser().absolute())
+    path = absolute_path(raw)
     check_db_path(path)
     return path
+
+
+def absolute_path(raw: str) -> str:
+    """``str(Path(raw).expanduser().absolute())`` on POSIX, spelled alike, without importing pathlib (#14).
+
+    As pathlib does: empty and ``.`` components and repeated slashes go, ``..`` stays, a leading ``~``
+    or ``~user`` component is the home directory, a relative path is taken from the working directory.
+
+    Raises:
+        RuntimeError: a leading ``~`` whose home directory is unknown (pathlib's error).
+    """
+    root, parts = _split_path(raw)
+    if not root and parts and parts[0][:1] == "~":
+        home = os.path.expanduser(parts[0])
+        if home[:1] == "~":
+            raise RuntimeError("Could not determine home directory.")
+        root, head = _split_path(home)
+        parts = head + parts[1:]
+    if not root:
+        root, head = _split_path(os.getcwd())
+        parts = head + parts
+    return root + "/".join(parts)
+
+
+def _split_path(text: str) -> tuple[str, list[str]]:
+    """A POSIX path as pathlib parses it: its root (``""``, ``"/"``, or exactly two slashes kept) and components."""
+    rest = text.lstrip("/")
+    slashes = len(text) - len(rest)
+    root = "//" if slashes == 2 else "/" if slashes else ""
+    return root, [part for part in rest.split("/") if part and part != "."]
 
 
 def check_db_path(path: str) -> None:
@@ -160,6 +201,8 @@ def check_db_path(path: str) -> None:
     except OSError:  # missing, or not reachable: creating or opening it reports that
         return
     if not stat.S_ISREG(mode):
+        from jobtrack.errors import NotAJobtrackDatabase
+
         raise NotAJobtrackDatabase(path, f"it is a {_file_kind(mode)}, not a regular file")
 
 
@@ -189,6 +232,8 @@ def _check_url(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+    from jobtrack.errors import InvalidArgument, MissingExtra
+
     try:
         parsed = make_url(url)
         dialect = parsed.get_dialect()
@@ -205,9 +250,14 @@ def _check_url(url: str) -> None:
     try:  # the driver, imported now: its absence is a missing extra, not a traceback at the first query (#13)
         dialect.import_dbapi()
     except ImportError:
-        from jobtrack.errors import MissingExtra
-
         raise MissingExtra("postgres", parsed.get_driver_name(), "A PostgreSQL database") from None
+
+
+def _invalid(message: str) -> Exception:
+    """``InvalidArgument(message)``, its module imported only when one is raised (#14)."""
+    from jobtrack.errors import InvalidArgument
+
+    return InvalidArgument(message)
 
 
 def _hide_password(url: str) -> str:
@@ -221,6 +271,8 @@ def _short(value: object) -> str:
 
 def files_dir(db_path: str) -> Path:
     """The directory beside the database that holds models, exports and logs."""
+    from pathlib import Path
+
     return Path(db_path + "-files")
 
 

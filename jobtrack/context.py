@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from jobtrack import checkpoints, exports, jsonutil, runtime
 from jobtrack.config import make_private_dir, max_result_bytes
@@ -173,10 +173,13 @@ class RunContext:
             biggest = "train metrics" if len(train_json) >= len(val_json) else "validation metrics"
             raise ResultTooLarge(f"log_epoch({epoch}): its {biggest} ({len(max(train_json, val_json, key=len)):,} "
                                  "bytes) with the epochs before", size, self.max_result_bytes)
-        with self._canceled_if_fenced():
-            top = self._stored_top()
+        top = self._stored_top()
+        try:  # as _canceled_if_fenced(), without a context manager's cost on every epoch (#14)
             cancel = self._store.add_epoch(self.job_id, self._token, epoch, train_json, val_json,
-                                           replace=top is not None and epoch <= top)
+                                           replace=top is not None and epoch <= top,
+                                           decoded=(train_clean, val_clean))
+        except RunnerFenced as exc:
+            self._fenced(exc)
         self._top = (epoch if top is None else max(top, epoch),)
         self._epoch_bytes = size
         self._metric_names.update(train_clean, val_clean)
@@ -268,10 +271,13 @@ class RunContext:
         try:
             yield
         except RunnerFenced as exc:
-            if exc.status == JobStatus.CANCELED:
-                self._cancel_seen = True
-                raise JobCanceled(self.job_id) from None
-            raise
+            self._fenced(exc)
+
+    def _fenced(self, exc: RunnerFenced) -> NoReturn:
+        if exc.status == JobStatus.CANCELED:
+            self._cancel_seen = True
+            raise JobCanceled(self.job_id) from None
+        raise exc
 
     def is_cancel_requested(self) -> bool:
         """``cancel_requested`` by one read that takes no lock and renews nothing: cheap enough for every

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,11 @@ log = logging.getLogger(__name__)
 class JobLog:
     """One job's log file: timestamped lines appended up to ``max_bytes``; writing never raises.
 
-    The file is opened for each line (a log replaced or removed meanwhile is noticed at once); it and
-    its directory are created on the first line (a job that writes nothing has no log), private to the user.
+    The file and its directory are created on the first line (a job that writes nothing has no log),
+    private to the user. Its descriptor is kept between lines (#14: an open and a close per epoch line
+    cost more than the line), and each line first checks with one ``stat`` that the path still names
+    that file, so a log replaced or removed meanwhile is noticed at once. ``close()`` (the runner's, when
+    the job ends) lets the descriptor go; a later line opens it again.
     """
 
     def __init__(self, path: Path, job_id: str, max_bytes: int | None = None) -> None:
@@ -33,6 +37,9 @@ class JobLog:
         self._size: int | None = None  # bytes in the file, read when it is first opened
         self._cut = False
         self._failed = False
+        self._fd: int | None = None
+        self._file: tuple[int, int] = (-1, -1)  # (st_dev, st_ino) of the file the descriptor writes
+        self._closer: weakref.finalize[..., JobLog] | None = None  # closes the descriptor if close() never runs
 
     def write(self, message: str) -> None:
         """Append one timestamped line (continuation lines indented); skipped once the log is full."""
@@ -43,24 +50,50 @@ class JobLog:
             if self._cut:
                 return
             try:
-                fd = self._open()
-                try:
-                    if self._size is None:
-                        self._size = os.fstat(fd).st_size
-                    if self._size + len(data) > self.max_bytes:
-                        self._cut = True
-                        data = (f"{to_iso(utcnow())} [jobtrack] log cut here: it reached its cap of {self.max_bytes} "
-                                "bytes (Trainer(max_log_bytes=...)); later output is not logged\n").encode()
-                    os.write(fd, data)
-                    self._size += len(data)
-                finally:
-                    os.close(fd)
+                fd = self._descriptor()
+                if self._size is None:
+                    self._size = os.fstat(fd).st_size
+                if self._size + len(data) > self.max_bytes:
+                    self._cut = True
+                    data = (f"{to_iso(utcnow())} [jobtrack] log cut here: it reached its cap of {self.max_bytes} "
+                            "bytes (Trainer(max_log_bytes=...)); later output is not logged\n").encode()
+                os.write(fd, data)
+                self._size += len(data)
+                if self._cut:
+                    self._drop()
             except OSError as exc:
+                self._drop()
                 problem = exc
         if problem is not None and not self._failed:  # reported outside the lock, once
             self._failed = True
             log.warning("job %s: cannot write its log %s (%s); its log lines are skipped, the job goes on",
                         self.job_id, self.path, problem)
+
+    def close(self) -> None:
+        """Let the kept descriptor go (the job ended); a later line opens the file again."""
+        with self._lock:
+            self._drop()
+
+    def _descriptor(self) -> int:
+        """The kept descriptor, when the path still names its file (one ``stat``); else the file opened anew."""
+        if self._fd is not None:
+            try:
+                st = os.stat(self.path)
+                if (st.st_dev, st.st_ino) == self._file:
+                    return self._fd
+            except OSError:
+                pass
+            self._drop()  # replaced or removed: write where the path points now
+        fd = self._open()
+        st = os.fstat(fd)
+        self._fd, self._file = fd, (st.st_dev, st.st_ino)
+        self._closer = weakref.finalize(self, os.close, fd)
+        return fd
+
+    def _drop(self) -> None:
+        if self._closer is not None:
+            self._closer()  # closes the descriptor once
+        self._fd, self._closer = None, None
 
     def _open(self) -> int:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
@@ -73,7 +106,7 @@ class JobLog:
 
 def epoch_line(epoch: int, train: dict[str, Any], validation: dict[str, Any]) -> str:
     """The log line of a reported epoch: ``epoch 3: train loss=0.412 | validation roc_auc=0.8123``."""
-    parts = [f"{what} " + ", ".join(f"{name}={_number(value)}" for name, value in metrics.items())
+    parts = [f"{what} " + ", ".join([f"{name}={_number(value)}" for name, value in metrics.items()])
              for what, metrics in (("train", train), ("validation", validation)) if metrics]
     return f"epoch {epoch}: " + (" | ".join(parts) or "no metrics")
 

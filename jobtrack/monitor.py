@@ -11,6 +11,7 @@ from jobtrack.config import DEFAULT_WAIT_POLL_S
 from jobtrack.dataset import check_tags
 from jobtrack.errors import InvalidArgument, ModelNotReady, WaitTimeout
 from jobtrack.states import JobStatus, JobType
+from jobtrack.statusdoc import finished_status_document, status_document
 
 if TYPE_CHECKING:
     from jobtrack.store import EventRecord, JobRecord, Store
@@ -38,9 +39,9 @@ def status_dict(store: Store, rec: JobRecord, cache: EpochCache | None = None) -
 
     ``cache``: a monitor's decoded epochs of a running job, extended rather than re-read (#14).
     """
-    return _status(rec.id, rec.status.value, rec.created_iso, rec.finished_iso, rec.updated_iso,
-                   rec.experiment_name, rec.job_type.value, rec.model_run_id, store.result(rec, cache),
-                   rec.export_paths_json, rec.source_views_json)
+    return status_document(rec.id, rec.status.value, rec.created_iso, rec.finished_iso, rec.updated_iso,
+                           rec.experiment_name, rec.job_type.value, rec.model_run_id, store.result(rec, cache),
+                           rec.export_paths_json, rec.source_views_json, jsonutil.loads)
 
 
 class StatusPage(list[JobStatusDict]):
@@ -53,36 +54,6 @@ class StatusPage(list[JobStatusDict]):
         super().__init__(items)
         self.has_more = has_more
         self.next_offset: int | None = offset + len(items) if has_more else None
-
-
-def _finished_status_dict(row: tuple[Any, ...]) -> JobStatusDict:
-    """The SPEC §2 dict of a finished job from ``Store.finished_status_row`` (its frozen result)."""
-    job_id, status, created, finished, updated, experiment, job_type, model_run_id, result, paths, views = row
-    return _status(job_id, status, created, finished, updated, experiment, job_type, model_run_id,
-                   jsonutil.loads(result), paths, views)
-
-
-def _status(job_id: str, status: str, created: str, finished: str | None, updated: str, experiment: str,
-            job_type: str, model_run_id: str | None, result: dict[str, Any], paths_json: str,
-            views_json: str) -> JobStatusDict:
-    # timestamps are stored as fixed-width ISO 8601 UTC text already: returned as they are
-    return {
-        "job_id": job_id,
-        "status": status,
-        "started_at": created,
-        "finished_at": finished,
-        "updated_at": updated,
-        "experiment_name": experiment,
-        "job_type": job_type,
-        "model_run_id": model_run_id,
-        "result": result,
-        "export_paths": _mapping(paths_json),
-        "source_views": _mapping(views_json),
-    }
-
-
-def _mapping(text: str) -> dict[str, str]:
-    return {} if text == "{}" else jsonutil.loads(text)
 
 
 def status_html(status: JobStatusDict | dict[str, Any], tags: list[str] | None = None) -> str:
@@ -116,7 +87,7 @@ class JobMonitor:
         self._epochs: EpochCache | None = None  # a running job's decoded epochs (#14)
         self._open = False  # last read saw it QUEUED or RUNNING: read the whole row first
         self.job_id = job_id
-        self.job_type = JobType(job_type)
+        self.job_type = job_type if type(job_type) is JobType else JobType(job_type)  # a record's: no Enum call
         self.experiment_name = experiment_name
         self.model_run_id = model_run_id
 
@@ -143,7 +114,7 @@ class JobMonitor:
         if not self._open:
             row = store.finished_status_row(self.job_id)
             if row is not None:  # finished: nothing can change but removal, so one narrow read does
-                return _finished_status_dict(row)
+                return finished_status_document(row, jsonutil.loads)
         rec = store.get_job(self.job_id)  # one read of the row; epochs: only the new ones (EpochCache)
         self._open = not rec.is_terminal
         if rec.result_json is not None:

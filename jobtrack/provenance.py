@@ -275,8 +275,16 @@ def _git(git: str, directory: Path, *args: str, limit: int | None = None) -> byt
     return out if code == 0 else None
 
 
+_which: list[Any] = [None, None]  # (PATH, git's path) of the last lookup
+
+
 def _git_binary() -> str | None:
-    return shutil.which("git")  # not cached: PATH may change, and the lookup costs microseconds
+    """git's path on ``PATH``: looked up again when ``PATH`` changed or the file found last is gone (#14: a
+    lookup per job cost more than the rest of the provenance outside a repository)."""
+    path_var, found = os.environ.get("PATH"), _which[1]
+    if path_var != _which[0] or found is None or not os.access(found, os.X_OK):
+        _which[:] = [path_var, shutil.which("git")]
+    return _which[1]  # type: ignore[no-any-return]
 
 
 def _repository_root(directory: Path) -> Path | None:
@@ -284,8 +292,14 @@ def _repository_root(directory: Path) -> Path | None:
     started for code outside a repository); with ``GIT_DIR`` set, ``directory`` itself."""
     if os.environ.get("GIT_DIR"):
         return directory
-    probe = directory.resolve()
-    return next((d for d in (probe, *probe.parents) if (d / ".git").exists()), None)
+    probe = os.path.realpath(directory)  # plain strings: pathlib's objects cost more than the stat calls
+    while True:
+        if os.path.exists(os.path.join(probe, ".git")):
+            return Path(probe)
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return None
+        probe = parent
 
 
 def _code_dir(functions: list[Callable[..., Any]]) -> Path:

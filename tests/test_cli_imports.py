@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jobtrack import Dataset, Trainer
+from jobtrack import Dataset, Trainer, runtime
 
 NEVER_AT_IMPORT = ("sqlalchemy", "sqlmodel", "dateutil", "jobtrack.query", "jobtrack.store", "jobtrack.manager",
                    "starlette", "uvicorn", "filelock", "secrets", "socket", "jobtrack.listcli", "jobtrack.sweepcli",
@@ -24,8 +24,11 @@ NEVER_AT_IMPORT = ("sqlalchemy", "sqlmodel", "dateutil", "jobtrack.query", "jobt
 
 NEVER_FOR_STATUS = ("sqlalchemy", "sqlmodel", "dateutil", "starlette", "uvicorn", "filelock", "secrets", "socket",
                     "jobtrack.listcli", "jobtrack.sweepcli", "jobtrack.bundlecli", "jobtrack.uicli", "difflib",
-                    "hashlib", "html")
-"""Not imported while ``jobtrack status ID`` reads a finished job of a SQLite file."""
+                    "hashlib", "html", "jobtrack.store.store", "jobtrack.store.db", "jobtrack.query",
+                    "jobtrack.manager", "jobtrack.monitor", "jobtrack.runtime", "jobtrack.jsonutil", "orjson",
+                    "logging", "shutil", "pathlib", "jobtrack.errors")
+"""Not imported while ``jobtrack status ID`` reads a finished job of a SQLite file: the fast path
+(``jobtrack.store.peek``) reads it with sqlite3 alone, without the Store (#14)."""
 
 _PROBE = """
 import json, sys
@@ -58,14 +61,18 @@ def test_import_cli_loads_no_heavy_module() -> None:
     assert _imported(modules, NEVER_AT_IMPORT) == []
 
 
-def test_status_of_a_finished_job_loads_no_heavy_module(tmp_path: Path) -> None:
+@pytest.mark.parametrize("open_here", [True, False], ids=["database-open-elsewhere", "database-closed"])
+def test_status_of_a_finished_job_loads_no_heavy_module(tmp_path: Path, open_here: bool) -> None:
     db = str(tmp_path / "jobs.db")
     job = Trainer(lambda ctx: {"ok": True}, db=db, runner="eager").fit(
         Dataset("d", "binary_classification", "t", tables={"train": [{"x": 1}]}))
+    if not open_here:  # no -wal/-shm: read immutable; else read through the WAL this process keeps
+        runtime.close_all()
     code, modules, out = _loaded("status", job.job_id[:8], env={"JOBTRACK_DB": db})
     assert code == 0
     assert json.loads(out)["status"] == "COMPLETED"
     assert _imported(modules, NEVER_FOR_STATUS) == []
+    assert "jobtrack.store.peek" in modules
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["status", "--help"], ["sweep", "run", "--help"], ["nope"], []])

@@ -5,7 +5,6 @@ jobtrack; modules stay small; the tests use only public names of jobtrack."""
 from __future__ import annotations
 
 import ast
-import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,10 +175,10 @@ def test_one_at_fork_hook_in_runtime() -> None:
 
 def test_job_record_fields_are_the_columns_of_the_jobs_table() -> None:
     # Columns are declared twice (the SQLModel table and the typed record); this ties them together.
-    from jobtrack.store import JobRecord
     from jobtrack.store.models import Job
+    from jobtrack.store.records import FIELDS
 
-    fields = [f.name.replace("_iso", "_at") for f in dataclasses.fields(JobRecord)]
+    fields = [name.replace("_iso", "_at") for name in FIELDS]
     columns = [c.name for c in Job.__table__.columns]  # type: ignore[attr-defined]
     assert len(fields) == len(set(fields))
     assert sorted(fields) == sorted(columns)

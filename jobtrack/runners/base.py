@@ -98,7 +98,10 @@ def run_job(store: Store, spec: JobSpec, *, token: int | None = None, capture_fd
             if taken_over:
                 ctx.log(f"attempt {attempt} of {spec.max_attempts}, resuming at epoch {ctx.resume_epoch}")
                 taken_over = False
-            outcome = _execute(store, spec, ctx, token, capture_fds)
+            try:
+                outcome = _execute(store, spec, ctx, token, capture_fds)
+            finally:
+                ctx.log_file.close()  # its kept descriptor (#14); a line written later opens the file again
             if not isinstance(outcome, _Again):
                 return outcome
             held[0], attempt = outcome.token, outcome.attempt

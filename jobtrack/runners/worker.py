@@ -135,8 +135,7 @@ def run_worker(store: Store, *, burst: bool = False, poll_s: float = 0.2, max_jo
                 time.sleep(TICK_S)
                 continue
             if len(running) < concurrency and watcher.due():
-                claimed = retrying(lambda: (watcher.has_queued() and store.claim_next(WORKER_KINDS))
-                                   or store.take_over_next(WORKER_KINDS),
+                claimed = retrying(lambda: watcher.claim() or store.take_over_next(WORKER_KINDS),
                                    "worker: claim a job")  # or the next attempt of one whose lease expired (#18)
                 if claimed is not None:
                     job_id, token = claimed

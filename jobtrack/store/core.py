@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +26,12 @@ from jobtrack.timeutil import to_iso, utcnow
 log = logging.getLogger(__name__)
 
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35)  # UPDATE ... RETURNING (SQLite 3.35, 2021)
+_RENEW = {(counts, returns): "UPDATE jobs SET updated_at = :now, heartbeat_at = :now, lease_expires_at = :lease"
+          + (", epoch_seq = epoch_seq + 1" if counts else "")
+          + " WHERE id = :id AND status = 'RUNNING' AND claim_token = :token"
+          + (" RETURNING epoch_seq, cancel_requested" if returns else "")
+          for counts in (False, True) for returns in (False, True)}
+"""The lease renewal, by (counts an epoch, returns the row): built once, not per epoch (#14)."""
 
 
 def check_transition(job_id: str | None, current: JobStatus, new: JobStatus) -> None:
@@ -174,17 +180,14 @@ class FencedCore(StoreBase):
         now = self.db.clock()  # leases are compared with the database's clock (a server's, on PostgreSQL)
         lease_s = self.lease_s if lease_s is None else lease_s
         tx.memo["now"] = stamp = to_iso(now)  # the transaction's one timestamp (the epoch row's ``at``, #14)
-        sql = ("UPDATE jobs SET updated_at = :now, heartbeat_at = :now, lease_expires_at = :lease"
-               + (", epoch_seq = epoch_seq + 1" if epoch else "")
-               + " WHERE id = :id AND status = 'RUNNING' AND claim_token = :token")
         params = {"now": stamp, "lease": to_iso(now + timedelta(seconds=lease_s)), "id": job_id, "token": token}
         if _RETURNING or not self.db.is_sqlite:  # one statement instead of UPDATE then SELECT (#14)
-            returned = tx.all(sql + " RETURNING epoch_seq, cancel_requested", params)
+            returned = tx.all(_RENEW[epoch, True], params)
             if returned:
                 return int(returned[0][0]), bool(returned[0][1])
             changed = 0
         else:
-            changed = tx.run(sql, params)
+            changed = tx.run(_RENEW[epoch, False], params)
         row = tx.one("SELECT status, epoch_seq, cancel_requested FROM jobs WHERE id = :id", {"id": job_id})
         if row is None:
             raise JobNotFound(job_id, self.target)
@@ -202,12 +205,14 @@ class FencedCore(StoreBase):
             return self._renew(tx, job_id, token, lease_s)[1]
 
     def add_epoch(self, job_id: str, token: int, epoch: int, train_json: str, validation_json: str,
-                  *, lease_s: float | None = None, replace: bool = True) -> bool:
+                  *, lease_s: float | None = None, replace: bool = True,
+                  decoded: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None) -> bool:
         """Append one epoch's metrics; returns whether cancellation was requested.
 
         With ``replace`` an epoch already stored is replaced, so an epoch reported again (by a resumed
         attempt, #18) is held once; ``replace=False`` is for a caller that knows the epoch is new (one
-        statement less, and no look through the job's epochs).
+        statement less, and no look through the job's epochs). ``decoded``: the two metric mappings the
+        JSON texts encode, when the caller has them (the best-metric bookkeeping then decodes nothing, #14).
 
         Raises:
             RunnerFenced: the job is no longer RUNNING under this token.
@@ -220,7 +225,8 @@ class FencedCore(StoreBase):
                                          "at = :at WHERE job_id = :id AND epoch = :epoch", values):
                 tx.run("INSERT INTO job_epochs (job_id, seq, epoch, train_json, validation_json, at) "
                        "VALUES (:id, :seq, :epoch, :train, :validation, :at)", values)
-            experiments.record_epoch(self, tx, job_id, token, seq, epoch, train_json, validation_json)  # #15
+            experiments.record_epoch(self, tx, job_id, token, seq, epoch, train_json, validation_json,
+                                     decoded)  # #15
             return cancel
 
     # -- the end of a job -------------------------------------------------------------------

@@ -112,6 +112,8 @@ class _Best:
     value: Any  # the evaluation metric at the best epoch
     epochs: set[int] = field(default_factory=set)  # numbers seen: a repeated one replaces a stored epoch
     names: set[str] = field(default_factory=set)  # metric rows the job has
+    metric: str | None = None  # the job's evaluation metric and its mode: set at creation, never changed
+    mode: str | None = None
 
 
 _states: dict[tuple[str, str, int], _Best] = {}  # (database, job, claim token): a cache, re-read when unsure
@@ -122,28 +124,30 @@ def _named(train: Mapping[str, Any], validation: Mapping[str, Any]) -> dict[str,
     named: dict[str, Any] = {f"train.{k}": v for k, v in train.items()}
     named.update((k, v) for k, v in train.items() if k not in validation)
     named.update(validation)
-    return {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None)
-            for k, v in named.items()}
+    return {k: None if v is None or v is True or v is False else float(v) for k, v in named.items()}
 
 
 def record_epoch(store: StoreBase, tx: Tx, job_id: str, token: int, seq: int, epoch: int, train_json: str,
-                 validation_json: str) -> None:
+                 validation_json: str, decoded: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None) -> None:
     """Keep ``job_metrics`` and ``jobs.best_metric`` current after an epoch was written in ``tx``.
 
     One upsert per epoch while this process has seen every earlier epoch of the claim; otherwise (another
     process, a repeated epoch number, a failed commit) everything is recomputed from the stored epochs.
+    ``decoded``: the epoch's metrics as the caller encoded them (saves decoding the JSON again, #14).
     """
-    metric, mode = tx.one("SELECT eval_metric, metric_mode FROM jobs WHERE id = :id", {"id": job_id}) or (None, None)
     key = (store.target, job_id, token)
-    state = _states.get(key)
+    state = _states.pop(key, None)  # back in only once this epoch is accounted for: a failure leaves none
     if state is None or state.seq != seq - 1 or epoch in state.epochs:
+        metric, mode = tx.one("SELECT eval_metric, metric_mode FROM jobs WHERE id = :id",
+                              {"id": job_id}) or (None, None)
         state = _recompute(tx, job_id, metric, mode)
     else:
-        train, validation = jsonutil.loads(train_json) or {}, jsonutil.loads(validation_json) or {}
-        state = _advance(tx, job_id, state, metric, mode, train, validation)
+        if decoded is None:
+            decoded = jsonutil.loads(train_json) or {}, jsonutil.loads(validation_json) or {}
+        _advance(tx, job_id, state, *decoded)
     state.seq = seq
     state.epochs.add(epoch)
-    if len(_states) >= _STATES_KEPT and key not in _states:
+    if len(_states) >= _STATES_KEPT:
         _states.clear()
     _states[key] = state
 
@@ -152,9 +156,9 @@ def _better(value: Any, best: Any, mode: str | None) -> bool:
     return bool(value < best) if mode == "min" else bool(value > best)
 
 
-def _advance(tx: Tx, job_id: str, state: _Best, metric: str | None, mode: str | None,
-             train: Mapping[str, Any], validation: Mapping[str, Any]) -> _Best:
+def _advance(tx: Tx, job_id: str, state: _Best, train: Mapping[str, Any], validation: Mapping[str, Any]) -> None:
     """One new epoch: the same choice as ``results.best_epoch`` (validation first, ties keep the earliest)."""
+    metric, mode = state.metric, state.mode
     v, t = validation.get(metric) if metric else None, train.get(metric) if metric else None
     section, value, is_best = state.section, state.value, not metric  # no evaluation metric: best = last
     if v is not None and (section != "validation" or _better(v, value, mode)):
@@ -168,7 +172,8 @@ def _advance(tx: Tx, job_id: str, state: _Best, metric: str | None, mode: str | 
         tx.run("UPDATE jobs SET best_metric = :v WHERE id = :id", {"v": float(value), "id": job_id})
     rows = [{"id": job_id, "name": n, "v": x} for n, x in named.items()]
     tx.run_many(_UPSERT_BEST if is_best else _UPSERT_LAST, rows)
-    return _Best(state.seq, section, value, state.epochs, state.names.union(named))
+    state.section, state.value = section, value
+    state.names.update(named)
 
 
 def _recompute(tx: Tx, job_id: str, metric: str | None, mode: str | None) -> _Best:
@@ -196,7 +201,7 @@ def _recompute(tx: Tx, job_id: str, metric: str | None, mode: str | None) -> _Be
     section = None
     if index is not None:
         section = "validation" if epochs[index]["validation"].get(metric) is not None else "train"
-    return _Best(-1, section, value, {int(e) for e, _, _ in stored}, set(last))
+    return _Best(-1, section, value, {int(e) for e, _, _ in stored}, set(last), metric, mode)
 
 
 # -- reads and tag writes ----------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ RUNNING job that nothing can finish any more is recorded FAILED when it is read.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -256,15 +255,29 @@ class JobsMixin(FencedCore):
         if limit is not None:
             sql += " LIMIT :limit"
             params["limit"] = limit
-        with self.db.read() as tx:
-            recs = [job_record(r) for r in tx.all(sql, params)]
-        probes: dict[str, bool] = {}  # one liveness probe per distinct runner per call (#14)
-        out = [self._apply_liveness(r, probes) if r.status in _OPEN else r for r in recs]
+        out, _ = self._settle([job_record(r) for r in self.db.read_all(sql, params)], {})  # one SELECT
         if statuses:  # a verdict may have moved a job out of the requested statuses
             out = [r for r in out if r.status in statuses]
         return out
 
     # -- liveness -------------------------------------------------------------------------------
+
+    def _settle(self, recs: list[JobRecord], probes: dict[str, bool]) -> tuple[list[JobRecord], bool]:
+        """``recs`` with each open job's liveness verdict applied (``_apply_liveness``), and whether one changed a
+        status. ``probes`` is the listing call's own dict: one probe per distinct runner (#14); a RUNNING job of
+        a runner already seen alive in this call costs a dict lookup."""
+        out: list[JobRecord] = []
+        changed = False
+        running = JobStatus.RUNNING
+        for rec in recs:
+            status = rec.status
+            if (status is running and probes.get(rec.runner or "")) or status not in _OPEN:
+                out.append(rec)
+                continue
+            settled = self._apply_liveness(rec, probes)
+            changed = changed or settled.status is not status
+            out.append(settled)
+        return out, changed
 
     @staticmethod
     def _seen_alive(runner: str, probes: dict[str, bool] | None = None) -> bool:
@@ -274,15 +287,16 @@ class JobsMixin(FencedCore):
         listing of 100 jobs of one worker probes once (#14). Nothing is kept across calls: a read made after
         a runner died must see it dead.
         """
+        if probes is not None and runner in probes:
+            return probes[runner]
         me = liveness.current()
         if _me[0] is not me:  # encoded once per process (a forked child has its own identity)
             _me[:] = [me, me.encode()]
         if runner == _me[1]:
-            return True
-        if probes is not None and runner in probes:
-            return probes[runner]
-        ident = liveness.ProcessIdentity.decode(runner)
-        alive = ident is not None and liveness.is_alive(ident) is True
+            alive = True
+        else:
+            ident = liveness.ProcessIdentity.decode(runner)
+            alive = ident is not None and liveness.is_alive(ident) is True
         if probes is not None:
             probes[runner] = alive
         return alive
@@ -307,6 +321,6 @@ class JobsMixin(FencedCore):
             (log.debug if self.db.read_only else log.warning)(
                 "job %s: %s, but that cannot be recorded now: %s", rec.id, verdict.reason, exc)
             now = to_iso(utcnow())
-            return dataclasses.replace(rec, status=JobStatus.FAILED, reason=verdict.reason, finished_iso=now,
+            return rec.replace(status=JobStatus.FAILED, reason=verdict.reason, finished_iso=now,
                                        updated_iso=now, lease_expires_iso=None)
         return self.get_job(rec.id, check_liveness=False)

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobtrack import jsonutil
 from jobtrack.states import TERMINAL, JobStatus, JobType
 from jobtrack.timeutil import from_iso
 
 
-@dataclass(frozen=True, slots=True)
-class JobRecord:
+class JobRecord(NamedTuple):
     """A job row as read from the store (one field per column of ``models.Job``; a test checks they agree).
 
     Timestamps are kept as the stored ISO 8601 UTC text (``*_iso``), which ``get_status()``
-    returns as is; the ``*_at`` properties give them as aware UTC datetimes.
+    returns as is; the ``*_at`` properties give them as aware UTC datetimes. Immutable; ``_replace()``
+    gives a changed copy. A named tuple rather than a frozen dataclass: a listing builds one per row, and
+    a tuple is built in a fraction of the time 31 frozen attribute sets take (#14).
     """
 
     id: str
@@ -52,6 +53,10 @@ class JobRecord:
     attempt: int = 0
     retry_of: str | None = None
 
+    def replace(self, **changes: Any) -> JobRecord:
+        """A copy with ``changes`` (field=value) applied: ``_replace`` under its public name."""
+        return self._replace(**changes)
+
     @property
     def created_at(self) -> datetime:
         return from_iso(self.created_iso)
@@ -77,7 +82,10 @@ class JobRecord:
         return self.status in TERMINAL
 
 
-JOB_COLUMNS: tuple[str, ...] = tuple(f.name.replace("_iso", "_at") for f in fields(JobRecord))
+FIELDS: tuple[str, ...] = JobRecord._fields
+"""JobRecord's field names, in order."""
+
+JOB_COLUMNS: tuple[str, ...] = tuple(name.replace("_iso", "_at") for name in FIELDS)
 """The ``jobs`` columns in JobRecord's order (the record renames ``*_at`` columns to ``*_iso``)."""
 
 SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
@@ -88,12 +96,25 @@ STATUS_COLUMNS = ("id", "status", "created_at", "finished_at", "updated_at", "ex
 """What ``get_status()`` of a finished job needs, in the order of its dict (SPEC §2), and no more."""
 
 
+class _Members(dict[Any, Any]):
+    """An enum's members by value: a dict lookup instead of ``Enum.__call__`` (about 0.7 us a row, #14);
+    a value it does not hold goes to the enum itself, which raises its ValueError."""
+
+    def __init__(self, enum: type[JobType] | type[JobStatus]) -> None:
+        super().__init__((m.value, m) for m in enum)
+        self.enum = enum
+
+    def __missing__(self, value: Any) -> Any:
+        return self.enum(value)
+
+
+_TYPES, _STATUSES = _Members(JobType), _Members(JobStatus)
+
+
 def job_record(row: Sequence[Any]) -> JobRecord:
-    """A JobRecord from a row of ``SELECT_JOB``."""
-    values = list(row)
-    values[1] = JobType(values[1])
-    values[2] = JobStatus(values[2])
-    return JobRecord(*values)
+    """A JobRecord from a row of ``SELECT_JOB``, the job type and status as enum members (an unknown one
+    raises ValueError)."""
+    return JobRecord._make((row[0], _TYPES[row[1]], _STATUSES[row[2]], *row[3:]))  # a named tuple's public API
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,17 +17,13 @@ from typing import TYPE_CHECKING
 from jobtrack.config import make_private_dir
 from jobtrack.errors import DatabaseNotFound, NotAJobtrackDatabase, SchemaTooNew, StoreReadOnly
 from jobtrack.store.db import Database, Tx, check_local_filesystem, permission_problem
+from jobtrack.store.version import APPLICATION as APPLICATION, SCHEMA_VERSION as SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
 
 # The schema (SQLModel) and SQLAlchemy are imported inside the functions that create or upgrade a
-# database: opening an up-to-date SQLite file needs neither.
-
-SCHEMA_VERSION = 4
-"""The schema this jobtrack writes and the newest it reads."""
-
-APPLICATION = "jobtrack"
+# database: opening an up-to-date SQLite file needs neither. The version itself lives in store/version.py.
 
 _META_INSERT = "INSERT INTO jobtrack_meta (key, value) VALUES (:key, :value)"
 

@@ -11,29 +11,37 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from jobtrack import query as q
 from jobtrack.errors import InvalidArgument
-from jobtrack.querylex import glob_parts
 from jobtrack.states import JobStatus
 from jobtrack.store.base import in_list
 from jobtrack.store.jobs import JobsMixin
 from jobtrack.store.records import SELECT_JOB, JobRecord, job_record
 from jobtrack.timeutil import to_iso
 
+if TYPE_CHECKING:
+    from jobtrack import query as q
+
 DEFAULT_LIMIT = 100
 """Jobs a listing returns unless told otherwise (``limit=None`` for all of them, ``offset=`` for the next page)."""
 
 _STARTED = ("(SELECT MIN(e.at) FROM job_events e WHERE e.job_id = jobs.id AND e.to_status = 'RUNNING')")
-_OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
 _CHUNK = 500  # ids per IN list when reading a table's extra rows
 EXTRAS = ("params", "metrics", "tags", "started", "sweep")
 """What ``job_extras`` can read for each job."""
 
 
+def _load_query() -> None:
+    """Import the query language into this module's ``q`` when a query or a sort is given: a plain listing
+    (``jobtrack list``, ``list_jobs(status=...)``) never loads it (#14)."""
+    global q  # bound once, to the module itself
+    if "q" not in globals():
+        from jobtrack import query as q
+
+
 class _Compiler:
-    """SQL text and parameters of one query on one dialect."""
+    """SQL text and parameters of one query on one dialect (``_load_query`` has run when it meets a node)."""
 
     def __init__(self, sqlite: bool) -> None:
         self.sqlite = sqlite
@@ -66,6 +74,8 @@ class _Compiler:
 
     def glob(self, expr: str, pattern: str) -> str:
         """``expr`` matches the glob: GLOB on SQLite, LIKE with escapes elsewhere (both case-sensitive)."""
+        from jobtrack.querylex import glob_parts
+
         parts = glob_parts(pattern)
         if self.sqlite:
             text = "".join(t if wild else "".join(f"[{c}]" if c in "*?[" else c for c in t) for wild, t in parts)
@@ -267,7 +277,7 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[i:i + _CHUNK]
 
 
-Where = str | q.Node | None
+Where: TypeAlias = "str | q.Node | None"
 """A query: its text, an already parsed AST, or None for every job."""
 
 
@@ -277,6 +287,8 @@ class SearchMixin(JobsMixin):
     def _search_sql(self, select: str, where: Where, *, sort: str | Sequence[q.SortKey] | None = None,
                     filters: dict[str, Any] | None = None, page: tuple[int | None, int] = (None, 0)
                     ) -> tuple[str, dict[str, Any]]:
+        if where is not None or sort is not None:
+            _load_query()
         node = q.parse(where) if isinstance(where, str) else where
         keys = q.parse_sort(sort) if isinstance(sort, str) else list(sort or [])
         c = _Compiler(self.db.is_sqlite)
@@ -315,12 +327,11 @@ class SearchMixin(JobsMixin):
                    "since": since, "until": until}
         sql, params = self._search_sql(SELECT_JOB, where, sort=sort, filters=filters, page=(limit, offset))
         out: list[JobRecord] = []
+        probes: dict[str, bool] = {}  # one liveness probe per distinct runner per call, both reads included (#14)
         for attempt in range(2):
-            with self.db.read() as tx:
-                recs = [job_record(r) for r in tx.all(sql, params)]
-            probes: dict[str, bool] = {}  # one liveness probe per distinct runner per call (#14)
-            out = [self._apply_liveness(r, probes) if r.status in _OPEN else r for r in recs]
-            if attempt or all(a.status == b.status for a, b in zip(recs, out, strict=True)):
+            recs = [job_record(r) for r in self.db.read_all(sql, params)]  # one SELECT, no transaction around it
+            out, changed = self._settle(recs, probes)
+            if attempt or not changed:
                 break
         if statuses:  # a verdict that could not be saved (a read-only file) still moves a job out
             out = [r for r in out if r.status in statuses]
@@ -349,6 +360,8 @@ class SearchMixin(JobsMixin):
         """
         if cap is not None and cap < 1:
             raise InvalidArgument(f"count_jobs(cap={cap!r}): give cap >= 1, or cap=None to count every match")
+        if where is not None:
+            _load_query()
         node = q.parse(where) if isinstance(where, str) else where
         c = _Compiler(self.db.is_sqlite)
         cond = "" if node is None else f" WHERE {c.node(node)}"

@@ -9,10 +9,12 @@ read has seen QUEUED:
   backing off to ``MAX_STEP_S`` while nothing happens, so a submitted job is seen within a few ms.
 - PostgreSQL: a connection of the watcher's own LISTENs on ``jobtrack_jobs``, which ``create_job``
   notifies at commit; if it cannot listen, the lock-free read itself is repeated with the same
-  backoff (claims there take row locks with ``SKIP LOCKED``, not a file lock).
+  backoff (claims there take row locks with ``SKIP LOCKED``, not a file lock). A listening
+  connection that is lost is let go: the worker looks through the pool and listens anew.
 
 Whatever the watch says, the lock-free read is also repeated every ``recheck_s`` (the worker's
-``poll_s``), which costs no lock either.
+``poll_s``), which costs no lock either. Claims go through ``Store.claim_next``: the one path where
+a job's status changes (``FencedCore._apply_transition``).
 """
 
 from __future__ import annotations
@@ -39,13 +41,14 @@ MAX_STEP_S = 0.005
 
 
 class ChangeWatcher:
-    """An idle worker's view of a database: has it changed, and is there a QUEUED job to claim."""
+    """An idle worker's view of a database: has it changed, is there a QUEUED job, and claiming it (``claim``)."""
 
     def __init__(self, store: Store, runner_kinds: Iterable[str], *, recheck_s: float = 0.2) -> None:
         self.store = store
         self.recheck_s = recheck_s
+        self.kinds = list(runner_kinds)
         params: dict[str, Any] = {}
-        kinds = in_list("k", list(runner_kinds), params)
+        kinds = in_list("k", self.kinds, params)
         self._probe = (f"SELECT 1 FROM jobs WHERE status = 'QUEUED' AND runner_kind IN {kinds} LIMIT 1", params)
         self._version: int | None = None
         self._notified = True  # PostgreSQL: a notification arrived since the last look (the first look: yes)
@@ -80,6 +83,16 @@ class ChangeWatcher:
             self._due = 0.0
         return found
 
+    def claim(self, *, lease_s: float | None = None) -> tuple[str, int] | None:
+        """Claim the oldest QUEUED job of these kinds for this process: (job id, fencing token), or None.
+
+        A lock-free read first (``has_queued``), then ``Store.claim_next``: an idle worker takes the write
+        lock only when a job is there to claim.
+        """
+        if not self.has_queued():
+            return None
+        return self.store.claim_next(self.kinds, lease_s=lease_s)
+
     def pause(self, seconds: float) -> None:
         """Sleep up to ``seconds``, returning early (within ``MAX_STEP_S``) once the database changed."""
         deadline = time.monotonic() + seconds
@@ -89,7 +102,12 @@ class ChangeWatcher:
             if left <= 0:
                 return
             if server and self._listener():  # blocks until a job is queued (or ``seconds`` pass)
-                if any(True for _ in self._listening[1].notifies(timeout=left, stop_after=1)):
+                try:
+                    if any(True for _ in self._listening[1].notifies(timeout=left, stop_after=1)):
+                        self._notified = True
+                except Exception:  # a lost connection: look now (through the pool), listen anew next time
+                    log.debug("waiting for notifications from %s failed", self.store.target, exc_info=True)
+                    self.close()
                     self._notified = True
                 return
             time.sleep(min(self._step, left))  # the worker's signal handlers only set a flag
