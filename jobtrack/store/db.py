@@ -312,7 +312,8 @@ class Database(Retrying, DialectSQL):
             if getattr(state, "in_write", False):
                 raise NestedWrite(shown(self.target))
             deadline = time.monotonic() + self.lock_timeout
-            self._take(f.write_lock, deadline)
+            if not f.write_lock.acquire(blocking=False):  # free almost always: no timeout arithmetic then
+                self._take(f.write_lock, deadline)
             try:
                 fd = f.lock_file(self.target)
                 self._acquire_file_lock(fd, deadline)

@@ -31,7 +31,8 @@ class Tx:
         return self._conn.execute(self._text(sql), dict(params or {}))
 
     def all(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self.execute(sql, params).fetchall()]
+        rows = self.execute(sql, params).fetchall()
+        return rows if self._raw else [tuple(r) for r in rows]  # sqlite3's rows are tuples already
 
     def one(self, sql: str, params: Params | None = None) -> tuple[Any, ...] | None:
         row = self.execute(sql, params).fetchone()
