@@ -212,7 +212,7 @@ def bench_lifecycle(where: str, tmp: Path, metrics: bool) -> None:
     def jt_thread(k: int) -> None:
         jobs = [threaded.fit(DS) for _ in range(k)]
         for j in jobs:
-            j.wait(poll_interval=0.001)
+            j.wait()  # wakes when the job's thread ends (runtime.local_jobs), not at a poll
 
     def raw(f: RawJobs, is_eager: bool) -> Any:
         def run(k: int) -> None:

@@ -474,18 +474,23 @@ NOTES = {
     ),
     "lifecycle": (
         "Both sides pay the same transactions and fsyncs: create+claim without fsync (eager) or a durable create "
-        "then a claim without fsync (thread), 50 durable epoch transactions, a durable finish. Beyond the floor's "
-        "rows, jobtrack validates the metrics, writes one line per epoch to the job's log file (on ext4 with "
-        "data=ordered each fsync also flushes those appends), tracks the best metric in Python, captures output, "
-        "records provenance at submit (a git status of the working tree) and starts a thread per job (thread "
-        "runner; the benchmark waits on each job by polling every 1 ms). The rates are a few jobs/s here because "
-        "every epoch is a durable commit and the machine was shared."
+        "then a claim without fsync (thread), 50 durable epoch transactions, a durable finish; both take the "
+        "current time per transaction and append the same line per epoch to the job's log. What bounds jobtrack: "
+        "its per-epoch overhead (the epochs row below: about 40 us of Python per epoch on tmpfs, where an fsync "
+        "costs nothing) times 50, plus per job the Trainer's submit (spec, config rows, provenance: a stat of "
+        "every tracked file when the code is in a git checkout, as here), the run context, output capture and "
+        "the result composed at the end; the thread runner also hands each job to its thread and back, while "
+        "the submitting thread's commits contend with the runner's for the write lock. On disk the fsyncs "
+        "dilute that overhead."
     ),
     "epochs": (
-        "Per epoch both sides renew the lease on the job row (UPDATE ... RETURNING), insert the epoch row "
-        "(replacing an earlier one only for a number not above the highest so far, #18) and update "
-        "job_metrics/best_metric (#15). What jobtrack adds: metric validation and encoding, the log line, the "
-        "in-process best-metric state, the file-identity stat per write (#21)."
+        "Per epoch both sides take the time, renew the lease on the job row (UPDATE ... RETURNING), insert the "
+        "epoch row (replacing an earlier one only for a number not above the highest so far, #18), run the same "
+        "job_metrics/best_metric statements (#15) and append the epoch's line to the job's log on a kept "
+        "descriptor. What jobtrack adds, about 40 us of Python per epoch: metric validation, the write "
+        "transaction's machinery (fork gate, thread lock, nested-write check, the file-identity stat before each "
+        "commit, #21), the log's stat that notices a replaced log, the in-process best-metric and early-stopping "
+        "state, and its named-parameter statements. On disk the fsync is most of both sides' time."
     ),
     "scale": (
         "list_jobs goes through the query engine (search_jobs, #15: the SQL is composed per call, the query "
@@ -498,20 +503,21 @@ NOTES = {
         "each job's status dict, its result JSON decoded."
     ),
     "worker": (
-        "An idle worker watches SQLite's data_version (about 2 us to ask) with a pause growing from 1 to 5 ms and "
-        "takes the write lock only after a read without the lock saw a QUEUED job; on PostgreSQL it LISTENs for "
-        "the notification create_job sends at commit and claims at once on that same connection, in one "
-        "statement (FOR UPDATE SKIP LOCKED, the UPDATE and the event row: one round trip, where the pooled "
-        "read-then-claim took twelve). Pickup is measured from fit() returning to the submitter reading RUNNING "
-        "(polled every 0.5 ms); on PostgreSQL what remains is mostly the submitter's own status read (a ping, "
-        "BEGIN, the SELECT and COMMIT per read through the pool)."
+        "An idle worker watches SQLite's data_version (about 2 us to ask) with a pause growing from 1 to 5 ms, or "
+        "on PostgreSQL LISTENs for the notification create_job sends at commit, and takes the write lock (or, on "
+        "PostgreSQL, row locks) only after a read without the lock saw a QUEUED job; the claim is Store.claim_next, "
+        "the one path where a status changes. Pickup is measured from fit() returning to the submitter reading "
+        "RUNNING (polled every 0.5 ms); on PostgreSQL it is bounded by the round trips of the read, the claim "
+        "transaction and the submitter's read."
     ),
     "cli": (
         "The whole process of `jobtrack status ID`: interpreter start, jobtrack's imports and the read. The raw "
         "script starts the same interpreter, imports sqlite3 and json, reads the same row and prints the same "
-        "JSON; `python -c pass` is the interpreter alone. What bounds it is the import graph of `jobtrack.cli`: "
-        "every subcommand module (list, experiments, sweeps, ui, retry, bundles), the Store with all its mixins, "
-        "the query language and dateutil (timeutil) load before the command runs; filelock and secrets no longer do."
+        "JSON; `python -c pass` is the interpreter alone. A finished job's status is read straight from the file "
+        "(jobtrack.store.peek: read-only, no Store, the dict built by jobtrack.statusdoc as get_status() builds "
+        "it), so what jobtrack adds is its argument parser, the database path's checks (network filesystem, "
+        "schema version) and a handful of small modules. A RUNNING job's status takes the full path (the Store, "
+        "the liveness check): the informational row."
     ),
     "memory": "Read in the process that ran the jobs (/proc/self/status), not in the parent.",
 }

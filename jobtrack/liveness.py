@@ -90,9 +90,12 @@ def _boot_id() -> str:
 
 def _start_tick(pid: int) -> str | None:
     """The process start time in clock ticks since boot, or None if the process does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
+    try:  # os.open/os.read: no buffered file object for one short read (a status poll makes one, #14)
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)  # the line is well under a page; procfs returns it whole
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         return None
     except OSError:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent import futures
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from jobtrack import jsonutil
+from jobtrack import jsonutil, runtime
 from jobtrack.config import DEFAULT_WAIT_POLL_S
 from jobtrack.dataset import check_tags
 from jobtrack.errors import InvalidArgument, ModelNotReady, WaitTimeout
@@ -159,6 +160,9 @@ class JobMonitor:
                                   f"{type(poll_interval).__name__} {poll_interval!r}; use e.g. poll_interval=0.05.")
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = min(0.005, poll_interval)
+        # A job this process runs on a thread: its end wakes this wait at once; the store is still read
+        # at every poll (another process may have ended the job meanwhile).
+        running_here = runtime.current().local_jobs.get(self.job_id)
         bar = None
         if progress:
             from jobtrack.progress import Progress
@@ -177,7 +181,10 @@ class JobMonitor:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeout(self.job_id, timeout or 0.0, rec.status)
                 pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
-                time.sleep(pause)
+                if running_here is None or running_here.done():  # done, yet not ended here: someone else's now
+                    time.sleep(pause)
+                else:
+                    futures.wait([running_here], timeout=pause)
                 delay = min(delay * 2, poll_interval if bar is None else max(poll_interval, 0.2))
         finally:
             if bar is not None:

@@ -54,10 +54,12 @@ def compose(
     epochs: list[dict[str, Any]],
     summary: Any = None,
     error: Any = None,
+    best: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """The result dict: epochs, eval_metric, best_epoch, best_metric, summary, error; ``{}`` if nothing is known.
 
     Epochs that never report the evaluation metric add ``eval_metric_missing`` (see ``missing_metric``).
+    ``best``: ``best_epoch(epochs, eval_metric, metric_mode)`` when the caller already has it.
     """
     result: dict[str, Any] = {}
     if epochs:
@@ -65,7 +67,8 @@ def compose(
     if eval_metric:
         result["eval_metric"] = eval_metric
         if epochs:
-            result["best_epoch"], result["best_metric"] = best_epoch(epochs, eval_metric, metric_mode)
+            result["best_epoch"], result["best_metric"] = (
+                best if best is not None else best_epoch(epochs, eval_metric, metric_mode))
             if result["best_epoch"] is None:  # never reported, or only as null (NaN)
                 missing = missing_metric(epochs, eval_metric)
                 if missing is not None:

@@ -18,9 +18,10 @@ import random
 import signal
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -104,6 +105,9 @@ class _Runtime:
         self.signals = SignalState()
         self.fork_gate = ForkGate()
         self.capture = CaptureState()
+        # job id -> the Future of a job this process runs on a thread: ``JobMonitor.wait`` wakes when it is
+        # done instead of at its next poll (#14); an entry goes with its Future once the executor let it go
+        self.local_jobs: weakref.WeakValueDictionary[str, Future[Any]] = weakref.WeakValueDictionary()
 
 
 _rt = _Runtime()

@@ -381,10 +381,10 @@ class Trainer:
             signals.watch(self._store)
         if self.runner == "eager":
             run_job(self._store, spec, token=token)
-        elif self.runner == "thread":
-            thread.submit(self._store, run_job, self._store, spec, max_workers=self.max_workers)
-        elif self.runner == "process":
-            thread.submit(self._store, process.run_in_child, self._store, spec, max_workers=self.max_workers)
+        elif self.runner in ("thread", "process"):
+            run = run_job if self.runner == "thread" else process.run_in_child
+            future = thread.submit(self._store, run, self._store, spec, max_workers=self.max_workers)
+            runtime.current().local_jobs[spec.job_id] = future  # wait() wakes when it is done (#14)
         # "worker": the row is queued; `jobtrack worker` processes pick it up.
 
 

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import jobfuncs
 from jobtrack import Dataset, JobManager, Trainer
 from jobtrack.runners.worker import run_worker
@@ -96,3 +98,29 @@ def test_an_idle_worker_takes_the_write_lock_zero_times_and_still_picks_up_a_job
         stop.set()
         worker.join(timeout=30)
     assert not worker.is_alive() and reports[0].ran == 1
+
+
+def test_waiting_for_a_job_this_process_runs_wakes_when_it_ends_not_at_a_poll(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # wait() on a thread-runner job waits on the job's own thread (runtime.local_jobs): the waiting thread
+    # never sleeps on a timer, so a long poll_interval adds nothing to the time the job takes to be seen.
+    go = threading.Event()
+    sleeps: list[float] = []
+    real_sleep = time.sleep
+    waiter = threading.get_ident()
+
+    def recording_sleep(seconds: float) -> None:
+        if threading.get_ident() == waiter:
+            sleeps.append(seconds)
+        real_sleep(seconds)
+
+    def train(ctx: Any) -> None:
+        assert go.wait(timeout=60)
+        ctx.log_epoch(0, train={"loss": 1.0})
+
+    monkeypatch.setattr(time, "sleep", recording_sleep)
+    job = Trainer(train, db=db_path, max_workers=1).fit(DS)  # the default thread runner
+    threading.Timer(0.3, go.set).start()
+    status = job.wait(timeout=60, poll_interval=3600)
+    assert status["status"] == "COMPLETED" and go.is_set()
+    assert sleeps == []

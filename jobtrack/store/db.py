@@ -251,8 +251,7 @@ class Database(Retrying, DialectSQL):
                     conn.execute("COMMIT")  # a read has nothing to lose; end the snapshot promptly
 
     def read_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
-        """One row of a single-statement read (the status hot path: no transaction object, no lock; errors as
-        ``read()``)."""
+        """One row of a single-statement read (the status hot path: no transaction, no lock; errors as read())."""
         return self._single(sql, params, False)  # type: ignore[no-any-return]
 
     def read_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:

@@ -54,7 +54,7 @@ class EpochCache:
     epoch, a new attempt, a row read ahead of its job row) makes the read start over.
     """
 
-    __slots__ = ("attempt", "epoch_seq", "epochs", "job_id", "last_seq", "lock", "numbers")
+    __slots__ = ("attempt", "best", "epoch_seq", "epochs", "job_id", "last_seq", "lock", "numbers")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()  # a monitor may be read from several threads
@@ -62,12 +62,26 @@ class EpochCache:
         self.attempt = self.epoch_seq = self.last_seq = 0
         self.epochs: list[dict[str, Any]] = []
         self.numbers: set[Any] = set()
+        self.best: tuple[Any, tuple[Any, Any]] = (None, (None, None))  # (state it was chosen in, best epoch)
 
     def update(self, rec: JobRecord, read_all: Callable[[str, dict[str, Any]], list[tuple[Any, ...]]],
                ) -> list[dict[str, Any]]:
         """The job's epochs as of ``rec`` (its ``epoch_seq``), reading only what is new when it can."""
         with self.lock:
             return list(self._update(rec, read_all))
+
+    def read(self, rec: JobRecord, read_all: Callable[[str, dict[str, Any]], list[tuple[Any, ...]]],
+             ) -> tuple[list[dict[str, Any]], tuple[Any, Any]]:
+        """``update()``'s epochs, copied so callers may change theirs, and ``results.best_epoch`` of them for
+        the job's evaluation metric: chosen again only when the epochs changed (a poll between two epochs
+        costs no scan, #14)."""
+        with self.lock:
+            epochs = self._update(rec, read_all)
+            state = (self.job_id, self.attempt, self.epoch_seq, rec.eval_metric, rec.metric_mode)
+            if self.best[0] != state:
+                self.best = (state, results.best_epoch(epochs, rec.eval_metric, rec.metric_mode))
+            return ([{"epoch": e["epoch"], "train": dict(e["train"]), "validation": dict(e["validation"])}
+                     for e in epochs], self.best[1])
 
     def _update(self, rec: JobRecord, read_all: Callable[[str, dict[str, Any]], list[tuple[Any, ...]]],
                 ) -> list[dict[str, Any]]:
@@ -201,8 +215,9 @@ class JobsMixin(FencedCore):
         elif cache is None:
             epochs = self.epochs(rec.id)
         else:
-            epochs = [{"epoch": e["epoch"], "train": dict(e["train"]), "validation": dict(e["validation"])}
-                      for e in cache.update(rec, self.db.read_all)]  # copies: callers may change theirs
+            epochs, best = cache.read(rec, self.db.read_all)
+            return results.compose(eval_metric=rec.eval_metric, metric_mode=rec.metric_mode, epochs=epochs,
+                                   best=best)
         return results.compose(eval_metric=rec.eval_metric, metric_mode=rec.metric_mode, epochs=epochs)
 
     def events(self, job_id: str) -> list[EventRecord]:
