@@ -33,9 +33,9 @@ def slow_train(ctx: Any) -> dict[str, Any]:
     return {"ok": True}
 
 
-def main(db: str, seconds: float, seed: int) -> dict[str, Any]:
+def main(db: str, seconds: float, seed: int, table_dir: str | None = None) -> dict[str, Any]:
     rng = random.Random(seed)
-    table = os.path.join(tempfile.gettempdir(), f"jobtrack-stress-{os.getpid()}-{seed}.csv")  # db may be a URL
+    table = os.path.join(table_dir or tempfile.gettempdir(), f"jobtrack-stress-{os.getpid()}-{seed}.csv")
     with open(table, "w", encoding="utf-8") as fh:
         fh.write("x\n1\n")
     ds = Dataset("stress", "regression", f"p{seed}", tables={"train": table})

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from dateutil.parser import isoparse
@@ -255,11 +256,12 @@ def test_fenced_runner_and_lease_expiry(any_db: str) -> None:
     assert _snapshot(store, "job_fence") == before
 
 
-def test_processes_submitting_running_canceling_and_polling(any_db: str) -> None:
+def test_processes_submitting_running_canceling_and_polling(any_db: str, tmp_path: Path) -> None:
     Store.open(any_db)
     code = ("import json, sys, stress_child\n"
-            "print(json.dumps(stress_child.main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))))")
-    children = [subprocess.Popen([sys.executable, "-c", code, any_db, "3", str(seed)], stdout=subprocess.PIPE,
+            "print(json.dumps(stress_child.main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4])))")
+    children = [subprocess.Popen([sys.executable, "-c", code, any_db, "3", str(seed), str(tmp_path)],
+                                 stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=child_env()) for seed in range(4)]
     reports = []
     for child in children:

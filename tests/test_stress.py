@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 from jobtrack.runners.worker import run_worker
 from jobtrack.states import TERMINAL, is_allowed
@@ -18,16 +19,16 @@ from proc import child_env
 
 # Imported (not run as __main__) so its job function is importable by the worker-kind jobs.
 RUN_CHILD = ("import json, sys, stress_child\n"
-             "print(json.dumps(stress_child.main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))))")
+             "print(json.dumps(stress_child.main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4])))")
 PROCESSES = 8
 SECONDS = float(os.environ.get("JOBTRACK_STRESS_SECONDS", "6"))
 
 
-def test_eight_processes_submit_run_cancel_and_poll_without_errors(db_path: str) -> None:
+def test_eight_processes_submit_run_cancel_and_poll_without_errors(db_path: str, tmp_path: Path) -> None:
     Store.open(db_path)  # create the schema once, before the crowd arrives
     started = time.monotonic()
     children = [
-        subprocess.Popen([sys.executable, "-c", RUN_CHILD, db_path, str(SECONDS), str(seed)],
+        subprocess.Popen([sys.executable, "-c", RUN_CHILD, db_path, str(SECONDS), str(seed), str(tmp_path)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
         for seed in range(PROCESSES)
     ]
