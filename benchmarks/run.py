@@ -465,12 +465,12 @@ NOTES = {
     ),
     "running": (
         "A monitor's RUNNING status reads the job row once and only the epochs reported since its last read (its "
-        "EpochCache), composes the result (best epoch) and copies the cached epochs so callers may change theirs; "
-        "the same-reads floor re-reads and decodes all 50 epochs, so jobtrack is below 1x there by design. "
-        "Without the cache (a new monitor per call: the 'nothing cached' rows) it is bounded by building a "
-        "JobRecord (31 fields, two enum conversions), the liveness check and the result composition. A "
-        "running job's epochs are rows of their own so that log_epoch never re-encodes a growing document; "
-        "the single-document floor reads one finished row holding the same epochs as one JSON text."
+        "EpochCache, which also keeps the best epoch until the epochs change), copies the cached epochs so callers "
+        "may change theirs, and probes the runner's /proc/PID/stat once (os.read, no buffered file); the "
+        "same-reads floor re-reads and decodes all 50 epochs, so jobtrack is below 1x there by design. Against "
+        "the single-document floor (one finished row, the same 50 epochs as one JSON text, no probe) what remains "
+        "is the probe, the 50 epoch copies and the row's record. Without the cache (a new monitor per call: the "
+        "'nothing cached' rows) it decodes all 50 epochs, as the floor does, and chooses the best epoch."
     ),
     "lifecycle": (
         "Both sides pay the same transactions and fsyncs: create+claim without fsync (eager) or a durable create "
