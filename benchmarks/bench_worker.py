@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-from common import locations, percentile, quick_job, report  # noqa: E402
+from common import locations, percentile, pg_engine, quick_job, report  # noqa: E402
 from jobtrack import Dataset, Trainer, runtime  # noqa: E402
 
 PLACES = ("disk", "tmpfs", "postgres")
@@ -114,16 +114,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _postgres(ds: Dataset, n: int, idle_s: float) -> None:
-    url = os.environ.get("JOBTRACK_BENCH_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
-    try:
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(url)
-        with engine.begin() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - no server, no figures
-        report("worker (postgres)", "server", f"unavailable ({type(exc).__name__}); set JOBTRACK_BENCH_PG_URL")
+    server = pg_engine("worker (postgres)")
+    if server is None:
         return
+    url, engine = server
     schema = f"jt_pickup_{os.getpid()}"
     with engine.begin() as conn:
         conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')

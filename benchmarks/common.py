@@ -183,6 +183,22 @@ def fifty_epoch_result() -> dict[str, Any]:
             "best_metric": epochs[-1]["validation"]["roc_auc"]}
 
 
+def pg_engine(workload: str) -> tuple[str, Any] | None:
+    """(URL, SQLAlchemy engine) of the benchmark's PostgreSQL server ($JOBTRACK_BENCH_PG_URL, else the local one),
+    checked with one query; None, reported as a row of ``workload``, when there is no server to measure."""
+    url = os.environ.get("JOBTRACK_BENCH_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - no server, no figures
+        report(workload, "server", f"unavailable ({type(exc).__name__}); set JOBTRACK_BENCH_PG_URL")
+        return None
+    return url, engine
+
+
 def raw_connect(path: str) -> sqlite3.Connection:
     """A raw sqlite3 connection with jobtrack's settings (WAL, synchronous=FULL, busy timeout, foreign keys)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

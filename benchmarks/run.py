@@ -44,6 +44,7 @@ from common import (  # noqa: E402
     jobtrack_schema,
     locations,
     noop_job,
+    pg_engine,
     ratio_row,
     raw_connect,
     report,
@@ -389,24 +390,18 @@ from jobtrack.runners.worker import run_worker
 from jobtrack.store import Store
 store = Store.open(sys.argv[1])
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
-print(run_worker(store, burst=True))
+print(run_worker(store, burst=True).ran)
 """
 
 
 def bench_postgres(tmp: Path) -> None:
-    url = os.environ.get("JOBTRACK_BENCH_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
     jobs_per_run = 200 if QUICK else 1000
     print(f"10. PostgreSQL: lifecycle throughput with 1, 2 and 4 `jobtrack worker` processes ({jobs_per_run} jobs)",
           flush=True)
-    try:
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(url)
-        with engine.begin() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - no server, no figures
-        report("postgres", "server", f"unavailable ({type(exc).__name__}); set JOBTRACK_BENCH_PG_URL")
+    server = pg_engine("postgres")
+    if server is None:
         return
+    url, engine = server
     table = tmp / "pg_train.csv"
     table.write_text("x\n1\n")
     ds = Dataset("bench", "regression", "pg", tables={"train": str(table)})

@@ -19,6 +19,7 @@ from jobtrack.store import experiments
 from jobtrack.store.base import add_event, in_list
 from jobtrack.store.core import FencedCore
 from jobtrack.store.db import Tx
+from jobtrack.store.peek import after_prefix
 from jobtrack.store.records import (
     JOB_COLUMNS,
     SELECT_JOB,
@@ -64,15 +65,10 @@ class EpochCache:
         self.numbers: set[Any] = set()
         self.best: tuple[Any, tuple[Any, Any]] = (None, (None, None))  # (state it was chosen in, best epoch)
 
-    def update(self, rec: JobRecord, read_all: Callable[[str, dict[str, Any]], list[tuple[Any, ...]]],
-               ) -> list[dict[str, Any]]:
-        """The job's epochs as of ``rec`` (its ``epoch_seq``), reading only what is new when it can."""
-        with self.lock:
-            return list(self._update(rec, read_all))
-
     def read(self, rec: JobRecord, read_all: Callable[[str, dict[str, Any]], list[tuple[Any, ...]]],
              ) -> tuple[list[dict[str, Any]], tuple[Any, Any]]:
-        """``update()``'s epochs, copied so callers may change theirs, and ``results.best_epoch`` of them for
+        """The job's epochs as of ``rec`` (its ``epoch_seq``, reading only what is new when it can), copied so
+        callers may change theirs, and ``results.best_epoch`` of them for
         the job's evaluation metric: chosen again only when the epochs changed (a poll between two epochs
         costs no scan, #14)."""
         with self.lock:
@@ -188,13 +184,9 @@ class JobsMixin(FencedCore):
         """Ids of jobs that start with ``prefix``, in id order, at most ``limit`` (``jobtrack show job_66``)."""
         if not prefix:
             return []
-        try:
-            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first text after every id with this prefix
-        except ValueError:  # the last character is the largest there is
-            upper = prefix + "\U0010ffff"
         with self.db.read() as tx:
             rows = tx.all("SELECT id FROM jobs WHERE id >= :lo AND id < :hi ORDER BY id LIMIT :n",
-                          {"lo": prefix, "hi": upper, "n": limit})
+                          {"lo": prefix, "hi": after_prefix(prefix), "n": limit})
         return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
 
     def epochs(self, job_id: str) -> list[dict[str, Any]]:

@@ -88,7 +88,7 @@ def _finished_row(conn: sqlite3.Connection, job_id: str) -> tuple[object, ...] |
     if row is None:  # a unique prefix, as JobManager.resolve_job_id takes it
         if not job_id:
             return None
-        ids = [r[0] for r in conn.execute(_SELECT_IDS, (job_id, _after_prefix(job_id))) if r[0].startswith(job_id)]
+        ids = [r[0] for r in conn.execute(_SELECT_IDS, (job_id, after_prefix(job_id))) if r[0].startswith(job_id)]
         if len(ids) != 1:
             return None
         row = conn.execute(_SELECT_STATUS, (ids[0],)).fetchone()
@@ -104,8 +104,9 @@ def _is_version(value: object) -> bool:
         return False
 
 
-def _after_prefix(prefix: str) -> str:
-    """The first text after every text that starts with ``prefix`` (``Store.job_ids_starting``'s bound)."""
+def after_prefix(prefix: str) -> str:
+    """The first text after every text that starts with ``prefix``: the upper bound of an id-prefix range
+    (here and ``Store.job_ids_starting``)."""
     try:
         return prefix[:-1] + chr(ord(prefix[-1]) + 1)
     except ValueError:  # the last character is the largest there is
