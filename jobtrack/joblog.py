@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -19,14 +21,33 @@ from jobtrack.timeutil import to_iso, utcnow
 log = logging.getLogger(__name__)
 
 
+
+def _tick_ns() -> int:
+    """How long a coarse file timestamp may stand still: two ticks of Linux's coarse clock; 50 ms elsewhere."""
+    if sys.platform.startswith("linux"):
+        try:
+            return int(2 * time.clock_getres(getattr(time, "CLOCK_REALTIME_COARSE", 5)) * 1e9) or 50_000_000
+        except OSError:
+            pass
+    return 50_000_000
+
+
+_SETTLE_NS = _tick_ns()  # a directory mtime younger than this may hide a change made in the same tick
+_RECHECK_S = 1.0  # the file itself is stat-ed at least this often (a filesystem that keeps no directory mtimes)
+
+
 class JobLog:
     """One job's log file: timestamped lines appended up to ``max_bytes``; writing never raises.
 
     The file and its directory are created on the first line (a job that writes nothing has no log),
     private to the user. Its descriptor is kept between lines (#14: an open and a close per epoch line
-    cost more than the line), and each line first checks with one ``stat`` that the path still names
-    that file, so a log replaced or removed meanwhile is noticed at once. ``close()`` (the runner's, when
-    the job ends) lets the descriptor go; a later line opens it again.
+    cost more than the line). Each line first checks that the path still names that file, so a log
+    replaced or removed meanwhile is noticed at once: it stats the log's *directory*, whose mtime changes
+    when an entry in it is renamed, removed or created, and stats the file itself only when the directory
+    changed, changed too recently to tell (coarse timestamps), or once a second. Stat-ing the file that is
+    being appended to before every line cost ~50 µs per epoch on ext4 (Linux 6.13+: a queried file gets
+    fine-grained timestamps, so each append then dirties its inode for the next journal commit).
+    ``close()`` (the runner's, when the job ends) lets the descriptor go; a later line opens it again.
     """
 
     def __init__(self, path: Path, job_id: str, max_bytes: int | None = None) -> None:
@@ -39,6 +60,9 @@ class JobLog:
         self._failed = False
         self._fd: int | None = None
         self._file: tuple[int, int] = (-1, -1)  # (st_dev, st_ino) of the file the descriptor writes
+        self._file_path, self._dir = os.fspath(path), os.fspath(path.parent)  # str: stat-ed per line
+        self._seen: tuple[int, int, int] | None = None  # the directory (st_dev, st_ino, st_mtime_ns) last trusted
+        self._recheck_at = 0.0  # monotonic time of the next stat of the file itself
         self._closer: weakref.finalize[..., JobLog] | None = None  # closes the descriptor if close() never runs
 
     def write(self, message: str) -> None:
@@ -78,8 +102,13 @@ class JobLog:
         """The kept descriptor, when the path still names its file (one ``stat``); else the file opened anew."""
         if self._fd is not None:
             try:
-                st = os.stat(self.path)
+                st = os.stat(self._dir)
+                where = (st.st_dev, st.st_ino, st.st_mtime_ns)
+                if where == self._seen and time.monotonic() < self._recheck_at:
+                    return self._fd  # nothing in the directory changed: the path still names our file
+                st = os.stat(self._file_path)
                 if (st.st_dev, st.st_ino) == self._file:
+                    self._checked(where)
                     return self._fd
             except OSError:
                 pass
@@ -88,7 +117,22 @@ class JobLog:
         st = os.fstat(fd)
         self._fd, self._file = fd, (st.st_dev, st.st_ino)
         self._closer = weakref.finalize(self, os.close, fd)
+        self._checked(self._directory())
         return fd
+
+    def _directory(self) -> tuple[int, int, int]:
+        st = os.stat(self._dir)
+        return st.st_dev, st.st_ino, st.st_mtime_ns
+
+    def _checked(self, where: tuple[int, int, int]) -> None:
+        """The path was just seen naming our file: trust an unchanged directory until the next file stat.
+
+        A directory changed within the last ``_SETTLE_NS`` (two ticks of the coarse clock that stamps files)
+        is not trusted, as a change in the same tick would not show: the file is stat-ed until it settles.
+        """
+        settled = time.time_ns() - where[2] > _SETTLE_NS
+        self._seen = where if settled else None
+        self._recheck_at = time.monotonic() + _RECHECK_S
 
     def _drop(self) -> None:
         if self._closer is not None:
@@ -106,10 +150,7 @@ class JobLog:
 
 def epoch_line(epoch: int, train: dict[str, Any], validation: dict[str, Any]) -> str:
     """The log line of a reported epoch: ``epoch 3: train loss=0.412 | validation roc_auc=0.8123``."""
-    parts = [f"{what} " + ", ".join([f"{name}={_number(value)}" for name, value in metrics.items()])
+    parts = [f"{what} " + ", ".join([f"{name}={value:.6g}" if type(value) is float else
+                                     f"{name}={'null' if value is None else value}" for name, value in metrics.items()])
              for what, metrics in (("train", train), ("validation", validation)) if metrics]
     return f"epoch {epoch}: " + (" | ".join(parts) or "no metrics")
-
-
-def _number(value: Any) -> str:
-    return "null" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)

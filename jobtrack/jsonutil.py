@@ -20,6 +20,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from math import isfinite as _isfinite
 from pathlib import PurePath
 from typing import Any
 
@@ -251,6 +252,13 @@ def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None
     out: dict[str, float | int | None] = {}
     replaced: list[str] = []
     for key, val in values.items():
+        if type(val) is float and type(key) is str:  # the common case, without the calls below (#14)
+            if _isfinite(val):
+                out[key] = val
+            else:
+                replaced.append(key)
+                out[key] = None
+            continue
         if not isinstance(key, str):
             raise NotSerializable(field, f"metric name {key!r} is not a string")
         number = _number(val)

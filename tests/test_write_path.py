@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jobtrack import Dataset, JobManager, RunContext, StoreError, Trainer, testing
+from jobtrack import Dataset, JobManager, RunContext, StoreError, Trainer, joblog, testing
+from jobtrack.joblog import JobLog
 from jobtrack.store import Store
 from jobtrack.store.tx import Tx
 
@@ -74,17 +76,17 @@ def test_a_log_moved_away_between_two_lines_gets_the_next_line_at_its_path(db_pa
 def test_the_best_metric_is_right_after_an_epoch_transaction_failed(
         db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # The failed epoch (0.9) never committed: the next epoch (0.7) is the best, as a fresh recount says.
-    real_run_many = Tx.run_many
+    real_run_rows = Tx.run_rows
     failing: list[bool] = []
     caught: list[BaseException] = []
 
-    def run_many(self: Tx, sql: str, rows: Any) -> None:
+    def run_rows(self: Tx, sql: str, names: tuple[str, ...], rows: Any) -> None:
         if failing and "job_metrics" in sql:  # the epoch's last statement: everything before it rolls back
             failing.clear()
             raise sqlite3.OperationalError("disk I/O error")
-        real_run_many(self, sql, rows)
+        real_run_rows(self, sql, names, rows)
 
-    monkeypatch.setattr(Tx, "run_many", run_many)
+    monkeypatch.setattr(Tx, "run_rows", run_rows)
 
     def train(ctx: RunContext) -> None:
         ctx.log_epoch(0, train={"loss": 1.0}, validation={"roc_auc": 0.5})
@@ -105,3 +107,107 @@ def test_the_best_metric_is_right_after_an_epoch_transaction_failed(
     for query in ("best_metric = 0.7", "best.roc_auc = 0.7 and best.loss = 0.6",  # the committed best epoch
                   "last.roc_auc = 0.6 and last.loss = 0.7"):
         assert [j.job_id for j in manager.list_jobs(where=query)] == [job.job_id], query
+
+
+# -- the log's identity check: the directory's stat, not the appended file's (#14) ---------------------------
+
+
+def _settled_log(tmp_path: Path) -> tuple[JobLog, Path]:
+    """A job log with a line written and its directory's mtime far in the past, as a long job's is."""
+    log = JobLog(tmp_path / "job" / "log.txt", "job_x")
+    log.write("first")
+    os.utime(log.path.parent, ns=(10**18, 10**18))  # 2001: long settled, whatever the clock's tick
+    log.write("second")  # sees the directory changed since the first line: checks the file, then trusts it
+    return log, log.path
+
+
+def _stats_of(monkeypatch: pytest.MonkeyPatch, log: JobLog) -> list[str]:
+    """The paths ``os.stat`` is asked for that are the log or its directory (``fstat`` of its descriptor: "fd")."""
+    seen: list[str] = []
+    real_stat, real_fstat = os.stat, os.fstat
+    mine = {str(log.path), str(log.path.parent)}
+    kept = {int(fd) for fd in _open_descriptors_to(log.path)}
+
+    def counting_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) in mine:
+            seen.append(os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    def counting_fstat(fd: int) -> os.stat_result:
+        if fd in kept:
+            seen.append("fd")
+        return real_fstat(fd)
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    monkeypatch.setattr(os, "fstat", counting_fstat)
+    return seen
+
+
+def test_lines_of_a_settled_log_stat_its_directory_not_the_file(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stat-ing the file being appended to made each append dirty its inode for the next journal commit on
+    # ext4 (fine-grained timestamps of a queried file): ~50 µs per epoch line on disk.
+    log, path = _settled_log(tmp_path)
+    seen = _stats_of(monkeypatch, log)
+    for i in range(20):
+        log.write(f"line {i}")
+    assert seen == [str(path.parent)] * 20
+    assert path.read_text(encoding="utf-8").count("\n") == 22
+
+
+@pytest.mark.parametrize("change", ["moved", "removed", "replaced", "directory replaced"])
+def test_a_settled_log_changed_on_disk_gets_the_next_line_at_its_path(tmp_path: Path, change: str) -> None:
+    log, path = _settled_log(tmp_path)
+    if change == "moved":
+        os.replace(path, path.with_name("moved.txt"))
+    elif change == "removed":
+        path.unlink()
+    elif change == "replaced":
+        path.with_name("new.txt").write_text("someone else's\n", encoding="utf-8")
+        os.replace(path.with_name("new.txt"), path)
+    else:
+        os.rename(path.parent, tmp_path / "old-job")
+        path.parent.mkdir()
+        os.utime(path.parent, ns=(10**18, 10**18))  # the same mtime as the old one: its identity tells them apart
+    log.write("after")
+    assert path.read_text(encoding="utf-8").splitlines()[-1].endswith(" after")
+    assert "first" not in path.read_text(encoding="utf-8")
+
+
+class _Clock:
+    """jobtrack.joblog's clock, moved on by the test."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+    def time_ns(self) -> int:
+        return time.time_ns()
+
+
+def test_a_log_replaced_behind_an_unchanged_directory_mtime_is_found_within_a_second(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A file system that keeps no directory mtimes: the file itself is still stat-ed once a second.
+    clock = _Clock()
+    monkeypatch.setattr(joblog, "time", clock)
+    log, path = _settled_log(tmp_path)
+    os.replace(path, path.with_name("moved.txt"))
+    os.utime(path.parent, ns=(10**18, 10**18))  # the change hidden
+    log.write("hidden")
+    assert not path.exists()  # within the second, the line went to the file the descriptor holds
+    clock.ahead = 1.5  # a second and a half later
+    log.write("found")
+    now = path.read_text(encoding="utf-8").splitlines()
+    assert len(now) == 1 and now[0].endswith(" found")
+    assert path.with_name("moved.txt").read_text(encoding="utf-8").splitlines()[-1].endswith(" hidden")
+
+
+def test_a_directory_changed_within_the_clock_tick_is_not_trusted(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    log = JobLog(tmp_path / "job" / "log.txt", "job_x")
+    log.write("first")  # the directory changed just now (the file's creation): a same-tick change would not show
+    seen = _stats_of(monkeypatch, log)
+    log.write("second")
+    assert str(log.path) in seen

@@ -41,6 +41,7 @@ _UPSERT_BEST = ("INSERT INTO job_metrics (job_id, name, best_value, last_value) 
                 "last_value = excluded.last_value")
 _UPSERT_LAST = ("INSERT INTO job_metrics (job_id, name, best_value, last_value) VALUES (:id, :name, NULL, :v) "
                 "ON CONFLICT (job_id, name) DO UPDATE SET last_value = excluded.last_value")
+_UPSERT_NAMES = ("id", "name", "v")
 _STATES_KEPT = 256  # running jobs whose best epoch this process tracks incrementally
 
 
@@ -170,8 +171,7 @@ def _advance(tx: Tx, job_id: str, state: _Best, train: Mapping[str, Any], valida
         if not state.names.issubset(named):
             tx.run("UPDATE job_metrics SET best_value = NULL WHERE job_id = :id", {"id": job_id})
         tx.run("UPDATE jobs SET best_metric = :v WHERE id = :id", {"v": float(value), "id": job_id})
-    rows = [{"id": job_id, "name": n, "v": x} for n, x in named.items()]
-    tx.run_many(_UPSERT_BEST if is_best else _UPSERT_LAST, rows)
+    tx.run_rows(_UPSERT_BEST if is_best else _UPSERT_LAST, _UPSERT_NAMES, [(job_id, n, x) for n, x in named.items()])
     state.section, state.value = section, value
     state.names.update(named)
 

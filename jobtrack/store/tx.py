@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 Params = Mapping[str, Any]
+
+_NAME = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_numbered: dict[tuple[str, tuple[str, ...]], str] = {}  # (SQL with :name, names) -> the same with ?N
+
+
+def numbered(sql: str, names: tuple[str, ...]) -> str:
+    """``sql`` with each ``:name`` as SQLite's ``?N`` (N: its place in ``names``, from 1), for rows bound as tuples.
+
+    >>> numbered("INSERT INTO t (a, b, c) VALUES (:id, :v, :v)", ("id", "v"))
+    'INSERT INTO t (a, b, c) VALUES (?1, ?2, ?2)'
+    """
+    key = (sql, names)
+    out = _numbered.get(key)
+    if out is None:
+        out = _numbered[key] = _NAME.sub(lambda m: f"?{names.index(m.group(1)) + 1}", sql)
+    return out
 
 
 class Tx:
@@ -54,6 +71,20 @@ class Tx:
         else:
             assert self._text is not None
             self._conn.execute(self._text(sql), [dict(r) for r in rows])
+
+    def run_rows(self, sql: str, names: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
+        """``run_many`` with each row a tuple of the values of ``names``, in that order.
+
+        SQLite binds the tuples directly (#14: a dict per row cost 2.7 µs per epoch's metric upserts);
+        servers get the same rows as dicts.
+        """
+        if not rows:
+            return
+        if self._raw:
+            self._conn.executemany(numbered(sql, names), rows)
+        else:
+            assert self._text is not None
+            self._conn.execute(self._text(sql), [dict(zip(names, r, strict=True)) for r in rows])
 
     def ddl(self, sql: str) -> None:
         if self._raw:
