@@ -12,10 +12,11 @@ import os
 import sqlite3
 import tempfile
 from contextlib import closing
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from jobtrack import liveness
@@ -23,6 +24,7 @@ from jobtrack.errors import InvalidTransition, RunnerFenced
 from jobtrack.states import TERMINAL, JobStatus, is_allowed
 from jobtrack.store import Store
 from jobtrack.store.core import check_transition
+from jobtrack.timeutil import from_iso, to_iso
 from rows import create
 
 STATUSES = [s.value for s in JobStatus]
@@ -219,3 +221,20 @@ JobStoreMachine.TestCase.settings = settings(
 )
 TestJobStoreMachine = JobStoreMachine.TestCase
 
+
+
+_UTC_INSTANTS = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999),
+                             timezones=st.just(UTC))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_UTC_INSTANTS, min_size=2, max_size=5))
+def test_iso_text_is_fixed_width_sorts_as_the_instants_and_reads_back(instants: list[datetime]) -> None:
+    # to_iso's fast path (isoformat() when there is a fraction, #14) must write what timespec="microseconds" does,
+    # and a whole second (microsecond 0) must still get its six-digit fraction.
+    instants.append(instants[0].replace(microsecond=0))
+    texts = [to_iso(i) for i in instants]
+    assert texts == [i.isoformat(timespec="microseconds") for i in instants]
+    assert {len(t) for t in texts} == {32}
+    assert sorted(texts) == [to_iso(i) for i in sorted(instants)]
+    assert [from_iso(t) for t in texts] == instants
