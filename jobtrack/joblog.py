@@ -33,6 +33,9 @@ def _tick_ns() -> int:
 
 
 _SETTLE_NS = _tick_ns()  # a directory mtime younger than this may hide a change made in the same tick
+_COARSE_CLOCK = getattr(time, "CLOCK_REALTIME_COARSE", 5) if sys.platform.startswith("linux") else None
+FINE_GRAINED_DEVICES: set[int] = set()
+"""File systems (``st_dev``) seen stamping a fine-grained mtime: on them a change after a ``stat`` always shows."""
 _RECHECK_S = 1.0  # the file itself is stat-ed at least this often (a filesystem that keeps no directory mtimes)
 
 
@@ -44,10 +47,10 @@ class JobLog:
     cost more than the line). Each line first checks that the path still names that file, so a log
     replaced or removed meanwhile is noticed at once: it stats the log's *directory*, whose mtime changes
     when an entry in it is renamed, removed or created, and stats the file itself only when the directory
-    changed, changed too recently to tell (coarse timestamps), or once a second. Stat-ing the file being
-    appended to before every line added ~50 µs per line on ext4 with Linux 6.18, measured, none on tmpfs:
-    most likely multigrain timestamps (6.13+), which give a queried file a fine-grained mtime at its next
-    write, so each append dirtied its inode for the next journal commit.
+    changed, changed too recently to tell (coarse timestamps: see ``_checked``), or once a second.
+    Stat-ing the file being appended to before every line added ~50 µs per line on ext4 with Linux 6.18
+    (measured; none on tmpfs): most likely multigrain timestamps (6.13+), which give a queried file a
+    fine-grained mtime at its next write, so each append dirtied its inode for the next journal commit.
     ``close()`` (the runner's, when the job ends) lets the descriptor go; a later line opens it again.
     """
 
@@ -126,8 +129,18 @@ class JobLog:
 
         A directory changed within the last ``_SETTLE_NS`` (two ticks of the coarse clock that stamps files)
         is not trusted, as a change in the same tick would not show: the file is stat-ed until it settles.
+        Unless its file system stamps fine-grained times once a file was stat-ed (Linux 6.13+ multigrain
+        timestamps on ext4, xfs, btrfs, tmpfs): then a change after our stat always shows. Such a file system
+        is known by an mtime later than the coarse clock's "now", which a coarse stamp never is.
         """
-        settled = time.time_ns() - where[2] > _SETTLE_NS
+        dev, _, mtime = where
+        if dev not in FINE_GRAINED_DEVICES and _COARSE_CLOCK is not None:
+            try:
+                if mtime > time.clock_gettime_ns(_COARSE_CLOCK):
+                    FINE_GRAINED_DEVICES.add(dev)
+            except OSError:
+                pass
+        settled = dev in FINE_GRAINED_DEVICES or time.time_ns() - mtime > _SETTLE_NS
         self._seen = where if settled else None
         self._recheck_at = time.monotonic() + _RECHECK_S
 

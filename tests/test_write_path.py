@@ -186,6 +186,9 @@ class _Clock:
     def time_ns(self) -> int:
         return time.time_ns()
 
+    def clock_gettime_ns(self, clock: int) -> int:
+        return time.clock_gettime_ns(clock)
+
 
 def test_a_log_replaced_behind_an_unchanged_directory_mtime_is_found_within_a_second(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,10 +207,32 @@ def test_a_log_replaced_behind_an_unchanged_directory_mtime_is_found_within_a_se
     assert path.with_name("moved.txt").read_text(encoding="utf-8").splitlines()[-1].endswith(" hidden")
 
 
-def test_a_directory_changed_within_the_clock_tick_is_not_trusted(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+class _CoarseClock(_Clock):
+    """A clock whose coarse "now" is ``coarse_ns``: far ahead, every stamp looks coarse; 0, every one fine."""
+
+    def __init__(self, coarse_ns: int) -> None:
+        super().__init__()
+        self.coarse_ns = coarse_ns
+
+    def clock_gettime_ns(self, clock: int) -> int:
+        return self.coarse_ns
+
+
+@pytest.mark.parametrize("stamps", ["coarse", "fine"])
+def test_a_directory_changed_within_the_clock_tick_is_trusted_only_on_fine_grained_stamps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stamps: str) -> None:
+    # Coarse stamps: a change in the same tick as the directory's last one would not show, so a directory changed
+    # just now (the log's creation) is not trusted and each line stats the file. Fine-grained stamps (an mtime
+    # later than the coarse clock's now) show any change made after a stat: trusted at once.
+    monkeypatch.setattr(joblog, "FINE_GRAINED_DEVICES", set())
+    monkeypatch.setattr(joblog, "time", _CoarseClock(2**62 if stamps == "coarse" else 0))
     log = JobLog(tmp_path / "job" / "log.txt", "job_x")
-    log.write("first")  # the directory changed just now (the file's creation): a same-tick change would not show
+    log.write("first")
+    log.write("second")  # the first check after opening always stats the file
     seen = _stats_of(monkeypatch, log)
-    log.write("second")
-    assert str(log.path) in seen
+    log.write("third")
+    log.write("fourth")
+    if stamps == "coarse":
+        assert seen.count(str(log.path)) == 2 and log.path.stat().st_dev not in joblog.FINE_GRAINED_DEVICES
+    else:
+        assert seen == [str(log.path.parent)] * 2 and log.path.stat().st_dev in joblog.FINE_GRAINED_DEVICES
