@@ -284,6 +284,17 @@ def make_private_dir(path: Path) -> Path:
     Raises:
         OSError: a directory cannot be created, or ``path`` exists and is not a directory.
     """
+    try:  # the common case, a new directory in an existing one: two calls, no probing (#14)
+        os.mkdir(path, 0o700)
+    except FileNotFoundError:  # a parent is missing too: made below
+        pass
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path)) from None
+        return path
+    else:
+        os.chmod(path, 0o700)
+        return path
     missing = []
     probe = path
     while not probe.exists():

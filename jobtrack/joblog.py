@@ -151,11 +151,12 @@ class JobLog:
 
     def _open(self) -> int:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        try:
-            return os.open(self.path, flags, 0o600)  # private to the user
+        try:  # a stat of the directory before the file is made in it: on a file system with multigrain
+            os.stat(self._dir)  # timestamps the creation then stamps it fine-grained, which _checked recognises
         except FileNotFoundError:  # the job's first line: create its directory
             make_private_dir(self.path.parent)
-            return os.open(self.path, flags, 0o600)
+            os.stat(self._dir)
+        return os.open(self.path, flags, 0o600)  # private to the user
 
 
 def epoch_line(epoch: int, train: dict[str, Any], validation: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from jobtrack import Dataset, JobManager, RunContext, StoreError, Trainer, joblog, testing
+from jobtrack.config import make_private_dir
 from jobtrack.joblog import JobLog
 from jobtrack.store import Store
 from jobtrack.store.tx import Tx
@@ -236,3 +238,22 @@ def test_a_directory_changed_within_the_clock_tick_is_trusted_only_on_fine_grain
         assert seen.count(str(log.path)) == 2 and log.path.stat().st_dev not in joblog.FINE_GRAINED_DEVICES
     else:
         assert seen == [str(log.path.parent)] * 2 and log.path.stat().st_dev in joblog.FINE_GRAINED_DEVICES
+
+
+def test_private_directories_are_made_0700_whatever_the_umask_and_a_file_in_the_way_is_an_error(
+        tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        one = make_private_dir(tmp_path / "one")  # one new directory: the fast path
+        deep = make_private_dir(tmp_path / "a" / "b" / "c")  # missing parents too
+        again = make_private_dir(tmp_path / "one")  # already there: left alone
+    finally:
+        os.umask(old)
+    assert one == again == tmp_path / "one" and deep.is_dir()
+    for made in (one, tmp_path / "a", tmp_path / "a" / "b", deep):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(NotADirectoryError):
+        make_private_dir(tmp_path / "file")
+    with pytest.raises(NotADirectoryError):
+        make_private_dir(tmp_path / "file" / "below")

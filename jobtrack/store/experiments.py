@@ -138,6 +138,10 @@ def record_epoch(store: StoreBase, tx: Tx, job_id: str, token: int, seq: int, ep
     """
     key = (store.target, job_id, token)
     state = _states.pop(key, None)  # back in only once this epoch is accounted for: a failure leaves none
+    if state is None and seq == 1:  # the job's first epoch row ever: nothing stored to recount (#14)
+        metric, mode = tx.one("SELECT eval_metric, metric_mode FROM jobs WHERE id = :id",
+                              {"id": job_id}) or (None, None)
+        state = _Best(0, None, None, set(), set(), metric, mode)
     if state is None or state.seq != seq - 1 or epoch in state.epochs:
         metric, mode = tx.one("SELECT eval_metric, metric_mode FROM jobs WHERE id = :id",
                               {"id": job_id}) or (None, None)
