@@ -131,15 +131,17 @@ class JobLog:
         is not trusted, as a change in the same tick would not show: the file is stat-ed until it settles.
         Unless its file system stamps fine-grained times once a file was stat-ed (Linux 6.13+ multigrain
         timestamps on ext4, xfs, btrfs, tmpfs): then a change after our stat always shows. Such a file system
-        is known by an mtime later than the coarse clock's "now", which a coarse stamp never is.
+        is known by an mtime later than the coarse clock's "now", which a coarse stamp never is, by less than a
+        tick (an mtime set into the future proves nothing).
         """
         dev, _, mtime = where
         if dev not in FINE_GRAINED_DEVICES and _COARSE_CLOCK is not None:
             try:
-                if mtime > time.clock_gettime_ns(_COARSE_CLOCK):
-                    FINE_GRAINED_DEVICES.add(dev)
+                coarse = time.clock_gettime_ns(_COARSE_CLOCK)
             except OSError:
-                pass
+                coarse = mtime
+            if coarse < mtime <= coarse + _SETTLE_NS // 2:
+                FINE_GRAINED_DEVICES.add(dev)
         settled = dev in FINE_GRAINED_DEVICES or time.time_ns() - mtime > _SETTLE_NS
         self._seen = where if settled else None
         self._recheck_at = time.monotonic() + _RECHECK_S

@@ -210,14 +210,15 @@ def test_a_log_replaced_behind_an_unchanged_directory_mtime_is_found_within_a_se
 
 
 class _CoarseClock(_Clock):
-    """A clock whose coarse "now" is ``coarse_ns``: far ahead, every stamp looks coarse; 0, every one fine."""
+    """A clock whose coarse "now" makes ``directory``'s mtime look coarse (far ahead of it) or fine-grained (just
+    behind it), whatever this machine's file systems stamp."""
 
-    def __init__(self, coarse_ns: int) -> None:
+    def __init__(self, directory: Path, fine: bool) -> None:
         super().__init__()
-        self.coarse_ns = coarse_ns
+        self.directory, self.fine = directory, fine
 
     def clock_gettime_ns(self, clock: int) -> int:
-        return self.coarse_ns
+        return os.stat(self.directory).st_mtime_ns - 1 if self.fine else 2**62
 
 
 @pytest.mark.parametrize("stamps", ["coarse", "fine"])
@@ -227,7 +228,7 @@ def test_a_directory_changed_within_the_clock_tick_is_trusted_only_on_fine_grain
     # just now (the log's creation) is not trusted and each line stats the file. Fine-grained stamps (an mtime
     # later than the coarse clock's now) show any change made after a stat: trusted at once.
     monkeypatch.setattr(joblog, "FINE_GRAINED_DEVICES", set())
-    monkeypatch.setattr(joblog, "time", _CoarseClock(2**62 if stamps == "coarse" else 0))
+    monkeypatch.setattr(joblog, "time", _CoarseClock(tmp_path / "job", fine=stamps == "fine"))
     log = JobLog(tmp_path / "job" / "log.txt", "job_x")
     log.write("first")
     log.write("second")  # the first check after opening always stats the file
@@ -257,3 +258,15 @@ def test_private_directories_are_made_0700_whatever_the_umask_and_a_file_in_the_
         make_private_dir(tmp_path / "file")
     with pytest.raises(NotADirectoryError):
         make_private_dir(tmp_path / "file" / "below")
+
+
+def test_a_directory_mtime_set_into_the_future_proves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(joblog, "FINE_GRAINED_DEVICES", set())
+    log = JobLog(tmp_path / "job" / "log.txt", "job_x")
+    log.write("first")
+    future = time.time_ns() + 3600 * 10**9
+    os.utime(log.path.parent, ns=(future, future))  # as an archive from a machine whose clock runs ahead
+    log.write("second")
+    log.write("third")
+    assert log.path.stat().st_dev not in joblog.FINE_GRAINED_DEVICES
+    assert log.path.read_text(encoding="utf-8").count("\n") == 3
