@@ -21,7 +21,6 @@ from jobtrack.timeutil import to_iso, utcnow
 log = logging.getLogger(__name__)
 
 
-
 def _tick_ns() -> int:
     """How long a coarse file timestamp may stand still: two ticks of Linux's coarse clock; 50 ms elsewhere."""
     if sys.platform.startswith("linux"):

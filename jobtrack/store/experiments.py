@@ -139,13 +139,9 @@ def record_epoch(store: StoreBase, tx: Tx, job_id: str, token: int, seq: int, ep
     key = (store.target, job_id, token)
     state = _states.pop(key, None)  # back in only once this epoch is accounted for: a failure leaves none
     if state is None and seq == 1:  # the job's first epoch row ever: nothing stored to recount (#14)
-        metric, mode = tx.one("SELECT eval_metric, metric_mode FROM jobs WHERE id = :id",
-                              {"id": job_id}) or (None, None)
-        state = _Best(0, None, None, set(), set(), metric, mode)
+        state = _Best(0, None, None, set(), set(), *_evaluation(tx, job_id))
     if state is None or state.seq != seq - 1 or epoch in state.epochs:
-        metric, mode = tx.one("SELECT eval_metric, metric_mode FROM jobs WHERE id = :id",
-                              {"id": job_id}) or (None, None)
-        state = _recompute(tx, job_id, metric, mode)
+        state = _recompute(tx, job_id, *_evaluation(tx, job_id))
     else:
         if decoded is None:
             decoded = jsonutil.loads(train_json) or {}, jsonutil.loads(validation_json) or {}
@@ -155,6 +151,12 @@ def record_epoch(store: StoreBase, tx: Tx, job_id: str, token: int, seq: int, ep
     if len(_states) >= _STATES_KEPT:
         _states.clear()
     _states[key] = state
+
+
+def _evaluation(tx: Tx, job_id: str) -> tuple[str | None, str | None]:
+    """The job's evaluation metric and its mode (``max``/``min``), as stored at creation."""
+    row = tx.one("SELECT eval_metric, metric_mode FROM jobs WHERE id = :id", {"id": job_id})
+    return (None, None) if row is None else (row[0], row[1])
 
 
 def _better(value: Any, best: Any, mode: str | None) -> bool:
