@@ -284,32 +284,18 @@ def make_private_dir(path: Path) -> Path:
     Raises:
         OSError: a directory cannot be created, or ``path`` exists and is not a directory.
     """
-    try:  # the common case, a new directory in an existing one: two calls, no probing (#14)
+    try:
         os.mkdir(path, 0o700)
-    except FileNotFoundError:  # a parent is missing too: made below
-        pass
-    except FileExistsError:
+    except FileNotFoundError:  # a parent is missing: made first, the same way
+        if path.parent == path:
+            raise
+        make_private_dir(path.parent)
+        return make_private_dir(path)
+    except FileExistsError:  # there already, perhaps made meanwhile by another thread or process: left alone
         if not os.path.isdir(path):
             raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path)) from None
         return path
-    else:
-        os.chmod(path, 0o700)
-        return path
-    missing = []
-    probe = path
-    while not probe.exists():
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:  # made meanwhile by another thread or process: theirs, left alone
-            continue
-        os.chmod(directory, 0o700)
-    if not path.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path))
+    os.chmod(path, 0o700)
     return path
 
 

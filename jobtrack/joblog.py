@@ -21,18 +21,21 @@ from jobtrack.timeutil import to_iso, utcnow
 log = logging.getLogger(__name__)
 
 
+_COARSE_CLOCK = getattr(time, "CLOCK_REALTIME_COARSE", 5) if sys.platform.startswith("linux") else None
+
+
 def _tick_ns() -> int:
-    """How long a coarse file timestamp may stand still: two ticks of Linux's coarse clock; 50 ms elsewhere."""
-    if sys.platform.startswith("linux"):
+    """How long a coarse file timestamp may stand still: the tick of Linux's coarse clock; 25 ms elsewhere."""
+    if _COARSE_CLOCK is not None:
         try:
-            return int(2 * time.clock_getres(getattr(time, "CLOCK_REALTIME_COARSE", 5)) * 1e9) or 50_000_000
+            return int(time.clock_getres(_COARSE_CLOCK) * 1e9) or 25_000_000
         except OSError:
             pass
-    return 50_000_000
+    return 25_000_000
 
 
-_SETTLE_NS = _tick_ns()  # a directory mtime younger than this may hide a change made in the same tick
-_COARSE_CLOCK = getattr(time, "CLOCK_REALTIME_COARSE", 5) if sys.platform.startswith("linux") else None
+_TICK_NS = _tick_ns()
+_SETTLE_NS = 2 * _TICK_NS  # a directory mtime younger than this may hide a change made in the same tick
 FINE_GRAINED_DEVICES: set[int] = set()
 """File systems (``st_dev``) seen stamping a fine-grained mtime: on them a change after a ``stat`` always shows."""
 _RECHECK_S = 1.0  # the file itself is stat-ed at least this often (a filesystem that keeps no directory mtimes)
@@ -139,7 +142,7 @@ class JobLog:
                 coarse = time.clock_gettime_ns(_COARSE_CLOCK)
             except OSError:
                 coarse = mtime
-            if coarse < mtime <= coarse + _SETTLE_NS // 2:
+            if coarse < mtime <= coarse + _TICK_NS:
                 FINE_GRAINED_DEVICES.add(dev)
         settled = dev in FINE_GRAINED_DEVICES or time.time_ns() - mtime > _SETTLE_NS
         self._seen = where if settled else None
