@@ -6,7 +6,8 @@ Targets (issue #15): ``fit()`` stays well under 10 ms extra in a git checkout; `
 - fit: the same ``Trainer.fit()`` (``runner="worker"``: it only writes the job, so nothing runs meanwhile)
   with ``provenance=True`` and ``provenance=False``, in alternating batches, in a clean and in a dirty
   checkout of 200 files edited a minute earlier; the extra is the difference of the medians. Repeated
-  submissions from one unchanged checkout reuse git's answer (stat calls only); the cost of asking git
+  submissions from one unchanged checkout reuse git's answer (one read of an inotify queue on Linux's local
+  file systems, else a stat per tracked file); the cost of asking git
   (a changed tree) is the "fresh" figure: one ``provenance.git_info`` after touching a file. The floor of
   the git part is one bare ``git status`` process, timed in the same run. The first collection in a
   process (reading all installed distributions' metadata once) is reported on its own.

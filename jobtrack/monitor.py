@@ -161,7 +161,7 @@ class JobMonitor:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = min(0.005, poll_interval)
         # A job this process runs on a thread: its end wakes this wait at once; the store is still read
-        # at every poll (another process may have ended the job meanwhile).
+        # every poll_interval (another process may have ended the job meanwhile).
         running_here = runtime.current().local_jobs.get(self.job_id)
         bar = None
         if progress:
@@ -170,6 +170,9 @@ class JobMonitor:
             bar = Progress(progress_stream)
         try:
             while True:
+                if running_here is not None and bar is None and not running_here.done():
+                    # not the ramp below: reads while the job's own thread writes only slow it down (#14)
+                    futures.wait([running_here], timeout=self._pause(poll_interval, deadline))
                 rec = self._store.get_job(self.job_id)
                 terminal = rec.is_terminal
                 if bar is not None or terminal:
@@ -180,15 +183,18 @@ class JobMonitor:
                         return current
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeout(self.job_id, timeout or 0.0, rec.status)
-                pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
                 if running_here is None or running_here.done():  # done, yet not ended here: someone else's now
-                    time.sleep(pause)
-                else:
-                    futures.wait([running_here], timeout=pause)
+                    time.sleep(self._pause(delay, deadline))
+                elif bar is not None:  # (without a bar, the top of the loop waits on the job's thread)
+                    futures.wait([running_here], timeout=self._pause(delay, deadline))
                 delay = min(delay * 2, poll_interval if bar is None else max(poll_interval, 0.2))
         finally:
             if bar is not None:
                 bar.close()
+
+    @staticmethod
+    def _pause(delay: float, deadline: float | None) -> float:
+        return delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
 
     def cancel(self) -> JobStatus:
         """Cancel the job: QUEUED → CANCELED at once; RUNNING is asked to stop; terminal is left alone.

@@ -11,31 +11,32 @@ language compiles ``git.commit`` and ``git.dirty`` against it)::
 It is cheap enough to run at every submission: what cannot change in a process (Python, platform,
 host, the distribution of a module) is cached per process, a table file's hash by (path, size, mtime),
 and git costs one ``git status --porcelain=v2 --branch`` plus, only when the tree is dirty, one
-``git diff HEAD`` saved as ``git.diff`` in the job's directory. Untracked files do not make a tree dirty
-(the database itself often sits untracked in the checkout). No git binary, no repository, or a
-repository without a commit: ``"git": None``, never an error.
+``git diff HEAD`` saved as ``git.diff`` in the job's directory, asked again only when the checkout changed
+(a stat per tracked file, or from the second submission on one read of an inotify queue: ``_Snapshot``).
+Untracked files do not make a tree dirty (the database itself often sits untracked in the checkout).
+No git binary, no repository, or a repository without a commit: ``"git": None``, never an error.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.metadata
 import logging
 import os
 import platform
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobtrack import jsonutil
+from jobtrack import environment, jsonutil, runtime, treewatch
 from jobtrack.config import make_private_dir
+from jobtrack.environment import (
+    dataset_hashes,
+    file_sha256 as file_sha256,  # (compare and bundle use it from here)
+    packages,
+)
 
 if TYPE_CHECKING:
     from jobtrack.spec import JobSpec
@@ -52,9 +53,6 @@ GIT_TIMEOUT_S = 10.0
 """Seconds a git command may take before provenance gives up on git (recorded as ``"git": None``)."""
 
 _TRUNCATION_NOTE = b"\n# jobtrack: diff cut at %d bytes (MAX_DIFF_BYTES); the job ran with more changes than shown\n"
-_HASH_CHUNK = 1024 * 1024
-_hashes: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns) -> sha256: values, valid in any process
-_versions: dict[str, dict[str, str]] = {}  # top-level module name -> {distribution: version} ({}: none)
 
 
 def collect(functions: Iterable[Callable[..., Any] | None], tables: dict[str, Path], job_dir: Path) -> dict[str, Any]:
@@ -104,8 +102,8 @@ def record(spec: JobSpec, job_dir: Path) -> Recorded:
 def _gather(functions: Iterable[Callable[..., Any] | None], tables: dict[str, Path], job_dir: Path) -> Recorded:
     fns = [f for f in functions if f is not None]
     git, diff = _git_state(_code_dir(fns), job_dir)
-    prov = {"git": git, "python": platform.python_version(), "platform": _platform(), "host": _host(),
-            "packages": packages(fns), "datasets": dataset_hashes(tables)}
+    prov = {"git": git, "python": platform.python_version(), "platform": environment.platform_name(),
+            "host": environment.host(), "packages": packages(fns), "datasets": dataset_hashes(tables)}
     return Recorded(prov, job_dir / DIFF_FILE if diff is not None else None, diff)
 
 
@@ -131,9 +129,10 @@ def _git_state(directory: Path, job_dir: Path | None) -> tuple[dict[str, Any] | 
     root = _repository_root(directory)
     if git is None or root is None:
         return None, None
-    snap = _snapshots.get(str(root))
-    if snap is None or not snap.reusable or _stamp(root, snap.files) != snap.stamp:
-        snap = _take_snapshot(git, root, snap)
+    with runtime.current().provenance_lock:  # one thread reads the watch's queue and replaces the snapshot
+        snap = _snapshots.get(str(root))
+        if snap is None or not snap.reusable or not _unchanged(root, snap):
+            snap = _take_snapshot(git, root, snap)
     if snap.info is None:
         return None, None
     info: dict[str, Any] = {**snap.info, "diff_file": None, "diff_bytes": 0, "diff_truncated": False}
@@ -154,6 +153,11 @@ class _Snapshot:
     (git is asked every time) for a repository with submodules, more than MAX_CACHED_FILES tracked files, a
     ``.git`` file (worktrees) or ``GIT_DIR``, or files modified within RACY_S of the snapshot, whose next
     change a coarse file system clock might not show (git's own "racy" rule).
+
+    From a process's second submission on, an inotify watch on the same entries (``treewatch``) stands in for
+    the fingerprint where it can: one read of its queue instead of a stat per tracked file (#14). It is armed
+    before the fingerprint is compared or taken, so a change is seen by one or the other, and then the racy
+    rule is not needed.
     """
 
     stamp: tuple[Any, ...]
@@ -162,6 +166,13 @@ class _Snapshot:
     info: dict[str, Any] | None
     diff: bytes | None
     reusable: bool
+    watch: treewatch.Watch | None = None
+    watched: bool = False  # a watch was tried for this snapshot (None: the file system cannot have one)
+
+
+WATCH_CHECKOUTS = True
+"""Watch a checkout with inotify (Linux, local file systems) instead of a stat per tracked file per submission."""
+
 
 
 MAX_CACHED_FILES = 5000
@@ -182,15 +193,67 @@ def _take_snapshot(git: str, root: Path, previous: _Snapshot | None) -> _Snapsho
     files = None
     if cacheable:
         files = previous.files if previous is not None and previous.index == index else _tracked(git, root)
+    if previous is not None and previous.watch is not None:
+        previous.watch.close()
+    watch = _watch(root, files) if previous is not None and files is not None else None  # not for one submission
+    if watch is not None and _stat(root / ".git" / "index") != index:  # staged while listed: not watched for
+        watch.close()
+        watch = None
     started = time.time_ns()
     stamp = _stamp(root, files)
     info, diff = _ask_git(git, root)
-    racy = any(entry is not None and entry[0] >= started - int(RACY_S * 1e9) for entry in stamp[4:])
-    snap = _Snapshot(stamp, files, index, info, diff, reusable=files is not None and not racy)
+    racy = any(entry is not None and entry[0] >= started - int(RACY_S * 1e9) for entry in stamp[5:])
+    snap = _Snapshot(stamp, files, index, info, diff, reusable=files is not None and (watch is not None or not racy),
+                     watch=watch, watched=previous is not None)
     if len(_snapshots) >= _SNAPSHOTS_KEPT and str(root) not in _snapshots:
+        for old in _snapshots.values():
+            if old.watch is not None:
+                old.watch.close()
         _snapshots.clear()
     _snapshots[str(root)] = snap
     return snap
+
+
+def _unchanged(root: Path, snap: _Snapshot) -> bool:
+    """Whether the checkout is as ``snap`` saw it: its watch's queue, else (arming a watch first, from the second
+    submission on) its fingerprint."""
+    if snap.watch is not None:
+        return not snap.watch.changed()
+    if not snap.watched:
+        snap.watched = True
+        snap.watch = _watch(root, snap.files) if snap.files is not None else None
+    return _stamp(root, snap.files) == snap.stamp
+
+
+def _watch(root: Path, files: tuple[str, ...]) -> treewatch.Watch | None:
+    """A watch on every entry the fingerprint covers: each tracked file and the directories leading to it, and
+    in ``.git`` HEAD, the branch ref, packed refs, the index and a reftable's files."""
+    if not WATCH_CHECKOUTS:
+        return None
+    top, gitdir = str(root), os.path.join(root, ".git")
+    entries: dict[str, set[str] | None] = {gitdir: {"HEAD", "index", "packed-refs", "refs", "reftable"}}
+    reftable = os.path.join(gitdir, "reftable")
+    if os.path.isdir(reftable):
+        entries[reftable] = None
+    try:
+        head = Path(gitdir, "HEAD").read_bytes()
+    except OSError:
+        head = b""
+    paths = list(files)
+    if head.startswith(b"ref: "):
+        paths.append(os.path.join(gitdir, head[5:].strip().decode("utf-8", "replace")))
+    for path in paths:
+        directory, name = os.path.split(path)
+        while True:
+            known = directory in entries
+            wanted = entries.setdefault(directory, set())
+            if wanted is not None:
+                wanted.add(name)
+            if known or directory in (top, gitdir) or not directory.startswith(top):
+                break
+            directory, name = os.path.split(directory)
+    present = {d: n for d, n in entries.items() if os.path.isdir(d)}  # a ref's missing directory: its parent
+    return treewatch.Watch.start(present)  # watches for the name
 
 
 def _ask_git(git: str, root: Path) -> tuple[dict[str, Any] | None, bytes | None]:
@@ -237,7 +300,8 @@ def _stat(path: Path | str) -> tuple[int, int, int] | None:
 
 
 def _stamp(root: Path, files: tuple[str, ...] | None) -> tuple[Any, ...]:
-    """The fingerprint of a checkout: HEAD, its branch ref, packed refs, the index, then each tracked file."""
+    """The fingerprint of a checkout: HEAD, its branch ref, packed refs, the index, a reftable's list of tables,
+    then each tracked file."""
     gitdir = root / ".git"
     try:
         head = (gitdir / "HEAD").read_bytes()
@@ -245,7 +309,7 @@ def _stamp(root: Path, files: tuple[str, ...] | None) -> tuple[Any, ...]:
         head = b""
     ref = head[5:].strip().decode("utf-8", "replace") if head.startswith(b"ref: ") else None
     parts: list[Any] = [head, _stat(gitdir / ref) if ref else None, _stat(gitdir / "packed-refs"),
-                        _stat(gitdir / "index")]
+                        _stat(gitdir / "index"), _stat(gitdir / "reftable" / "tables.list")]
     parts += map(_stat, files or ())
     return tuple(parts)
 
@@ -316,106 +380,3 @@ def _code_dir(functions: list[Callable[..., Any]]) -> Path:
         return Path.cwd()
     except OSError:  # the working directory was removed
         return Path(os.sep)
-
-
-# -- the environment -------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _platform() -> str:
-    return platform.platform()
-
-
-@functools.cache
-def _host() -> str:
-    return socket.gethostname()
-
-
-def packages(functions: Iterable[Callable[..., Any]]) -> dict[str, str]:
-    """Versions of the installed distributions the code's modules come from: the functions' own modules and
-    every module (or object from one) in their module globals, plus jobtrack; sorted by name."""
-    names = {"jobtrack"}
-    for fn in functions:
-        fn = getattr(fn, "func", fn)
-        names.add(str(getattr(fn, "__module__", "") or "").split(".")[0])
-        for value in list(getattr(fn, "__globals__", {}).values()):
-            module = value.__name__ if isinstance(value, type(sys)) else getattr(value, "__module__", None)
-            if isinstance(module, str):
-                names.add(module.split(".")[0])
-    found: dict[str, str] = {}
-    for name in names:
-        found.update(_distributions_of(name))
-    return dict(sorted(found.items()))
-
-
-def _distributions_of(module: str) -> dict[str, str]:
-    """Distribution → version of those installing top-level module ``module`` (cached per process).
-
-    A distribution of the module's own name is taken at once (``numpy``, an editable ``jobtrack``); only a
-    module installed under another name (``sklearn``, ``yaml``) needs the map of every installed
-    distribution, read once per process; the code's own modules outside site-packages need neither.
-    """
-    if module not in _versions:
-        found: dict[str, str] = {}
-        if module and module not in sys.stdlib_module_names:
-            found = _versions_of([module])
-            if not found and _installed(module):  # a namespace package may come from several
-                found = _versions_of(_module_distributions().get(module, []))
-        _versions[module] = found
-    return _versions[module]
-
-
-def _versions_of(dist_names: list[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for dist_name in dist_names:
-        try:
-            dist = importlib.metadata.distribution(dist_name)
-        except (importlib.metadata.PackageNotFoundError, ValueError):
-            continue
-        found[dist.metadata["Name"] or dist_name] = dist.version
-    return found
-
-
-def _installed(module: str) -> bool:
-    """Whether an imported top-level module lives in a site-packages (or dist-packages) directory."""
-    loaded = sys.modules.get(module)
-    paths = [getattr(loaded, "__file__", None), *list(getattr(loaded, "__path__", None) or [])]
-    return any(p and ("site-packages" in p or "dist-packages" in p) for p in paths)
-
-
-@functools.cache
-def _module_distributions() -> dict[str, list[str]]:
-    """Top-level module → distributions installing it: all installed metadata, read once per process."""
-    return dict(importlib.metadata.packages_distributions())
-
-
-# -- data ----------------------------------------------------------------------------------------------
-
-
-def dataset_hashes(tables: dict[str, Path]) -> dict[str, str]:
-    """sha256 of each table file, by split; cached by (path, size, mtime) so an unchanged file is read once."""
-    out: dict[str, str] = {}
-    for split, path in sorted(tables.items()):
-        digest = file_sha256(path)
-        if digest is not None:
-            out[split] = digest
-    return out
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str | None:
-    """The sha256 hex digest of a file (cached by path, size and mtime), or None if it cannot be read."""
-    try:
-        real = os.path.realpath(path)
-        st = os.stat(real)
-        key = (real, st.st_size, st.st_mtime_ns)
-        if key in _hashes:
-            return _hashes[key]
-        digest = hashlib.sha256()
-        with open(real, "rb") as fh:
-            while chunk := fh.read(_HASH_CHUNK):
-                digest.update(chunk)
-    except OSError as exc:
-        log.warning("provenance: cannot hash %s: %s", path, exc)
-        return None
-    _hashes[key] = digest.hexdigest()
-    return _hashes[key]

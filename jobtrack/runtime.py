@@ -105,6 +105,7 @@ class _Runtime:
         self.signals = SignalState()
         self.fork_gate = ForkGate()
         self.capture = CaptureState()
+        self.provenance_lock = threading.Lock()  # one thread at a time checks or replaces a checkout's snapshot
         # job id -> the Future of a job this process runs on a thread: ``JobMonitor.wait`` wakes when it is
         # done instead of at its next poll (#14); an entry goes with its Future once the executor let it go
         self.local_jobs: weakref.WeakValueDictionary[str, Future[Any]] = weakref.WeakValueDictionary()

@@ -118,9 +118,20 @@ def test_waiting_for_a_job_this_process_runs_wakes_when_it_ends_not_at_a_poll(
         assert go.wait(timeout=60)
         ctx.log_epoch(0, train={"loss": 1.0})
 
+    reads: list[str] = []
+    real_get_job = Store.get_job
+
+    def counted_get_job(self: Store, job_id: str) -> Any:
+        if threading.get_ident() == waiter:
+            reads.append(job_id)
+        return real_get_job(self, job_id)
+
     monkeypatch.setattr(time, "sleep", recording_sleep)
+    monkeypatch.setattr(Store, "get_job", counted_get_job)
     job = Trainer(train, db=db_path, max_workers=1).fit(DS)  # the default thread runner
     threading.Timer(0.3, go.set).start()
     status = job.wait(timeout=60, poll_interval=3600)
     assert status["status"] == "COMPLETED" and go.is_set()
     assert sleeps == []
+    # and it read the store once, after the end: no reads at a ramp while the job's own thread writes
+    assert reads == [job.job_id]

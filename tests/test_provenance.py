@@ -11,12 +11,13 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jobtrack import Dataset, DuplicateName, JobManager, Trainer, cli, provenance
+from jobtrack import Dataset, DuplicateName, JobManager, Trainer, cli, provenance, treewatch
 from jobtrack.store import Store
 
 MODULE = '''
@@ -206,15 +207,22 @@ def _age(root: Path) -> None:
             os.utime(path, (past, past))
 
 
-def test_an_unchanged_checkout_is_not_asked_again(repo: Path, db_path: str, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def _count_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[str]]:
+    """Put a git on PATH that records each call; returns a function listing the calls so far."""
     calls = tmp_path / "git-calls"
     wrapper = tmp_path / "bin" / "git"
     wrapper.parent.mkdir()
     wrapper.write_text(f'#!/bin/sh\necho "$1 $2 $3" >> "{calls}"\nexec "{shutil.which("git")}" "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
-    asked = lambda: calls.read_text().splitlines() if calls.exists() else []  # noqa: E731
+    return lambda: calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["inotify", "stat"])
+def test_an_unchanged_checkout_is_not_asked_again(repo: Path, db_path: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch, watch: bool) -> None:
+    monkeypatch.setattr(provenance, "WATCH_CHECKOUTS", watch)
+    asked = _count_git(tmp_path, monkeypatch)
     _age(repo)
     first = fit(repo, db_path).provenance()["git"]
     n = len(asked())
@@ -261,3 +269,110 @@ def test_a_git_that_hangs_is_given_up(repo: Path, db_path: str, tmp_path: Path,
     monkeypatch.setattr(provenance, "GIT_TIMEOUT_S", 0.2)
     job = fit(repo, db_path)
     assert job.get_status()["status"] == "COMPLETED" and job.provenance()["git"] is None
+
+
+def _lstats(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every os.lstat path from here on (provenance fingerprints tracked files with lstat)."""
+    seen: list[str] = []
+    real = os.lstat
+
+    def counting(path: Any, *args: Any, **kw: Any) -> os.stat_result:
+        seen.append(os.fspath(path))
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(os, "lstat", counting)
+    return seen
+
+
+def test_a_watched_checkout_costs_no_stat_per_file_and_sees_every_change(
+        repo: Path, db_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (repo / "pkg" / "sub").mkdir(parents=True)
+    (repo / "pkg" / "sub" / "util.py").write_text("X = 1\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "a package")
+    asked = _count_git(tmp_path, monkeypatch)
+    first = fit(repo, db_path).provenance()["git"]
+    assert fit(repo, db_path).provenance()["git"] == first  # the second submission arms the watch
+    stats, n = _lstats(monkeypatch), len(asked())
+    (repo / "jobs.db-wal").write_bytes(b"x" * 100)  # untracked writes beside the code (a database, logs)
+    (repo / "pkg" / ".util.py.swp").write_text("editor")
+    assert fit(repo, db_path).provenance()["git"] == first
+    assert len(asked()) == n  # one read of the watch's queue: no git process,
+    tracked = {str(repo / name) for name in git(repo, "ls-files").splitlines()}
+    assert tracked and not tracked & set(stats)  # and no stat of a tracked file
+    (repo / "pkg" / "sub" / "util.py").write_text("X = 2\n")  # an edit two directories down, at once
+    edited = fit(repo, db_path).provenance()["git"]
+    assert edited["dirty"] is True and "+X = 2" in Path(edited["diff_file"]).read_text()
+    git(repo, "checkout", "-q", "--", ".")
+    assert fit(repo, db_path).provenance()["git"]["dirty"] is False
+    (repo / "pkg" / "sub").rename(repo / "pkg" / "moved")  # a directory renamed: its files are gone
+    assert fit(repo, db_path).provenance()["git"]["dirty"] is True
+    (repo / "pkg" / "moved").rename(repo / "pkg" / "sub")
+    assert fit(repo, db_path).provenance()["git"]["dirty"] is False
+    git(repo, "commit", "-q", "--allow-empty", "-m", "third")
+    assert fit(repo, db_path).provenance()["git"]["commit"] == git(repo, "rev-parse", "HEAD") != first["commit"]
+    (repo / "new.py").write_text("Y = 1\n")
+    git(repo, "add", "new.py")  # staged: the index changed, and the new file is watched from then on
+    assert fit(repo, db_path).provenance()["git"]["dirty"] is True
+    git(repo, "commit", "-q", "-m", "new")
+    assert fit(repo, db_path).provenance()["git"]["dirty"] is False
+    (repo / "new.py").write_text("Y = 2\n")
+    assert fit(repo, db_path).provenance()["git"]["dirty"] is True
+
+
+def test_a_forked_child_takes_no_change_from_its_parents_watch(repo: Path, db_path: str) -> None:
+    fit(repo, db_path)
+    fit(repo, db_path)  # armed
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child edits, and asks: it must not read (and so take) the parent's queue
+        try:
+            with open(repo / "train_code.py", "a") as fh:
+                fh.write("# child\n")
+            info = provenance.git_info(repo)
+            os.write(write, b"dirty" if info and info["dirty"] else b"clean")
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 16) == b"dirty"
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert fit(repo, db_path).provenance()["git"]["dirty"] is True  # the parent sees the child's edit too
+
+
+def test_a_checkout_on_a_file_system_not_known_to_be_local_is_stat_ed(
+        repo: Path, db_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(treewatch, "LOCAL_FILE_SYSTEMS", frozenset())  # as NFS would be: no watch
+    asked = _count_git(tmp_path, monkeypatch)
+    _age(repo)
+    fit(repo, db_path)
+    fit(repo, db_path)
+    stats, n = _lstats(monkeypatch), len(asked())
+    assert fit(repo, db_path).provenance()["git"]["dirty"] is False and len(asked()) == n
+    assert str(repo / "train_code.py") in stats  # fingerprinted by stat, as without a watch
+    with open(repo / "train_code.py", "a") as fh:
+        fh.write("# edited\n")
+    assert fit(repo, db_path).provenance()["git"]["dirty"] is True
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["inotify", "stat"])
+def test_a_reftable_change_asks_git_again(repo: Path, db_path: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch, watch: bool) -> None:
+    """git >= 2.45's reftable backend records a commit in .git/reftable/tables.list, not in a ref file."""
+    monkeypatch.setattr(provenance, "WATCH_CHECKOUTS", watch)
+    tables = repo / ".git" / "reftable" / "tables.list"
+    tables.parent.mkdir()
+    tables.write_text("0x000000000001-0x000000000001-aaaa.ref\n")  # read by no git here (2.39): only watched
+    asked = _count_git(tmp_path, monkeypatch)
+    _age(repo)
+    os.utime(tables, (time.time() - 60, time.time() - 60))
+    fit(repo, db_path)
+    fit(repo, db_path)
+    n = len(asked())
+    fit(repo, db_path)
+    assert len(asked()) == n
+    new = tables.with_suffix(".lock")
+    new.write_text("0x000000000001-0x000000000002-bbbb.ref\n")
+    new.rename(tables)  # as git commits to a reftable: a new list renamed over the old
+    fit(repo, db_path)
+    assert len(asked()) > n
