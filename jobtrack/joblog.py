@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jobtrack.config import DEFAULT_MAX_LOG_BYTES, make_private_dir
-from jobtrack.timeutil import to_iso, utcnow
+from jobtrack.timeutil import iso_ns, now_ns, to_iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class JobLog:
 
     def write(self, message: str) -> None:
         """Append one timestamped line (continuation lines indented); skipped once the log is full."""
-        line = f"{to_iso(utcnow())} {message}".replace("\n", "\n    ") + "\n"
+        line = f"{iso_ns(now_ns())} {message}".replace("\n", "\n    ") + "\n"
         data = line.encode("utf-8", "backslashreplace")  # lone surrogates become \udcff, never an error
         problem: OSError | None = None
         with self._lock:

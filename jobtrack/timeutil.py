@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 from jobtrack import runtime
@@ -14,6 +15,35 @@ UTC = UTC
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime (the clock tests may shift: ``runtime.set_clock_offset``)."""
     return datetime.now(UTC) + runtime.clock_offset()
+
+
+def now_ns() -> int:
+    """``utcnow()`` as nanoseconds since the epoch: no datetime made (the per-epoch path, #14)."""
+    offset = runtime.clock_offset()
+    if not offset:
+        return time.time_ns()
+    return time.time_ns() + (offset.days * 86_400 + offset.seconds) * 1_000_000_000 + offset.microseconds * 1000
+
+
+def ns_of(value: datetime) -> int:
+    """An aware datetime as nanoseconds since the epoch (exact: whole microseconds)."""
+    return (value - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def iso_ns(ns: int) -> str:
+    """``to_iso`` of the instant ``ns`` nanoseconds after the epoch, without a datetime: the text up to the
+    second is made once per second (a lease's second too), the fraction by integer formatting (#14)."""
+    second, micro = divmod(ns // 1000, 1_000_000)
+    head = _seconds.get(second)
+    if head is None:
+        if len(_seconds) >= 64:
+            _seconds.clear()
+        head = _seconds[second] = (_EPOCH + timedelta(seconds=second)).isoformat()[:19]
+    return f"{head}.{micro:06d}+00:00"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_seconds: dict[int, str] = {}  # second since the epoch -> its "YYYY-MM-DDTHH:MM:SS"
 
 
 def require_aware(value: datetime, what: str = "datetime") -> datetime:

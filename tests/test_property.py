@@ -12,14 +12,14 @@ import os
 import sqlite3
 import tempfile
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from jobtrack import liveness
+from jobtrack import liveness, runtime, timeutil
 from jobtrack.errors import InvalidTransition, RunnerFenced
 from jobtrack.states import TERMINAL, JobStatus, is_allowed
 from jobtrack.store import Store
@@ -238,3 +238,23 @@ def test_iso_text_is_fixed_width_sorts_as_the_instants_and_reads_back(instants: 
     assert {len(t) for t in texts} == {32}
     assert sorted(texts) == [to_iso(i) for i in sorted(instants)]
     assert [from_iso(t) for t in texts] == instants
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_UTC_INSTANTS, min_size=1, max_size=5), st.integers(min_value=0, max_value=999))
+def test_iso_from_nanoseconds_is_to_iso_of_the_same_instant(instants: list[datetime], extra_ns: int) -> None:
+    # the per-epoch path formats nanosecond clocks without a datetime (#14): the same text as to_iso, the
+    # nanoseconds below a microsecond dropped as datetime.now() drops them, whatever second was formatted before
+    for instant in instants:
+        ns = timeutil.ns_of(instant)
+        assert ns % 1000 == 0 and timeutil.iso_ns(ns + extra_ns) == to_iso(instant)
+
+
+def test_the_nanosecond_clock_is_shifted_as_utcnow_is() -> None:
+    for shift in (timedelta(0), timedelta(days=-3, seconds=5, microseconds=7), timedelta(hours=30)):
+        runtime.set_clock_offset(shift)
+        try:
+            before, ns, after = timeutil.utcnow(), timeutil.now_ns(), timeutil.utcnow()
+        finally:
+            runtime.set_clock_offset(timedelta(0))
+        assert timeutil.ns_of(before) <= ns // 1000 * 1000 <= timeutil.ns_of(after)

@@ -16,13 +16,13 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from jobtrack import jsonutil, liveness, results
+from jobtrack import jsonutil, liveness, results, timeutil
 from jobtrack.errors import InvalidTransition, JobNotFound, RunnerFenced
 from jobtrack.states import JobStatus, is_allowed, refusal
 from jobtrack.store import experiments
 from jobtrack.store.base import StoreBase, add_event, in_list
 from jobtrack.store.db import Tx
-from jobtrack.timeutil import to_iso, utcnow
+from jobtrack.timeutil import iso_ns, to_iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,18 @@ _RENEW = {(counts, returns): "UPDATE jobs SET updated_at = :now, heartbeat_at = 
           + (" RETURNING epoch_seq, cancel_requested" if returns else "")
           for counts in (False, True) for returns in (False, True)}
 """The lease renewal, by (counts an epoch, returns the row): built once, not per epoch (#14)."""
+_RENEW_NAMES = ("now", "lease", "id", "token")
+_EPOCH_NAMES = ("id", "seq", "epoch", "train", "validation", "at")  # an epoch row's values, bound as a tuple
+_REPLACE_EPOCH = ("UPDATE job_epochs SET train_json = :train, validation_json = :validation, at = :at "
+                  "WHERE job_id = :id AND epoch = :epoch")
+_INSERT_EPOCH = ("INSERT INTO job_epochs (job_id, seq, epoch, train_json, validation_json, at) "
+                 "VALUES (:id, :seq, :epoch, :train, :validation, :at)")
 
 
 @functools.lru_cache(maxsize=16)
-def _lease(seconds: float) -> timedelta:
-    """A lease's length as a timedelta (built once per length: it was a third of a renewal's date arithmetic)."""
-    return timedelta(seconds=seconds)
+def _lease_ns(seconds: float) -> int:
+    """A lease's length in whole microseconds, as nanoseconds (built once per length), as a timedelta rounds it."""
+    return timedelta(seconds=seconds) // timedelta(microseconds=1) * 1000
 
 
 def check_transition(job_id: str | None, current: JobStatus, new: JobStatus) -> None:
@@ -184,17 +190,17 @@ class FencedCore(StoreBase):
         Raises:
             RunnerFenced: the job is no longer RUNNING under this token.
         """
-        now = self.db.clock()  # leases are compared with the database's clock (a server's, on PostgreSQL)
-        tx.memo["now"] = stamp = to_iso(now)  # the transaction's one timestamp (the epoch row's ``at``, #14)
-        params = {"now": stamp, "lease": to_iso(now + _lease(self.lease_s if lease_s is None else lease_s)),
-                  "id": job_id, "token": token}
+        # leases are compared with the database's clock (a server's, on PostgreSQL); as nanoseconds, no datetime
+        now = timeutil.now_ns() if self.db.is_sqlite else timeutil.ns_of(self.db.clock())  # made per epoch (#14)
+        tx.memo["now"] = stamp = iso_ns(now)  # the transaction's one timestamp (the epoch row's ``at``, #14)
+        values = (stamp, iso_ns(now + _lease_ns(self.lease_s if lease_s is None else lease_s)), job_id, token)
         if _RETURNING or not self.db.is_sqlite:  # one statement instead of UPDATE then SELECT (#14)
-            returned = tx.all(_RENEW[epoch, True], params)
+            returned = tx.execute_row(_RENEW[epoch, True], _RENEW_NAMES, values).fetchall()
             if returned:
                 return int(returned[0][0]), bool(returned[0][1])
             changed = 0
         else:
-            changed = tx.run(_RENEW[epoch, False], params)
+            changed = tx.execute_row(_RENEW[epoch, False], _RENEW_NAMES, values).rowcount
         row = tx.one("SELECT status, epoch_seq, cancel_requested FROM jobs WHERE id = :id", {"id": job_id})
         if row is None:
             raise JobNotFound(job_id, self.target)
@@ -226,12 +232,9 @@ class FencedCore(StoreBase):
         """
         with self.db.write() as tx:
             seq, cancel = self._renew(tx, job_id, token, lease_s, epoch=True)
-            values = {"id": job_id, "seq": seq, "epoch": epoch, "train": train_json, "validation": validation_json,
-                      "at": tx.memo["now"]}
-            if not replace or not tx.run("UPDATE job_epochs SET train_json = :train, validation_json = :validation, "
-                                         "at = :at WHERE job_id = :id AND epoch = :epoch", values):
-                tx.run("INSERT INTO job_epochs (job_id, seq, epoch, train_json, validation_json, at) "
-                       "VALUES (:id, :seq, :epoch, :train, :validation, :at)", values)
+            values = (job_id, seq, epoch, train_json, validation_json, tx.memo["now"])
+            if not replace or not tx.execute_row(_REPLACE_EPOCH, _EPOCH_NAMES, values).rowcount:
+                tx.execute_row(_INSERT_EPOCH, _EPOCH_NAMES, values)
             experiments.record_epoch(self, tx, job_id, token, seq, epoch, train_json, validation_json,
                                      decoded)  # #15
             return cancel

@@ -176,7 +176,7 @@ def _advance(tx: Tx, job_id: str, state: _Best, train: Mapping[str, Any], valida
     if is_best and metric:  # the best epoch moved here: names it did not report have no best value
         if not state.names.issubset(named):
             tx.run("UPDATE job_metrics SET best_value = NULL WHERE job_id = :id", {"id": job_id})
-        tx.run("UPDATE jobs SET best_metric = :v WHERE id = :id", {"v": float(value), "id": job_id})
+        tx.execute_row("UPDATE jobs SET best_metric = :v WHERE id = :id", ("v", "id"), (float(value), job_id))
     tx.run_rows(_UPSERT_BEST if is_best else _UPSERT_LAST, _UPSERT_NAMES, [(job_id, n, x) for n, x in named.items()])
     state.section, state.value = section, value
     state.names.update(named)

@@ -47,6 +47,14 @@ class Tx:
         assert self._text is not None
         return self._conn.execute(self._text(sql), dict(params or {}))
 
+    def execute_row(self, sql: str, names: tuple[str, ...], values: tuple[Any, ...]) -> Any:
+        """``execute`` with the values of ``names`` as one tuple, in that order: SQLite binds it as is (#14: six
+        named values cost 2.5 µs more per statement than a tuple, on the per-epoch path); servers get a dict."""
+        if self._raw:
+            return self._conn.execute(numbered(sql, names), values)
+        assert self._text is not None
+        return self._conn.execute(self._text(sql), dict(zip(names, values, strict=True)))
+
     def all(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
         rows = self.execute(sql, params).fetchall()
         return rows if self._raw else [tuple(r) for r in rows]  # sqlite3's rows are tuples already
