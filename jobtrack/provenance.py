@@ -101,7 +101,7 @@ def record(spec: JobSpec, job_dir: Path) -> Recorded:
 
 def _gather(functions: Iterable[Callable[..., Any] | None], tables: dict[str, Path], job_dir: Path) -> Recorded:
     fns = [f for f in functions if f is not None]
-    git, diff = _git_state(_code_dir(fns), job_dir)
+    git, diff = _git_state(_code_root(fns), job_dir)
     prov = {"git": git, "python": platform.python_version(), "platform": environment.platform_name(),
             "host": environment.host(), "packages": packages(fns), "datasets": dataset_hashes(tables)}
     return Recorded(prov, job_dir / DIFF_FILE if diff is not None else None, diff)
@@ -117,16 +117,16 @@ def git_info(directory: Path, job_dir: Path | None = None) -> dict[str, Any] | N
     A checkout whose HEAD, refs, index and tracked files (by stat) are unchanged since the last call in this
     process is not asked again (see ``_Snapshot``): repeated submissions cost a few stat calls.
     """
-    info, diff = _git_state(directory, job_dir)
+    info, diff = _git_state(_repository_root(directory), job_dir)
     if info is not None and diff is not None:
         Recorded(info, Path(info["diff_file"]), diff).save()
     return info
 
 
-def _git_state(directory: Path, job_dir: Path | None) -> tuple[dict[str, Any] | None, bytes | None]:
-    """``git_info``'s dict (naming the diff file in ``job_dir``) and the diff's bytes to save there (None if clean)."""
+def _git_state(root: Path | None, job_dir: Path | None) -> tuple[dict[str, Any] | None, bytes | None]:
+    """``git_info``'s dict for the checkout at ``root`` (naming the diff file in ``job_dir``) and the diff's bytes to
+    save there (None if clean)."""
     git = _git_binary()
-    root = _repository_root(directory)
     if git is None or root is None:
         return None, None
     with runtime.current().provenance_lock:  # one thread reads the watch's queue and replaces the snapshot
@@ -356,7 +356,7 @@ def _repository_root(directory: Path) -> Path | None:
     started for code outside a repository); with ``GIT_DIR`` set, ``directory`` itself."""
     if os.environ.get("GIT_DIR"):
         return directory
-    probe = os.path.realpath(directory)  # plain strings: pathlib's objects cost more than the stat calls
+    probe = _real(str(directory))  # plain strings: pathlib's objects cost more than the stat calls
     while True:
         if os.path.exists(os.path.join(probe, ".git")):
             return Path(probe)
@@ -366,17 +366,38 @@ def _repository_root(directory: Path) -> Path | None:
         probe = parent
 
 
-def _code_dir(functions: list[Callable[..., Any]]) -> Path:
-    """The directory of the first function's source file, else the working directory (notebooks, builtins)."""
+_reals: dict[str, tuple[str, tuple[int, int]]] = {}  # directory -> (its real path, that path's (st_dev, st_ino))
+
+
+def _real(directory: str) -> str:
+    """``os.path.realpath``, kept per directory while the directory still is the same inode: one stat instead
+    of one per path component (#14); a symlink pointed elsewhere gives another inode, and a fresh look."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return os.path.realpath(directory)
+    known = _reals.get(directory)
+    if known is not None and known[1] == (st.st_dev, st.st_ino):
+        return known[0]
+    real = os.path.realpath(directory)
+    if len(_reals) >= 256:
+        _reals.clear()
+    _reals[directory] = (real, (st.st_dev, st.st_ino))
+    return real
+
+
+def _code_root(functions: list[Callable[..., Any]]) -> Path | None:
+    """The checkout holding the first function's source file that is in one, else the working directory's
+    (notebooks, builtins); None outside any. Found once per submission (#14: it was twice)."""
     for fn in functions:
         fn = getattr(fn, "func", fn)  # functools.partial
         code = getattr(getattr(fn, "__wrapped__", fn), "__code__", None) or getattr(fn, "__code__", None)
         filename = getattr(code, "co_filename", None)
         if filename and os.path.isfile(filename):
-            directory = Path(filename).parent
-            if _repository_root(directory) is not None:
-                return directory
+            root = _repository_root(Path(filename).parent)
+            if root is not None:
+                return root
     try:
-        return Path.cwd()
+        return _repository_root(Path.cwd())
     except OSError:  # the working directory was removed
-        return Path(os.sep)
+        return None

@@ -376,3 +376,14 @@ def test_a_reftable_change_asks_git_again(repo: Path, db_path: str, tmp_path: Pa
     new.rename(tables)  # as git commits to a reftable: a new list renamed over the old
     fit(repo, db_path)
     assert len(asked()) > n
+
+
+def test_a_module_that_imports_more_later_shows_its_new_distribution(repo: Path, db_path: str) -> None:
+    module = load_module(repo / "train_code.py")
+    ds = Dataset("prov", "binary_classification", "t", tables={"train": str(repo / "data" / "train.csv")})
+    trainer = Trainer(module.train, db=db_path, runner="eager")
+    first = trainer.fit(ds).provenance()["packages"]
+    assert "filelock" in first and "python-dateutil" not in first
+    assert trainer.fit(ds).provenance()["packages"] == first  # the module's globals scanned once, kept
+    module.dateutil_parser = importlib.import_module("dateutil.parser")  # the module gains a name: scanned again
+    assert trainer.fit(ds).provenance()["packages"]["python-dateutil"] == importlib.metadata.version("python-dateutil")
