@@ -43,7 +43,8 @@ _INSERT_EPOCH = ("INSERT INTO job_epochs (job_id, seq, epoch, train_json, valida
 
 @functools.lru_cache(maxsize=16)
 def _lease_ns(seconds: float) -> int:
-    """A lease's length in whole microseconds, as nanoseconds (built once per length), as a timedelta rounds it."""
+    """A lease's length in nanoseconds, rounded to whole microseconds as ``timedelta(seconds=...)`` rounds it
+    (built once per length)."""
     return timedelta(seconds=seconds) // timedelta(microseconds=1) * 1000
 
 
