@@ -421,6 +421,17 @@ class RawJobs:
         if fd is not None:
             os.close(fd)
 
+    def status(self, job_id: str) -> dict[str, Any]:
+        """A job's status as ``wait()`` returns it once the job ended: its status columns read, its JSON decoded."""
+        from jobtrack.store.records import STATUS_COLUMNS
+
+        r = self.conn.execute(f"SELECT {', '.join(STATUS_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        loads = self.loads
+        return {"job_id": r[0], "status": r[1], "started_at": r[2], "finished_at": r[3], "updated_at": r[4],
+                "experiment_name": r[5], "job_type": r[6], "model_run_id": r[7], "result": loads(r[8]),
+                "export_paths": {} if r[9] == "{}" else loads(r[9]),
+                "source_views": {} if r[10] == "{}" else loads(r[10])}
+
     def lifecycle(self, *, eager: bool, epochs: int = EPOCHS, summary: dict[str, Any] | None = None) -> str:
         """What one job costs jobtrack: eager (create+claim, epochs, finish) or thread (create, claim, ...)."""
         job_id = self.submit(claim=eager)

@@ -471,7 +471,9 @@ NOTES = {
     "lifecycle": (
         "Both sides pay the same transactions and fsyncs: create+claim without fsync (eager) or a durable create "
         "then a claim without fsync (thread), 50 durable epoch transactions, a durable finish; both take the "
-        "current time per transaction and append the same line per epoch to the job's log. What bounds jobtrack: "
+        "current time per transaction and append the same line per epoch to the job's log, and the thread floor "
+        "then reads the ended job's status as wait() returns it (it did not before 2026-11-30 11:00: a floor "
+        "doing less than jobtrack's side). What bounds jobtrack: "
         "its per-epoch overhead times 50 (the epochs row below: on tmpfs, where an fsync costs nothing, its gap "
         "is Python: about 33 us per epoch on the faster machine of earlier runs, about 95 us on this one); the "
         "first epochs of a job, which read its last epoch and its best-metric state once, open its log and, on "
@@ -483,9 +485,10 @@ NOTES = {
         "also hands each job to its thread and back, on a second SQLite connection whose page cache the "
         "submitting thread's commits invalidate; wait() reads the store once the job's thread ends (and every "
         "poll_interval meanwhile), not at a 5 ms ramp during it. On this shared machine these ratios move from run "
-        "to run, the disk ones most (fsync latency): two runs of the same code on 2026-11-30, this table's and "
-        "one just before it, read eager 0.77x / 0.94x and thread 0.80x / 0.90x on disk, eager 0.74x / 0.73x and "
-        "thread 0.68x / 0.67x on tmpfs."
+        "to run, the disk ones most (fsync latency): three runs of the same jobtrack code on 2026-11-30 (this "
+        "table's last; the first two before the thread floor read the ended job's status) read eager 0.94x, "
+        "0.77x, 0.94x and thread 0.90x, 0.80x, 0.82x on disk; eager 0.73x, 0.74x, 0.72x and thread 0.67x, 0.68x, "
+        "0.68x on tmpfs."
     ),
     "epochs": (
         "Per epoch both sides take the time, renew the lease on the job row (UPDATE ... RETURNING), insert the "
