@@ -87,10 +87,11 @@ class Watch:
             except OSError:
                 self._changed = True
                 return True
-            for offset in _offsets(data):
+            offset = 0
+            while offset + _EVENT.size <= len(data):
                 wd, mask, _, size = _EVENT.unpack_from(data, offset)
-                start = offset + _EVENT.size
-                name = data[start:start + size].rstrip(b"\0")
+                offset += _EVENT.size + size
+                name = data[offset - size:offset].rstrip(b"\0")
                 named = self._names.get(wd, frozenset())
                 if mask & _WHOLE or not name or named is None or name in named:
                     self._changed = True
@@ -102,13 +103,6 @@ class Watch:
         if self._fd >= 0 and os.getpid() == self._pid:
             os.close(self._fd)
         self._fd = -1
-
-
-def _offsets(data: bytes) -> Iterable[int]:
-    offset = 0
-    while offset + _EVENT.size <= len(data):
-        yield offset
-        offset += _EVENT.size + _EVENT.unpack_from(data, offset)[3]
 
 
 def file_system_type(device: int) -> str | None:
