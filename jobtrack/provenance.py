@@ -173,8 +173,6 @@ class _Snapshot:
 WATCH_CHECKOUTS = True
 """Watch a checkout with inotify (Linux, local file systems) instead of a stat per tracked file per submission."""
 
-
-
 MAX_CACHED_FILES = 5000
 """Largest number of tracked files whose checkout is fingerprinted by stat calls instead of asking git again."""
 
