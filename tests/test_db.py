@@ -12,7 +12,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from jobtrack.errors import (
 from jobtrack.store import models
 from jobtrack.store.db import Database, Tx, file_identity
 from jobtrack.store.schema import SCHEMA_VERSION, create_statements, prepare
-from proc import run_python, wait_until
+from proc import run_python, spawn, wait_until
 
 NOW = "2026-01-01T00:00:00.000000+00:00"
 
@@ -332,6 +332,73 @@ def test_sqlite_busy_is_storebusy_naming_the_setting(db_path: str, monkeypatch: 
         outsider.close()
     assert "lock_timeout=" in str(info.value) and "--lock-timeout" in str(info.value)
     db.dispose()
+
+
+def test_a_new_file_whose_write_lock_another_connection_holds_is_waited_for_not_database_is_locked(
+        tmp_path: Path) -> None:
+    """Switching a new (rollback-mode) file to WAL upgrades a read lock, where SQLite skips its busy handler."""
+    path = str(tmp_path / "new.db")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process creating the same database holds the write lock
+    outcome: list[object] = []
+    opener = threading.Thread(target=lambda: outcome.append(_try(lambda: _open(path))))
+    opener.start()
+    opener.join(0.5)
+    try:
+        # Before the fix the opener failed at once with "database is locked"; now it cannot finish while
+        # the other connection holds the lock, however slow this machine is.
+        assert opener.is_alive() and not outcome, outcome
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    opener.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], Database), outcome
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def _try(fn: Callable[[], object]) -> object:
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - the test reports it
+        return exc
+
+
+# argv: db directory, barrier directory, my name, all names (comma-separated), rounds. For each round
+# every opener meets the others at a file barrier, then opens the same new database "round{N}.db".
+OPENER = r"""
+import os, sys, time
+from jobtrack.store import Store
+
+folder, barrier, me, names, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(","), int(sys.argv[5])
+deadline = time.monotonic() + 60
+for round_ in range(rounds):
+    open(os.path.join(barrier, f"{me}_{round_}"), "w").close()
+    while not all(os.path.exists(os.path.join(barrier, f"{n}_{round_}")) for n in names):
+        if time.monotonic() > deadline:
+            sys.exit(f"the others never reached round {round_}")
+        os.sched_yield()
+    try:
+        Store.open(os.path.join(folder, f"round{round_}.db"))
+        print(round_, "ok", flush=True)
+    except Exception as exc:
+        print(round_, type(exc).__name__, exc, flush=True)
+"""
+
+
+def test_processes_that_open_one_new_database_together_all_open_it(tmp_path: Path) -> None:
+    """The signal tests' children start together on a new file; one once failed with StoreBusy at once."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    names, rounds = ["a", "b", "c", "d"], 8
+    with contextlib.ExitStack() as stack:
+        procs = [stack.enter_context(spawn(OPENER, str(tmp_path), str(barrier), n, ",".join(names), str(rounds)))
+                 for n in names]
+        outputs = [p.communicate(timeout=120) for p in procs]
+    failures = [line for out, err in outputs for line in out.splitlines() + err.splitlines()[-3:]
+                if not line.endswith(" ok")]
+    assert not failures, failures
+    assert sum(len(out.splitlines()) for out, _ in outputs) == len(names) * rounds
 
 
 def test_the_write_lock_held_elsewhere_is_storebusy_and_transact_waits_it_out(db: Database) -> None:

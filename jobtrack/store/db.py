@@ -72,7 +72,29 @@ def _configure(conn: sqlite3.Connection, wal: bool) -> None:
     # FULL: a commit reported to the user survives power loss (SPEC §5: nothing is lost).
     conn.execute("PRAGMA synchronous=FULL")
     if wal:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(conn)
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting out other connections as ``busy_timeout`` would.
+
+    On a file still in rollback mode (a new one), the switch upgrades a read lock to a write lock, and
+    there SQLite returns SQLITE_BUSY at once without calling its busy handler (it could deadlock).
+    Processes that open a new database together hit exactly that: "database is locked" at their
+    first open. The other connection is done within milliseconds, so the switch is retried with
+    jittered backoff (50 µs up to 2 ms) for up to ``busy_timeout``. On a WAL file it is a no-op.
+    """
+    deadline = time.monotonic() + DEFAULT_BUSY_TIMEOUT_MS / 1000
+    delay = 50e-6
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        runtime.pause(delay * (0.5 + random.random()))  # holds nothing: the failed switch took no lock
+        delay = min(delay * 2, 0.002)
 
 
 _server_databases: weakref.WeakSet[Database] = weakref.WeakSet()
@@ -184,7 +206,7 @@ class Database(Retrying, DialectSQL):
             return
         self._sqlite_file().owned = True
         try:
-            self._raw().execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(self._raw())
         except sqlite3.Error as exc:
             raise self._sqlite_error(exc) from exc
 
