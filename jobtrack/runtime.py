@@ -264,6 +264,21 @@ def pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def until(attempt: Callable[[], bool], deadline: float) -> bool:
+    """Call ``attempt`` until it returns True (then True) or ``deadline`` (``time.monotonic()``) passes (False).
+
+    Between tries it ``pause``s with jittered exponential backoff, 50 µs doubling up to 2 ms: a lock held
+    for one commit is free again within milliseconds, and a signal acts in the pauses.
+    """
+    delay = 50e-6
+    while not attempt():
+        if time.monotonic() >= deadline:
+            return False
+        pause(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 0.002)
+    return True
+
+
 # -- cleanup ---------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import sqlite3
 import threading
 import time
@@ -76,25 +75,24 @@ def _configure(conn: sqlite3.Connection, wal: bool) -> None:
 
 
 def _switch_to_wal(conn: sqlite3.Connection) -> None:
-    """``PRAGMA journal_mode=WAL``, waiting out other connections as ``busy_timeout`` would.
+    """``PRAGMA journal_mode=WAL``, retried until ``busy_timeout`` (a no-op on a file already in WAL).
 
-    On a file still in rollback mode (a new one), the switch upgrades a read lock to a write lock, and
-    there SQLite returns SQLITE_BUSY at once without calling its busy handler (it could deadlock).
-    Processes that open a new database together hit exactly that: "database is locked" at their
-    first open. The other connection is done within milliseconds, so the switch is retried with
-    jittered backoff (50 µs up to 2 ms) for up to ``busy_timeout``. On a WAL file it is a no-op.
-    """
-    deadline = time.monotonic() + DEFAULT_BUSY_TIMEOUT_MS / 1000
-    delay = 50e-6
-    while True:
+    On a file in rollback mode (a new one) the switch upgrades a read lock, where SQLite returns BUSY at
+    once without its busy handler: processes opening a new database together got "database is locked"."""
+    busy: list[sqlite3.OperationalError] = []
+
+    def attempt() -> bool:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            return
+            return True
         except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
                 raise
-        runtime.pause(delay * (0.5 + random.random()))  # holds nothing: the failed switch took no lock
-        delay = min(delay * 2, 0.002)
+            busy[:] = [exc]  # the failed switch holds no lock: retrying leaks nothing
+            return False
+
+    if not runtime.until(attempt, time.monotonic() + DEFAULT_BUSY_TIMEOUT_MS / 1000):
+        raise busy[0]
 
 
 _server_databases: weakref.WeakSet[Database] = weakref.WeakSet()
@@ -186,10 +184,7 @@ class Database(Retrying, DialectSQL):
 
     @property
     def ready(self) -> bool:
-        """Whether this process has already checked (and created or upgraded) this database's schema.
-
-        Shared by every ``Database`` of the same SQLite file, so a second spelling needs no second probe.
-        """
+        """Whether this process already checked (created, upgraded) the schema; shared by every spelling of a file."""
         return self._sqlite_file().ready if self.is_sqlite else self._ready
 
     def mark_ready(self) -> None:
@@ -245,15 +240,8 @@ class Database(Retrying, DialectSQL):
 
     @contextmanager
     def _read(self, *, snapshot: bool = True) -> Iterator[Tx]:
-        """A short read transaction (one consistent snapshot), without the write lock.
-
-        Like every database call, it passes the process's fork gate (``runtime.ForkGate``).
-
-        ``snapshot=False`` skips BEGIN/COMMIT for a single statement, which SQLite runs atomically anyway.
-
-        Raises:
-            StoreError: a typed subclass for each kind of failure (``store/failures.py``).
-        """
+        """A short read transaction (one consistent snapshot); ``snapshot=False`` skips BEGIN/COMMIT for a
+        single statement, which SQLite runs atomically anyway. Failures are typed ``StoreError``s."""
         with self._translate():
             if self._server is not None:
                 with self._server.read() as tx:
@@ -281,10 +269,7 @@ class Database(Retrying, DialectSQL):
         return self._single(sql, params, True)  # type: ignore[no-any-return]
 
     def data_version(self) -> int | None:
-        """SQLite's count of commits by other connections, as this thread's connection sees it; None on servers.
-
-        A change means the file may hold new work: an idle worker watches it instead of the write lock (#14).
-        """
+        """SQLite's count of commits by other connections (None on servers): an idle worker watches it (#14)."""
         return self._single("PRAGMA data_version", {}, False)[0] if self.is_sqlite else None
 
     def _single(self, sql: str, params: Params, every: bool) -> Any:
@@ -423,20 +408,14 @@ class Database(Retrying, DialectSQL):
             runtime.pause(0)  # a signal acts here, holding nothing (#12)
 
     def _acquire_file_lock(self, fd: int, deadline: float) -> None:
-        """Take the lock with jittered exponential backoff (50 µs up to 2 ms) until ``deadline``."""
-        delay = 50e-6
-        while not _locks().lock_descriptor(fd, blocking=False):
-            if time.monotonic() >= deadline:
-                raise StoreBusy(self.target, self.lock_timeout, holder=lock_holder(self.lock_path or ""))
-            runtime.pause(delay * (0.5 + random.random()))  # a signal acts here: the file lock is not ours
-            delay = min(delay * 2, 0.002)
+        """Take the lock with jittered exponential backoff until ``deadline``; a signal acts while waiting."""
+        if not runtime.until(lambda: bool(_locks().lock_descriptor(fd, blocking=False)), deadline):
+            raise StoreBusy(self.target, self.lock_timeout, holder=lock_holder(self.lock_path or ""))
 
     def clock(self) -> datetime:
         """Aware UTC "now" as the database sees it: leases compare against this, not a reader's own clock.
 
-        SQLite files live on this host, so its clock is the database's. A server's offset from this
-        host's clock is measured (at most once a minute) and applied, so a reader whose clock runs
-        ahead does not declare a live runner lost (#21, defect 7).
+        SQLite files live on this host, so its clock is the database's; a server's is ``Server.clock``.
 
         Raises:
             StoreError: the server could not be asked (as ``read()``).
@@ -444,8 +423,7 @@ class Database(Retrying, DialectSQL):
         if self._server is None:
             return timeutil.utcnow()
         with self._translate():
-            offset = self._server.clock_offset()
-        return timeutil.utcnow() + offset
+            return self._server.clock()
 
     # -- errors ----------------------------------------------------------------------------------
 

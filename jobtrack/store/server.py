@@ -112,12 +112,16 @@ class Server:
                     error = StoreUnavailable(error.path, error.detail, maybe_applied=True)
                 raise error from exc
 
-    def clock_offset(self) -> timedelta:
-        """Server time minus this host's, measured at most once a minute."""
+    def clock(self) -> datetime:
+        """Aware UTC "now" as the server sees it: this host's clock plus the server's offset from it.
+
+        The offset is measured at most once a minute, so a reader whose clock runs ahead does not
+        declare a live runner lost by comparing leases with its own clock (#21, defect 7).
+        """
         measured = self._clock
         if measured is None or time.monotonic() - measured[0] > CLOCK_TTL_S:
             measured = self._clock = (time.monotonic(), self._measure_offset())
-        return measured[1]
+        return timeutil.utcnow() + measured[1]
 
     def _measure_offset(self) -> timedelta:
         with self.engine.connect() as sa:
