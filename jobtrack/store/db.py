@@ -408,8 +408,9 @@ class Database(Retrying, DialectSQL):
             runtime.pause(0)  # a signal acts here, holding nothing (#12)
 
     def _acquire_file_lock(self, fd: int, deadline: float) -> None:
-        """Take the lock with jittered exponential backoff until ``deadline``; a signal acts while waiting."""
-        if not runtime.until(lambda: bool(_locks().lock_descriptor(fd, blocking=False)), deadline):
+        """Take the lock (free almost always: one try), else back off until ``deadline``; a signal acts meanwhile."""
+        lock = _locks().lock_descriptor
+        if not lock(fd, blocking=False) and not runtime.until(lambda: bool(lock(fd, blocking=False)), deadline):
             raise StoreBusy(self.target, self.lock_timeout, holder=lock_holder(self.lock_path or ""))
 
     def clock(self) -> datetime:
