@@ -109,9 +109,7 @@ def _locks() -> Any:
 def close_all() -> None:
     """Close every connection and lock file this process holds on any database; they reopen on next use.
 
-    Safe while other threads still run jobs: it waits until no thread is inside SQLite (the fork gate)
-    and holds them out while it closes; their next call opens the file again.
-    """
+    Safe while other threads run jobs: it waits until no thread is inside SQLite (the fork gate)."""
     with runtime.current().fork_gate.fork():
         close_files()
         close_read_only()
