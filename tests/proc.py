@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -72,3 +72,13 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = 20, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s: {message or predicate}")
         time.sleep(interval)
+
+
+def meet(barrier: str, me: str, names: Iterable[str], round_: int, deadline: float) -> None:
+    """A file barrier for children started with ``spawn``/``run_python``: mark ``me`` as at ``round_``, then
+    spin until every one of ``names`` is there too (exit with a message after ``deadline``, monotonic)."""
+    open(os.path.join(barrier, f"{me}_{round_}"), "w").close()
+    while not all(os.path.exists(os.path.join(barrier, f"{n}_{round_}")) for n in names):
+        if time.monotonic() > deadline:
+            sys.exit(f"{me}: the others never reached round {round_}")
+        os.sched_yield()

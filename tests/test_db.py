@@ -369,15 +369,12 @@ def _try(fn: Callable[[], object]) -> object:
 OPENER = r"""
 import os, sys, time
 from jobtrack.store import Store
+from proc import meet
 
 folder, barrier, me, names, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(","), int(sys.argv[5])
 deadline = time.monotonic() + 60
 for round_ in range(rounds):
-    open(os.path.join(barrier, f"{me}_{round_}"), "w").close()
-    while not all(os.path.exists(os.path.join(barrier, f"{n}_{round_}")) for n in names):
-        if time.monotonic() > deadline:
-            sys.exit(f"the others never reached round {round_}")
-        os.sched_yield()
+    meet(barrier, me, names, round_, deadline)
     try:
         Store.open(os.path.join(folder, f"round{round_}.db"))
         print(round_, "ok", flush=True)

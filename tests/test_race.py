@@ -33,7 +33,8 @@ N_JOBS = 40
 # Prints {job_id: "won" | "lost"}. Before each job both racers meet at a barrier (one marker file
 # each per round), so every job is contended, not just the first one.
 RACER = r"""
-import json, os, random, sys, time
+import json, random, sys, time
+import proc
 from jobtrack.errors import InvalidTransition
 from jobtrack.states import JobStatus
 from jobtrack.store import Store
@@ -45,12 +46,7 @@ store.get_job(ids[0])  # connect before the first barrier, so both start from th
 deadline = time.monotonic() + 30
 
 def meet(round_):
-    open(os.path.join(barrier, f"{me}_{round_}"), "w").close()
-    theirs = os.path.join(barrier, f"{other}_{round_}")
-    while not os.path.exists(theirs):
-        if time.monotonic() > deadline:
-            sys.exit(f"the other racer never reached round {round_}")
-        os.sched_yield()
+    proc.meet(barrier, me, [other], round_, deadline)
     # A random head start of up to 0.5 ms (busy-waited: sleep is too coarse), so either racer can win.
     until = time.perf_counter() + random.random() * 0.0005
     while time.perf_counter() < until:
