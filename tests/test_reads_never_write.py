@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -23,9 +24,10 @@ from jobtrack import (
     runtime,
     testing,
 )
-from jobtrack.errors import DatabaseNotFound
+from jobtrack.errors import DatabaseNotFound, NotAJobtrackDatabase
 from jobtrack.store import Store
-from proc import run_python
+from jobtrack.store.schema import CREATION_WAIT_S
+from proc import run_python, spawn
 
 READS = [["list"], ["status", "job_x"], ["show", "job_x"], ["logs", "job_x"], ["wait", "job_x"],
          ["plot", "job_x", "-o", "curves.png"], ["models"]]
@@ -72,9 +74,53 @@ def test_migrating_from_a_missing_database_creates_neither_side(tmp_path: Path, 
 def test_an_empty_file_is_read_as_not_yet_a_database_and_left_empty(tmp_path: Path) -> None:
     empty = tmp_path / "empty.db"
     empty.touch()
-    with pytest.raises(Exception, match="it is empty"):
+    old = time.time() - 3600  # made long ago: no process is creating its tables now
+    os.utime(empty, (old, old))
+    with pytest.raises(NotAJobtrackDatabase, match="it is empty"):
         JobManager(str(empty))
     assert empty.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+
+
+def test_a_young_empty_file_that_gets_no_tables_is_refused_once_old_enough(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    made = time.time() - (CREATION_WAIT_S - 0.3)  # 0.3 s left of the time its maker has to create the tables
+    os.utime(empty, (made, made))
+    with pytest.raises(NotAJobtrackDatabase, match="it is empty"):
+        JobManager(str(empty))
+    assert time.time() - made >= CREATION_WAIT_S - 0.05  # refused only once the file was that old
+    assert empty.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+
+
+# argv: folder, rounds. Round N: wait for the file "goN", then create the database "roundN.db".
+MAKER = r"""
+import os, sys, time
+from jobtrack.store import Store
+
+folder, rounds = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 60
+for n in range(rounds):
+    while not os.path.exists(os.path.join(folder, f"go{n}")):
+        if time.monotonic() > deadline:
+            sys.exit(f"no go for round {n}")
+        os.sched_yield()
+    Store.open(os.path.join(folder, f"round{n}.db"))
+"""
+
+
+def test_a_read_while_another_process_creates_the_database_waits_for_its_tables(tmp_path: Path) -> None:
+    """Reading a database as soon as its file appears (a dashboard or `jobtrack list` started next to the
+    first training) found it empty and refused it, 60 of 60 times, before reads waited for the tables."""
+    rounds = 12
+    with spawn(MAKER, str(tmp_path), str(rounds)) as maker:
+        for n in range(rounds):
+            db = tmp_path / f"round{n}.db"
+            (tmp_path / f"go{n}").touch()
+            deadline = time.monotonic() + 60
+            while not db.exists():  # the file appears first; its tables come a few milliseconds later
+                assert maker.poll() is None and time.monotonic() < deadline, maker.communicate()
+            assert JobManager(str(db)).list_jobs() == []
+        assert maker.wait(timeout=60) == 0, maker.communicate()
 
 
 def test_a_read_only_store_reads_and_refuses_every_write(db_path: str) -> None:

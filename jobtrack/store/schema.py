@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jobtrack import runtime
 from jobtrack.config import make_private_dir
 from jobtrack.errors import DatabaseNotFound, NotAJobtrackDatabase, SchemaTooNew, StoreReadOnly
 from jobtrack.store.db import Database, Tx, check_local_filesystem, permission_problem
@@ -26,6 +28,10 @@ if TYPE_CHECKING:
 # database: opening an up-to-date SQLite file needs neither. The version itself lives in store/version.py.
 
 _META_INSERT = "INSERT INTO jobtrack_meta (key, value) VALUES (:key, :value)"
+
+CREATION_WAIT_S = 2.0
+"""How long a read waits for the tables of an empty file made this recently: the process that just made it
+creates them within milliseconds, and a read at that moment must not be refused."""
 
 
 def create_statements(dialect: Dialect) -> list[str]:
@@ -112,8 +118,9 @@ def prepare(db: Database, *, create: bool = True) -> None:
     """Make ``db`` ready: create it if new, upgrade it if old, refuse it if foreign or newer.
 
     A file this process already checked (under any spelling of its path) is not looked at again.
-    With ``create=False`` (reads, #13) a missing or empty file is refused, not created; a read-only
-    ``db`` is only checked, never changed.
+    With ``create=False`` (reads, #13) a missing or empty file is refused, not created (an empty file made less
+    than ``CREATION_WAIT_S`` ago is first given until then to get the tables another process is creating); a
+    read-only ``db`` is only checked, never changed.
 
     Raises:
         DatabaseNotFound: ``create=False`` and no file at the path.
@@ -134,7 +141,9 @@ def prepare(db: Database, *, create: bool = True) -> None:
             return
         found = db.probe(lambda tx: _read_version(tx, db))  # through SQLite: never open() the file (#21)
         if found is None and not (create and not db.read_only):
-            raise NotAJobtrackDatabase(db.target, "it is empty; submitting a job to it creates jobtrack's tables")
+            found = _created_meanwhile(db)
+            if found is None:
+                raise NotAJobtrackDatabase(db.target, "it is empty; submitting a job to it creates jobtrack's tables")
         if db.read_only:
             if found is not None and found < SCHEMA_VERSION:
                 raise StoreReadOnly(db.target, f"it was written by jobtrack schema {found}; this version upgrades it "
@@ -161,6 +170,27 @@ def prepare(db: Database, *, create: bool = True) -> None:
                 tx.run("UPDATE jobtrack_meta SET value = :value WHERE key = 'schema_version'",
                        {"value": str(version)})
     db.mark_ready()
+
+
+def _created_meanwhile(db: Database) -> int | None:
+    """The schema version of an empty file made less than ``CREATION_WAIT_S`` ago, once the process making it
+    has committed its tables; None for an older file, or one still empty at that age."""
+    assert db.path is not None
+    try:
+        st = os.stat(db.path)
+    except OSError:
+        return None
+    age = max(time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns), 0) / 1e9  # a stamp in the future: age 0
+    if age >= CREATION_WAIT_S:
+        return None
+    found: list[int | None] = [None]
+
+    def tables_there() -> bool:
+        found[0] = db.probe(lambda tx: _read_version(tx, db))
+        return found[0] is not None
+
+    runtime.until(tables_there, time.monotonic() + CREATION_WAIT_S - age)
+    return found[0]
 
 
 def _prepare_location(path: str) -> None:
