@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 """The signals that cancel a process's jobs."""
 
+EXIT_HINT_S = 2.0
+"""How long the process waits at exit, after a signal, for its jobs' code to return before saying how to stop it."""
+
 REDELIVER_EVERY_S = 0.005
 """How often a signal held back (the main thread was inside jobtrack) is re-sent, when no hook can be set."""
 
@@ -161,16 +164,18 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         signum = state.pending
     else:  # a new signal
         state.count += 1
-        if state.received is None:
+        first = state.received is None
+        if first:
             state.received = signum
         _poke(state.wake_fd)
         if state.exiting:  # the exit handler runs: it records the jobs, then dies of the first such signal
             if state.die_by is None and _dies_of(signum):
                 state.die_by = signum
             return
-        if state.pending is None and state.die_by is None and _dies_of(signum) and _script_ended(frame):
+        if first and state.pending is None and state.die_by is None and _dies_of(signum) and _script_ended(frame):
             # The script has ended and Python waits for the runner threads, whose jobs stop at their
-            # next report: die of the signal at exit. A second signal stops the wait, as in plain Python.
+            # next report: die of the signal at exit. A second signal stops the wait, as in plain Python;
+            # so does this one if an earlier signal ended the script (Ctrl-C in wait(): KeyboardInterrupt).
             state.pending = signum
             return
         if state.pending is not None:
@@ -364,10 +369,18 @@ def _join_runner_threads() -> None:
         return
     for executor in list(runtime.current().executors.values()):
         executor.shutdown(wait=False)  # what Python's exit does too: queued jobs still run, then the threads end
+    hint_at = time.monotonic() + EXIT_HINT_S
     for t in threading.enumerate():
         if t.name.startswith(runtime.RUNNER_THREAD_PREFIX):
             while t.is_alive():
                 t.join(0.05)
+                state = runtime.signal_state()
+                if state.received is not None and time.monotonic() > hint_at:
+                    hint_at = float("inf")
+                    again = "Press Ctrl-C" if state.received == signal.SIGINT else f"Send {state.name}"
+                    log.warning("jobtrack: %s canceled this process's jobs; waiting for their code to return (it "
+                                "stops at its next ctx.log_epoch or cancel check). %s again to exit now.",
+                                state.name, again)
 
 
 def _at_exit() -> None:

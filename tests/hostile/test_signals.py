@@ -18,6 +18,7 @@ import contextlib
 import os
 import queue
 import random
+import select
 import signal
 import sqlite3
 import subprocess
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from jobtrack.runners.signals import EXIT_HINT_S
 from proc import child_env, spawn, wait_until
 
 CHILD = str(Path(__file__).with_name("signal_child.py"))
@@ -391,6 +393,44 @@ def test_a_job_that_never_reports_keeps_the_process_until_a_second_signal(tmp_pa
         assert child.poll() is None  # its thread still sleeps: the process waits for it
         child.send_signal(signal.SIGINT)
         assert child.wait(timeout=EXIT_DEADLINE_S) == -signal.SIGINT
+
+
+def test_a_second_signal_at_exit_ends_the_process_after_a_first_one_ended_the_script(tmp_path: Path) -> None:
+    # Ctrl-C in wait() raises KeyboardInterrupt, the script ends and Python waits for the runner thread,
+    # whose code never reports again (a multiprocessing pool whose workers the same Ctrl-C killed waits
+    # forever). The next Ctrl-C must end the process, as in plain Python: it was taken for a first signal
+    # at exit and only a third one did. After EXIT_HINT_S the process says how to stop it.
+    code = ("import sys, threading, time\nfrom jobtrack import Dataset, Trainer\n"
+            "def deaf(ctx):\n    ctx.log_epoch(0)\n    time.sleep(3600)\n"
+            "m = Trainer(deaf, db=sys.argv[1]).fit(Dataset('e', 'regression', 'y', tables={'train': [{'y': 1}]}))\n"
+            "print(m.job_id, flush=True)\n"
+            "threading._register_atexit(lambda: print('script ended', flush=True))  # runs before jobtrack's join\n"
+            "m.wait()\n")
+    db = str(tmp_path / "jobs.db")
+    with spawn(code, db) as child:
+        assert child.stdout is not None and child.stderr is not None
+        job_id = child.stdout.readline().strip()
+        wait_until(lambda: _epochs(db, job_id) == 1, message="the job reported its only epoch")
+        child.send_signal(signal.SIGINT)
+        _read_until(child.stdout.fileno(), "script ended", EXIT_DEADLINE_S)
+        wait_until(lambda: jobs_by_pid(db)[child.pid] == [(job_id, "CANCELED", "signal SIGINT")],
+                   timeout=EXIT_DEADLINE_S, message="the signal's recorder thread canceled the job")
+        _read_until(child.stderr.fileno(), "Press Ctrl-C again to exit now", EXIT_HINT_S + EXIT_DEADLINE_S)
+        assert child.poll() is None  # its thread still sleeps: the process waits for it
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=EXIT_DEADLINE_S) == -signal.SIGINT
+
+
+def _read_until(fd: int, text: str, timeout: float) -> str:
+    """What a child wrote to ``fd`` (its raw pipe, no buffer that select cannot see) until ``text`` appeared."""
+    deadline, out = time.monotonic() + timeout, b""
+    while text.encode() not in out:
+        left = deadline - time.monotonic()
+        assert left > 0 and select.select([fd], [], [], left)[0], f"no {text!r} within {timeout} s: {out[-2000:]!r}"
+        chunk = os.read(fd, 65536)
+        assert chunk, f"the pipe closed before {text!r}: {out[-2000:]!r}"
+        out += chunk
+    return out.decode(errors="replace")
 
 
 def _epochs(db: str, job_id: str) -> int:
