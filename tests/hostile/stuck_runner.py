@@ -38,18 +38,18 @@ class _Lines(logging.Handler):
 
 
 def _fill(path: str) -> None:
-    with open(path, "wb") as fh:
+    # Unbuffered: a buffered file keeps what a short write left over and raises ENOSPC again when it closes
+    # (whether it does depends on the free space, which the job's saved git diff changes).
+    with open(path, "wb", buffering=0) as fh:
         try:
             while True:
                 fh.write(b"\0" * 65536)
-                fh.flush()
         except OSError as exc:  # ENOSPC: the disk is full now
             print(f"filled {exc.errno}", flush=True)
     try:  # the last partial block may still fit: fill it too
-        with open(path, "ab") as fh:
+        with open(path, "ab", buffering=0) as fh:
             while True:
                 fh.write(b"\0" * 512)
-                fh.flush()
     except OSError:
         pass
 
