@@ -119,7 +119,10 @@ def test_a_read_while_another_process_creates_the_database_waits_for_its_tables(
             deadline = time.monotonic() + 60
             while not db.exists():  # the file appears first; its tables come a few milliseconds later
                 assert maker.poll() is None and time.monotonic() < deadline, maker.communicate()
-            assert JobManager(str(db)).list_jobs() == []
+            if n % 2:  # a read-only store (the dashboard's) opened the empty file as immutable: it stayed empty
+                assert Store.open(db, read_only=True).list_jobs() == []
+            else:
+                assert JobManager(str(db)).list_jobs() == []
         assert maker.wait(timeout=60) == 0, maker.communicate()
 
 
@@ -132,6 +135,26 @@ def test_a_read_only_store_reads_and_refuses_every_write(db_path: str) -> None:
         reader.request_cancel(job.job_id)
     assert not os.path.exists(db_path + "-wal")  # nothing opened the file for writing: SQLite made no log
     assert reader is not Store.open(db_path)  # the process's writable store is another
+
+
+def test_a_read_only_store_sees_what_writers_wrote_after_it_opened_the_file(db_path: str) -> None:
+    Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 1}).fit(_dataset_files(db_path))
+    runtime.close_all()
+    reader = Store.open(db_path, read_only=True)  # no writer has the file open: it is read as immutable
+    assert len(reader.list_jobs()) == 1
+    assert not os.path.exists(db_path + "-wal") and not os.path.exists(db_path + "-shm")  # it created no file
+    code = ("import sys\nfrom jobtrack import Dataset, Trainer\n"
+            "Trainer(lambda ctx: None, db=sys.argv[1], runner='eager').fit("
+            "Dataset('later', 'regression', 't', tables={'train': [{'x': 1}]}))\n")
+    run_python(code, db_path)  # a whole writer session between two reads
+    assert len(reader.list_jobs()) == 2
+    go = Path(db_path).with_name("go")
+    hold = "import os, time\nprint('ready', flush=True)\nwhile not os.path.exists(sys.argv[2]):\n    time.sleep(0.01)\n"
+    with spawn(code + hold, db_path, str(go)) as child:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        assert len(reader.list_jobs()) == 3  # a writer has it open now
+        go.touch()
+        assert child.wait(timeout=60) == 0
 
 
 def test_a_dead_runners_verdict_is_shown_unsaved_on_a_read_only_store(db_path: str) -> None:

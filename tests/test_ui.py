@@ -316,6 +316,27 @@ def test_the_dashboard_follows_a_replaced_database_file(db_path: str, client: Te
     assert client.get(f"/api/jobs/{new}/live?seq=0&log=0").json()["seq"] == 1
 
 
+def test_the_dashboard_shows_jobs_another_process_added_after_it_opened_the_file(db_path: str,
+                                                                               jobs: list[str]) -> None:
+    # Opened while no writer had the file open, the dashboard read it as an immutable file and kept
+    # showing the jobs of that moment: a training started after `jobtrack ui` never appeared.
+    runtime.close_all()
+    JobManager(db_path).list_jobs()  # the one connection left: closing it checkpoints and removes the -wal
+    runtime.close_all()
+    assert not Path(db_path + "-wal").exists()
+    code = ("import sys\nfrom jobtrack import Dataset, Trainer\n"
+            "def train(ctx):\n    ctx.log_epoch(1, train={'loss': 1.0})\n"
+            "print(Trainer(train, db=sys.argv[1], runner='eager').fit("
+            "Dataset('later', 'regression', 't', tables={'train': [{'x': 1}]})).job_id)\n")
+    with TestClient(create_app(db_path, token="t")) as c:  # one event loop and its threads, as a server keeps
+        assert jobs[0] in c.get("/?token=t").text
+        for _ in range(2):  # each a whole writer session: the -wal is gone again when the dashboard reads
+            new = subprocess.run([sys.executable, "-c", code, db_path], check=True, capture_output=True,
+                                 text=True, timeout=120).stdout.strip()
+            assert new in c.get("/").text and c.get(f"/api/jobs/{new}/live?seq=0&log=0").json()["seq"] == 1
+    assert not Path(db_path + "-wal").exists() and not Path(db_path + "-shm").exists()  # reads created nothing
+
+
 def test_the_dashboard_never_writes_the_database(db_path: str, jobs: list[str]) -> None:
     before = Path(db_path).stat().st_mtime_ns
     c = TestClient(create_app(db_path, token="t"))

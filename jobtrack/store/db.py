@@ -75,10 +75,8 @@ def _configure(conn: sqlite3.Connection, wal: bool) -> None:
 
 
 def _switch_to_wal(conn: sqlite3.Connection) -> None:
-    """``PRAGMA journal_mode=WAL``, retried until ``busy_timeout`` (a no-op on a file already in WAL).
-
-    On a file in rollback mode (a new one) the switch upgrades a read lock, where SQLite returns BUSY at
-    once without its busy handler: processes opening a new database together got "database is locked"."""
+    """``PRAGMA journal_mode=WAL``, retried until ``busy_timeout`` (a no-op on a file already in WAL). On a new
+    file the switch upgrades a read lock, where SQLite returns BUSY at once without its busy handler."""
     busy: list[sqlite3.OperationalError] = []
 
     def attempt() -> bool:
@@ -155,6 +153,9 @@ class Database(Retrying, DialectSQL):
         if f is None or f.pid != os.getpid():
             f = self._sqlite_file()
         conn: sqlite3.Connection | None = getattr(f.local, "conn", None)
+        if conn is not None and not f.writable and f.changed():  # an immutable read: see readonly.ReadOnlyFile
+            f.drop_connection(reopen=True)  # the new one checks that the path still names this file
+            conn = None
         if conn is None:
             try:
                 conn = f.connect(self.target, _configure)

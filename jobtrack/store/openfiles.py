@@ -81,8 +81,12 @@ class OpenFile:
         self.conns.add(conn)
         return conn
 
-    def drop_connection(self) -> None:
-        """Close this thread's connection; the next use opens a new one."""
+    def changed(self) -> bool:
+        """Whether this thread's connection may no longer show the file as it is now (``ReadOnlyFile``)."""
+        return False
+
+    def drop_connection(self, *, reopen: bool = False) -> None:
+        """Close this thread's connection; the next use opens a new one (``reopen``: on this entry, kept open)."""
         conn = getattr(self.local, "conn", None)
         if conn is not None:
             self.local.conn = None
@@ -91,7 +95,7 @@ class OpenFile:
                 conn.close()
             except sqlite3.Error:
                 log.debug("closing a broken connection to %s failed", self.path, exc_info=True)
-        if not self.conns:  # the process no longer holds the file open: forget it (and its lock file)
+        if not self.conns and not reopen:  # the process no longer holds the file open: forget it (and its lock file)
             with _files_lock:
                 if _files.get(self.identity) is self:
                     del _files[self.identity]

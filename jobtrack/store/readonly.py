@@ -8,13 +8,18 @@ cannot create one, so the file is opened ``immutable=1``, which needs none and i
 nothing writes it (nothing can: a writer would have to create the ``-wal`` in that folder). See
 https://sqlite.org/wal.html#readonly. A mode=ro connection in a writable folder would leave
 ``-wal``/``-shm`` files behind that the file's owner may not be able to write, so ``immutable=1``
-is used there too unless a writer is active.
+is used there too unless a writer is active. An immutable connection shows the file as it was when it
+was opened, and reads it without a lock: each read first looks whether a writer has opened the file
+since, or the file changed, and then reads through a new connection (``ReadOnlyFile.changed``).
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 import weakref
+from collections.abc import Callable
 from urllib.parse import quote
 
 from jobtrack.errors import DatabaseNotFound, StoreReadOnly
@@ -34,12 +39,26 @@ class ReadOnlyFile(OpenFile):
     def lock_file(self, shown: str) -> int:
         raise StoreReadOnly(shown, "it was opened read-only (a read, or a file or folder this user cannot write)")
 
-    def uri(self) -> str:
-        """The SQLite URI of the file: ``mode=ro``, plus ``immutable=1`` unless a writer has it open now."""
+    def connect(self, target: str, configure: Callable[[sqlite3.Connection, bool], None]) -> sqlite3.Connection:
+        """This thread's connection: ``mode=ro``, and ``immutable=1`` unless a writer has the file open now."""
         # A -wal or -shm means a writer has the file open (SQLite deletes both when the last one closes):
-        # read through them; otherwise no file is needed, and none is created.
-        active = any(os.path.exists(self.path + suffix) for suffix in ("-wal", "-shm"))
-        return f"file:{quote(self.path)}?mode=ro" + ("" if active else "&immutable=1")
+        # read through them; otherwise no file is needed, and none is created. The stamp is taken first, so
+        # a change while the connection opens shows at the next read.
+        self.local.immutable = not _writer_active(self.path)
+        self.local.stamp = _stamp(self.path) if self.local.immutable else None
+        return super().connect(target, configure)
+
+    def uri(self) -> str:
+        return f"file:{quote(self.path)}?mode=ro" + ("&immutable=1" if getattr(self.local, "immutable", False) else "")
+
+    def changed(self) -> bool:
+        """Whether this thread's immutable connection may show the file as it no longer is: a writer has it
+        open now, or its size, modification time or inode changed since (or it was modified so recently,
+        within ``_SETTLE_NS``, that a second change in the same clock tick would not show)."""
+        if not getattr(self.local, "immutable", False):
+            return False
+        stamp = self.local.stamp
+        return stamp is None or _writer_active(self.path) or _stamp(self.path) != stamp
 
 
 def attach_read_only(path: str, target: str) -> ReadOnlyFile:
@@ -57,6 +76,21 @@ def attach_read_only(path: str, target: str) -> ReadOnlyFile:
 
 
 _read_only_files: weakref.WeakSet[ReadOnlyFile] = weakref.WeakSet()
+_SETTLE_NS = 50_000_000  # a modification time younger than this may hide a later change in the same clock tick
+
+
+def _writer_active(path: str) -> bool:
+    return any(os.path.exists(path + suffix) for suffix in ("-wal", "-shm"))
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    """The file's (inode, size, mtime), or None if it is gone or too recently modified to be trusted (a
+    connection opened with no stamp is replaced at its next read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return None if time.time_ns() - st.st_mtime_ns < _SETTLE_NS else (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def close_read_only() -> None:
