@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from jobtrack import Dataset, JobManager, Trainer, demo, runtime
 from jobtrack.store import Store
@@ -144,3 +149,96 @@ def test_a_database_from_schema_1_opens_after_the_upgrade(backend: str, db_path:
         conn = sqlite3.connect(db)
         assert conn.execute("SELECT count(*) FROM job_exports").fetchone() == (0,)
         conn.close()
+
+
+class _Outage:
+    """A TCP forwarder to the PostgreSQL server that a test takes down (every connection cut, new ones refused)
+    and brings back on the same port: what a server restart or a failover looks like to its clients."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0), reuse_port=False)
+        self.port = self._listener.getsockname()[1]
+        self._serve(self._listener)
+
+    def url(self, url: str) -> str:
+        return make_url(url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+
+    def down(self) -> None:
+        with contextlib.suppress(OSError):  # already down
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; connects are refused from now
+        self._listener.close()
+        with self._lock:
+            for sock in self._socks:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._socks.clear()
+
+    def up(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port again
+        self._serve(self._listener)
+
+    def _serve(self, listener: socket.socket) -> None:
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # taken down
+                return
+            server = socket.create_connection(self.target)
+            with self._lock:
+                self._socks += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        """Forward ``src`` to ``dst`` until either side ends; then end both, and close ``src`` (the other pump
+        reads ``dst`` and closes it)."""
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        src.close()
+
+
+def test_a_running_job_and_a_reader_ride_out_a_server_outage(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A server restart (every connection cut, connects refused for seconds) failed the running job at its next
+    log_epoch and the waiting script at its next read: both now wait for the server, up to lock_timeout."""
+    caplog.set_level(logging.INFO, logger="jobtrack")
+    target = make_url(pg_url)
+    outage = _Outage(target.host or "127.0.0.1", target.port or 5432)
+    url = outage.url(pg_url)
+    reported, go_on = threading.Event(), threading.Event()
+
+    def train(ctx: Any) -> dict[str, Any]:
+        for epoch in range(8):
+            ctx.log_epoch(epoch, train={"loss": 1.0 / (epoch + 1)})
+            if epoch == 3:
+                reported.set()
+                go_on.wait(30)
+        return {"ok": True}
+
+    job = Trainer(train, db=url).fit(Dataset("outage", "regression", "t", tables={"train": [{"x": 1}]}))
+    assert reported.wait(30)
+    outage.down()
+    go_on.set()  # the next log_epoch meets the outage: its pooled connection is cut, a new one refused
+    read: list[Any] = []
+    reader = threading.Thread(target=lambda: read.append(JobManager(url).fetch_job(job.job_id).get_status()))
+    reader.start()
+    wait_until(lambda: any("connecting again" in r.getMessage() for r in caplog.records), timeout=20,
+               interval=0.02, message="a write or read waits for the server")
+    assert reader.is_alive() and not read  # no read can succeed while the server is away: it waits
+    outage.up()
+    reader.join(timeout=30)
+    assert read and read[0]["job_id"] == job.job_id
+    status = job.wait(timeout=30)
+    assert status["status"] == "COMPLETED" and [e["epoch"] for e in status["result"]["epochs"]] == list(range(8))
+    runtime.close_all()
+    outage.down()

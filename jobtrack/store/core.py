@@ -228,17 +228,29 @@ class FencedCore(StoreBase):
         statement less, and no look through the job's epochs). ``decoded``: the two metric mappings the
         JSON texts encode, when the caller has them (the best-metric bookkeeping then decodes nothing, #14).
 
+        On a server a lost connection is retried until ``lock_timeout`` (a restart must not fail the job), each
+        attempt after the first as a replacement: the one before may have been applied as its connection went.
+
         Raises:
             RunnerFenced: the job is no longer RUNNING under this token.
         """
-        with self.db.write() as tx:
-            seq, cancel = self._renew(tx, job_id, token, lease_s, epoch=True)
-            values = (job_id, seq, epoch, train_json, validation_json, tx.memo["now"])
-            if not replace or not tx.execute_row(_REPLACE_EPOCH, _EPOCH_NAMES, values).rowcount:
-                tx.execute_row(_INSERT_EPOCH, _EPOCH_NAMES, values)
-            experiments.record_epoch(self, tx, job_id, token, seq, epoch, train_json, validation_json,
-                                     decoded)  # #15
-            return cancel
+        if self.db.is_sqlite:
+            with self.db.write() as tx:
+                return self._add_epoch(tx, job_id, token, epoch, train_json, validation_json, lease_s, decoded,
+                                       replace)
+        first = [replace]
+        return self.db.transact(lambda tx: self._add_epoch(tx, job_id, token, epoch, train_json, validation_json,
+                                                           lease_s, decoded, first.pop() if first else True))
+
+    def _add_epoch(self, tx: Tx, job_id: str, token: int, epoch: int, train_json: str, validation_json: str,
+                   lease_s: float | None, decoded: tuple[Mapping[str, Any], Mapping[str, Any]] | None,
+                   replace: bool) -> bool:
+        seq, cancel = self._renew(tx, job_id, token, lease_s, epoch=True)
+        values = (job_id, seq, epoch, train_json, validation_json, tx.memo["now"])
+        if not replace or not tx.execute_row(_REPLACE_EPOCH, _EPOCH_NAMES, values).rowcount:
+            tx.execute_row(_INSERT_EPOCH, _EPOCH_NAMES, values)
+        experiments.record_epoch(self, tx, job_id, token, seq, epoch, train_json, validation_json, decoded)  # #15
+        return cancel
 
     # -- the end of a job -------------------------------------------------------------------
 

@@ -243,7 +243,7 @@ class Database(Retrying, DialectSQL):
         single statement, which SQLite runs atomically anyway. Failures are typed ``StoreError``s."""
         with self._translate():
             if self._server is not None:
-                with self._server.read() as tx:
+                with self._server.read(time.monotonic() + self.lock_timeout) as tx:
                     yield tx
                 return
             if time.monotonic() > self._check_after:
@@ -284,8 +284,10 @@ class Database(Retrying, DialectSQL):
                 raise self._sqlite_error(exc) from exc
             finally:
                 gate.leave()
-        with self.read(snapshot=False) as tx:
-            return tx.all(sql, params) if every else tx.one(sql, params)
+        def once() -> Any:
+            with self.read(snapshot=False) as tx:
+                return tx.all(sql, params) if every else tx.one(sql, params)
+        return self.reread(once) if self._server is not None and self._server.reached else once()
 
     @contextmanager
     def write(self, *, durable: bool = True) -> Iterator[Tx]:
@@ -413,13 +415,8 @@ class Database(Retrying, DialectSQL):
             raise StoreBusy(self.target, self.lock_timeout, holder=lock_holder(self.lock_path or ""))
 
     def clock(self) -> datetime:
-        """Aware UTC "now" as the database sees it: leases compare against this, not a reader's own clock.
-
-        SQLite files live on this host, so its clock is the database's; a server's is ``Server.clock``.
-
-        Raises:
-            StoreError: the server could not be asked (as ``read()``).
-        """
+        """Aware UTC "now" as the database sees it (leases compare against it): this host's clock for a SQLite
+        file, ``Server.clock`` for a server. Raises StoreError if the server could not be asked (as ``read()``)."""
         if self._server is None:
             return timeutil.utcnow()
         with self._translate():

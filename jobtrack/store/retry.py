@@ -9,6 +9,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
+from jobtrack import runtime
 from jobtrack.errors import StoreBusy, StoreUnavailable
 from jobtrack.store.tx import Tx
 
@@ -54,4 +55,18 @@ class Retrying:
                     raise
                 log.info("jobtrack: %s; retrying in %.2f s (attempt %d)", exc, pause, attempt + 1)
                 time.sleep(pause)
+                delay = min(delay * 2, 1.0)
+
+    def reread(self, fn: Callable[[], T]) -> T:
+        """``fn()``, a read of a server database, run again with backoff while the connection to the server is
+        lost (a read is always safe to repeat; a restart drops every connection), until ``lock_timeout``."""
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.02
+        while True:
+            try:
+                return fn()
+            except StoreUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                runtime.pause(delay * (0.5 + random.random()))  # a signal acts here (runners.signals)
                 delay = min(delay * 2, 1.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from jobtrack import timeutil
+from jobtrack import runtime, timeutil
 from jobtrack.errors import InvalidArgument, StoreUnavailable
 from jobtrack.store.failures import server_failure, shown
 from jobtrack.store.tx import Tx
@@ -40,6 +41,7 @@ class Server:
         self.local = threading.local()  # .in_write: inside a write on this thread
         self._texts: dict[str, Any] = {}
         self._clock: tuple[float, timedelta] | None = None  # (measured at, server minus local)
+        self.reached = False  # connected once: from then on a refused connect is an outage to wait out
 
     def check_pid(self) -> None:
         if self._pid != os.getpid():
@@ -80,15 +82,35 @@ class Server:
             stmt = self._texts[sql] = text(sql)
         return stmt
 
+    def connect(self, deadline: float) -> Connection:
+        """A connection from the pool. Once this process has reached the server, a server it cannot reach (a
+        restart or a failover takes seconds) is asked again with backoff until ``deadline`` (``time.monotonic()``),
+        so jobs and waits ride the outage out; a server never reached (a wrong URL) is an error at once."""
+        from sqlalchemy.exc import DBAPIError
+
+        delay = 0.02
+        while True:
+            try:
+                connection = self.engine.connect()
+                self.reached = True
+                return connection
+            except DBAPIError as exc:
+                error = server_failure(self.target, exc, lock_timeout=0)
+                if not (self.reached and isinstance(error, StoreUnavailable)) or time.monotonic() + delay > deadline:
+                    raise
+                log.info("jobtrack: %s; connecting again in %.2f s", error.detail, delay)
+                runtime.pause(delay * (0.5 + random.random()))  # a signal acts here (runners.signals)
+                delay = min(delay * 2, 1.0)
+
     @contextmanager
-    def read(self) -> Iterator[Tx]:
-        with self.engine.connect() as sa, sa.begin():
+    def read(self, deadline: float) -> Iterator[Tx]:
+        with self.connect(deadline) as sa, sa.begin():
             yield Tx(sa, raw=False, text=self.text)
 
     @contextmanager
     def write(self, *, durable: bool, lock_timeout: float) -> Iterator[Tx]:
         """One transaction; a connection lost during COMMIT is a ``StoreUnavailable`` that may have applied."""
-        with self.engine.connect() as sa:
+        with self.connect(time.monotonic() + lock_timeout) as sa:
             trans = sa.begin()
             try:
                 if not durable and sa.dialect.name == "postgresql":  # the claim rule of Database.write
