@@ -29,6 +29,22 @@ def test_process_runner_survives_a_crashing_job(db_path: str, how: str, expected
     assert status["result"]["error"]["type"] == "RunnerExited" and len(status["result"]["epochs"]) == 1
 
 
+def test_a_reader_polling_in_the_parent_records_how_the_child_ended(db_path: str) -> None:
+    # The parent stopped watching its child before recording its end: a get_status() in that moment
+    # found the child gone, no probe to ask, and recorded "runner lost" (about half of the jobs before).
+    def crash(ctx: RunContext) -> None:
+        ctx.log_epoch(1, train={"loss": 1.0})
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    trainer = Trainer(crash, db=db_path, runner="process")
+    reasons = []
+    for _ in range(20):
+        job = trainer.fit(Dataset("c", "regression", "t", tables={"train": []}))
+        wait_until(lambda job=job: job.get_status()["status"] == "FAILED", timeout=60, interval=0)
+        reasons.append(job.events()[-1].reason)
+    assert reasons == ["runner process killed by signal SIGKILL"] * 20
+
+
 def test_job_canceled_is_not_an_exception() -> None:
     assert issubclass(JobCanceled, BaseException) and not issubclass(JobCanceled, Exception)
 

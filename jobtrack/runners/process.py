@@ -53,10 +53,15 @@ def run_in_child(store: Store, spec: JobSpec) -> JobStatus | None:
         ctx = multiprocessing.get_context("spawn")
     takeover: tuple[int, str] | None = None
     while True:  # a child that dies with the job RUNNING is run again while attempts are left (#18)
-        exitcode, canceled = _run_child(ctx, store, spec, takeover)
-        takeover = _retry_after(store, spec.job_id, exitcode, canceled=canceled)
-        if takeover is None:
-            return _record_exit(store, spec.job_id, exitcode, canceled=canceled)
+        watched: list[int] = []
+        try:
+            exitcode, canceled = _run_child(ctx, store, spec, takeover, watched)
+            takeover = _retry_after(store, spec.job_id, exitcode, canceled=canceled)
+            if takeover is None:
+                return _record_exit(store, spec.job_id, exitcode, canceled=canceled)
+        finally:  # watched until its end is recorded: a reader meanwhile learns from the probe how it ended
+            for pid in watched:
+                runtime.forget_child(pid)
 
 
 def _retry_after(store: Store, job_id: str, exitcode: int, *, canceled: bool) -> tuple[int, str] | None:
@@ -69,9 +74,10 @@ def _retry_after(store: Store, job_id: str, exitcode: int, *, canceled: bool) ->
     return rec.claim_token, f"runner process {liveness.describe_exit(exitcode)}"
 
 
-def _run_child(ctx: Any, store: Store, spec: JobSpec, takeover: tuple[int, str] | None) -> tuple[int, bool]:
+def _run_child(ctx: Any, store: Store, spec: JobSpec, takeover: tuple[int, str] | None,
+               watched: list[int]) -> tuple[int, bool]:
     """Start the job's child (``takeover``: the next attempt of a RUNNING job) and watch it until it exits;
-    returns (exit code, whether a cancel was seen)."""
+    returns (exit code, whether a cancel was seen). Its pid goes into ``watched`` for the caller to forget."""
     child = _start(ctx, store, spec, takeover)
 
     def probe() -> liveness.ChildExit | None:
@@ -82,37 +88,35 @@ def _run_child(ctx: Any, store: Store, spec: JobSpec, takeover: tuple[int, str] 
         return liveness.ChildExit(how, runner_exit_error(how))
 
     runtime.watch_child(child.pid, probe)
+    watched.append(child.pid)
     signals_at_start = runtime.signal_state().count
     cancel_seen_at: float | None = None
     signaled_at: float | None = None
-    try:
-        while True:
-            child.join(POLL_S)
-            if child.exitcode is not None:
-                break
-            if runtime.signal_state().count != signals_at_start:
-                signaled_at = signaled_at or time.monotonic()
-            try:
-                rec = store.get_job(spec.job_id, check_liveness=False)
-            except StoreError as exc:  # busy or unreachable for a moment: keep watching the child (#21)
-                log.debug("job %s: cannot read it now: %s", spec.job_id, exc)
-                rec = None
-            if signaled_at is not None:
-                # This process was stopped by a signal: so is the job it runs, once the job reads CANCELED
-                # (the signal's recorder thread writes that); a reader elsewhere that found the child gone
-                # first would record it FAILED (runner lost).
-                if (rec is not None and rec.is_terminal) or time.monotonic() - signaled_at > CANCEL_GRACE_S:
-                    child.terminate()
-                continue
-            if rec is None:
-                continue
-            if rec.cancel_requested and rec.status is JobStatus.RUNNING:
-                cancel_seen_at = cancel_seen_at or time.monotonic()
-                if time.monotonic() - cancel_seen_at > CANCEL_GRACE_S:
-                    child.terminate()
-        return child.exitcode, cancel_seen_at is not None
-    finally:
-        runtime.forget_child(child.pid)
+    while True:
+        child.join(POLL_S)
+        if child.exitcode is not None:
+            break
+        if runtime.signal_state().count != signals_at_start:
+            signaled_at = signaled_at or time.monotonic()
+        try:
+            rec = store.get_job(spec.job_id, check_liveness=False)
+        except StoreError as exc:  # busy or unreachable for a moment: keep watching the child (#21)
+            log.debug("job %s: cannot read it now: %s", spec.job_id, exc)
+            rec = None
+        if signaled_at is not None:
+            # This process was stopped by a signal: so is the job it runs, once the job reads CANCELED
+            # (the signal's recorder thread writes that); a reader elsewhere that found the child gone
+            # first would record it FAILED (runner lost).
+            if (rec is not None and rec.is_terminal) or time.monotonic() - signaled_at > CANCEL_GRACE_S:
+                child.terminate()
+            continue
+        if rec is None:
+            continue
+        if rec.cancel_requested and rec.status is JobStatus.RUNNING:
+            cancel_seen_at = cancel_seen_at or time.monotonic()
+            if time.monotonic() - cancel_seen_at > CANCEL_GRACE_S:
+                child.terminate()
+    return child.exitcode, cancel_seen_at is not None
 
 
 def _start(ctx: Any, store: Store, spec: JobSpec, takeover: tuple[int, str] | None = None) -> Any:
