@@ -264,18 +264,19 @@ def pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def until(attempt: Callable[[], bool], deadline: float) -> bool:
+def until(attempt: Callable[[], bool], deadline: float, *, first: float = 50e-6, most: float = 0.002) -> bool:
     """Call ``attempt`` until it returns True (then True) or ``deadline`` (``time.monotonic()``) passes (False).
 
-    Between tries it ``pause``s with jittered exponential backoff, 50 µs doubling up to 2 ms: a lock held
-    for one commit is free again within milliseconds, and a signal acts in the pauses.
+    Between tries it ``pause``s with jittered exponential backoff, ``first`` doubling up to ``most``: by
+    default 50 µs to 2 ms, as a lock held for one commit is free again within milliseconds (a server that
+    restarts takes seconds: 20 ms to 1 s there). A signal acts in the pauses.
     """
-    delay = 50e-6
+    delay = first
     while not attempt():
         if time.monotonic() >= deadline:
             return False
         pause(delay * (0.5 + random.random()))
-        delay = min(delay * 2, 0.002)
+        delay = min(delay * 2, most)
     return True
 
 

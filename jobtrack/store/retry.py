@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from jobtrack import runtime
 from jobtrack.errors import StoreBusy, StoreUnavailable
@@ -60,13 +60,18 @@ class Retrying:
     def reread(self, fn: Callable[[], T]) -> T:
         """``fn()``, a read of a server database, run again with backoff while the connection to the server is
         lost (a read is always safe to repeat; a restart drops every connection), until ``lock_timeout``."""
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.02
-        while True:
+        from jobtrack.store.server import OUTAGE_FIRST_S, OUTAGE_MOST_S
+
+        got: list[Any] = []
+
+        def attempt() -> bool:
             try:
-                return fn()
-            except StoreUnavailable:
-                if time.monotonic() + delay > deadline:
-                    raise
-                runtime.pause(delay * (0.5 + random.random()))  # a signal acts here (runners.signals)
-                delay = min(delay * 2, 1.0)
+                got[:] = [fn(), None]
+                return True
+            except StoreUnavailable as exc:
+                got[:] = [None, exc]
+                return False
+
+        if not runtime.until(attempt, time.monotonic() + self.lock_timeout, first=OUTAGE_FIRST_S, most=OUTAGE_MOST_S):
+            raise got[1]
+        return got[0]  # type: ignore[no-any-return]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +27,9 @@ log = logging.getLogger(__name__)
 
 CLOCK_TTL_S = 60.0
 """How long a measured offset between the server's clock and this host's is trusted."""
+
+OUTAGE_FIRST_S, OUTAGE_MOST_S = 0.02, 1.0
+"""The backoff while a server cannot be reached: the first pause, and the longest (``runtime.until``)."""
 
 
 class Server:
@@ -88,19 +90,24 @@ class Server:
         so jobs and waits ride the outage out; a server never reached (a wrong URL) is an error at once."""
         from sqlalchemy.exc import DBAPIError
 
-        delay = 0.02
-        while True:
+        got: list[Any] = []
+
+        def attempt() -> bool:
             try:
-                connection = self.engine.connect()
+                got[:] = [self.engine.connect()]
                 self.reached = True
-                return connection
+                return True
             except DBAPIError as exc:
                 error = server_failure(self.target, exc, lock_timeout=0)
-                if not (self.reached and isinstance(error, StoreUnavailable)) or time.monotonic() + delay > deadline:
+                if not (self.reached and isinstance(error, StoreUnavailable)):
                     raise
-                log.info("jobtrack: %s; connecting again in %.2f s", error.detail, delay)
-                runtime.pause(delay * (0.5 + random.random()))  # a signal acts here (runners.signals)
-                delay = min(delay * 2, 1.0)
+                log.info("jobtrack: %s; connecting again", error.detail)
+                got[:] = [exc]
+                return False
+
+        if not runtime.until(attempt, deadline, first=OUTAGE_FIRST_S, most=OUTAGE_MOST_S):
+            raise got[0]
+        return got[0]  # type: ignore[no-any-return]
 
     @contextmanager
     def read(self, deadline: float) -> Iterator[Tx]:
