@@ -57,8 +57,8 @@ def check_name(value: Any, what: str) -> str:
     """
     if not isinstance(value, str) or not _NAME.fullmatch(value) or len(value) > 200:
         raise InvalidArgument(
-            f"{what} {value!r} is not allowed: use 1-200 letters, digits, '-', '_' and '.', "
-            "not starting with '.'."
+            f"{what} {value!r} is not allowed: use 1-200 ASCII letters, digits, '-', '_' and '.', "
+            "not starting with '.' (names become file and table names; other text can go in the job's config)."
         )
     return value
 

@@ -62,13 +62,13 @@ def test_unknown_task_type_is_refused_naming_the_valid_ones(task_type: Any) -> N
 
 # -- names ---------------------------------------------------------------------------------------
 
-UNSAFE_NAMES = ["my shop", "a/b", "../x", "..", ".hidden", ".", "", "a\\b", "x;drop", "robert'); --", "tab\there",
+UNSAFE_NAMES = ["my shop", "données", "a/b", "../x", "..", ".hidden", ".", "", "a\\b", "x;drop", "robert'); --", "tab\there",
                 "new\nline", "quote'd", 'dq"', 7, None, b"bytes", ["list"]]
 
 
 @pytest.mark.parametrize("bad", UNSAFE_NAMES, ids=repr)
 def test_unsafe_dataset_names_are_refused_with_the_rule(bad: Any) -> None:
-    _refused(lambda: Dataset(bad, "regression", "t"), "not allowed", "letters, digits", "not starting with '.'")
+    _refused(lambda: Dataset(bad, "regression", "t"), "not allowed", "ASCII letters, digits", "not starting with '.'")
 
 
 @pytest.mark.parametrize("bad", UNSAFE_NAMES, ids=repr)
