@@ -62,8 +62,8 @@ def test_unknown_task_type_is_refused_naming_the_valid_ones(task_type: Any) -> N
 
 # -- names ---------------------------------------------------------------------------------------
 
-UNSAFE_NAMES = ["my shop", "données", "a/b", "../x", "..", ".hidden", ".", "", "a\\b", "x;drop", "robert'); --", "tab\there",
-                "new\nline", "quote'd", 'dq"', 7, None, b"bytes", ["list"]]
+UNSAFE_NAMES = ["my shop", "données", "a/b", "../x", "..", ".hidden", ".", "", "a\\b", "x;drop", "robert'); --",
+                "tab\there", "new\nline", "quote'd", 'dq"', 7, None, b"bytes", ["list"]]
 
 
 @pytest.mark.parametrize("bad", UNSAFE_NAMES, ids=repr)
