@@ -302,7 +302,10 @@ class _Parser:
             return number
         if tok.kind == "age":
             if f.type == "time":
-                return self.now - timedelta(seconds=abs(float(tok.value)))
+                try:
+                    return self.now - timedelta(seconds=abs(float(tok.value)))
+                except OverflowError:
+                    raise self.fail(tok, f"{tok.text} reaches back before the year 1; use a smaller age") from None
             if f.type in ("number", "param"):
                 return float(tok.value)
             raise self.fail(tok, f"{tok.text} is an age or duration; {f.name} does not take one")

@@ -13,6 +13,7 @@ import math
 import random
 import re
 import statistics
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -228,7 +229,9 @@ def _split(text: str) -> list[str]:
 
 def _literal(raw: str, part: str) -> Any:
     try:
-        return ast.literal_eval(raw)
+        with warnings.catch_warnings():  # "1or 2": Python's compiler warns before the error below says what is wrong
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return ast.literal_eval(raw)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", raw):
             return raw  # a bare word is a string: act=relu

@@ -151,6 +151,7 @@ MALFORMED = [
     ("git.dirty > true", 10, "git.dirty takes"),
     ("created > 'not a time'", 10, "cannot read"),
     ("created > 5", 10, "created is a time"),
+    ("created > -99999999999d", 10, "before the year 1"),
     ("config.x in 4", 12, "in takes a list in parentheses"),
     ("config.x in ()", 13, "expected a value"),
     ("config.x in (1 2)", 15, "expected ',' or ')'"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 
@@ -54,6 +55,14 @@ def test_the_cli_syntax_is_read_without_eval() -> None:
 def test_bad_space_strings_are_typed_errors(text: str) -> None:
     with pytest.raises(jobtrack.InvalidArgument):
         parse_space(text)
+
+
+def test_a_bad_number_is_one_typed_error_without_a_syntax_warning_first() -> None:
+    with warnings.catch_warnings(record=True) as seen:  # "<unknown>:1: SyntaxWarning: invalid decimal literal"
+        warnings.simplefilter("always")
+        with pytest.raises(jobtrack.InvalidArgument, match="'1or 2' is not a number"):
+            parse_space("lr=1or 2")
+    assert [str(w.message) for w in seen] == []
 
 
 @pytest.mark.parametrize("space", [None, {}, [("lr", 1)], {"lr": [[1]]}, {"": [1]}, {"lr": float("nan")},
