@@ -24,7 +24,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from jobtrack.background import (
     RECORD_RETRY_MAX_S as RECORD_RETRY_MAX_S,  # re-exported for runners
@@ -278,6 +278,29 @@ def until(attempt: Callable[[], bool], deadline: float, *, first: float = 50e-6,
         pause(delay * (0.5 + random.random()))
         delay = min(delay * 2, most)
     return True
+
+
+T = TypeVar("T")
+
+
+def retried(call: Callable[[], T], again: Callable[[Exception], bool], deadline: float, *, first: float = 50e-6,
+            most: float = 0.002) -> T:
+    """``call()``, made again while it raises an error that ``again(error)`` accepts, with ``until``'s backoff
+    (``first``, ``most``) until ``deadline``; then the last such error is raised."""
+    outcome: list[Any] = [False, None]
+
+    def attempt() -> bool:
+        try:
+            outcome[:] = [True, call()]
+        except Exception as exc:
+            if not again(exc):
+                raise
+            outcome[:] = [False, exc]
+        return bool(outcome[0])
+
+    if not until(attempt, deadline, first=first, most=most):
+        raise outcome[1]
+    return outcome[1]  # type: ignore[no-any-return]
 
 
 # -- cleanup ---------------------------------------------------------------------------------------

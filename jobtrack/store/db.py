@@ -77,20 +77,11 @@ def _configure(conn: sqlite3.Connection, wal: bool) -> None:
 def _switch_to_wal(conn: sqlite3.Connection) -> None:
     """``PRAGMA journal_mode=WAL``, retried until ``busy_timeout`` (a no-op on a file already in WAL). On a new
     file the switch upgrades a read lock, where SQLite returns BUSY at once without its busy handler."""
-    busy: list[sqlite3.OperationalError] = []
+    def busy(exc: Exception) -> bool:  # the failed switch holds no lock: trying again leaks nothing
+        return isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
 
-    def attempt() -> bool:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return True
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
-                raise
-            busy[:] = [exc]  # the failed switch holds no lock: retrying leaks nothing
-            return False
-
-    if not runtime.until(attempt, time.monotonic() + DEFAULT_BUSY_TIMEOUT_MS / 1000):
-        raise busy[0]
+    runtime.retried(lambda: conn.execute("PRAGMA journal_mode=WAL"), busy,
+                    time.monotonic() + DEFAULT_BUSY_TIMEOUT_MS / 1000)
 
 
 _server_databases: weakref.WeakSet[Database] = weakref.WeakSet()

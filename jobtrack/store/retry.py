@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from jobtrack import runtime
 from jobtrack.errors import StoreBusy, StoreUnavailable
@@ -62,16 +62,5 @@ class Retrying:
         lost (a read is always safe to repeat; a restart drops every connection), until ``lock_timeout``."""
         from jobtrack.store.server import OUTAGE_FIRST_S, OUTAGE_MOST_S
 
-        got: list[Any] = []
-
-        def attempt() -> bool:
-            try:
-                got[:] = [fn(), None]
-                return True
-            except StoreUnavailable as exc:
-                got[:] = [None, exc]
-                return False
-
-        if not runtime.until(attempt, time.monotonic() + self.lock_timeout, first=OUTAGE_FIRST_S, most=OUTAGE_MOST_S):
-            raise got[1]
-        return got[0]  # type: ignore[no-any-return]
+        return runtime.retried(fn, lambda exc: isinstance(exc, StoreUnavailable), time.monotonic() + self.lock_timeout,
+                               first=OUTAGE_FIRST_S, most=OUTAGE_MOST_S)

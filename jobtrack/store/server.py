@@ -90,24 +90,16 @@ class Server:
         so jobs and waits ride the outage out; a server never reached (a wrong URL) is an error at once."""
         from sqlalchemy.exc import DBAPIError
 
-        got: list[Any] = []
-
-        def attempt() -> bool:
-            try:
-                got[:] = [self.engine.connect()]
-                self.reached = True
-                return True
-            except DBAPIError as exc:
-                error = server_failure(self.target, exc, lock_timeout=0)
-                if not (self.reached and isinstance(error, StoreUnavailable)):
-                    raise
-                log.info("jobtrack: %s; connecting again", error.detail)
-                got[:] = [exc]
+        def outage(exc: Exception) -> bool:
+            error = server_failure(self.target, exc, lock_timeout=0) if isinstance(exc, DBAPIError) else None
+            if not (self.reached and isinstance(error, StoreUnavailable)):
                 return False
+            log.info("jobtrack: %s; connecting again", error.detail)
+            return True
 
-        if not runtime.until(attempt, deadline, first=OUTAGE_FIRST_S, most=OUTAGE_MOST_S):
-            raise got[0]
-        return got[0]  # type: ignore[no-any-return]
+        connection = runtime.retried(self.engine.connect, outage, deadline, first=OUTAGE_FIRST_S, most=OUTAGE_MOST_S)
+        self.reached = True
+        return connection
 
     @contextmanager
     def read(self, deadline: float) -> Iterator[Tx]:
