@@ -223,7 +223,9 @@ def read_bundle(path: str | os.PathLike[str], limits: Limits | None = None) -> V
     bundle = str(path)
     try:
         zf = zipfile.ZipFile(bundle)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except OSError as exc:  # no such file, a directory, not readable: the file, not an entry, is the problem
+        raise InvalidBundle(bundle, "", f"cannot read it: {exc.strerror or exc}") from exc
+    except zipfile.BadZipFile as exc:
         raise InvalidBundle(bundle, MANIFEST, f"not a readable zip file ({exc})") from exc
     with zf:
         infos = zf.infolist()
@@ -392,15 +394,18 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def import_bundle(store: Store, path: str | os.PathLike[str], *, limits: Limits | None = None,
+def import_bundle(store: Store, path: str | os.PathLike[str] | Verified, *, limits: Limits | None = None,
                   batch: int = 500) -> ImportReport:
     """Verify the bundle, check it against ``store``, then write its files and rows (see the module doc).
+
+    ``path`` may be what ``read_bundle`` returned, so a caller can refuse a bad bundle before it opens
+    (and so creates) the target database.
 
     Raises:
         InvalidBundle: a malformed, tampered or unsafe bundle; nothing was written.
         BundleConflict: a job, registry entry, view, table or file exists with other content; nothing was written.
     """
-    verified = read_bundle(path, limits)
+    verified = path if isinstance(path, Verified) else read_bundle(path, limits)
     root = os.path.abspath(store.files_dir)
     mapping = {str(src): os.path.join(root, *str(rel).split("/")) for src, rel in verified.manifest["paths"].items()}
     rewrite_paths(verified.rows, mapping)

@@ -48,11 +48,12 @@ def _print_import(report: Any, target: str) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from jobtrack.bundle import import_bundle
+    from jobtrack.bundle import import_bundle, read_bundle
     from jobtrack.store import Store
 
+    verified = read_bundle(args.bundle)  # first: a refused bundle leaves no new, empty database behind
     target = Store.open(args.db, lock_timeout=args.lock_timeout)  # the target is written (created if new)
-    _print_import(import_bundle(target, args.bundle), target.target)
+    _print_import(import_bundle(target, verified), target.target)
     return 0
 
 

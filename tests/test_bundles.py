@@ -251,6 +251,23 @@ def test_cli_export_import_merge(tmp_path: Path, dataset: Dataset, capsys: pytes
     assert "manifest.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bundle", ["missing.jtb", "bad.jtb", "folder"])
+def test_cli_refused_bundle_creates_no_database(tmp_path: Path, bundle: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A bundle that cannot be imported leaves no new, empty database behind, and a missing file says so."""
+    from jobtrack.cli import main
+
+    (tmp_path / "bad.jtb").write_bytes(b"not a zip")
+    (tmp_path / "folder").mkdir()
+    new = tmp_path / "new" / "target.db"
+    assert main(["import", str(tmp_path / bundle), "--db", str(new)]) == 1
+    err = capsys.readouterr().err
+    assert not new.exists() and not new.parent.exists()
+    assert f"Refused bundle {tmp_path / bundle}" in err and "Nothing was imported" in err
+    if bundle == "missing.jtb":
+        assert "cannot read it: No such file or directory" in err and "manifest.json" not in err
+
+
 # -- PostgreSQL --------------------------------------------------------------------------------------
 
 

@@ -166,7 +166,8 @@ class InvalidBundle(JobtrackError, ValueError):
 
     def __init__(self, bundle: str, entry: str, detail: str) -> None:
         self.bundle, self.entry, self.detail = bundle, entry, detail
-        super().__init__(f"Refused bundle {bundle}: entry {entry!r}: {detail}. Nothing was imported.")
+        where = f"entry {entry!r}: " if entry else ""  # no entry: the file itself could not be read
+        super().__init__(f"Refused bundle {bundle}: {where}{detail}. Nothing was imported.")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.bundle, self.entry, self.detail))
