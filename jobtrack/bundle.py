@@ -28,8 +28,10 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from jobtrack import __version__, jsonutil
+from jobtrack import __version__, jsonutil, liveness
+from jobtrack.bundlerows import as_snapshots, rewrite_paths
 from jobtrack.errors import BundleConflict, InvalidArgument, InvalidBundle
+from jobtrack.states import JobStatus
 from jobtrack.store import Store
 from jobtrack.store.bundles import NAME, bundle_tables, job_tables, required_columns, table_columns
 from jobtrack.store.materialize import PREFIX, RECORD_TABLE
@@ -136,9 +138,10 @@ def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[s
     if where is not None and job_ids is not None:
         raise InvalidArgument("Give job ids or a query (--where), not both; put the ids in the query instead.")
     among = None if where is None else store.search_ids(where)
-    ids, running = store.bundle_job_ids(job_ids, since=since, among=among, include_running=include_running,
+    ids, _ = store.bundle_job_ids(job_ids, since=since, among=among, include_running=include_running,
                                         deps=deps)
     rows = store.bundle_rows(ids)
+    running = [str(r["id"]) for r in rows["jobs"] if not JobStatus(r["status"]).is_terminal]  # as the rows say
     root = os.path.abspath(store.files_dir)
     paths = {p: _relative(root, p) for p in _sources(store, rows)} if files else {}
     report = ExportReport(str(out), jobs=ids, snapshot=running)
@@ -331,51 +334,12 @@ def _check_rows(bundle: str, manifest: dict[str, Any], rows: dict[str, list[dict
 # -- import ------------------------------------------------------------------------------------------------
 
 
-class _Rewriter:
-    """Rewrites carried paths: a string that is a carried source path, or lies under one, points into the target."""
-
-    def __init__(self, mapping: dict[str, str]) -> None:
-        self.mapping = {os.path.normpath(k): v for k, v in mapping.items()}
-        self.marker = os.path.commonpath(list(self.mapping)) if self.mapping else None  # cheap pre-filter
-
-    def path(self, value: str) -> str:
-        probe = value.rstrip("/") or value
-        while probe:  # the value, then each parent: a few dict lookups, whatever the number of carried paths
-            if probe in self.mapping:
-                return self.mapping[probe] + value[len(probe):]
-            parent = os.path.dirname(probe)
-            if parent == probe:
-                return value
-            probe = parent
-        return value
-
-    def tree(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.path(value) if self.marker and value.startswith(self.marker) else value
-        if isinstance(value, dict):
-            return {k: self.tree(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.tree(v) for v in value]
-        return value
-
-    def row(self, row: dict[str, Any], table: str) -> None:
-        for col, value in row.items():
-            if not (self.marker and isinstance(value, str) and self.marker in value):
-                continue
-            if not col.endswith("_json"):
-                row[col] = self.path(value)
-            elif (new := self.tree(doc := jsonutil.loads(value))) != doc:  # export paths, model_dir, provenance...
-                row[col] = jsonutil.dumps(new, f"{table}.{col}")
-
-
-def rewrite_paths(rows: dict[str, list[dict[str, Any]]], mapping: dict[str, str]) -> None:
-    """Point every carried path into the target: any string of a job's rows (JSON columns included) that
-    is a carried file or directory, or lies under one (export files, model directories, the provenance
-    diff, checkpoints under the job's directory), whatever column holds it."""
-    rewriter = _Rewriter(mapping)
-    for table in job_tables():
-        for row in rows[table]:
-            rewriter.row(row, table)
+def _owned(store: Store, rows: dict[str, list[dict[str, Any]]], job_ids: Sequence[str]) -> tuple[str, ...]:
+    """Path prefixes of the files of these jobs in the target: job directories and model run directories."""
+    ids = set(job_ids)
+    runs = [str(r["id"]) for r in rows["model_runs"] if str(r["job_id"]) in ids]
+    return tuple(os.path.join(str(p), "") for p in [*(store.job_dir(i) for i in sorted(ids)),
+                                                      *(store.model_dir(r) for r in runs)])
 
 
 def _destination(bundle: str, root: str, rel: str) -> str:
@@ -406,16 +370,24 @@ def import_bundle(store: Store, path: str | os.PathLike[str] | Verified, *, limi
         BundleConflict: a job, registry entry, view, table or file exists with other content; nothing was written.
     """
     verified = path if isinstance(path, Verified) else read_bundle(path, limits)
+    as_snapshots(verified.manifest, verified.rows)
     root = os.path.abspath(store.files_dir)
     mapping = {str(src): os.path.join(root, *str(rel).split("/")) for src, rel in verified.manifest["paths"].items()}
     rewrite_paths(verified.rows, mapping)
-    store.check_bundle_rows(verified.rows)
+    kept, replace = store.check_bundle_rows(verified.rows)
+    snapshots = {str(r["id"]) for r in verified.rows["jobs"] if liveness.is_snapshot(r.get("runner"))}
+    replaced = _owned(store, verified.rows, replace)  # the target's snapshot copies: their files are replaced
+    older = _owned(store, verified.rows, [i for i in kept if i in snapshots])  # the target has newer: kept
     plan: list[tuple[str, str]] = []
     for name, rel, digest in verified.files:
         dest = _destination(verified.path, root, rel)
         if os.path.lexists(dest):
             if os.path.islink(dest) or not os.path.isfile(dest) or _sha256(dest) != digest:
-                raise BundleConflict("file", dest, "the target has another file there")
+                regular = os.path.isfile(dest) and not os.path.islink(dest)
+                if regular and dest.startswith(replaced):
+                    plan.append((name, dest))  # a snapshot copy's file (its log, say): the newer one replaces it
+                elif not (regular and dest.startswith(older)):
+                    raise BundleConflict("file", dest, "the target has another file there")
             continue
         plan.append((name, dest))
     report = ImportReport()

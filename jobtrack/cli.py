@@ -211,6 +211,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     monitor = _job(args)
     s = monitor.get_status()
     print(f"{s['job_id']}  {s['status']}  {s['job_type']}  {s['experiment_name']}  model run {s['model_run_id']}")
+    if s["status"] == "RUNNING" and monitor.snapshot_reason():
+        print(f"{monitor.snapshot_reason()}: a copy from a bundle; it runs in its own database, a newer bundle "
+              "replaces it")
     print("timeline:")
     links, result = _manager(args).retry_links(s["job_id"]), s["result"]
     for ev in monitor.events():  # a new attempt (#18) shows as RUNNING -> RUNNING with its reason

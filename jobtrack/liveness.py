@@ -55,6 +55,20 @@ class ProcessIdentity:
         return cls(host, int(pid), start)
 
 
+SNAPSHOT_HOST = "bundle snapshot"
+"""The host of a snapshot copy's runner: no hostname has a space, so no process here is ever it."""
+
+
+def snapshot_runner(source: str) -> str:
+    """The runner of a job imported from a bundle while unfinished (a copy: it runs in database ``source``)."""
+    return ProcessIdentity(SNAPSHOT_HOST, 0, source).encode()
+
+
+def is_snapshot(runner: str | None) -> bool:
+    """Whether ``runner`` is a snapshot copy's (``snapshot_runner``)."""
+    return bool(runner) and str(runner).startswith(SNAPSHOT_HOST + "|")
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Why a job can never finish: the event reason, and the ``error`` of its result if there is one."""

@@ -7,10 +7,10 @@ import time
 from concurrent import futures
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from jobtrack import jsonutil, runtime
+from jobtrack import jsonutil, liveness, runtime
 from jobtrack.config import DEFAULT_WAIT_POLL_S
 from jobtrack.dataset import check_tags
-from jobtrack.errors import InvalidArgument, ModelNotReady, WaitTimeout
+from jobtrack.errors import InvalidArgument, ModelNotReady, SnapshotCopy, WaitTimeout
 from jobtrack.states import JobStatus, JobType
 from jobtrack.statusdoc import finished_status_document, status_document
 
@@ -148,6 +148,7 @@ class JobMonitor:
         Raises:
             WaitTimeout: the job was not terminal after ``timeout`` seconds.
             InvalidArgument: a timeout that is not a number >= 0 (or None), a poll_interval that is not > 0.
+            SnapshotCopy: the job was imported from a bundle unfinished; it ends in its own database.
         """
         # `not x >= 0` also refuses NaN, which every comparison would let through (#21)
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
@@ -181,6 +182,8 @@ class JobMonitor:
                         bar.update(dict(current))
                     if terminal:
                         return current
+                if rec.runner and liveness.is_snapshot(rec.runner):  # imported unfinished: it ends elsewhere (#19)
+                    raise SnapshotCopy(self.job_id, rec.status, rec.runner.split("|", 2)[2])
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeout(self.job_id, timeout or 0.0, rec.status)
                 if running_here is None or running_here.done():  # done, yet not ended here: someone else's now
@@ -248,6 +251,11 @@ class JobMonitor:
     def materialized_tables(self) -> dict[str, str]:
         """kind → permanent table made by ``materialize_results()`` ({} before it ran)."""
         return self._store.materialized_tables(self.job_id)
+
+    def snapshot_reason(self) -> str | None:
+        """How this job came here if it is a snapshot copy (imported from a bundle unfinished, #19), else None."""
+        rec = self._store.get_job(self.job_id, check_liveness=False)
+        return rec.reason if liveness.is_snapshot(rec.runner) else None
 
     def events(self) -> list[EventRecord]:
         """The job's status history (job, from, to, when, reason), oldest first."""

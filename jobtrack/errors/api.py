@@ -242,6 +242,24 @@ class WaitTimeout(JobtrackError, TimeoutError):
         return (type(self), (self.job_id, self.timeout, self.status))
 
 
+class SnapshotCopy(JobMonitorError):
+    """``wait()`` on a job imported unfinished from a bundle (``--include-running``): it runs in another
+    database, so it never ends in this one; a newer bundle of it brings its progress or its end (#19)."""
+
+    def __init__(self, job_id: str, status: str, source: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.source = source
+        super().__init__(
+            f"Job {job_id!r} is a snapshot copy, imported from a bundle while {status} in database {source}: it "
+            "runs there and never ends here. Export it again there (jobtrack export --include-running, or once "
+            "it ended) and import that bundle: it replaces this copy."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.job_id, self.status, self.source))
+
+
 class RunnerFenced(JobtrackError):
     """A runner lost its claim on a job (declared dead or canceled) and may no longer write to it."""
 

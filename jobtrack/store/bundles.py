@@ -14,13 +14,13 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from jobtrack import jsonutil
+from jobtrack import jsonutil, liveness
 from jobtrack.errors import BundleConflict, InvalidArgument, JobNotFound
 from jobtrack.store.base import TERMINAL_SQL, in_list
 from jobtrack.store.db import Tx
 from jobtrack.store.jobs import JobsMixin
 from jobtrack.store.materialize import _CREATE as _CREATE_RECORDS, PREFIX, RECORD_TABLE
-from jobtrack.timeutil import to_iso
+from jobtrack.timeutil import from_iso, to_iso
 
 MATERIALIZED_COLUMNS = ("job_id", "kind", "table_name", "view_name", "created_at")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,250}$")
@@ -72,6 +72,27 @@ def _same(have: dict[str, Any], row: dict[str, Any]) -> bool:
     return jsonutil.dumps({c: have.get(c) for c in row}, "row") == jsonutil.dumps(row, "row")
 
 
+def _newer(have: dict[str, Any], row: dict[str, Any]) -> bool | None:
+    """Whether the bundle's ``row`` replaces the target's ``have`` of the same job id: False when the target
+    keeps its own (the same row, or a snapshot copy older than the target's), True for a snapshot copy in the
+    target that the bundle has a state of at least as new, None for a conflict (another job, other content)."""
+    if _same(have, row):
+        return False
+    if _when(have.get("created_at")) != _when(row.get("created_at")):
+        return None  # another job with this id
+    mine, theirs = liveness.is_snapshot(have.get("runner")), liveness.is_snapshot(row.get("runner"))
+    if mine and _when(row.get("updated_at")) >= _when(have.get("updated_at")):
+        return True
+    if theirs and _when(have.get("updated_at")) >= _when(row.get("updated_at")):
+        return False
+    return None
+
+
+def _when(value: Any) -> str:
+    """A timestamp as comparable text (a server returns datetimes, a bundle carries ISO text)."""
+    return to_iso(value) if isinstance(value, datetime) else to_iso(from_iso(str(value)))
+
+
 def _insert(tx: Tx, table: str, rows: list[dict[str, Any]]) -> None:
     from jobtrack.store.migrate import insert_rows
 
@@ -94,7 +115,8 @@ class BundlesMixin(JobsMixin):
                        deps: bool = True) -> tuple[list[str], list[str]]:
         """(ids to carry, the ones among them not yet terminal): the named jobs (or every job created
         since ``since`` and, if given, in ``among`` — a query's matches —, or all), only terminal ones
-        unless ``include_running``, with the jobs they depend on unless ``deps`` is false: the training
+        unless ``include_running`` (then RUNNING ones too, never QUEUED ones), with the jobs they depend on
+        unless ``deps`` is false: the training
         job of every model run they used, and the jobs they retry.
 
         Raises:
@@ -110,7 +132,7 @@ class BundlesMixin(JobsMixin):
                     params["since"] = to_iso(since)
                 rows = tx.all(sql + " ORDER BY created_at, id", params)
                 wanted = None if among is None else set(among)
-                chosen = [str(i) for i, s in rows if (include_running or f"'{s}'" in TERMINAL_SQL)
+                chosen = [str(i) for i, s in rows if (f"'{s}'" in TERMINAL_SQL or (include_running and s != "QUEUED"))
                           and (wanted is None or str(i) in wanted)]
             else:
                 found: dict[str, str] = {}
@@ -121,6 +143,9 @@ class BundlesMixin(JobsMixin):
                 for job_id in job_ids:
                     if job_id not in found:
                         raise JobNotFound(job_id, self.target)
+                    if found[job_id] == "QUEUED":
+                        raise InvalidArgument(f"Job {job_id} is QUEUED: it has nothing to carry yet (and a copy "
+                                              "could be run a second time elsewhere); export it once it started.")
                     if not include_running and f"'{found[job_id]}'" not in TERMINAL_SQL:
                         raise InvalidArgument(f"Job {job_id} is {found[job_id]}; only finished jobs are exported "
                                               "unless include_running=True (--include-running).")
@@ -180,8 +205,9 @@ class BundlesMixin(JobsMixin):
 
     # -- import ------------------------------------------------------------------------------------------
 
-    def check_bundle_rows(self, rows: dict[str, list[dict[str, Any]]]) -> list[str]:
-        """The bundle's job ids the target already has with identical rows (they are skipped).
+    def check_bundle_rows(self, rows: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[str]]:
+        """(the bundle's job ids the target already has, or has in a newer state: skipped; the ids of the
+        target's snapshot copies the bundle has a newer state of: replaced).
 
         Raises:
             BundleConflict: a job, model run, sweep, registry entry, view or table exists with other content.
@@ -189,17 +215,19 @@ class BundlesMixin(JobsMixin):
         with self.db.read() as tx:
             return self._check(tx, rows)
 
-    def _check(self, tx: Tx, rows: dict[str, list[dict[str, Any]]]) -> list[str]:
+    def _check(self, tx: Tx, rows: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[str]]:
         from jobtrack.store.migrate import check_sweeps
 
         jobs = {str(r["id"]): r for r in rows["jobs"]}
         present: list[str] = []
+        replace: list[str] = []
         for part in _chunks(list(jobs)):
             for row in _select(tx, "jobs", "id", part):
-                if not _same(row, jobs[row["id"]]):
+                newer = _newer(row, jobs[row["id"]])
+                if newer is None:
                     raise BundleConflict("job", row["id"], "the target has a job of this id with other content")
-                present.append(row["id"])
-        skip = set(present)
+                (replace if newer else present).append(row["id"])
+        skip = set(present) | set(replace)  # a replaced job's model run, views and tables are its own
         check_sweeps(tx, rows.get("sweeps", []))
         for run in rows["model_runs"]:
             if run["job_id"] not in skip:
@@ -215,16 +243,16 @@ class BundlesMixin(JobsMixin):
                                      f"the target's {found[0]!r} names model run {found[1]} with this name and version")
         names = {n.lower() for n in self.db.table_names(tx)}
         for export in rows["job_exports"]:
-            if export["job_id"] in skip:
+            if export["job_id"] in present:
                 continue
             view = export["view_name"]
             owner = tx.scalar("SELECT job_id FROM job_exports WHERE view_name = :v", {"v": view})
-            if owner is not None or view.lower() in names:
+            if owner != export["job_id"] and (owner is not None or view.lower() in names):  # a replaced job's own
                 raise BundleConflict("view", view, f"the target already has it (job {owner or 'none'})")
         for rec in rows[RECORD_TABLE]:
             if rec["job_id"] not in skip and rec["table_name"].lower() in names:
                 raise BundleConflict("materialized table", rec["table_name"], "the target has a table of this name")
-        return present
+        return present, replace
 
     def import_bundle_rows(self, rows: dict[str, list[dict[str, Any]]], *,
                            batch: int = 500) -> tuple[list[str], list[str], list[str]]:
@@ -252,12 +280,17 @@ class BundlesMixin(JobsMixin):
         imported: list[str] = []
         skipped: set[str] = set()
         tagged: set[str] = set()
+        replaced: set[str] = set()
         for n, part in enumerate(parts):
             ids = order[n * batch : (n + 1) * batch]
             used = {str(j["sweep_id"]) for j in part["jobs"] if j.get("sweep_id")}
             part["sweeps"] = [sweeps[i] for i in sorted(used) if i in sweeps]
             with self.db.write() as tx:
-                present = set(self._check(tx, {**part, "registered_models": []}))
+                kept, replace = self._check(tx, {**part, "registered_models": []})
+                present = set(kept)
+                for job_id in replace:
+                    self._replace_snapshot(tx, job_id, part, UNION_TABLES)
+                present |= set(replace)  # their rows are written above
                 new = {t: [r for r in v if str(r[_key(t)]) not in present] for t, v in part.items() if t != "sweeps"}
                 add_sweeps(tx, part["sweeps"])
                 for table in job_tables():
@@ -265,9 +298,30 @@ class BundlesMixin(JobsMixin):
                 self._recreate(tx, new)
                 for table in UNION_TABLES:
                     tagged |= union_rows(tx, table, [r for r in part[table] if str(r["job_id"]) in present])
-            imported += [i for i in ids if i not in present]
-            skipped |= present
+                replaced |= set(replace)
+            imported += [i for i in ids if i not in present or i in replaced]
+            skipped |= present - replaced
         return imported, sorted(skipped), sorted(tagged)
+
+    def _replace_snapshot(self, tx: Tx, job_id: str, part: dict[str, list[dict[str, Any]]],
+                          union: Collection[str]) -> None:
+        """Put the bundle's rows of ``job_id`` in place of the target's snapshot copy of it: its own rows of
+        every table are deleted and inserted again, its job row and model run updated in place (a registry
+        entry may name the model run), its export views recreated."""
+        for (view,) in tx.all("SELECT view_name FROM job_exports WHERE job_id = :id", {"id": job_id}):
+            tx.ddl(f'DROP VIEW IF EXISTS "{view}"')
+        mine = {t: [r for r in part[t] if str(r[_key(t)]) == job_id] for t in (*job_tables(), RECORD_TABLE)}
+        for table in reversed(job_tables()):
+            if table in union:  # tags: merged as for a job already there (a tag added here stays)
+                continue
+            if table in ("jobs", "model_runs"):
+                for row in mine[table]:
+                    cols = [c for c in row if c != "id"]
+                    tx.run(f"UPDATE {table} SET {', '.join(f'{c} = :{c}' for c in cols)} WHERE id = :id", row)
+                continue
+            tx.run(f"DELETE FROM {table} WHERE job_id = :id", {"id": job_id})
+            _insert(tx, table, mine[table])
+        self._recreate(tx, {"job_exports": mine["job_exports"], RECORD_TABLE: []})
 
     def import_registry_rows(self, rows: list[dict[str, Any]]) -> list[str]:
         """Registry entries whose model run the target now has and whose key it lacks; their keys."""
