@@ -116,8 +116,7 @@ class BundlesMixin(JobsMixin):
         """(ids to carry, the ones among them not yet terminal): the named jobs (or every job created
         since ``since`` and, if given, in ``among`` — a query's matches —, or all), only terminal ones
         unless ``include_running`` (then RUNNING ones too, never QUEUED ones), with the jobs they depend on
-        unless ``deps`` is false: the training
-        job of every model run they used, and the jobs they retry.
+        unless ``deps`` is false: the training job of every model run they used, and the jobs they retry.
 
         Raises:
             JobNotFound: a named job does not exist.
@@ -280,39 +279,37 @@ class BundlesMixin(JobsMixin):
         imported: list[str] = []
         skipped: set[str] = set()
         tagged: set[str] = set()
-        replaced: set[str] = set()
         for n, part in enumerate(parts):
             ids = order[n * batch : (n + 1) * batch]
             used = {str(j["sweep_id"]) for j in part["jobs"] if j.get("sweep_id")}
             part["sweeps"] = [sweeps[i] for i in sorted(used) if i in sweeps]
             with self.db.write() as tx:
                 kept, replace = self._check(tx, {**part, "registered_models": []})
-                present = set(kept)
                 for job_id in replace:
-                    self._replace_snapshot(tx, job_id, part, UNION_TABLES)
-                present |= set(replace)  # their rows are written above
-                new = {t: [r for r in v if str(r[_key(t)]) not in present] for t, v in part.items() if t != "sweeps"}
+                    self._replace_snapshot(tx, job_id, part)
+                there = set(kept) | set(replace)  # rows of both are in place now: insert the others'
+                new = {t: [r for r in v if str(r[_key(t)]) not in there] for t, v in part.items() if t != "sweeps"}
                 add_sweeps(tx, part["sweeps"])
                 for table in job_tables():
                     _insert(tx, table, new[table])
                 self._recreate(tx, new)
                 for table in UNION_TABLES:
-                    tagged |= union_rows(tx, table, [r for r in part[table] if str(r["job_id"]) in present])
-                replaced |= set(replace)
-            imported += [i for i in ids if i not in present or i in replaced]
-            skipped |= present - replaced
+                    tagged |= union_rows(tx, table, [r for r in part[table] if str(r["job_id"]) in there])
+            imported += [i for i in ids if i not in kept]
+            skipped.update(kept)
         return imported, sorted(skipped), sorted(tagged)
 
-    def _replace_snapshot(self, tx: Tx, job_id: str, part: dict[str, list[dict[str, Any]]],
-                          union: Collection[str]) -> None:
+    def _replace_snapshot(self, tx: Tx, job_id: str, part: dict[str, list[dict[str, Any]]]) -> None:
         """Put the bundle's rows of ``job_id`` in place of the target's snapshot copy of it: its own rows of
         every table are deleted and inserted again, its job row and model run updated in place (a registry
         entry may name the model run), its export views recreated."""
         for (view,) in tx.all("SELECT view_name FROM job_exports WHERE job_id = :id", {"id": job_id}):
             tx.ddl(f'DROP VIEW IF EXISTS "{view}"')
-        mine = {t: [r for r in part[t] if str(r[_key(t)]) == job_id] for t in (*job_tables(), RECORD_TABLE)}
+        from jobtrack.store.migrate import UNION_TABLES
+
+        mine = {t: [r for r in part[t] if str(r[_key(t)]) == job_id] for t in job_tables()}
         for table in reversed(job_tables()):
-            if table in union:  # tags: merged as for a job already there (a tag added here stays)
+            if table in UNION_TABLES:  # tags: merged as for a job already there (a tag added here stays)
                 continue
             if table in ("jobs", "model_runs"):
                 for row in mine[table]:
