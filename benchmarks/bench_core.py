@@ -199,20 +199,22 @@ def _writes_metrics(tmp: Path) -> bool:
 
 
 def bench_lifecycle(where: str, tmp: Path, metrics: bool) -> None:
-    n = 10 if QUICK else 100  # quick: still 5 alternating rounds (of 2 jobs)
-    eager = Trainer(fifty_epoch_job, db=str(tmp / "eager.db"), runner="eager")
-    threaded = Trainer(fifty_epoch_job, db=str(tmp / "thread.db"))
+    n = 18 if QUICK else 99  # quick: still 9 alternating rounds (of 2 jobs); else 9 rounds of 11
+    # provenance=False: the floor captures no provenance, so the target rows compare the same work; the default
+    # Trainer (provenance on) is shown beside them, against the same floors, with what it adds
+    trainers = {"eager": Trainer(fifty_epoch_job, db=str(tmp / "eager.db"), runner="eager", provenance=False),
+                "thread": Trainer(fifty_epoch_job, db=str(tmp / "thread.db"), provenance=False),
+                "eager_prov": Trainer(fifty_epoch_job, db=str(tmp / "eager-prov.db"), runner="eager"),
+                "thread_prov": Trainer(fifty_epoch_job, db=str(tmp / "thread-prov.db"))}
     floor = RawJobs(str(tmp / "floor.db"), metrics=metrics)
     floor_fl = RawJobs(str(tmp / "floor-fl.db"), lock="filelock", metrics=metrics)
 
-    def jt_eager(k: int) -> None:
-        for _ in range(k):
-            eager.fit(DS)
-
-    def jt_thread(k: int) -> None:
-        jobs = [threaded.fit(DS) for _ in range(k)]
-        for j in jobs:
-            j.wait()  # wakes when the job's thread ends (runtime.local_jobs), not at a poll
+    def jt(trainer: Trainer) -> Any:
+        def run(k: int) -> None:
+            jobs = [trainer.fit(DS) for _ in range(k)]  # an eager fit() returns with the job ended
+            for j in jobs:
+                j.wait()  # a thread job: wakes when its thread ends (runtime.local_jobs), not at a poll
+        return run
 
     def raw(f: RawJobs, is_eager: bool) -> Any:
         def run(k: int) -> None:
@@ -222,29 +224,32 @@ def bench_lifecycle(where: str, tmp: Path, metrics: bool) -> None:
                     f.status(job_id)
         return run
 
-    per = rounds({"eager": jt_eager, "thread": jt_thread, "floor_eager": raw(floor, True),
-                  "floor_thread": raw(floor, False), "fl_eager": raw(floor_fl, True),
-                  "fl_thread": raw(floor_fl, False)}, n=n)
-    rate = {k: 1 / v for k, v in per.items()}
+    fns = {name: jt(t) for name, t in trainers.items()}
+    fns.update({"floor_eager": raw(floor, True), "floor_thread": raw(floor, False), "fl_eager": raw(floor_fl, True),
+                "fl_thread": raw(floor_fl, False)})
+    rate = {k: 1 / v for k, v in rounds(fns, n=n, count=9).items()}
     target = 0.9 if where == "disk" else 0.8
     rows_words = ("the same rows (job, model run, 3 events, 50 epoch rows, the job row renewed per epoch"
                   + (", job_metrics upserts and best_metric" if metrics else "") + ", the frozen result), the "
                   "current time taken per transaction, the same log line per epoch appended to the job's log")
-    ratio_row(f"lifecycle ({where})", "eager job, 50 log_epoch (jobs/s)", rate["eager"], rate["floor_eager"],
-              f"raw sqlite3, {rows_words}: create+claim in one transaction without fsync, 50 durable epoch "
-              "transactions, a durable finish; flock on a kept descriptor", target=target, higher_is_better=True,
-              unit="jobs/s")
-    ratio_row(f"lifecycle ({where})", "thread runner job, 50 log_epoch (jobs/s)", rate["thread"],
-              rate["floor_thread"], f"raw sqlite3, {rows_words}: durable create, claim without fsync, 50 durable "
-              "epoch transactions, a durable finish, then the ended job's status read and decoded (what wait() "
-              "returns); flock on a kept descriptor", target=target,
-              higher_is_better=True, unit="jobs/s")
-    ratio_row(f"lifecycle ({where})", "eager vs the filelock.FileLock floor", rate["eager"], rate["fl_eager"],
-              "the eager floor above with a filelock.FileLock per transaction", target=None,
-              higher_is_better=True, unit="jobs/s")
-    ratio_row(f"lifecycle ({where})", "thread runner vs the filelock.FileLock floor", rate["thread"],
-              rate["fl_thread"], "the thread floor above with a filelock.FileLock per transaction", target=None,
-              higher_is_better=True, unit="jobs/s")
+    floors = {"eager": f"raw sqlite3, {rows_words}: create+claim in one transaction without fsync, 50 durable "
+                       "epoch transactions, a durable finish; flock on a kept descriptor",
+              "thread": f"raw sqlite3, {rows_words}: durable create, claim without fsync, 50 durable epoch "
+                        "transactions, a durable finish, then the ended job's status read and decoded (what wait() "
+                        "returns); flock on a kept descriptor"}
+    label = {"eager": "eager job", "thread": "thread runner job"}
+    for kind in ("eager", "thread"):
+        ratio_row(f"lifecycle ({where})", f"{label[kind]}, 50 log_epoch, provenance=False (jobs/s)", rate[kind],
+                  rate[f"floor_{kind}"], floors[kind], target=target, higher_is_better=True, unit="jobs/s")
+    for kind in ("eager", "thread"):
+        ratio_row(f"lifecycle ({where})", f"{label[kind]}, default Trainer (provenance on) (jobs/s)",
+                  rate[f"{kind}_prov"], rate[f"floor_{kind}"], f"the {kind} floor above; jobtrack also records the "
+                  "job's provenance (git commit and diff, packages, host), which the floor does not", target=None,
+                  higher_is_better=True, unit="jobs/s")
+    for kind in ("eager", "thread"):
+        ratio_row(f"lifecycle ({where})", f"{label[kind]} vs the filelock.FileLock floor", rate[kind],
+                  rate[f"fl_{kind}"], f"the {kind} floor above with a filelock.FileLock per transaction",
+                  target=None, higher_is_better=True, unit="jobs/s")
 
 
 # -- per-epoch writes ---------------------------------------------------------------------------------------

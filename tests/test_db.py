@@ -194,6 +194,52 @@ def test_nested_write_is_a_typed_error_at_once(db: Database) -> None:
     assert _job_ids(db) == ["after"]
 
 
+def _insert_raw(conn: sqlite3.Connection, job_id: str) -> str:
+    """``_add_job`` on the raw connection ``write_call`` hands its function."""
+    _add_job(Tx(conn, raw=True), job_id)
+    return job_id
+
+
+def test_write_call_is_a_write_transaction_in_one_call(db: Database) -> None:
+    """The per-epoch path's transaction (#14): commits what its function wrote and returns its result; an error
+    rolls everything back and is re-raised (a driver error as a typed StoreError); it does not nest either."""
+    before = db.write_locks
+    assert db.write_call(_insert_raw, "a") == "a"  # this thread's connection exists: the one-call path
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        _insert_raw(conn, "b")
+        raise ValueError("the job's code failed")
+
+    with pytest.raises(ValueError, match="failed"):
+        db.write_call(half_then_fail)
+    with pytest.raises(StoreError):
+        db.write_call(lambda conn: conn.execute("INSERT INTO no_such_table VALUES (1)"))
+    with db.write(), pytest.raises(NestedWrite):
+        db.write_call(_insert_raw, "nested")
+    assert _job_ids(db) == ["a"] and db.write_locks == before + 4
+    db.dispose()  # no connection in this thread: write_call connects through write()
+    assert db.write_call(_insert_raw, "c") == "c" and _job_ids(db) == ["a", "c"]
+
+
+def test_write_call_waits_for_the_file_lock_and_says_storebusy_after_lock_timeout(db: Database) -> None:
+    db.write_call(_insert_raw, "first")  # this thread's connection is open: the one-call path is taken below
+    assert db.lock_path is not None
+    fd = os.open(db.lock_path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another process's writer, as far as flock can tell
+    db.lock_timeout = 0.2
+    try:
+        start = time.monotonic()
+        with pytest.raises(StoreBusy, match="lock_timeout="):
+            db.write_call(_insert_raw, "refused")
+        assert time.monotonic() - start >= 0.15
+        threading.Timer(0.1, fcntl.flock, (fd, fcntl.LOCK_UN)).start()
+        db.lock_timeout = 10
+        assert db.write_call(_insert_raw, "waited") == "waited"
+    finally:
+        os.close(fd)
+    assert _job_ids(db) == ["first", "waited"]
+
+
 # -- files that are not ours, or not usable -----------------------------------------------------------
 
 
@@ -458,9 +504,10 @@ def test_the_new_errors_survive_pickling() -> None:
 # -- a file deleted or replaced under a writer -----------------------------------------------------
 
 
+@pytest.mark.parametrize("via", ["write", "write_call"])
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_writer_whose_file_is_gone_raises_instead_of_reporting_success(db: Database, tmp_path: Path,
-                                                                         how: str) -> None:
+                                                                         how: str, via: str) -> None:
     assert db.path is not None
     with db.write() as tx:
         _add_job(tx, "before")
@@ -471,13 +518,21 @@ def test_a_writer_whose_file_is_gone_raises_instead_of_reporting_success(db: Dat
         other = _open(tmp_path / "other.db")
         other.dispose()
         os.replace(tmp_path / "other.db", db.path)
-    with pytest.raises(DatabaseReplaced, match="deleted or replaced") as info, db.write() as tx:
-        _add_job(tx, "after")
+    with pytest.raises(DatabaseReplaced, match="deleted or replaced") as info:
+        _write_one(db, via, "after")
     assert ("no file" if how == "deleted" else "another file") in str(info.value)
     wait_until(lambda: _raises(lambda: db.read_one("SELECT 1", {}), DatabaseReplaced), timeout=5,
                message="a status read notices the replaced file")
     if how == "replaced":  # nothing reached the file now at the path (it still has the old -wal beside it)
         assert "after" not in _job_ids(_open(db.path))
+
+
+def _write_one(db: Database, via: str, job_id: str) -> None:
+    if via == "write_call":  # the per-epoch path (#14)
+        db.write_call(_insert_raw, job_id)
+        return
+    with db.write() as tx:
+        _add_job(tx, job_id)
 
 
 def _raises(fn: object, kind: type[BaseException]) -> bool:

@@ -22,6 +22,7 @@ from jobtrack.states import JobStatus, is_allowed, refusal
 from jobtrack.store import experiments
 from jobtrack.store.base import StoreBase, add_event, in_list
 from jobtrack.store.db import Tx
+from jobtrack.store.tx import numbered
 from jobtrack.timeutil import iso_ns, to_iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ _REPLACE_EPOCH = ("UPDATE job_epochs SET train_json = :train, validation_json = 
                   "WHERE job_id = :id AND epoch = :epoch")
 _INSERT_EPOCH = ("INSERT INTO job_epochs (job_id, seq, epoch, train_json, validation_json, at) "
                  "VALUES (:id, :seq, :epoch, :train, :validation, :at)")
+
+_RENEW_EPOCH = numbered(_RENEW[True, True], _RENEW_NAMES)  # SQLite's statements of an epoch, numbered once (#14)
+_REPLACE_EPOCH_N = numbered(_REPLACE_EPOCH, _EPOCH_NAMES)
+_INSERT_EPOCH_N = numbered(_INSERT_EPOCH, _EPOCH_NAMES)
 
 
 @functools.lru_cache(maxsize=16)
@@ -199,9 +204,12 @@ class FencedCore(StoreBase):
             returned = tx.execute_row(_RENEW[epoch, True], _RENEW_NAMES, values).fetchall()
             if returned:
                 return int(returned[0][0]), bool(returned[0][1])
-            changed = 0
-        else:
-            changed = tx.execute_row(_RENEW[epoch, False], _RENEW_NAMES, values).rowcount
+            return self._not_renewed(tx, job_id, 0)
+        return self._not_renewed(tx, job_id, tx.execute_row(_RENEW[epoch, False], _RENEW_NAMES, values).rowcount)
+
+    def _not_renewed(self, tx: Tx, job_id: str, changed: int) -> tuple[int, bool]:
+        """After a renewal that changed ``changed`` rows: the job's (epoch_seq, cancel_requested) if it changed one,
+        else the reason it did not: JobNotFound, or RunnerFenced naming the job's status now."""
         row = tx.one("SELECT status, epoch_seq, cancel_requested FROM jobs WHERE id = :id", {"id": job_id})
         if row is None:
             raise JobNotFound(job_id, self.target)
@@ -234,6 +242,9 @@ class FencedCore(StoreBase):
         Raises:
             RunnerFenced: the job is no longer RUNNING under this token.
         """
+        if self.db.is_sqlite and _RETURNING:
+            return self.db.write_call(self._add_epoch_sqlite, job_id, token, epoch, train_json, validation_json,
+                                      lease_s, decoded, replace)
         if self.db.is_sqlite:
             with self.db.write() as tx:
                 return self._add_epoch(tx, job_id, token, epoch, train_json, validation_json, lease_s, decoded,
@@ -249,6 +260,23 @@ class FencedCore(StoreBase):
         values = (job_id, seq, epoch, train_json, validation_json, tx.memo["now"])
         if not replace or not tx.execute_row(_REPLACE_EPOCH, _EPOCH_NAMES, values).rowcount:
             tx.execute_row(_INSERT_EPOCH, _EPOCH_NAMES, values)
+        experiments.record_epoch(self, tx, job_id, token, seq, epoch, train_json, validation_json, decoded)  # #15
+        return cancel
+
+    def _add_epoch_sqlite(self, conn: sqlite3.Connection, job_id: str, token: int, epoch: int, train_json: str,
+                          validation_json: str, lease_s: float | None,
+                          decoded: tuple[Mapping[str, Any], Mapping[str, Any]] | None, replace: bool) -> bool:
+        """``_add_epoch`` on a SQLite file's connection, as one function: the statements of ``_renew`` and
+        ``_add_epoch`` bound as tuples to SQL numbered once (the per-epoch path, #14)."""
+        now = timeutil.now_ns()
+        stamp = iso_ns(now)
+        returned = conn.execute(_RENEW_EPOCH, (stamp, iso_ns(now + _lease_ns(self.lease_s if lease_s is None
+                                                                             else lease_s)), job_id, token)).fetchall()
+        tx = Tx(conn, raw=True)
+        seq, cancel = (int(returned[0][0]), bool(returned[0][1])) if returned else self._not_renewed(tx, job_id, 0)
+        values = (job_id, seq, epoch, train_json, validation_json, stamp)
+        if not replace or not conn.execute(_REPLACE_EPOCH_N, values).rowcount:
+            conn.execute(_INSERT_EPOCH_N, values)
         experiments.record_epoch(self, tx, job_id, token, seq, epoch, train_json, validation_json, decoded)  # #15
         return cancel
 

@@ -37,6 +37,7 @@ from jobtrack.errors import (
     StoreError,
     StoreReadOnly,
 )
+from jobtrack.store.dbstate import SchemaState
 from jobtrack.store.dialect import DialectSQL
 from jobtrack.store.failures import server_failure, shown, sqlite_failure
 from jobtrack.store.location import FileIdentity, check_local_filesystem, file_identity, permission_problem
@@ -109,7 +110,7 @@ def close_all() -> None:
 runtime.on_close_all(close_all)  # runtime.close_all() (the pytest plugin's teardown) closes the files too
 
 
-class Database(Retrying, DialectSQL):
+class Database(Retrying, DialectSQL, SchemaState):
     """One database: its connections (rebuilt after fork), its write lock and its transaction helpers."""
 
     def __init__(self, db: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S, read_only: bool = False) -> None:
@@ -170,21 +171,6 @@ class Database(Retrying, DialectSQL):
         if f is not None and f.pid == os.getpid():
             f.drop_connection()
 
-    # -- schema check state (schema.prepare) ----------------------------------------------------
-
-    @property
-    def ready(self) -> bool:
-        """Whether this process already checked (created, upgraded) the schema; shared by every spelling of a file."""
-        return self._sqlite_file().ready if self.is_sqlite else self._ready
-
-    def mark_ready(self) -> None:
-        """Record that the schema is current (see ``ready``)."""
-        if self.is_sqlite:
-            f = self._sqlite_file()
-            f.owned = f.ready = True
-        else:
-            self._ready = True
-
     def adopt(self) -> None:
         """The file was found to be jobtrack's (or empty): switch it to WAL, and every later connection too."""
         if not self.is_sqlite:
@@ -194,26 +180,6 @@ class Database(Retrying, DialectSQL):
             _switch_to_wal(self._raw())
         except sqlite3.Error as exc:
             raise self._sqlite_error(exc) from exc
-
-    def probe(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in a read transaction on a database that may not be jobtrack's, changing nothing.
-
-        On SQLite it runs on this thread's connection through SQLite itself, never a plain ``open()``
-        (#21), and before ``adopt()`` no connection switches the file to WAL. If ``fn`` raises, a
-        connection opened for the probe is closed again (SQLite keeps the process's locks meanwhile).
-        """
-        if not self.is_sqlite:
-            with self.read() as tx:
-                return fn(tx)
-        f = self._sqlite_file()
-        fresh = getattr(f.local, "conn", None) is None
-        try:
-            with self.read() as tx:
-                return fn(tx)
-        except BaseException:
-            if fresh and not f.owned:
-                f.drop_connection()
-            raise
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -341,6 +307,46 @@ class Database(Retrying, DialectSQL):
         finally:
             gate.leave()
 
+    def write_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in a durable write transaction, with every guarantee of ``write()``; returns its
+        result. On a SQLite file it is one plain call, no generator, Tx or helper layers: the per-epoch path (#14),
+        where those cost as much as the statements. ``fn`` gets a ``sqlite3.Connection`` there, a Tx elsewhere."""
+        f = self._file
+        conn = None if f is None or f.pid != os.getpid() or self.read_only else getattr(f.local, "conn", None)
+        if f is None or conn is None or getattr(f.local, "in_write", False):  # connect, refuse a nested write
+            with self.write() as tx:
+                return fn(tx.connection if self.is_sqlite else tx, *args)
+        gate = runtime.current().fork_gate
+        gate.enter()
+        try:
+            deadline = None  # lock_timeout from the first wait: both locks are free almost always
+            if not f.write_lock.acquire(blocking=False):
+                self._take(f.write_lock, deadline := time.monotonic() + self.lock_timeout)
+            try:
+                fd = f.lock_file(self.target)
+                self._acquire_file_lock(fd, deadline)
+                self.write_locks += 1
+                f.local.in_write = True
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        out = fn(conn, *args)
+                        self._check_identity(f)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        self._rollback(f, conn)
+                        raise
+                    return out
+                except sqlite3.Error as exc:
+                    raise self._sqlite_error(exc) from exc
+                finally:
+                    f.local.in_write = False
+                    _locks().unlock_descriptor(fd)
+            finally:
+                f.write_lock.release()
+        finally:
+            gate.leave()
+
     @contextmanager
     def _server_write(self, durable: bool) -> Iterator[Tx]:
         """``write()`` on a server database: the thread lock, then the server's own transaction (row locks)."""
@@ -399,10 +405,14 @@ class Database(Retrying, DialectSQL):
                 raise StoreBusy(shown(self.target), self.lock_timeout, holder=f"another thread of pid {os.getpid()}")
             runtime.pause(0)  # a signal acts here, holding nothing (#12)
 
-    def _acquire_file_lock(self, fd: int, deadline: float) -> None:
-        """Take the lock (free almost always: one try), else back off until ``deadline``; a signal acts meanwhile."""
+    def _acquire_file_lock(self, fd: int, deadline: float | None) -> None:
+        """Take the lock (free almost always: one try), else back off until ``deadline`` (None: ``lock_timeout``
+        from now); a signal acts meanwhile."""
         lock = _locks().lock_descriptor
-        if not lock(fd, blocking=False) and not runtime.until(lambda: bool(lock(fd, blocking=False)), deadline):
+        if lock(fd, blocking=False):
+            return
+        deadline = time.monotonic() + self.lock_timeout if deadline is None else deadline
+        if not runtime.until(lambda: bool(lock(fd, blocking=False)), deadline):
             raise StoreBusy(self.target, self.lock_timeout, holder=lock_holder(self.lock_path or ""))
 
     def clock(self) -> datetime:
