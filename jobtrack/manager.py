@@ -54,19 +54,22 @@ def _check_page(limit: object, offset: object) -> None:
 class JobManager:
     """Jobs of one database (``db`` argument, else ``$JOBTRACK_DB``, else the default path).
 
-    A JobManager never creates a database (#13): a path with no file is ``DatabaseNotFound``, and a
+    A JobManager creates no database unless asked (#13): a path with no file is ``DatabaseNotFound``, and a
     file or folder this user cannot write is read read-only (canceling and pruning then raise
-    ``StoreReadOnly``). ``lock_timeout``: seconds a write (cancel, prune, a liveness verdict) waits for
-    the write lock.
+    ``StoreReadOnly``). ``create=True`` makes a new, empty database at the path (the target of
+    ``import_bundle`` on a new machine, say). ``lock_timeout``: seconds a write (cancel, prune, a liveness
+    verdict) waits for the write lock.
 
     Raises:
-        DatabaseNotFound: no database at the path; nothing was created.
+        DatabaseNotFound: no database at the path and ``create`` is false; nothing was created.
     """
 
     def __init__(self, db: str | os.PathLike[str] | None = None, *,
-                 lock_timeout: float | None = None) -> None:
+                 lock_timeout: float | None = None, create: bool = False) -> None:
+        if not isinstance(create, bool):
+            raise InvalidArgument(f"create must be True or False, not {create!r}.")
         self._store = Store.open(db, lock_timeout=None if lock_timeout is None else check_lock_timeout(lock_timeout),
-                                 create=False)
+                                 create=create)
 
     @property
     def db(self) -> str:
@@ -232,6 +235,8 @@ class JobManager:
     def import_bundle(self, path: str | os.PathLike[str], *,
                       limits: bundle.Limits | None = None) -> bundle.ImportReport:
         """Add a bundle's jobs (and files) to this database; importing it again changes nothing (#19).
+
+        A new machine's database: ``JobManager(path, create=True).import_bundle(bundle)``.
 
         Raises:
             InvalidBundle: a malformed, tampered or unsafe bundle; nothing was written.

@@ -33,6 +33,8 @@ class ReportInfo:
     path: str
     bytes: int
     job_ids: list[str]
+    total: int = -1
+    """Jobs the selection found (more than ``len(job_ids)`` when ``limit`` left the older ones out)."""
 
 
 def select_jobs(db: str | os.PathLike[str] | None, job_ids: Sequence[str] = (), *, where: str | None = None,
@@ -44,24 +46,38 @@ def select_jobs(db: str | os.PathLike[str] | None, job_ids: Sequence[str] = (), 
         InvalidArgument: both jobs and a query; a query in a version without the query language.
         InvalidQuery: a query that cannot be read.
     """
+    return _select(db, job_ids, where, limit)[0]
+
+
+def _select(db: str | os.PathLike[str] | None, job_ids: Sequence[str], where: str | None,
+            limit: int) -> tuple[list[str], int]:
+    """``select_jobs`` and how many jobs there were to choose from (the newest ``limit`` of them are taken)."""
     from jobtrack.manager import JobManager
 
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidArgument(f"limit must be a positive integer, not {limit!r}.")
     if job_ids and where:
         raise InvalidArgument("Name jobs or give --where, not both.")
     if job_ids:
-        return list(dict.fromkeys(JobManager(db).resolve_job_id(j) for j in job_ids))
+        ids = list(dict.fromkeys(JobManager(db).resolve_job_id(j) for j in job_ids))
+        return ids, len(ids)
     store = Store.open(db, read_only=True)
     if where:
-        return store.search_ids(where)
-    return [r.id for r in store.dashboard_page(limit=limit)[1]]
+        ids = store.search_ids(where)
+        return ids, len(ids)
+    total, records = store.dashboard_page(limit=limit)
+    return [r.id for r in records], total
 
 
 def _anchor(job_id: str) -> str:
     return "job-" + quote(job_id, safe="")
 
 
-def build_report(store: Store, job_ids: Sequence[str], *, title: str = "jobtrack report") -> str:
+def build_report(store: Store, job_ids: Sequence[str], *, title: str = "jobtrack report",
+                 total: int | None = None) -> str:
     """The report's HTML: the job table, the comparison of the first jobs, then each job with its curves.
+
+    ``total``: how many jobs the selection found, when the report holds only the newest of them (it says so).
 
     Raises:
         JobNotFound: a job does not exist.
@@ -69,8 +85,10 @@ def build_report(store: Store, job_ids: Sequence[str], *, title: str = "jobtrack
     details = [data.job_detail(store, j) for j in job_ids]
     recs = [d["record"] for d in details]
     table_rows = data.rows(store, recs)
+    count = (f"The newest {len(recs)} of {total} jobs" if total is not None and total > len(recs)
+             else f"{len(recs)} job(s)")
     parts = [f"<h1>{escape(title)}</h1>",
-             f'<p class="muted">{len(recs)} job(s) from <code>{pages.e(store.target)}</code>, written '
+             f'<p class="muted">{count} from <code>{pages.e(store.target)}</code>, written '
              f"{pages.when(to_iso(utcnow()))}.</p>",
              "<h2>Jobs</h2>", pages.jobs_table(table_rows, prefix="#job-")]
     shown = details[:COMPARE_MAX_JOBS]
@@ -92,20 +110,21 @@ def build_report(store: Store, job_ids: Sequence[str], *, title: str = "jobtrack
 def write_report(out: str | os.PathLike[str], db: str | os.PathLike[str] | None = None,
                  job_ids: Sequence[str] = (), *, where: str | None = None, title: str = "jobtrack report",
                  limit: int = DEFAULT_REPORT_JOBS) -> ReportInfo:
-    """Write the report of ``db``'s jobs (see ``select_jobs``) to ``out``; reads the database only.
+    """Write the report of ``db``'s jobs (see ``select_jobs``: the newest ``limit`` when none are named and no
+    query is given) to ``out``; reads the database only.
 
     Raises:
         DatabaseNotFound: no database at the path.
         JobNotFound, InvalidArgument, InvalidQuery: see ``select_jobs``.
         InvalidArgument: ``out`` cannot be written.
     """
-    ids = select_jobs(db, job_ids, where=where, limit=limit)
+    ids, total = _select(db, job_ids, where, limit)
     store = Store.open(db, read_only=True)
-    text = build_report(store, ids, title=title)
+    text = build_report(store, ids, title=title, total=total)
     path = Path(out)
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise InvalidArgument(f"Cannot write the report to {str(path)!r} ({exc.strerror}); "
                               "choose another -o path.") from exc
-    return ReportInfo(str(path.resolve()), len(text.encode("utf-8")), ids)
+    return ReportInfo(str(path.resolve()), len(text.encode("utf-8")), ids, total)

@@ -21,6 +21,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--where", metavar="QUERY", help="include the jobs this query selects")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html", help="the HTML file to write")
     p.add_argument("--title", default="jobtrack report", help="the report's title")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="without jobs or --where: the newest N jobs (default 200)")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -48,10 +50,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from jobtrack.report import write_report
+    from jobtrack.report import DEFAULT_REPORT_JOBS, write_report
 
-    info = write_report(args.output, args.db, args.job_ids, where=args.where, title=args.title)
-    print(f"wrote {info.path}: {len(info.job_ids)} job(s), {info.bytes} bytes")
+    if args.limit is not None and (args.job_ids or args.where):
+        from jobtrack.errors import InvalidArgument
+
+        raise InvalidArgument("--limit chooses among all jobs; with named jobs or --where, leave it out.")
+    info = write_report(args.output, args.db, args.job_ids, where=args.where, title=args.title,
+                        limit=DEFAULT_REPORT_JOBS if args.limit is None else args.limit)
+    shown = len(info.job_ids)
+    count = (f"the newest {shown} of {info.total} jobs (--limit N for more, --where to choose)"
+             if info.total > shown else f"{shown} job(s)")
+    print(f"wrote {info.path}: {count}, {info.bytes} bytes")
     return 0
 
 

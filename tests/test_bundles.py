@@ -16,7 +16,7 @@ import pytest
 
 from jobtrack import Dataset, JobManager, Trainer, demo
 from jobtrack.bundle import Limits, merge
-from jobtrack.errors import BundleConflict, InvalidBundle
+from jobtrack.errors import BundleConflict, DatabaseNotFound, InvalidArgument, InvalidBundle
 from jobtrack.store import Store
 
 PATH_KEYS = ("export_paths",)
@@ -89,8 +89,12 @@ def test_import_twice_changes_nothing(tmp_path: Path, dataset: Dataset) -> None:
     os.makedirs(os.path.dirname(dst))
     _make_jobs(src, dataset, "twice", register="m")
     JobManager(src).export_bundle(tmp_path / "b.jtb")
-    Store.open(dst)
-    JobManager(dst).import_bundle(tmp_path / "b.jtb")
+    with pytest.raises(DatabaseNotFound):  # a JobManager creates no database unless asked
+        JobManager(dst)
+    with pytest.raises(InvalidArgument, match="create must be True or False"):
+        JobManager(dst, create="yes")  # type: ignore[arg-type]
+    assert not os.path.exists(dst)
+    JobManager(dst, create=True).import_bundle(tmp_path / "b.jtb")  # a new machine's database
     before, files = _dump(dst), _tree(Store.open(dst).files_dir)
     second = JobManager(dst).import_bundle(tmp_path / "b.jtb")
     assert second.imported == [] and len(second.skipped) == 2 and second.files_written == 0

@@ -131,3 +131,18 @@ def test_pages_of_jobs_sorted_by_best_metric_put_jobs_without_one_last(db_path: 
         assert all(best[j] is None for j in whole[len(known):])  # no value: last either way
     total, page = store.dashboard_page(sort="created", offset=4, limit=10)
     assert total == 6 and [r.id for r in page] == ids[:2][::-1]
+
+
+def test_a_report_of_the_newest_jobs_says_how_many_it_left_out(db_path: str, jobs: list[str], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "newest.html"
+    assert main(["report", "-o", str(out), "--db", db_path, "--limit", "1"]) == 0
+    assert "the newest 1 of 2 jobs (--limit N for more" in capsys.readouterr().out
+    text = out.read_text(encoding="utf-8")
+    assert "The newest 1 of 2 jobs from" in text and jobs[1] in text and jobs[0] not in text
+    info = write_report(out, db_path)  # the default of 200 holds both: nothing is said to be left out
+    assert info.total == 2 and len(info.job_ids) == 2 and "The newest" not in out.read_text(encoding="utf-8")
+    assert main(["report", "-o", str(out), "--db", db_path, "--limit", "0"]) == 2
+    assert "limit must be a positive integer" in capsys.readouterr().err
+    assert main(["report", jobs[0], "-o", str(out), "--db", db_path, "--limit", "1"]) == 2
+    assert "leave it out" in capsys.readouterr().err
