@@ -9,6 +9,7 @@ trial whose runner died reads FAILED (SPEC §5) and is replaced; a sweep has no 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobtrack import jsonutil, runtime
 from jobtrack.dataset import Dataset, check_name
-from jobtrack.errors import InvalidArgument, MissingExtra, SweepConflict, SweepNotFound, WaitTimeout
+from jobtrack.errors import InvalidArgument, MissingExtra, SnapshotCopy, SweepConflict, SweepNotFound, WaitTimeout
 from jobtrack.monitor import JobMonitor
 from jobtrack.runners import process, signals
 from jobtrack.runners.base import run_job
@@ -396,5 +397,6 @@ class SweepMonitor:
             stop.set()
         for t in self._store.sweep_trials(self.sweep_id):
             if not t.status.is_terminal:
-                self._store.request_cancel(t.job_id, reason=SWEEP_CANCELED)
+                with contextlib.suppress(SnapshotCopy):  # a trial copied from a bundle runs elsewhere (#19)
+                    self._store.request_cancel(t.job_id, reason=SWEEP_CANCELED)
         return self.get_status()

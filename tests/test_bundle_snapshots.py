@@ -5,6 +5,7 @@ one changes nothing."""
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ job.wait()
 """
 
 
-def test_a_snapshot_stays_a_copy_and_the_final_bundle_replaces_it(tmp_path: Path) -> None:
+def test_a_snapshot_stays_a_copy_and_the_final_bundle_replaces_it(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     src, dst, stop = str(tmp_path / "a.db"), str(tmp_path / "b.db"), str(tmp_path / "stop")
     with spawn(SOURCE, src, stop) as child:
         job_id = child.stdout.readline().strip()
@@ -53,6 +55,12 @@ def test_a_snapshot_stays_a_copy_and_the_final_bundle_replaces_it(tmp_path: Path
     assert copy.snapshot_reason() is not None and "snapshot" in copy.snapshot_reason()
     with pytest.raises(SnapshotCopy, match="runs there and never ends here"):
         copy.wait(timeout=5)
+    before = copy.get_status()
+    with pytest.raises(SnapshotCopy, match="Cancel it in that database") as refused:  # nothing here could stop it
+        JobManager(dst).cancel_job(job_id)
+    assert str(pickle.loads(pickle.dumps(refused.value))) == str(refused.value)  # crosses processes intact
+    assert main(["cancel", job_id, "--db", dst]) == 1
+    assert copy.get_status() == before and "Cancel it in that database" in capsys.readouterr().err
     early = _epochs(dst, job_id)
     assert JobManager(dst).import_bundle(tmp_path / "snap2.jtb").imported == [job_id]  # a newer snapshot
     assert _epochs(dst, job_id) > early

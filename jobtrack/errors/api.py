@@ -243,21 +243,25 @@ class WaitTimeout(JobtrackError, TimeoutError):
 
 
 class SnapshotCopy(JobMonitorError):
-    """``wait()`` on a job imported unfinished from a bundle (``--include-running``): it runs in another
-    database, so it never ends in this one; a newer bundle of it brings its progress or its end (#19)."""
+    """``wait()`` on (``doing="wait"``), or a cancel of (``doing="cancel"``), a job imported unfinished from a
+    bundle (``--include-running``): it runs in another database, so it never ends in this one and cannot be
+    stopped from it; a newer bundle of it brings its progress or its end (#19)."""
 
-    def __init__(self, job_id: str, status: str, source: str) -> None:
+    def __init__(self, job_id: str, status: str, source: str, doing: str = "wait") -> None:
         self.job_id = job_id
         self.status = status
         self.source = source
+        self.doing = doing
+        then = ("Cancel it in that database; a bundle of it exported there once it ended brings its end here."
+                if doing == "cancel" else "Export it again there (jobtrack export --include-running, or once it "
+                "ended) and import that bundle: it replaces this copy.")
         super().__init__(
             f"Job {job_id!r} is a snapshot copy, imported from a bundle while {status} in database {source}: it "
-            "runs there and never ends here. Export it again there (jobtrack export --include-running, or once "
-            "it ended) and import that bundle: it replaces this copy."
+            f"runs there and never ends here. {then}"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.job_id, self.status, self.source))
+        return (type(self), (self.job_id, self.status, self.source, self.doing))
 
 
 class RunnerFenced(JobtrackError):

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from jobtrack import jsonutil, liveness, results, timeutil
-from jobtrack.errors import InvalidTransition, JobNotFound, RunnerFenced
+from jobtrack.errors import InvalidTransition, JobNotFound, RunnerFenced, SnapshotCopy
 from jobtrack.states import JobStatus, is_allowed, refusal
 from jobtrack.store import experiments
 from jobtrack.store.base import StoreBase, add_event, in_list
@@ -335,11 +335,15 @@ class FencedCore(StoreBase):
 
         Raises:
             JobNotFound: no such job.
+            SnapshotCopy: a RUNNING copy imported from a bundle: it runs in another database (nothing is written).
         """
         with self.db.write() as tx:
-            status = tx.scalar(f"SELECT status FROM jobs WHERE id = :id{self.db.for_update}", {"id": job_id})
-            if status is None:
+            row = tx.one(f"SELECT status, runner FROM jobs WHERE id = :id{self.db.for_update}", {"id": job_id})
+            if row is None:
                 raise JobNotFound(job_id, self.target)
+            status, runner = row
+            if status == JobStatus.RUNNING and liveness.is_snapshot(runner):
+                raise SnapshotCopy(job_id, status, runner.split("|", 2)[2], doing="cancel")
             if status == JobStatus.QUEUED:
                 self._apply_transition(tx, job_id, JobStatus.QUEUED, JobStatus.CANCELED, reason=reason)
                 return JobStatus.CANCELED
