@@ -31,6 +31,7 @@ from typing import Any
 from jobtrack import __version__, jsonutil, liveness
 from jobtrack.bundlerows import as_snapshots, rewrite_paths
 from jobtrack.errors import BundleConflict, InvalidArgument, InvalidBundle
+from jobtrack.files import check_output
 from jobtrack.states import JobStatus
 from jobtrack.store import Store
 from jobtrack.store.bundles import NAME, bundle_tables, job_tables, required_columns, table_columns
@@ -133,10 +134,12 @@ def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[s
 
     Raises:
         InvalidQuery: ``where`` does not parse; nothing was written.
-        InvalidArgument: both ``job_ids`` and ``where``.
+        InvalidArgument: both ``job_ids`` and ``where``; ``out`` is this database (or another), a folder, or in a
+            missing folder (``files.check_output``).
     """
     if where is not None and job_ids is not None:
         raise InvalidArgument("Give job ids or a query (--where), not both; put the ids in the query instead.")
+    target = check_output(out, "bundle", store.db.path)
     among = None if where is None else store.search_ids(where)
     ids, _ = store.bundle_job_ids(job_ids, since=since, among=among, include_running=include_running,
                                         deps=deps)
@@ -146,7 +149,6 @@ def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[s
     paths = {p: _relative(root, p) for p in _sources(store, rows)} if files else {}
     report = ExportReport(str(out), jobs=ids, snapshot=running)
     entries: dict[str, dict[str, Any]] = {}
-    target = os.path.abspath(out)
     fd, tmp = tempfile.mkstemp(prefix=".bundle-", dir=os.path.dirname(target))
     os.close(fd)
     try:

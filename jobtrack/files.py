@@ -1,4 +1,5 @@
-"""Job files on disk: removing what a pruned job leaves behind (never under the write lock)."""
+"""Files on disk: removing what a pruned job leaves behind (never under the write lock), and checking where a
+new file (a bundle, a report, a plot) may be written."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable
+
+from jobtrack.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -23,3 +26,46 @@ def remove_paths(paths: Iterable[str]) -> list[str]:
             log.warning("could not remove %s: %s", path, exc)
             failed.append(path)
     return failed
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_output(out: str | os.PathLike[str], what: str, database: str | None = None) -> str:
+    """The absolute path of ``out``, where a new ``what`` (a bundle, a report) may be written, replacing any file.
+
+    Refuses what writing there would destroy or cannot work: the database ``database`` (a SQLite path) or its
+    ``-wal``, ``-shm`` or lock file, any other SQLite database, a directory, a path in a missing folder.
+
+    Raises:
+        InvalidArgument: naming the path, why, and to choose another ``-o`` path.
+    """
+    from jobtrack.store.location import file_identity
+    from jobtrack.store.readonly import open_here
+
+    target = os.path.abspath(os.fspath(out))
+    if os.path.isdir(target):
+        raise InvalidArgument(f"{os.fspath(out)!r} is a folder; give a file path for the {what} (-o FILE).")
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise InvalidArgument(f"The folder {folder!r} does not exist; create it, or choose another -o path "
+                              f"for the {what}.")
+    found = file_identity(target)
+    if found is None:
+        return target
+    ours = [] if database is None else [database + s for s in ("", "-wal", "-shm", ".lock")]
+    if any(file_identity(p) == found for p in ours):
+        raise InvalidArgument(f"{os.fspath(out)!r} is the database {database} or one of its files: writing the "
+                              f"{what} there would destroy its jobs. Choose another -o path.")
+    if open_here(found):
+        raise InvalidArgument(f"{os.fspath(out)!r} is a database this process has open: writing the {what} there "
+                              "would destroy its jobs. Choose another -o path.")
+    try:  # not a database this process has open: reading it drops no lock of ours
+        with open(target, "rb") as fh:
+            header = fh.read(len(_SQLITE_HEADER))
+    except OSError:
+        return target  # unreadable: writing it says why
+    if header == _SQLITE_HEADER:
+        raise InvalidArgument(f"{os.fspath(out)!r} is a SQLite database: writing the {what} over it would destroy "
+                              "it. Choose another -o path.")
+    return target

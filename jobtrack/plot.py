@@ -13,7 +13,7 @@ def plot_curves(status: dict[str, Any], path: str | os.PathLike[str]) -> str:
 
     Raises:
         MissingExtra: matplotlib is not installed.
-        InvalidArgument: the job has reported no epochs.
+        InvalidArgument: the job has reported no epochs; ``path`` is a database, a folder or in a missing folder.
     """
     try:
         import matplotlib
@@ -23,7 +23,9 @@ def plot_curves(status: dict[str, Any], path: str | os.PathLike[str]) -> str:
     except ImportError:
         raise MissingExtra("plot", "matplotlib", "jobtrack plot") from None
     from jobtrack.errors import InvalidArgument
+    from jobtrack.files import check_output
 
+    path = check_output(path, "plot")  # never over a database, into a folder, or a missing folder
     result = status["result"]
     epochs = result.get("epochs") or []
     if not epochs:

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from jobtrack.errors import InvalidArgument
+from jobtrack.files import check_output
 from jobtrack.store import Store
 from jobtrack.timeutil import to_iso, utcnow
 from jobtrack.ui import data, jobpage, pages, svg
@@ -116,12 +117,12 @@ def write_report(out: str | os.PathLike[str], db: str | os.PathLike[str] | None 
     Raises:
         DatabaseNotFound: no database at the path.
         JobNotFound, InvalidArgument, InvalidQuery: see ``select_jobs``.
-        InvalidArgument: ``out`` cannot be written.
+        InvalidArgument: ``out`` cannot be written, or is a database, a folder or in a missing folder.
     """
     ids, total = _select(db, job_ids, where, limit)
     store = Store.open(db, read_only=True)
+    path = Path(check_output(out, "report", store.db.path))
     text = build_report(store, ids, title=title, total=total)
-    path = Path(out)
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:

@@ -272,6 +272,36 @@ def test_cli_refused_bundle_creates_no_database(tmp_path: Path, bundle: str,
         assert "cannot read it: No such file or directory" in err and "manifest.json" not in err
 
 
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_an_output_over_a_database_is_refused_and_the_database_kept(tmp_path: Path, dataset: Dataset, command: str,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``-o`` naming the database being read (or one of its files, or another database) would destroy its jobs."""
+    from jobtrack.cli import main
+
+    db, other = str(tmp_path / "z.db"), str(tmp_path / "other.db")
+    ids = _make_jobs(db, dataset, "kept")
+    _make_jobs(other, dataset, "other")
+    plain = str(tmp_path / "plain.sqlite")  # a database this process never opened: known by its header
+    conn = sqlite3.connect(plain)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    before, other_before = _dump(db), _dump(other)
+    for out, says in ((db, "is the database"), (db + "-wal", "is the database"), (db + ".lock", "is the database"),
+                      (other, "a database this process has open"), (plain, "is a SQLite database"),
+                      (str(tmp_path), "is a folder"),
+                      (str(tmp_path / "no" / "x.out"), "does not exist")):
+        assert main([command, "-o", out, "--db", db]) == 2, out
+        err = capsys.readouterr().err
+        assert says in err and "-o" in err, err
+    assert _dump(db) == before and _dump(other) == other_before and _dump(plain) == ["BEGIN TRANSACTION;",
+                                                                                     "CREATE TABLE t (x);", "COMMIT;"]
+    assert sorted(j.job_id for j in JobManager(db).list_jobs(limit=None)) == sorted(ids)
+    with pytest.raises(InvalidArgument, match="is the database"):  # from Python too
+        JobManager(db).export_bundle(db)
+    assert main([command, "-o", str(tmp_path / "fine.out"), "--db", db]) == 0
+
+
 # -- PostgreSQL --------------------------------------------------------------------------------------
 
 

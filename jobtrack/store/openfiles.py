@@ -141,6 +141,11 @@ def _registry() -> dict[FileIdentity, OpenFile]:
     return _files
 
 
+def is_registered(identity: FileIdentity) -> bool:
+    """Whether this process has the file with this identity open to write (an entry of ``attach``)."""
+    return identity in _registry()
+
+
 def attach(path: str, target: str) -> OpenFile:
     """This process's entry for the file at ``path``, registered on first use; a missing file is created
     empty and private to the user (SQLite's -wal/-shm copy its mode).

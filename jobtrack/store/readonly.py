@@ -93,6 +93,13 @@ def _stamp(path: str) -> tuple[int, int, int] | None:
     return None if time.time_ns() - st.st_mtime_ns < _SETTLE_NS else (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def open_here(identity: tuple[int, int]) -> bool:
+    """Whether this process has the file with this identity open as a database (to write or to read)."""
+    from jobtrack.store.openfiles import is_registered
+
+    return is_registered(identity) or any(f.identity == identity for f in list(_read_only_files))
+
+
 def close_read_only() -> None:
     """Close every read-only connection of this process (``db.close_all``); they reopen on next use."""
     for f in list(_read_only_files):
