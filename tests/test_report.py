@@ -146,3 +146,20 @@ def test_a_report_of_the_newest_jobs_says_how_many_it_left_out(db_path: str, job
     assert "limit must be a positive integer" in capsys.readouterr().err
     assert main(["report", jobs[0], "-o", str(out), "--db", db_path, "--limit", "1"]) == 2
     assert "leave it out" in capsys.readouterr().err
+
+
+def test_a_report_reads_a_server_database_as_it_reads_a_file(any_db: str, tmp_path: Path) -> None:
+    """Reads (a report, the dashboard, list) open the database read-only: on a server too, creating nothing."""
+    from jobtrack import JobManager
+    from jobtrack.errors import DatabaseNotFound
+
+    for _ in range(2):  # the first read created no tables, so the second finds none either
+        with pytest.raises(DatabaseNotFound):
+            JobManager(any_db)
+        with pytest.raises(DatabaseNotFound):
+            write_report(tmp_path / "none.html", any_db)
+    data = Dataset("srv", "regression", "t", tables={"train": [{"x": 1}]})
+    ids = [Trainer(_train, db=any_db, runner="eager").fit(data).job_id for _ in range(2)]
+    info = write_report(tmp_path / "r.html", any_db)
+    assert sorted(info.job_ids) == sorted(ids) and info.total == 2
+    assert all(f'id="job-{j}"' in (tmp_path / "r.html").read_text(encoding="utf-8") for j in ids)

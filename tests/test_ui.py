@@ -382,3 +382,19 @@ def test_jobtrack_ui_as_a_user_runs_it(db_path: str, jobs: list[str]) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_every_page_reads_a_server_database_as_it_reads_a_file(any_db: str) -> None:
+    """The dashboard opens its database read-only; on PostgreSQL its pages, sorts and filters work alike."""
+    first = Trainer(_train, _predict, db=any_db, runner="eager", config={"lr": 0.1}).fit_predict(_data("evil"), "o1")
+    second = Trainer(_train, db=any_db, runner="eager", config={"lr": 0.2}).fit(_data())
+    c = TestClient(create_app(any_db, token="t0ken"))
+    assert c.get("/?token=t0ken").status_code == 200
+    for route in _routes(first.job_id)[:-1]:
+        assert c.get(route).status_code == 200, route
+    for params in ({"sort": "best", "dir": "asc"}, {"sort": "best"}, {"sort": "status", "dir": "asc"},
+                   {"status": "COMPLETED", "experiment": "core_regression_t"}, {"q": "config.lr > 0.15"}):
+        page = c.get("/", params=params)
+        assert page.status_code == 200 and second.job_id in page.text, params
+    only = c.get("/", params={"experiment": "evil_regression_t", "type": "train_inference"}).text
+    assert first.job_id in only and second.job_id not in only

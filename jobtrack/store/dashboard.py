@@ -28,11 +28,11 @@ SORT_COLUMNS = {
 an index (``models.Job``; ``rowid`` ends every SQLite index), so a page is read in index order, not sorted."""
 
 
-def _order(sort: str, descending: bool) -> str:
+def _order(sort: str, descending: bool, tie: str) -> str:
     way = "DESC" if descending else "ASC"
     columns = SORT_COLUMNS.get(sort, SORT_COLUMNS["created"])
     keys = [f"{c} {way}" for c in columns]
-    return ", ".join([*keys, f"rowid {way}"])
+    return ", ".join([*keys, f"{tie} {way}"])
 
 
 _OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -63,11 +63,12 @@ class DashboardMixin(JobsMixin):
         params: dict[str, Any] = {}
         # Without table statistics SQLite may walk the status index for a common status while a named
         # experiment is far more selective: a unary + keeps the other columns' indexes out of the choice.
-        plus = "+" if experiment else ""
+        plus = "+" if experiment and self.db.is_sqlite else ""
+        tie = "rowid" if self.db.is_sqlite else "id"  # a server's rows have no rowid: the id breaks ties there
         if statuses:
             where.append(f"{plus}status IN {in_list('s', [s.value for s in statuses], params)}")
         if job_type:
-            where.append(f"{'+' if experiment or statuses else ''}job_type = :job_type")
+            where.append(f"{'+' if (experiment or statuses) and self.db.is_sqlite else ''}job_type = :job_type")
             params["job_type"] = job_type
         if experiment:
             where.append("experiment_name = :experiment")
@@ -84,9 +85,9 @@ class DashboardMixin(JobsMixin):
         with self.db.read() as tx:
             total = int(tx.scalar(f"SELECT COUNT(*) FROM jobs{clause}", params))
             if sort == "best" and not descending:
-                recs = self._best_ascending(tx, where, params, offset, limit)
+                recs = self._best_ascending(tx, where, params, offset, limit, tie)
             else:
-                sql = f"{SELECT_JOB}{clause} ORDER BY {_order(sort, descending)}"
+                sql = f"{SELECT_JOB}{clause} ORDER BY {_order(sort, descending, tie)}"
                 if limit is not None:
                     sql += " LIMIT :limit OFFSET :offset"
                 recs = [job_record(r) for r in tx.all(sql, {**params, "limit": limit, "offset": offset})]
@@ -95,10 +96,10 @@ class DashboardMixin(JobsMixin):
 
     @staticmethod
     def _best_ascending(tx: Any, where: list[str], params: dict[str, Any], offset: int,
-                        limit: int | None) -> list[JobRecord]:
+                        limit: int | None, tie: str) -> list[JobRecord]:
         """Lowest best metric first, jobs without one last: two index ranges rather than a sort of every row."""
         out: list[JobRecord] = []
-        for part, order in (("best_metric IS NOT NULL", "best_metric, rowid"), ("best_metric IS NULL", "rowid")):
+        for part, order in (("best_metric IS NOT NULL", f"best_metric, {tie}"), ("best_metric IS NULL", tie)):
             clause = " WHERE " + " AND ".join([*where, part])
             if limit is not None and len(out) >= limit:
                 break
@@ -107,7 +108,9 @@ class DashboardMixin(JobsMixin):
                 if skipped <= offset:
                     offset -= skipped
                     continue
-            page = {**params, "limit": -1 if limit is None else limit - len(out), "offset": offset}
+            # no limit: -1 on SQLite, NULL (LIMIT ALL) on a server, where a negative one is an error
+            page = {**params, "limit": (-1 if tie == "rowid" else None) if limit is None else limit - len(out),
+                    "offset": offset}
             out += [job_record(r) for r in tx.all(f"{SELECT_JOB}{clause} ORDER BY {order} LIMIT :limit OFFSET :offset",
                                                   page)]
             offset = 0

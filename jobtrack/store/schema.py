@@ -123,7 +123,7 @@ def prepare(db: Database, *, create: bool = True) -> None:
     read-only ``db`` is only checked, never changed.
 
     Raises:
-        DatabaseNotFound: ``create=False`` and no file at the path.
+        DatabaseNotFound: ``create=False`` and no file at the path (on a server: no jobtrack tables).
         NotAJobtrackDatabase: the file is not SQLite, or a SQLite database of something else (or, with
             ``create=False``, an empty file).
         SchemaTooNew: the database was written by a newer jobtrack.
@@ -145,9 +145,7 @@ def prepare(db: Database, *, create: bool = True) -> None:
             if found is None:
                 raise NotAJobtrackDatabase(db.target, "it is empty; submitting a job to it creates jobtrack's tables")
         if db.read_only:
-            if found is not None and found < SCHEMA_VERSION:
-                raise StoreReadOnly(db.target, f"it was written by jobtrack schema {found}; this version upgrades it "
-                                               f"to {SCHEMA_VERSION} at its first write, and it cannot be written")
+            _check_readable(db, found)
             db.mark_ready()
             return
         db.adopt()
@@ -156,6 +154,15 @@ def prepare(db: Database, *, create: bool = True) -> None:
             return  # the common case: nothing to write, no lock taken
     elif db.ready:
         return
+    elif not create:  # a read of a server database (a report, the dashboard, list): nothing is created or locked
+        with db.read() as tx:
+            found = _read_version(tx, db)
+        if found is None:
+            raise DatabaseNotFound(db.target)
+        if found == SCHEMA_VERSION or db.read_only:
+            _check_readable(db, found)
+            db.mark_ready()
+            return
     with db.admin() as tx:
         version = _read_version(tx, db)
         if version is None:
@@ -170,6 +177,13 @@ def prepare(db: Database, *, create: bool = True) -> None:
                 tx.run("UPDATE jobtrack_meta SET value = :value WHERE key = 'schema_version'",
                        {"value": str(version)})
     db.mark_ready()
+
+
+def _check_readable(db: Database, found: int | None) -> None:
+    """A database opened read-only must not need the upgrade its first write would make."""
+    if db.read_only and found is not None and found < SCHEMA_VERSION:
+        raise StoreReadOnly(db.target, f"it was written by jobtrack schema {found}; this version upgrades it "
+                                       f"to {SCHEMA_VERSION} at its first write, and it cannot be written")
 
 
 def _created_meanwhile(db: Database) -> int | None:
