@@ -11,8 +11,9 @@ import signal
 
 import pytest
 
-from jobtrack import Dataset, JobCanceled, RunContext, Trainer
-from proc import wait_until
+from jobtrack import Dataset, JobCanceled, JobManager, RunContext, Trainer
+from jobtrack.store import Store
+from proc import spawn, wait_until
 
 
 @pytest.mark.parametrize(("how", "expected"), [("exit", "exited with code 7"), ("kill", "SIGKILL")])
@@ -52,3 +53,54 @@ def test_job_canceled_is_not_an_exception() -> None:
 def test_wait_until_helper_is_bounded() -> None:
     with pytest.raises(AssertionError, match="never"):
         wait_until(lambda: False, timeout=0.05, message="never")
+
+
+_PARENT = """
+import os, sys, time
+from jobtrack import Dataset, Trainer
+
+def train(ctx):
+    print(os.getpid(), flush=True)  # to the job's log: the child's pid
+    for e in range(100000):
+        ctx.log_epoch(e, train={"loss": 1.0 / (e + 1)})
+        time.sleep(0.01)
+
+job = Trainer(train, db=sys.argv[1], runner="process").fit(Dataset("p", "regression", "t", tables={"train": []}))
+print(job.job_id, flush=True)
+job.wait()
+"""
+
+
+def _child_pid(db: str, job_id: str) -> int | None:
+    """The pid the job's child printed first to its log."""
+    log = Store.open(db).job_dir(job_id) / "log.txt"
+    for line in log.read_text(encoding="utf-8").splitlines() if log.exists() else []:
+        words = line.split()
+        if words and words[-1].isdigit():
+            return int(words[-1])
+    return None
+
+
+def test_a_process_runner_child_ends_with_its_parent(db_path: str) -> None:
+    """Killing the process that started a process-runner job ends the job's child too: it could write on with
+    nobody to record its end, into a write-ahead log another process may delete meanwhile (its parent's SQLite
+    locks were the ones that kept it)."""
+    with spawn(_PARENT, db_path) as parent:
+        job_id = parent.stdout.readline().strip()  # type: ignore[union-attr]
+        job = JobManager(db_path).fetch_job(job_id)
+        wait_until(lambda: len(job.get_status()["result"].get("epochs", [])) >= 3, timeout=30)
+        child = wait_until(lambda: _child_pid(db_path, job_id), timeout=10)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        wait_until(lambda: not os.path.exists(f"/proc/{child}") or _zombie(child), timeout=10,
+                   message="the job's child outlived its parent")
+    status = wait_until(lambda: (s := job.get_status())["status"] != "RUNNING" and s, timeout=20)
+    assert status["status"] == "FAILED" and "lost" in job.events()[-1].reason
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

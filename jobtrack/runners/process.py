@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +127,7 @@ def _start(ctx: Any, store: Store, spec: JobSpec, takeover: tuple[int, str] | No
     is returned killed, so the job is recorded FAILED instead of waiting for ever)."""
     for attempt in range(1, START_ATTEMPTS + 1):
         ready, ready_in_child = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_child_main, args=(store.target, spec, ready_in_child, takeover),
+        child = ctx.Process(target=_child_main, args=(store.target, spec, ready_in_child, takeover, os.getpid()),
                             name=f"jobtrack-{spec.job_id}")
         with runtime.current().fork_gate.fork():  # no thread of ours is inside SQLite while we fork
             child.start()
@@ -143,11 +145,28 @@ def _start(ctx: Any, store: Store, spec: JobSpec, takeover: tuple[int, str] | No
     return child
 
 
-def _child_main(target: str, spec: JobSpec, ready: Any, takeover: tuple[int, str] | None = None) -> None:
+def _die_with(parent: int) -> None:
+    """End this child (SIGKILL) within ``POLL_S`` of its parent's end: nobody would record the job's end, and a
+    forked child inherits SQLite's records of its parent's locks, not the locks, so once the parent is gone another
+    process may delete the write-ahead log this child still writes to. The job then reads FAILED (runner lost)."""
+    def watch() -> None:
+        while os.getppid() == parent:  # a dead parent's children are re-parented: never to its pid
+            time.sleep(POLL_S)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="jobtrack-parent-watch", daemon=True).start()
+
+
+def _child_main(target: str, spec: JobSpec, ready: Any, takeover: tuple[int, str] | None = None,
+                parent: int | None = None) -> None:
     # The child dies of SIGTERM (its parent terminates it on cancel) and ignores the terminal's
     # Ctrl-C, which reaches the whole process group: its parent records the job CANCELED either way.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _die_with(parent)
     from jobtrack.store import Store
 
     store = retrying(lambda: Store.open(target), f"job {spec.job_id}: open the store")
