@@ -121,22 +121,44 @@ def current() -> _Runtime:
 
 def _after_fork_in_child() -> None:
     # The one at-fork hook: a child shares none of its parent's threads, connections or children.
-    # Reseeding the id generator keeps parent and child ids apart; the clock offset (a test fault)
-    # and the signal handlers (installed process-wide by the kernel) carry over.
+    # Reseeding the id generator keeps parent and child ids apart; the clock offset (a test fault) carries over.
+    # The signal handlers go back to what they were before jobtrack's: a child runs none of its parent's jobs,
+    # and one blocked in a lock the fork left held (a multiprocessing worker) must still die of its SIGTERM,
+    # which a Python-level handler never gets to run (#13). A child that submits jobs installs them anew.
     global _rt
     old = _rt
     _rt = _Runtime()
     _rt.clock_offset = old.clock_offset
     _rt.capture.replaced = dict(old.capture.replaced)  # the stream proxies and log record factory stay in place
-    if old.signals.installed_pid == old.pid:  # the kernel keeps our handlers in the child: remember that
-        _rt.signals.previous = dict(old.signals.previous)
-        _rt.signals.installed_pid = _rt.pid
+    if old.signals.installed_pid == old.pid:
+        for sig, previous in old.signals.previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(sig, previous)
+    _unblock_fork_signals()  # one that came meanwhile (Pool.terminate() at once) acts now, as before jobtrack
     for fd in old.signals.fds:  # the parent's signal threads are not here: their pipes are of no use
         with contextlib.suppress(OSError):
             os.close(fd)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_forking = threading.local()  # the signal mask of a thread that is forking, to restore after the fork
+
+
+def _block_fork_signals() -> None:
+    """Hold our signals back in the forking thread: the child inherits the block, resets the handlers, then takes
+    a signal sent to it meanwhile with the disposition it had before jobtrack (else the reset drops it)."""
+    if _rt.signals.installed_pid == _rt.pid and _rt.signals.previous:
+        _forking.mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(_rt.signals.previous))
+
+
+def _unblock_fork_signals() -> None:
+    mask = getattr(_forking, "mask", None)
+    if mask is not None:
+        _forking.mask = None
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+os.register_at_fork(before=_block_fork_signals, after_in_parent=_unblock_fork_signals,
+                    after_in_child=_after_fork_in_child)
 
 
 @atexit.register

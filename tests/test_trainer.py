@@ -104,3 +104,27 @@ def _zombie(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def _sleep_long() -> None:
+    import time
+
+    time.sleep(60)
+
+
+@pytest.mark.parametrize("runner", ["eager", "thread"])
+def test_a_child_forked_by_job_code_dies_of_sigterm_as_without_jobtrack(db_path: str, runner: str) -> None:
+    """``multiprocessing.Pool.terminate()`` sends its forked workers SIGTERM: they inherit jobtrack's handler, and
+    unwinding through their exit hooks (SystemExit) instead of dying of it hung pools now and then."""
+    import multiprocessing
+
+    def train(ctx: RunContext) -> dict[str, object]:
+        child = multiprocessing.get_context("fork").Process(target=_sleep_long)
+        child.start()
+        child.terminate()
+        child.join(30)
+        return {"exitcode": child.exitcode}
+
+    job = Trainer(train, db=db_path, runner=runner).fit(Dataset("f", "regression", "t", tables={"train": []}))
+    status = job.wait(timeout=60)
+    assert status["status"] == "COMPLETED" and status["result"]["summary"] == {"exitcode": -signal.SIGTERM}
