@@ -15,7 +15,7 @@ from jobtrack.runtable import JobList
 from jobtrack.states import JobStatus, JobType
 from jobtrack.store import PruneReport, Store
 from jobtrack.store.search import DEFAULT_LIMIT
-from jobtrack.timeutil import parse_when
+from jobtrack.timeutil import parse_when, to_iso, utcnow
 
 if TYPE_CHECKING:
     from jobtrack import bundle
@@ -207,9 +207,14 @@ class JobManager:
         Jobs whose model is registered are kept. ``dry_run`` reports without removing anything.
 
         Raises:
-            InvalidArgument: an unreadable age or time.
+            InvalidArgument: an unreadable age or time, a bare number, or a time in the future (nothing is removed).
         """
-        report = self._store.prune(parse_when(older_than), dry_run=dry_run)
+        cutoff = parse_when(older_than)
+        if cutoff > utcnow():  # every finished job ended before a future time: a typo must not remove them all
+            raise InvalidArgument(f"prune(older_than={older_than!r}) names a time in the future ({to_iso(cutoff)}), "
+                                  "before which every finished job ended; nothing was removed. Give an age such "
+                                  "as '30d' or a past date.")
+        report = self._store.prune(cutoff, dry_run=dry_run)
         if not dry_run:
             files.remove_paths(report.files)
         return report

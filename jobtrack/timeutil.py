@@ -97,6 +97,10 @@ def parse_when(value: str | datetime, *, now: datetime | None = None) -> datetim
                 f"The age {_shown(value)} reaches back before the year 1; use a smaller age such as '30d' "
                 "or a date such as '2026-11-01'."
             ) from None
+    if value.strip().isdigit() and len(value.strip()) <= 4:  # dateutil reads "30" as a day, "2030" as a year
+        raise InvalidArgument(f"Cannot read {value.strip()!r} as a time: a bare number is no age and no date. Give "
+                              f"an age with its unit ('{value.strip()}d', '{value.strip()}h') or a whole date "
+                              "('2026-11-01').")
     from dateutil import parser as dtparser  # only free-text times need it: the CLI starts without it (#14)
 
     try:

@@ -147,6 +147,9 @@ def test_cancel_of_a_queued_job_and_wait_exit_code(jobtrack: Cli, db_path: str, 
 
 
 def test_prune_dry_run_then_for_real(jobtrack: Cli, db_path: str, jobs: dict[str, str]) -> None:
+    for typo, says in (("2030", "a bare number"), ("30", "a bare number"), ("2099-01-01", "in the future")):
+        refused = jobtrack("prune", "--older-than", typo, "--db", db_path)  # each would have removed every job
+        assert refused.code == 2 and says in refused.err, refused.err
     dry = jobtrack("prune", "--older-than", "0s", "--dry-run", "--db", db_path)
     assert dry.code == 0 and "would remove 3 job(s)" in dry.out
     assert len(JobManager(db_path).list_jobs()) == 4
