@@ -252,6 +252,8 @@ def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None
     out: dict[str, float | int | None] = {}
     replaced: list[str] = []
     for key, val in values.items():
+        if type(key) is str and not key.isascii() and _SURROGATE.search(key):  # a name os.fsdecode made (#21)
+            key = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", key)  # as dumps() writes it: \udcff
         if type(val) is float and type(key) is str:  # the common case, without the calls below (#14)
             if _isfinite(val):
                 out[key] = val

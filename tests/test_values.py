@@ -327,3 +327,21 @@ def test_an_export_value_that_cannot_be_stored_names_its_row_and_column(db_path:
     status = testing.assert_completed(job)
     assert len(caught) == 1 and "export('predictions') row 1 column 'score' is not JSON-serializable" in str(caught[0])
     assert status["export_paths"] == {}
+
+
+def test_a_metric_name_with_a_byte_that_is_not_utf8_is_stored_as_its_escape(db_path: str) -> None:
+    """``os.fsdecode`` makes a lone surrogate of such a byte (a file name as a metric name): the epoch, the metric
+    rows and the log take it as the text ``\\udcff``, as summaries and configs do, instead of failing the job."""
+    name = __import__("os").fsdecode(b"file\xff.txt")
+
+    def train(ctx: RunContext) -> None:
+        ctx.log_epoch(0, validation={name: 0.5, "roc_auc": 0.7})
+        ctx.log_epoch(1, validation={name: 0.6, "roc_auc": 0.8})
+
+    job = Trainer(train, db=db_path, runner="eager").fit(Dataset("s", "binary_classification", "t",
+                                                                  tables={"train": [{"x": 1}]}))
+    status = testing.assert_completed(job)
+    assert status["result"]["epochs"][1]["validation"] == {"file\\udcff.txt": 0.6, "roc_auc": 0.8}
+    with closing(sqlite3.connect(db_path)) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM job_metrics WHERE job_id = ?", (job.job_id,))}
+    assert names == {"file\\udcff.txt", "roc_auc"}
