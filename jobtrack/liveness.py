@@ -217,13 +217,30 @@ def verdict(rec: JobRecord, now: datetime) -> Verdict | None:
             if next_attempt_will_run(rec):  # the process runner's parent or a worker runs it again (#18)
                 return None
             ended = child_exit(ident.pid) if ident else None  # a process-runner child of ours?
-            return Verdict(f"runner process {ended.how}", ended.error) if ended else Verdict(RUNNER_LOST)
+            if ended:
+                return Verdict(f"runner process {ended.how}", ended.error)
+            return Verdict(RUNNER_LOST, _lost("RunnerLost", f"The job's runner process ({_who(ident)}) ended without "
+                                              "recording the job's end: it was killed, crashed, or its machine "
+                                              "restarted."))
         lease = rec.lease_expires_at
         if alive is None and lease is not None and lease < now and not next_attempt_will_run(rec):
-            return Verdict(f"{RUNNER_LOST} (lease expired)")
+            return Verdict(f"{RUNNER_LOST} (lease expired)", _lost(
+                "RunnerLost", f"The job's runner ({_who(ident)}) stopped renewing its lease, which expired at "
+                f"{lease.isoformat()}: its process or machine is gone, or cut off from the database."))
         return None
     if rec.status is JobStatus.QUEUED and rec.runner_kind in IN_PROCESS_RUNNERS:
         ident = ProcessIdentity.decode(rec.submitter)
         if ident and is_alive(ident) is False:
-            return Verdict(SUBMITTER_LOST)
+            return Verdict(SUBMITTER_LOST, _lost(
+                "SubmitterLost", f"The process that submitted this job ({_who(ident)}) ended before its "
+                f"{rec.runner_kind} runner started it: nothing ran. Submit it again."))
     return None
+
+
+def _lost(kind: str, message: str) -> dict[str, str]:
+    """The ``error`` of a job declared lost: a type, what happened, and no traceback (none was raised)."""
+    return {"type": kind, "message": message, "traceback": ""}
+
+
+def _who(ident: ProcessIdentity | None) -> str:
+    return "unknown" if ident is None else f"pid {ident.pid} on {ident.host}"

@@ -69,6 +69,8 @@ def test_sigkilled_runner_reads_failed_at_the_next_read_and_keeps_its_epochs(db_
     assert status["finished_at"] is not None
     last = manager.fetch_job(job_id).events()[-1]
     assert (last.from_status, last.to_status, last.reason) == ("RUNNING", "FAILED", "runner lost")
+    error = status["result"]["error"]  # a poller of get_status() learns why, as for any failed job
+    assert error["type"] == "RunnerLost" and f"pid {child.pid}" in error["message"] and error["traceback"] == ""
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -111,6 +113,9 @@ def test_fenced_runner_cannot_overwrite_a_lost_verdict(store: Store, db_path: st
         store.heartbeat("job_f", token)
     assert _raw_rows(db_path, "job_f") == before
     assert store.events("job_f")[-1].reason == "runner lost (lease expired)"
+    error = json.loads(sqlite3.connect(db_path).execute("SELECT result_json FROM jobs WHERE id = 'job_f'")
+                       .fetchone()[0])["error"]
+    assert error["type"] == "RunnerLost" and "pid 1 on elsewhere" in error["message"] and "lease" in error["message"]
 
 
 def test_live_but_slow_runner_on_this_host_is_never_declared_dead(db_path: str) -> None:
