@@ -51,6 +51,14 @@ def _check_page(limit: object, offset: object) -> None:
         raise InvalidArgument(f"offset must be an integer >= 0, not {offset!r}.")
 
 
+def _job_id(job_id: object) -> str:
+    """A job id as given: a non-empty string, else InvalidArgument (an int or None names no job: a caller's slip)."""
+    if not isinstance(job_id, str) or not job_id:
+        raise InvalidArgument(f"A job id is a non-empty string such as 'job_8f3a...', not {job_id!r}; "
+                              "JobManager().list_jobs() shows them.")
+    return job_id
+
+
 class JobManager:
     """Jobs of one database (``db`` argument, else ``$JOBTRACK_DB``, else the default path).
 
@@ -81,8 +89,9 @@ class JobManager:
 
         Raises:
             JobNotFound: no job has this id.
+            InvalidArgument: ``job_id`` is not a string.
         """
-        return JobMonitor.from_record(self._store, self._store.get_job(job_id))
+        return JobMonitor.from_record(self._store, self._store.get_job(_job_id(job_id)))
 
     def resolve_job_id(self, job_id: str) -> str:
         """The id of the one job ``job_id`` names: the id itself, or a unique prefix of one (*local*).
@@ -90,8 +99,9 @@ class JobManager:
         Raises:
             JobNotFound: no job's id is or starts with ``job_id``.
             AmbiguousJobId: several jobs' ids start with it (the first ten are named).
+            InvalidArgument: ``job_id`` is not a non-empty string.
         """
-        ids = self._store.job_ids_starting(job_id)
+        ids = self._store.job_ids_starting(_job_id(job_id))
         if job_id in ids:
             return job_id
         if len(ids) == 1:

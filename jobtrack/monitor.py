@@ -79,6 +79,23 @@ def status_html(status: JobStatusDict | dict[str, Any], tags: list[str] | None =
     return f"<table class='jobtrack-job'>{body}</table>"
 
 
+def check_wait(timeout: object, poll_interval: object) -> None:
+    """``wait()``'s arguments: a timeout of seconds >= 0 or None, a poll interval of seconds > 0.
+
+    Raises:
+        InvalidArgument: naming the argument, what it got, and an example.
+    """
+    # `not x >= 0` also refuses NaN, which every comparison would let through (#21)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not timeout >= 0):
+        raise InvalidArgument(f"timeout must be a number of seconds >= 0, or None to wait without end, not "
+                              f"{type(timeout).__name__} {timeout!r}; use e.g. wait(timeout=60).")
+    if (isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float))
+            or not 0 < poll_interval < float("inf")):
+        raise InvalidArgument(f"poll_interval must be a number of seconds > 0, not "
+                              f"{type(poll_interval).__name__} {poll_interval!r}; use e.g. poll_interval=0.05.")
+
+
 class JobMonitor:
     """A job created by ``Trainer.fit()``/``predict()``/``fit_predict()`` or fetched by ``JobManager``."""
 
@@ -150,15 +167,7 @@ class JobMonitor:
             InvalidArgument: a timeout that is not a number >= 0 (or None), a poll_interval that is not > 0.
             SnapshotCopy: the job was imported from a bundle unfinished; it ends in its own database.
         """
-        # `not x >= 0` also refuses NaN, which every comparison would let through (#21)
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or not timeout >= 0):
-            raise InvalidArgument(f"timeout must be a number of seconds >= 0, or None to wait without end, not "
-                                  f"{type(timeout).__name__} {timeout!r}; use e.g. wait(timeout=60).")
-        if (isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float))
-                or not 0 < poll_interval < float("inf")):
-            raise InvalidArgument(f"poll_interval must be a number of seconds > 0, not "
-                                  f"{type(poll_interval).__name__} {poll_interval!r}; use e.g. poll_interval=0.05.")
+        check_wait(timeout, poll_interval)
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = min(0.005, poll_interval)
         # A job this process runs on a thread: its end wakes this wait at once; the store is still read

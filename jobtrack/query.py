@@ -53,6 +53,10 @@ MAX_DEPTH = 64
 MAX_LIST = 1000
 """Most values one ``in (...)`` list may hold (each is a bound SQL parameter)."""
 
+MAX_TERMS = 300
+"""Most comparisons one query may hold: SQLite refuses an expression more than 1000 deep, which a chain of about
+900 ``or`` terms is (use ``in (...)`` for many values of one field)."""
+
 Value = Union[float, int, str, bool, None, datetime]  # noqa: UP007 - a runtime alias, clearer spelled out
 
 COLUMNS: dict[str, str] = {
@@ -181,6 +185,7 @@ class _Parser:
         self.tokens = tokenize(query)
         self.i = 0
         self.depth = 0
+        self.terms = 0
 
     def peek(self) -> Token:
         return self.tokens[self.i]
@@ -236,6 +241,10 @@ class _Parser:
             self.depth -= 1
 
     def predicate(self) -> Node:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise self.fail(self.peek(), f"a query holds at most {MAX_TERMS} comparisons; for many values of one "
+                                         "field, use in (...), e.g. tag in ('a', 'b', 'c')")
         tok = self.next()
         if tok.kind != "ident" or (str(tok.value).lower() in _KEYWORDS and "`" not in tok.text):
             raise self.fail(tok, f"expected a field name (e.g. status, config.lr), found {self.describe(tok)}")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from jobtrack import jsonutil, runtime
 from jobtrack.dataset import Dataset, check_name
 from jobtrack.errors import InvalidArgument, MissingExtra, SnapshotCopy, SweepConflict, SweepNotFound, WaitTimeout
-from jobtrack.monitor import JobMonitor
+from jobtrack.monitor import JobMonitor, check_wait
 from jobtrack.runners import process, signals
 from jobtrack.runners.base import run_job
 from jobtrack.space import PRUNERS, SAMPLERS, History, Space, median_says_prune, optuna_ask, optuna_should_prune
@@ -372,7 +372,9 @@ class SweepMonitor:
 
         Raises:
             WaitTimeout: still running after ``timeout`` seconds.
+            InvalidArgument: a timeout that is not a number >= 0 (or None), a poll_interval that is not > 0.
         """
+        check_wait(timeout, poll_interval)
         deadline = None if timeout is None else time.monotonic() + timeout
         _, threads = _DRIVERS.get((self._store.target, self.sweep_id), (None, []))
         while True:

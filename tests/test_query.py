@@ -174,6 +174,7 @@ MALFORMED = [
     ("experiment = true", 13, "is not true or false"),
     ("(" * 70 + "id = 'a'" + ")" * 70, 64, "nests deeper"),
     ("summary.\"x\" = 1", 8, "a name was expected"),
+    (" or ".join(["tag = 'x'"] * 301), 300 * 13, "at most 300 comparisons"),  # SQLite: expression too deep
 ]
 
 

@@ -230,6 +230,12 @@ def test_sql_in_a_value_is_only_a_value(pop: Population) -> None:
     assert pop.match("tag = 'baseline'") == {"a", "c"}
 
 
+def test_the_longest_query_allowed_runs_on_every_backend(pop: Population) -> None:
+    """300 comparisons (query.MAX_TERMS): within SQLite's expression depth, with tag's subquery in each."""
+    many = " or ".join([f"tag = 'none{i}'" for i in range(299)] + ["tag = 'baseline'"])
+    assert pop.match(many) == {"a", "c"}
+
+
 def test_sort_orders_with_a_stable_tiebreak(pop: Population) -> None:
     assert pop.labels("best_metric is not null", sort="-best_metric") == ["c", "a", "e", "b", "d"]
     assert pop.labels("best_metric is not null", sort="best_metric") == ["d", "b", "e", "a", "c"]
@@ -438,3 +444,20 @@ def test_sweep_names_select_their_trials(db_path: str) -> None:
     assert store.search_ids("sweep is null") == [other]
     assert store.search_ids("sweep like 'search-*' and config.lr < 0.05") == trials[:1]
     assert [row["sweep"] for row in JobManager(db_path).table(sort="config.lr")] == ["search-1", "search-1", None]
+
+
+def test_arguments_of_the_wrong_type_are_typed_errors(pop: Population) -> None:
+    """A query, a sort or a job id of the wrong type names the argument, never an AttributeError or TypeError."""
+    from jobtrack.errors import InvalidArgument
+
+    manager = JobManager(pop.db)
+    for bad in ({"where": 5}, {"where": b"status = 'QUEUED'"}, {"sort": 5}, {"sort": ["-created"]}):
+        with pytest.raises(InvalidQuery, match="is a string"):
+            manager.list_jobs(**bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidQuery, match="is a string"):
+        manager.table(where=5)  # type: ignore[arg-type]
+    for job_id in (None, 123, ""):
+        with pytest.raises(InvalidArgument, match="A job id is a non-empty string"):
+            manager.fetch_job(job_id)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="A job id is a non-empty string"):
+        manager.compare([1, 2])  # type: ignore[list-item]

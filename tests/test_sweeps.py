@@ -122,6 +122,9 @@ def test_cancel_stops_the_sweep_and_the_same_name_resumes_it(db_path: str, datas
     sweep = trainer.sweep(dataset, space, sampler="grid", parallel=2, name="c")
     wait_until(lambda: sweep.get_status()["counts"]["RUNNING"] == 2, message="two trials running")
     sweep.cancel()
+    for bad in ({"timeout": "x"}, {"timeout": -1}, {"poll_interval": 0}):
+        with pytest.raises(jobtrack.InvalidArgument, match="must be a number of seconds"):
+            sweep.wait(**bad)  # type: ignore[arg-type]
     status = sweep.wait(timeout=60)
     assert status["counts"]["CANCELED"] == 2 and len(sweep.trials()) == 2
     assert {t.reason for t in sweep.trials()} == {"sweep canceled"}

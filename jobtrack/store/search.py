@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from jobtrack.errors import InvalidArgument
+from jobtrack.errors import InvalidArgument, InvalidQuery
 from jobtrack.states import JobStatus
 from jobtrack.store.base import in_list
 from jobtrack.store.jobs import JobsMixin
@@ -281,6 +281,25 @@ Where: TypeAlias = "str | q.Node | None"
 """A query: its text, an already parsed AST, or None for every job."""
 
 
+def _as_node(where: Where) -> q.Node | None:
+    """The parsed query: text is parsed, a parsed one kept; anything else is an InvalidQuery naming its type."""
+    if where is None or isinstance(where, q.Compare | q.In | q.Like | q.IsNull | q.Not | q.And | q.Or):
+        return where
+    return q.parse(where)  # text; any other type: "a query is a string, not int"
+
+
+def _as_keys(sort: str | Sequence[q.SortKey] | None) -> list[q.SortKey]:
+    if sort is None:
+        return []
+    if isinstance(sort, str):
+        return q.parse_sort(sort)
+    keys = list(sort) if isinstance(sort, list | tuple) else None
+    if keys is None or not all(isinstance(k, q.SortKey) for k in keys):
+        raise InvalidQuery(repr(sort), 0, f"a sort is a string such as '-best_metric' or 'config.lr,-created', not "
+                                          f"{type(sort).__name__}")
+    return keys
+
+
 class SearchMixin(JobsMixin):
     """Jobs matching a query, in a chosen order, a page at a time; and the rows a run table needs."""
 
@@ -289,8 +308,7 @@ class SearchMixin(JobsMixin):
                     ) -> tuple[str, dict[str, Any]]:
         if where is not None or sort is not None:
             _load_query()
-        node = q.parse(where) if isinstance(where, str) else where
-        keys = q.parse_sort(sort) if isinstance(sort, str) else list(sort or [])
+        node, keys = _as_node(where), _as_keys(sort)
         c = _Compiler(self.db.is_sqlite)
         clauses = [] if node is None else [c.node(node)]
         f = filters or {}
@@ -362,7 +380,7 @@ class SearchMixin(JobsMixin):
             raise InvalidArgument(f"count_jobs(cap={cap!r}): give cap >= 1, or cap=None to count every match")
         if where is not None:
             _load_query()
-        node = q.parse(where) if isinstance(where, str) else where
+        node = _as_node(where)
         c = _Compiler(self.db.is_sqlite)
         cond = "" if node is None else f" WHERE {c.node(node)}"
         if cap is None:
