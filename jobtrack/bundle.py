@@ -31,7 +31,7 @@ from typing import Any
 from jobtrack import __version__, jsonutil, liveness
 from jobtrack.bundlerows import as_snapshots, rewrite_paths
 from jobtrack.errors import BundleConflict, InvalidArgument, InvalidBundle
-from jobtrack.files import check_output
+from jobtrack.files import NewFiles, check_output
 from jobtrack.states import JobStatus
 from jobtrack.store import Store
 from jobtrack.store.bundles import NAME, bundle_tables, job_tables, required_columns, table_columns
@@ -392,31 +392,46 @@ def import_bundle(store: Store, path: str | os.PathLike[str] | Verified, *, limi
                     raise BundleConflict("file", dest, "the target has another file there")
             continue
         plan.append((name, dest))
-    report = ImportReport()
-    if plan:
+    report, made = ImportReport(), NewFiles()
+    try:  # the files first (no row names a missing file); if the rows cannot be written, they go again
         with zipfile.ZipFile(verified.path) as zf:
             for name, dest in plan:
-                os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+                made.folder(os.path.dirname(dest))
                 _destination(verified.path, root, name[len("files/"):])  # again, with the directories made
                 fd, tmp = tempfile.mkstemp(prefix=".import-", dir=os.path.dirname(dest))
+                made.files.append(tmp)
                 with os.fdopen(fd, "wb") as out, zf.open(name) as src:
                     while chunk := src.read(_BLOCK):
                         out.write(chunk)
+                made.files[-1] = dest if not os.path.lexists(dest) else tmp  # a replaced file stays replaced
                 os.replace(tmp, dest)
                 report.files_written += 1
-    report.imported, report.skipped, report.tagged = store.import_bundle_rows(verified.rows, batch=batch)
+        report.imported, report.skipped, report.tagged = store.import_bundle_rows(verified.rows, batch=batch)
+    except BaseException:
+        made.undo()
+        raise
     report.registered = store.import_registry_rows(verified.rows["registered_models"])
     return report
 
 
 def merge(sources: Sequence[Store], target: Store, *, include_running: bool = False) -> ImportReport:
-    """Import every finished job of each source database into ``target``, by way of a bundle (same rules)."""
+    """Import every finished job of each source database into ``target``, by way of a bundle (same rules).
+
+    Each source is imported whole or not at all, in turn; a conflict in one names what the ones before it imported.
+    """
     total = ImportReport()
     with tempfile.TemporaryDirectory(prefix="jobtrack-merge-") as tmp:
         for n, source in enumerate(sources):
             out = os.path.join(tmp, f"{n}.jtb")
             export_bundle(source, out, include_running=include_running)
-            report = import_bundle(target, out)
+            try:
+                report = import_bundle(target, out)
+            except BundleConflict as exc:
+                if not n:
+                    raise
+                raise BundleConflict(exc.what, exc.name, f"{exc.detail} (from {source.target})",
+                                     f"the {n} database(s) before it were merged ({len(total.imported)} job(s) "
+                                     "imported); merge again once it is resolved: what is there is skipped") from exc
             total.imported += report.imported
             total.skipped += report.skipped
             total.registered += report.registered

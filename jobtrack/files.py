@@ -1,5 +1,5 @@
-"""Files on disk: removing what a pruned job leaves behind (never under the write lock), and checking where a
-new file (a bundle, a report, a plot) may be written."""
+"""Files on disk: removing what a pruned job leaves behind (never under the write lock), undoing the files of an
+import that failed, and checking where a new file (a bundle, a report, a plot) may be written."""
 
 from __future__ import annotations
 
@@ -26,6 +26,30 @@ def remove_paths(paths: Iterable[str]) -> list[str]:
             log.warning("could not remove %s: %s", path, exc)
             failed.append(path)
     return failed
+
+
+class NewFiles:
+    """The files and folders an operation creates, removed again by ``undo()`` if it fails before it is done."""
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self.folders: list[str] = []
+
+    def folder(self, path: str) -> None:
+        """``os.makedirs(path)`` (private to the user), remembering the outermost folder it made."""
+        top, parent = None, path
+        while not os.path.lexists(parent):
+            top, parent = parent, os.path.dirname(parent)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        if top is not None:
+            self.folders.append(top)
+
+    def undo(self) -> None:
+        """Remove the files made, then the folders made that hold nothing else (logged, never raised)."""
+        failed = remove_paths(self.files)
+        for top in reversed(self.folders):
+            if not failed and all(not names for _, _, names in os.walk(top)):
+                remove_paths([top])
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"

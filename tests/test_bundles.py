@@ -40,6 +40,10 @@ def _tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _folders(root: Path) -> list[str]:
+    return sorted(str(p) for p in Path(root).rglob("*") if p.is_dir())
+
+
 def _dump(db: str) -> list[str]:
     conn = sqlite3.connect(db)
     try:
@@ -300,6 +304,45 @@ def test_an_output_over_a_database_is_refused_and_the_database_kept(tmp_path: Pa
     with pytest.raises(InvalidArgument, match="is the database"):  # from Python too
         JobManager(db).export_bundle(db)
     assert main([command, "-o", str(tmp_path / "fine.out"), "--db", db]) == 0
+
+
+def test_an_import_that_cannot_write_its_rows_leaves_no_file_behind(tmp_path: Path, dataset: Dataset,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Files are written before the rows (no row names a missing file); rows that cannot be written take the
+    files they came with away again, so a refused import changes nothing."""
+    import fcntl
+
+    from jobtrack.cli import main
+
+    src, dst = str(tmp_path / "src.db"), str(tmp_path / "dst.db")
+    _make_jobs(src, dataset, "busy", register="m")
+    JobManager(src).export_bundle(tmp_path / "b.jtb")
+    JobManager(dst, create=True)
+    files_dir = Store.open(dst).files_dir
+    before, rows, folders = _tree(files_dir), _dump(dst), _folders(files_dir)
+    fd = os.open(dst + ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another process's writer, as far as flock can tell
+    try:
+        assert main(["import", str(tmp_path / "b.jtb"), "--db", dst, "--lock-timeout", "0.2"]) == 1
+        assert "write lock" in capsys.readouterr().err
+    finally:
+        os.close(fd)
+    assert _tree(files_dir) == before and _dump(dst) == rows and _folders(files_dir) == folders  # folders too
+    assert main(["import", str(tmp_path / "b.jtb"), "--db", dst]) == 0  # once the lock is free, all of it
+    assert len(JobManager(dst).list_jobs(limit=None)) == 2 and _tree(files_dir) != before
+
+
+def test_a_merge_stopped_by_a_conflict_says_what_the_sources_before_it_imported(tmp_path: Path,
+                                                                                    dataset: Dataset) -> None:
+    a, b, into = str(tmp_path / "a.db"), str(tmp_path / "b.db"), str(tmp_path / "into.db")
+    first = _make_jobs(a, dataset, "x", register="churn")
+    _make_jobs(b, dataset, "y", register="churn")  # the same name and version for another model
+    with pytest.raises(BundleConflict) as info:
+        merge([Store.open(a, create=False), Store.open(b, create=False)], Store.open(into))
+    text = str(info.value)
+    assert "Nothing was imported" not in text and f"(from {b})" in text
+    assert "Nothing of it was imported; the 1 database(s) before it were merged (2 job(s) imported)" in text
+    assert sorted(j.job_id for j in JobManager(into).list_jobs(limit=None)) == sorted(first)
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------------

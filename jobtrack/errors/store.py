@@ -174,11 +174,13 @@ class InvalidBundle(JobtrackError, ValueError):
 
 
 class BundleConflict(JobtrackError):
-    """A bundle's job (registry entry, view, table, file) is in the target with other content; nothing written (#19)."""
+    """A bundle's job (registry entry, view, table, file) is in the target with other content; nothing of that bundle
+    was written (#19). ``earlier``: what a merge imported from the databases before this one, if anything."""
 
-    def __init__(self, what: str, name: str, detail: str) -> None:
-        self.what, self.name, self.detail = what, name, detail
-        super().__init__(f"Conflict importing {what} {name!r}: {detail}. Nothing was imported.")
+    def __init__(self, what: str, name: str, detail: str, earlier: str = "") -> None:
+        self.what, self.name, self.detail, self.earlier = what, name, detail, earlier
+        done = f"Nothing of it was imported; {earlier}." if earlier else "Nothing was imported."
+        super().__init__(f"Conflict importing {what} {name!r}: {detail}. {done}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.what, self.name, self.detail))
+        return (type(self), (self.what, self.name, self.detail, self.earlier))
