@@ -345,6 +345,32 @@ def test_a_merge_stopped_by_a_conflict_says_what_the_sources_before_it_imported(
     assert sorted(j.job_id for j in JobManager(into).list_jobs(limit=None)) == sorted(first)
 
 
+def test_migrate_follows_the_import_rules_and_carries_materialized_tables(tmp_path: Path, dataset: Dataset) -> None:
+    """``jobtrack migrate`` refuses what import and merge refuse (another job's view, a registered name for another
+    model), writing nothing, and carries materialized tables as they do."""
+    from jobtrack.store.migrate import migrate
+
+    a, b, c = str(tmp_path / "a.db"), str(tmp_path / "b.db"), str(tmp_path / "c.db")
+    ids = _make_jobs(a, dataset, "nov", register="churn")
+    _make_jobs(b, dataset, "nov", register="churn")  # the same view name and registered name, other jobs
+    before = _dump(b)
+    with pytest.raises(BundleConflict, match="Nothing was imported"):
+        migrate(Store.open(a, create=False), Store.open(b))
+    assert _dump(b) == before
+    report = migrate(Store.open(a, create=False), Store.open(c))
+    assert sorted(report.copied) == sorted(ids) and report.registered == ["churn:v1"]
+    conn = sqlite3.connect(c)
+    try:
+        assert conn.execute('SELECT COUNT(*) FROM "materialized_predictions_nov"').fetchone()[0] == 30
+        assert conn.execute('SELECT COUNT(*) FROM "predictions_nov"').fetchone()[0] == 30
+    finally:
+        conn.close()
+    for job_id in ids:
+        assert _status(c, job_id) == _status(a, job_id)  # paths kept: the files stay where they are
+    again = migrate(Store.open(a, create=False), Store.open(c))
+    assert again.copied == [] and sorted(again.skipped) == sorted(ids)
+
+
 # -- PostgreSQL --------------------------------------------------------------------------------------
 
 

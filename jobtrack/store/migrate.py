@@ -3,10 +3,9 @@
 What a job carries is derived from the schema (``models.METADATA``), so a new per-job table or ``jobs``
 column needs no change here: the ``jobs`` row, every table with a ``job_id`` column (events, epochs,
 exports, model runs, config parameters, tags, metrics, attempts, ...) and the ``sweeps`` row of a
-trial. Jobs are copied whole or not at all, in batches, each batch in one write transaction on the
-target; jobs the target already has are skipped, except that their tags are merged (union). Export
-files stay where they are and their paths are kept. Job bundles (``store/bundles.py``) use the same
-helpers.
+trial. ``migrate`` carries a bundle's rows (``store/bundles.py``) without its files, whose paths are
+kept: jobs whole or not at all, in batches, each batch in one write transaction on the target; jobs the
+target already has are skipped, except that their tags are merged (union).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Boolean
 
-from jobtrack import jsonutil
 from jobtrack.errors import BundleConflict
 from jobtrack.store import models
 from jobtrack.store.db import Tx
@@ -90,11 +88,6 @@ def insert_rows(tx: Tx, table: str, rows: list[dict[str, Any]]) -> None:
         tx.run_many(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})", group)
 
 
-def sweep_rows(tx: Tx, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The ``sweeps`` rows of the trials among ``jobs``."""
-    return _select(tx, "sweeps", "id", sorted({str(j["sweep_id"]) for j in jobs if j.get("sweep_id")}))
-
-
 def check_sweeps(tx: Tx, sweeps: list[dict[str, Any]]) -> None:
     """A sweep is added by id (one the target has is kept as it is); its name must not name another sweep there.
 
@@ -127,69 +120,27 @@ def union_rows(tx: Tx, table: str, rows: list[dict[str, Any]]) -> set[str]:
     return {str(r["job_id"]) for r in new}
 
 
-def _job_rows(tx: Tx, ids: Sequence[str], tables: set[str]) -> dict[str, list[dict[str, Any]]]:
-    return {t: _select(tx, t, key_of(t), ids) if t in tables else [] for t in job_tables()}
-
-
 def migrate(source: Store, target: Store, *, batch: int = 200) -> MigrateReport:
-    """Copy every job of ``source`` that ``target`` lacks, with its rows, exports, views, sweep and model run.
+    """Copy every job of ``source`` that ``target`` lacks, with its rows, exports, views, materialized tables,
+    sweep, model run and registry entries: a bundle's rows (``Store.bundle_rows``) without its files, whose
+    paths are kept. The same rules as ``jobtrack import`` and ``merge``: every batch is checked before any is
+    written, so a conflict writes nothing; a job the target has is skipped, its tags merged.
 
     Raises:
-        BundleConflict: a sweep of a copied job has a name the target gives another sweep; nothing was written.
+        BundleConflict: a view, materialized table, registry entry, model run or sweep name of a copied job is
+            the target's with other content; nothing was written.
     """
+    with source.db.read() as tx:
+        ids = [r[0] for r in tx.all("SELECT id FROM jobs ORDER BY created_at, id")]
+    batches = [ids[start : start + batch] for start in range(0, len(ids), batch)]
+    for part in batches:  # every conflict before anything is written (the source is read twice)
+        target.check_bundle_rows(source.bundle_rows(part))
     report = MigrateReport()
-    with source.db.read() as tx:
-        listed = tx.all("SELECT id, sweep_id FROM jobs ORDER BY created_at, id")
-        tables = source.db.table_names(tx)
-    all_ids = [r[0] for r in listed]
-    with target.db.read() as tx:
-        present = {r[0] for r in tx.all("SELECT id FROM jobs")}
-    todo = [i for i in all_ids if i not in present]
-    report.skipped = [i for i in all_ids if i in present]
-    wanted = set(todo)
-    with source.db.read() as tx:
-        sweeps = sweep_rows(tx, [{"sweep_id": s} for i, s in listed if i in wanted])
-    with target.db.read() as tx:
-        check_sweeps(tx, sweeps)  # before anything is written
-    for start in range(0, len(todo), batch):
-        ids = todo[start : start + batch]
-        with source.db.read() as tx:
-            data = _job_rows(tx, ids, tables)
-        with target.db.write() as tx:
-            used = {str(j["sweep_id"]) for j in data["jobs"] if j.get("sweep_id")}
-            add_sweeps(tx, [s for s in sweeps if str(s["id"]) in used])
-            for table in job_tables():
-                insert_rows(tx, table, data[table])
-            for export in data["job_exports"]:
-                columns = jsonutil.loads(export["columns_json"])
-                tx.ddl(f'DROP VIEW IF EXISTS "{export["view_name"]}"')
-                tx.ddl(target.db.export_view_sql(export["view_name"], columns, export["job_id"], export["kind"]))
-        report.copied.extend(ids)
-    for start in range(0, len(report.skipped), batch):
-        ids = report.skipped[start : start + batch]
-        with source.db.read() as tx:
-            extra = {t: _select(tx, t, "job_id", ids) for t in UNION_TABLES if t in tables}
-        if not any(extra.values()):
-            continue
-        with target.db.write() as tx:
-            report.tagged += sorted(set().union(*(union_rows(tx, t, rows) for t, rows in extra.items())))
-    report.registered = _copy_registry(source, target)
+    for part in batches:
+        rows = source.bundle_rows(part)
+        copied, skipped, tagged = target.import_bundle_rows(rows, batch=batch)
+        report.copied += copied
+        report.skipped += skipped
+        report.tagged += tagged
+        report.registered += target.import_registry_rows(rows["registered_models"])
     return report
-
-
-def _copy_registry(source: Store, target: Store) -> list[str]:
-    """Registered models whose model run the target has and whose key it lacks."""
-    with source.db.read() as tx:
-        rows = [dict(zip(_columns("registered_models"), r, strict=True))
-                for r in tx.all(f"SELECT {', '.join(_columns('registered_models'))} FROM registered_models")]
-    copied = []
-    with target.db.write() as tx:
-        runs = {r[0] for r in tx.all("SELECT id FROM model_runs")}
-        keys = {r[0] for r in tx.all("SELECT key FROM registered_models")}
-        for row in rows:
-            if row["key"] not in keys and row["model_run_id"] in runs:
-                cols = list(row)
-                tx.run(f"INSERT INTO registered_models ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})",
-                       row)
-                copied.append(row["key"])
-    return copied
