@@ -33,3 +33,12 @@ def test_every_name_in_all_resolves_and_others_do_not() -> None:
     for name in jobtrack.__all__:
         assert getattr(jobtrack, name) is not None, name
     assert not hasattr(jobtrack, "NoSuchName")
+
+
+def test_every_error_class_is_reachable_from_the_package() -> None:
+    """``except jobtrack.ResultTooLarge:`` in job code must not be an AttributeError that fails the job."""
+    import jobtrack.errors
+
+    assert set(jobtrack.errors.__all__) <= set(jobtrack.__all__)
+    for name in jobtrack.errors.__all__:
+        assert getattr(jobtrack, name) is getattr(jobtrack.errors, name)
