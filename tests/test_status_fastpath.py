@@ -192,7 +192,7 @@ def test_no_match_or_an_ambiguous_prefix_reports_as_before(
         else:
             raise AssertionError(f"{job_id!r} names one job")
         code, out, err = cli_run(capsys, "status", job_id, "--db", db_path)
-        assert (code, out, err) == (1, "", expected)
+        assert (code, out, err) == (2 if job_id == "" else 1, "", expected)  # an empty id is a usage error
     assert "matches 5 jobs" in cli_run(capsys, "status", "job_", "--db", db_path)[2]
 
 
