@@ -274,6 +274,19 @@ def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None
     return out, replaced
 
 
+def as_int(value: Any) -> int | None:
+    """An integer argument as a plain int: an int, or what ``operator.index`` takes (numpy and torch integer
+    scalars, 0-d integer arrays); None for anything else, bools included."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int(value)
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _number(val: Any) -> int | float | None:
     """A metric value as a plain int or float, or None if it is not a real number (bools are not)."""
     if type(val) is float or type(val) is int:  # the common case first

@@ -50,9 +50,11 @@ def policy(retries: Any = 0, retry_on: Any = ()) -> RetryPolicy:
         InvalidArgument: retries not an integer in 0..MAX_RETRIES, or retry_on not exception classes
             (JobCanceled and BaseExceptions that are not Exceptions are refused: a cancel is never retried).
     """
-    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+    count = jsonutil.as_int(retries)  # numpy integers too (#13)
+    if count is None or not 0 <= count <= MAX_RETRIES:
         raise InvalidArgument(f"retries must be an integer from 0 to {MAX_RETRIES} (the attempts after the first), "
                               f"not {type(retries).__name__} {retries!r}.")
+    retries = count
     if isinstance(retry_on, type):
         retry_on = (retry_on,)
     if not isinstance(retry_on, Iterable) or isinstance(retry_on, (str, bytes)):

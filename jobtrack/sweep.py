@@ -232,9 +232,10 @@ def _exists(store: Store, name: str) -> bool:
 
 
 def _count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    number = jsonutil.as_int(value)  # numpy integers too (#13)
+    if number is None or number < 1:
         raise InvalidArgument(f"{what} must be a positive integer, not {type(value).__name__} {value!r}.")
-    return value
+    return number
 
 
 def start(trainer: Trainer, store: Store, dataset: Dataset, space: Mapping[str, Any] | Space, *,
@@ -252,11 +253,12 @@ def start(trainer: Trainer, store: Store, dataset: Dataset, space: Mapping[str, 
     if trainer.runner == "eager" and parallel > 1:
         raise InvalidArgument("runner='eager' runs trials one at a time inside sweep(); use parallel=1, or "
                               "Trainer(runner='thread'/'process'/'worker') to run trials at once.")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+    if seed is not None and jsonutil.as_int(seed) is None:
         raise InvalidArgument(f"seed must be an integer or None, not {type(seed).__name__} {seed!r}.")
+    seed = None if seed is None else jsonutil.as_int(seed)
     grid = checked.grid() if sampler_name == "grid" else None
     if n_trials is not None:
-        _count(n_trials, "n_trials")
+        n_trials = _count(n_trials, "n_trials")
         if grid is not None and n_trials > len(grid):
             raise InvalidArgument(f"n_trials={n_trials} is more than the grid's {len(grid)} points, and a grid "
                                   "point never runs twice; leave n_trials out to run the whole grid.")

@@ -23,9 +23,11 @@ if TYPE_CHECKING:
 
 
 def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``value`` as a plain int >= 1 (numpy integers too, #13), else InvalidArgument naming ``what``."""
+    number = jsonutil.as_int(value)
+    if number is None or number < 1:
         raise InvalidArgument(f"{what} must be a positive integer, not {type(value).__name__} {value!r}.")
-    return value
+    return number
 
 
 def _flag(value: Any, what: str) -> bool:
@@ -102,21 +104,16 @@ class Trainer:
         for fn, what in ((train, "train"), (predict, "predict")):
             if fn is not None and not callable(fn):
                 raise InvalidArgument(f"{what} must be a function taking a RunContext, not {type(fn).__name__}.")
-        if not isinstance(max_workers, int) or max_workers < 1:
-            raise InvalidArgument(f"max_workers must be a positive integer, not {max_workers!r}.")
+        max_workers = _positive_int(max_workers, "max_workers")
         if config is not None and not isinstance(config, Mapping):
             raise InvalidArgument(f"config must be a dict, not {type(config).__name__}.")
         if lock_timeout is not None:
             check_lock_timeout(lock_timeout)
-        for value, what, optional in ((n_epochs, "n_epochs", True), (patience, "patience", True),
-                                      (eval_every, "eval_every", False), (max_log_bytes, "max_log_bytes", True)):
-            if not (optional and value is None):
-                _positive_int(value, what)
-        self.n_epochs, self.patience, self.eval_every = n_epochs, patience, eval_every
-        self.max_log_bytes = max_log_bytes
-        if max_result_bytes is not None:
-            _positive_int(max_result_bytes, "max_result_bytes")
-        self.max_result_bytes = max_result_bytes
+        self.n_epochs, self.patience, self.max_log_bytes, self.max_result_bytes = (
+            None if value is None else _positive_int(value, what)
+            for value, what in ((n_epochs, "n_epochs"), (patience, "patience"), (max_log_bytes, "max_log_bytes"),
+                                (max_result_bytes, "max_result_bytes")))
+        self.eval_every = _positive_int(eval_every, "eval_every")
         self.eval_metric, self.eval_mode = _evaluation(eval_metric, eval_mode)
         self.retry_policy = retrying.policy(retries, retry_on)  # (#18)
         self.tags, self.provenance = check_tags(tags), _flag(provenance, "provenance")  # (#15)

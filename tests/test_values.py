@@ -345,3 +345,23 @@ def test_a_metric_name_with_a_byte_that_is_not_utf8_is_stored_as_its_escape(db_p
     with closing(sqlite3.connect(db_path)) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM job_metrics WHERE job_id = ?", (job.job_id,))}
     assert names == {"file\\udcff.txt", "roc_auc"}
+
+
+def test_numpy_integers_are_taken_wherever_a_count_is(db_path: str) -> None:
+    """Counts computed with numpy (``np.int64(3)``, a 0-d array) are plain ints to jobtrack; bools never are."""
+    trainer = Trainer(lambda ctx: None, db=db_path, runner="eager", n_epochs=np.int64(3), patience=np.int32(2),
+                      eval_every=np.array(1), retries=np.int64(1), max_workers=np.int16(2),
+                      max_log_bytes=np.uint32(1 << 20), max_result_bytes=np.int64(1 << 22))
+    assert (trainer.n_epochs, trainer.patience, trainer.eval_every, trainer.max_workers) == (3, 2, 1, 2)
+    assert all(type(v) is int for v in (trainer.n_epochs, trainer.patience, trainer.eval_every, trainer.max_workers,
+                                        trainer.max_log_bytes, trainer.max_result_bytes))
+    assert trainer.retry_policy.max_attempts == 2 and type(trainer.retry_policy.max_attempts) is int
+    for bad in ({"n_epochs": np.bool_(True)}, {"patience": True}, {"retries": np.float64(1.0)},
+                {"max_workers": np.array([2])}):
+        with pytest.raises(InvalidArgument, match="must be"):
+            Trainer(lambda ctx: None, db=db_path, **bad)
+    sweep = Trainer(lambda ctx: None, db=db_path, runner="eager").sweep(
+        Dataset("n", "regression", "t", tables={"train": [{"x": 1}]}), {"lr": [0.1, 0.2, 0.3]},
+        n_trials=np.int64(2), parallel=np.int8(1), seed=np.int64(7))
+    sweep.wait(timeout=60)
+    assert len(sweep.trials()) == 2
