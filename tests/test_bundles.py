@@ -40,6 +40,14 @@ def _tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _counts(db: str, *tables: str) -> list[int]:
+    conn = sqlite3.connect(db)
+    try:
+        return [conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables]
+    finally:
+        conn.close()
+
+
 def _folders(root: Path) -> list[str]:
     return sorted(str(p) for p in Path(root).rglob("*") if p.is_dir())
 
@@ -75,12 +83,7 @@ def test_round_trip_into_a_new_sqlite_file(tmp_path: Path, dataset: Dataset) -> 
             assert Path(path).read_bytes() == Path(a["export_paths"][kind]).read_bytes()
         assert {k: v for k, v in a.items() if k not in PATH_KEYS} == {k: v for k, v in b.items() if k not in PATH_KEYS}
     assert _tree(src_files) == _tree(dst_files)
-    conn = sqlite3.connect(dst)
-    try:
-        assert conn.execute('SELECT COUNT(*) FROM "predictions_bundled"').fetchone()[0] == 30
-        assert conn.execute('SELECT COUNT(*) FROM "materialized_predictions_bundled"').fetchone()[0] == 30
-    finally:
-        conn.close()
+    assert _counts(dst, "predictions_bundled", "materialized_predictions_bundled") == [30, 30]
     # The model files came along: a prediction by registered key in the target reads them.
     again = Trainer(demo.train, demo.predict, db=dst, runner="eager").predict("again", registered_model_key="churn:v1")
     final = again.wait(timeout=60)
@@ -359,12 +362,7 @@ def test_migrate_follows_the_import_rules_and_carries_materialized_tables(tmp_pa
     assert _dump(b) == before
     report = migrate(Store.open(a, create=False), Store.open(c))
     assert sorted(report.copied) == sorted(ids) and report.registered == ["churn:v1"]
-    conn = sqlite3.connect(c)
-    try:
-        assert conn.execute('SELECT COUNT(*) FROM "materialized_predictions_nov"').fetchone()[0] == 30
-        assert conn.execute('SELECT COUNT(*) FROM "predictions_nov"').fetchone()[0] == 30
-    finally:
-        conn.close()
+    assert _counts(c, "materialized_predictions_nov", "predictions_nov") == [30, 30]
     for job_id in ids:
         assert _status(c, job_id) == _status(a, job_id)  # paths kept: the files stay where they are
     again = migrate(Store.open(a, create=False), Store.open(c))

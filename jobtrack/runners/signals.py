@@ -157,11 +157,6 @@ def _poke(fd: int) -> None:
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     state = runtime.signal_state()
-    if not state.stores or runtime.current().pid != os.getpid():
-        # a forked child that runs no job of ours (a multiprocessing worker), or one still in its at-fork hook
-        # (its parent's state, whose pipes would tell the parent's threads to cancel its jobs): as without jobtrack
-        _as_before(signum, frame, state.previous.get(signum, signal.SIG_DFL))
-        return
     if state.resends != state.resends_seen:  # (maybe) a copy the redeliverer sent, not a new signal
         state.resends_seen = state.resends
         if state.pending is None:
@@ -197,16 +192,6 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     if boundary is not None and _arm(boundary):
         return
     _poke(state.redeliver_fd)  # no hook possible: the redeliverer sends it again until it lands outside
-
-
-def _as_before(signum: int, frame: FrameType | None, previous: Any) -> None:
-    """The signal does at once what it did before jobtrack's handler replaced ``previous``: a child that
-    ``Pool.terminate()`` ends must die of its SIGTERM, not unwind through its at-fork and exit hooks (#13)."""
-    if callable(previous):
-        previous(signum, frame)  # SIGINT's default handler: KeyboardInterrupt
-    elif previous == signal.SIG_DFL:
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
 
 
 def _script_ended(frame: FrameType | None) -> bool:

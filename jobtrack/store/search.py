@@ -9,6 +9,7 @@ never NULL), so ``not`` means what it says; see the module docstring of ``jobtra
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -283,9 +284,9 @@ Where: TypeAlias = "str | q.Node | None"
 
 def _as_node(where: Where) -> q.Node | None:
     """The parsed query: text is parsed, a parsed one kept; anything else is an InvalidQuery naming its type."""
-    if where is None or isinstance(where, q.Compare | q.In | q.Like | q.IsNull | q.Not | q.And | q.Or):
-        return where
-    return q.parse(where)  # text; any other type: "a query is a string, not int"
+    if where is None or isinstance(where, typing.get_args(q.Node)):
+        return typing.cast("q.Node | None", where)
+    return q.parse(typing.cast(str, where))  # text; any other type: "a query is a string, not int"
 
 
 def _as_keys(sort: str | Sequence[q.SortKey] | None) -> list[q.SortKey]:
