@@ -67,7 +67,12 @@ def plain(value: Any) -> Any:
     if shape is not None and not isinstance(shape, (int, str)):
         ndim = len(shape)
         if ndim == 0 and hasattr(value, "item"):  # numpy/torch scalars and 0-d arrays
-            return value.item()
+            item = value.item()
+            if type(item) is not float and getattr(getattr(value, "dtype", None), "kind", "") == "f":
+                return float(item)  # numpy's longdouble: item() gives back a numpy scalar; stored in 64 bits
+            if isinstance(item, complex) or type(item) is type(value):  # complex, and numpy's clongdouble
+                raise TypeError(f"holds {kind.__name__} {_short(value)}, which is not a real number")
+            return item
         if ndim == 1 and hasattr(value, "tolist"):
             if shape[0] > MAX_ARRAY_ITEMS:
                 raise TypeError(f"holds a 1-d {kind.__name__} of {shape[0]} items, more than the {MAX_ARRAY_ITEMS} a "
@@ -300,6 +305,8 @@ def _number(val: Any) -> int | float | None:
     try:
         if getattr(val, "shape", None) == () and hasattr(val, "item"):  # numpy/torch scalars, 0-d arrays
             item = val.item()
+            if type(item) is not float and getattr(getattr(val, "dtype", None), "kind", "") == "f":
+                return float(item)  # numpy's longdouble: item() gives back a numpy scalar; stored in 64 bits
             return None if isinstance(item, bool) or not isinstance(item, (int, float)) else item
         if hasattr(val, "__index__"):
             return operator.index(val)

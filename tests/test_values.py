@@ -57,6 +57,28 @@ def test_numpy_summary_and_metrics_complete_and_read_back_as_plain_numbers(db_pa
     json.dumps(status)  # plain JSON all the way
 
 
+def test_numpy_longdouble_is_stored_as_a_float_and_complex_is_a_clear_error(db_path: str) -> None:
+    """numpy's longdouble has no Python counterpart (its item() returns itself): it is stored in 64 bits, in a
+    metric, a summary and a config; a complex value is refused as not a real number, not as a recursion."""
+    def train(ctx: RunContext) -> dict[str, Any]:
+        ctx.log_epoch(0, train={"loss": np.longdouble(0.5)}, validation={"rmse": np.array(np.longdouble(0.25))})
+        with pytest.raises(NotSerializable, match=r"clongdouble"):
+            ctx.log_epoch(1, train={"loss": np.clongdouble(1)})
+        return {"mean": np.longdouble(0.75), "curve": np.array([1.5, 2.5], dtype=np.longdouble)}
+
+    trainer = Trainer(train, db=db_path, runner="eager", config={"lr": np.longdouble(0.125)})
+    job = trainer.fit(_dataset())
+    status = testing.assert_completed(job)
+    assert status["result"]["epochs"] == [{"epoch": 0, "train": {"loss": 0.5}, "validation": {"rmse": 0.25}}]
+    assert status["result"]["summary"] == {"mean": 0.75, "curve": [1.5, 2.5]}
+    assert type(status["result"]["summary"]["mean"]) is float
+    spec = json.loads(_query(db_path, f"SELECT spec_json FROM jobs WHERE id = '{job.job_id}'")[0][0])
+    assert spec["config"] == {"lr": 0.125}
+    for value in (np.clongdouble(1), np.complex128(1 + 2j)):
+        with pytest.raises(NotSerializable, match="not a real number"):
+            jsonutil.dumps({"z": value}, "summary")
+
+
 def test_pandas_datetimes_paths_tuples_and_small_arrays_are_stored_as_json_types(db_path: str) -> None:
     when = dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
 
