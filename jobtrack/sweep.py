@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from jobtrack import jsonutil, runtime
 from jobtrack.dataset import Dataset, check_name
-from jobtrack.errors import InvalidArgument, MissingExtra, SnapshotCopy, SweepConflict, SweepNotFound, WaitTimeout
+from jobtrack.errors import (
+    InvalidArgument,
+    MissingExtra,
+    NotSerializable,
+    SnapshotCopy,
+    SweepConflict,
+    SweepNotFound,
+    WaitTimeout,
+)
 from jobtrack.monitor import JobMonitor, check_wait
 from jobtrack.runners import process, signals
 from jobtrack.runners.base import run_job
@@ -238,6 +246,18 @@ def _count(value: Any, what: str) -> int:
     return number
 
 
+def _base_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The Trainer's config as a resumed sweep compares it: values as stored, one that cannot be stored (kept in
+    memory by in-process runners) by its type's name, as its repr may differ from one process to the next."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        try:
+            out[key] = jsonutil.loads(jsonutil.dumps(value, "config value"))
+        except NotSerializable:
+            out[key] = f"<{type(value).__name__}>"
+    return out
+
+
 def start(trainer: Trainer, store: Store, dataset: Dataset, space: Mapping[str, Any] | Space, *,
           n_trials: int | None, parallel: int, sampler: Any, name: str | None, seed: int | None,
           prune: Any) -> SweepMonitor:
@@ -268,15 +288,17 @@ def start(trainer: Trainer, store: Store, dataset: Dataset, space: Mapping[str, 
     doc: dict[str, Any] = {"space": checked.to_spec(), "sampler": sampler_name,
                            "n_trials": n_trials or (len(grid) if grid else None),
            "seed": seed if seed is not None else random.SystemRandom().randrange(2**31), "prune": prune_name,
-           "metric": metric, "mode": mode or "max", "experiment": dataset.experiment_name}
+           "metric": metric, "mode": mode or "max", "experiment": dataset.experiment_name,
+           "base": _base_config(probe.config)}
     if doc["n_trials"] is None and not _exists(store, name):  # checked before anything is written
         raise InvalidArgument(f"sampler={sampler_name!r} needs n_trials= (how many trials to run).")
     rec, created = store.open_sweep(_new_id("sw"), name, jsonutil.dumps(doc, "sweep spec"))
     stored = doc if created else rec.spec
     if not created:
         for key, label in (("space", "another space"), ("sampler", "another sampler"), ("prune", "another pruner"),
-                           ("metric", "another metric")):
-            if stored.get(key) != doc[key]:
+                           ("metric", "another metric"), ("experiment", "another experiment"),
+                           ("base", "another Trainer config")):
+            if stored.get(key) != doc[key] and (key in stored or key != "base"):  # sweeps before "base": unchecked
                 raise SweepConflict(name, f"{label} ({stored.get(key)!r}, not {doc[key]!r})")
         for key in ("n_trials", "seed"):
             asked = {"n_trials": n_trials, "seed": seed}[key]

@@ -274,7 +274,7 @@ class Trainer:
 
         Raises:
             InvalidArgument: a bad space, sampler, count or name; ranges with sampler="grid".
-            SweepConflict: a sweep of this name exists with another space, sampler or pruner.
+            SweepConflict: a sweep of this name exists with another space, sampler, pruner, experiment or config.
         """
         from jobtrack import sweep
 

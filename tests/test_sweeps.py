@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -66,13 +68,20 @@ def test_a_random_search_of_20_is_reproducible_and_runs_in_parallel(tmp_path: Pa
     assert configs[0] == configs[1]
 
 
-def test_resume_rules_conflicts_and_bad_arguments(db_path: str, dataset: Dataset) -> None:
+def test_resume_rules_conflicts_and_bad_arguments(db_path: str, dataset: Dataset, tmp_path: Path) -> None:
     trainer = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 2}, provenance=False)
     trainer.sweep(dataset, {"lr": [0.1, 0.2]}, sampler="grid", name="s")
     with pytest.raises(jobtrack.SweepConflict, match="another space"):
         trainer.sweep(dataset, {"lr": [0.1, 0.3]}, sampler="grid", name="s")
     with pytest.raises(jobtrack.SweepConflict, match="another sampler"):
         trainer.sweep(dataset, {"lr": [0.1, 0.2]}, n_trials=2, name="s")
+    other = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 3}, provenance=False)
+    with pytest.raises(jobtrack.SweepConflict, match=r"another Trainer config \({'epochs': 2}, not {'epochs': 3}\)"):
+        other.sweep(dataset, {"lr": [0.1, 0.2]}, sampler="grid", name="s")  # its trials would not compare
+    renamed = Dataset("another", "binary_classification", "m1", tables=demo.write_csv_tables(tmp_path / "d2", n=30))
+    with pytest.raises(jobtrack.SweepConflict, match="another experiment"):
+        trainer.sweep(renamed, {"lr": [0.1, 0.2]}, sampler="grid", name="s")
+    assert len(jobtrack.JobManager(db_path).fetch_sweep("s").trials()) == 2  # nothing was added
     bad: list[dict[str, Any]] = [
         {"space": {"lr": jobtrack.uniform(0, 1)}, "sampler": "grid"},  # ranges have no grid
         {"space": {"lr": [1, 2]}, "sampler": "grid", "n_trials": 3},  # a grid point never runs twice
@@ -93,6 +102,11 @@ def test_resume_rules_conflicts_and_bad_arguments(db_path: str, dataset: Dataset
     assert manager.fetch_sweep("s").sweep_id == manager.fetch_sweep(manager.fetch_sweep("s").sweep_id).sweep_id
     with pytest.raises(jobtrack.SweepNotFound):
         manager.fetch_sweep("nope")
+    odd = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 2, "obj": object()}, provenance=False)
+    odd.sweep(dataset, {"lr": [0.1]}, sampler="grid", name="odd")  # unstorable values, stored as their repr
+    again = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 2, "obj": object()}, provenance=False)
+    again.sweep(dataset, {"lr": [0.1]}, sampler="grid", name="odd")  # another object: compared by its type only
+
 
 
 def _scripted(ctx: RunContext) -> dict[str, Any]:
@@ -115,21 +129,34 @@ def test_median_pruning_stops_a_clearly_worse_trial_with_the_reason(db_path: str
     assert (status["done"], status["counts"]["CANCELED"], status["best"]["metric"]) == (4, 1, 0.9)
 
 
+_HOLD = threading.Event()  # while set, a _held trial runs until it is canceled
+
+
+def _held(ctx: RunContext) -> dict[str, Any]:
+    """A trial that reports one epoch, then (while _HOLD is set) runs until a cancel is requested."""
+    ctx.log_epoch(0, validation={"roc_auc": float(ctx.config["lr"])})
+    while _HOLD.is_set() and not ctx.cancel_requested:
+        time.sleep(0.02)
+    return {"lr": ctx.config["lr"]}
+
+
 def test_cancel_stops_the_sweep_and_the_same_name_resumes_it(db_path: str, dataset: Dataset) -> None:
-    trainer = Trainer(demo.train, db=db_path, runner="thread", config={"epochs": 200, "epoch_pause_s": 0.02},
-                      provenance=False)
+    trainer = Trainer(_held, db=db_path, runner="thread", config={"epochs": 2}, provenance=False)
     space = {"lr": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}
-    sweep = trainer.sweep(dataset, space, sampler="grid", parallel=2, name="c")
-    wait_until(lambda: sweep.get_status()["counts"]["RUNNING"] == 2, message="two trials running")
-    sweep.cancel()
-    for bad in ({"timeout": "x"}, {"timeout": -1}, {"poll_interval": 0}):
-        with pytest.raises(jobtrack.InvalidArgument, match="must be a number of seconds"):
-            sweep.wait(**bad)  # type: ignore[arg-type]
-    status = sweep.wait(timeout=60)
+    _HOLD.set()
+    try:
+        sweep = trainer.sweep(dataset, space, sampler="grid", parallel=2, name="c")
+        wait_until(lambda: sweep.get_status()["counts"]["RUNNING"] == 2, message="two trials running")
+        sweep.cancel()
+        for bad in ({"timeout": "x"}, {"timeout": -1}, {"poll_interval": 0}):
+            with pytest.raises(jobtrack.InvalidArgument, match="must be a number of seconds"):
+                sweep.wait(**bad)  # type: ignore[arg-type]
+        status = sweep.wait(timeout=60)
+    finally:
+        _HOLD.clear()
     assert status["counts"]["CANCELED"] == 2 and len(sweep.trials()) == 2
     assert {t.reason for t in sweep.trials()} == {"sweep canceled"}
-    quick = Trainer(demo.train, db=db_path, runner="thread", config={"epochs": 2}, provenance=False)
-    status = quick.sweep(dataset, space, sampler="grid", parallel=2, name="c").wait(timeout=60)
+    status = trainer.sweep(dataset, space, sampler="grid", parallel=2, name="c").wait(timeout=60)
     # the canceled trials' points run again: canceled by the sweep is no verdict on their config
     assert (status["done"], status["counts"]["COMPLETED"], status["counts"]["CANCELED"]) == (6, 6, 2)
     assert status["replaced"] == 2 and sorted(_points(sweep, "lr")) == [(v,) for v in space["lr"]]

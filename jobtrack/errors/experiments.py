@@ -55,12 +55,12 @@ class SweepNotFound(JobManagerError, LookupError):
 
 
 class SweepConflict(InvalidArgument):
-    """``sweep(name=...)`` of an existing sweep with a different space, sampler or metric."""
+    """``sweep(name=...)`` of an existing sweep with a different space, sampler, metric, experiment or config."""
 
     def __init__(self, name: str, detail: str) -> None:
         self.name, self.detail = name, detail
         super().__init__(f"A sweep named {name!r} already exists with {detail}; resume it with the same "
-                         "space and sampler, or give the new search another name.")
+                         "space, sampler and Trainer config, or give the new search another name.")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.name, self.detail))
