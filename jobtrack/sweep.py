@@ -300,10 +300,11 @@ def start(trainer: Trainer, store: Store, dataset: Dataset, space: Mapping[str, 
                            ("base", "another Trainer config")):
             if stored.get(key) != doc[key] and (key in stored or key != "base"):  # sweeps before "base": unchecked
                 raise SweepConflict(name, f"{label} ({stored.get(key)!r}, not {doc[key]!r})")
-        for key in ("n_trials", "seed"):
-            asked = {"n_trials": n_trials, "seed": seed}[key]
+        for key in ("n_trials", "seed"):  # a grid without n_trials asks for all of its points
+            asked = {"n_trials": n_trials or (len(grid) if grid else None), "seed": seed}[key]
             if asked is not None and stored.get(key) != asked:
-                raise SweepConflict(name, f"{key}={stored.get(key)!r}, not {asked!r}")
+                whole = " (the whole grid)" if key == "n_trials" and n_trials is None else ""
+                raise SweepConflict(name, f"{key}={stored.get(key)!r}, not {asked!r}{whole}")
         if rec.stop_requested_iso is not None:
             store.set_sweep_stop(rec.id, False)  # sweep() again resumes a canceled sweep
     plan = _Plan(store, trainer, dataset, rec.id, name, checked, sampler, int(stored["n_trials"]),

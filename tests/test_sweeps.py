@@ -104,6 +104,10 @@ def test_resume_rules_conflicts_and_bad_arguments(db_path: str, dataset: Dataset
         manager.fetch_sweep("nope")
     odd = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 2, "obj": object()}, provenance=False)
     odd.sweep(dataset, {"lr": [0.1]}, sampler="grid", name="odd")  # unstorable values, stored as their repr
+    trainer.sweep(dataset, {"lr": [0.1, 0.2, 0.3]}, sampler="grid", n_trials=1, name="part")
+    with pytest.raises(jobtrack.SweepConflict, match=r"n_trials=1, not 3 \(the whole grid\)"):
+        trainer.sweep(dataset, {"lr": [0.1, 0.2, 0.3]}, sampler="grid", name="part")  # it did nothing, silently
+    assert len(trainer.sweep(dataset, {"lr": [0.1, 0.2, 0.3]}, sampler="grid", n_trials=1, name="part").trials()) == 1
     again = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 2, "obj": object()}, provenance=False)
     again.sweep(dataset, {"lr": [0.1]}, sampler="grid", name="odd")  # another object: compared by its type only
 
