@@ -174,6 +174,40 @@ class Space:
 
 # -- the CLI's space syntax -----------------------------------------------------------------------------
 
+def with_params(config: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's config: ``config`` with the sampled ``params``. A dotted name (``"model.depth"``) that is not a key
+    of ``config`` but reaches into its nested dicts sets the nested value (copied, never changed in place), so the
+    training code reads the value the trial stores as ``config.model.depth``."""
+    out = dict(config)
+    for key, value in params.items():
+        parts = key.split(".")
+        node = out
+        if key not in out and len(parts) > 1 and isinstance(out.get(parts[0]), Mapping):
+            for part in parts[:-1]:
+                child = node.get(part, {})
+                if not isinstance(child, Mapping):
+                    break  # a plain value on the way: the dotted name stays a key of its own
+                node[part] = node = dict(child)
+            else:
+                node[parts[-1]] = value
+                continue
+            node = out
+        node[key] = value
+    return out
+
+
+def param_of(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """The value ``with_params`` placed for ``key``: the key itself, else the nested value its dotted name reaches."""
+    if key in config:
+        return config[key]
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
 _RANGE_CALL = re.compile(r"^(uniform|loguniform|randint)\((.*)\)$", re.S)
 
 

@@ -32,7 +32,17 @@ from jobtrack.errors import (
 from jobtrack.monitor import JobMonitor, check_wait
 from jobtrack.runners import process, signals
 from jobtrack.runners.base import run_job
-from jobtrack.space import PRUNERS, SAMPLERS, History, Space, median_says_prune, optuna_ask, optuna_should_prune
+from jobtrack.space import (
+    PRUNERS,
+    SAMPLERS,
+    History,
+    Space,
+    median_says_prune,
+    optuna_ask,
+    optuna_should_prune,
+    param_of,
+    with_params,
+)
 from jobtrack.states import JobStatus, JobType
 from jobtrack.store.sweeps import SlotTaken, TrialRecord
 
@@ -42,6 +52,7 @@ if TYPE_CHECKING:
     from jobtrack.trainer import Trainer
 
 log = logging.getLogger(__name__)
+_UNSET = object()  # a space key the trial's config does not hold
 
 IDLE_POLL_S = 0.2
 """Seconds between a driver's looks at a sweep whose remaining trials run elsewhere (or on workers)."""
@@ -109,7 +120,7 @@ class _Plan:
                     trial = guess if guess is not None else tally.max_trial + 1  # type: ignore[union-attr]
                     params = self.space.sample(self.seed, trial) if self.sampler == "random" else self._ask()
                 spec = self.trainer._job_spec(JobType.TRAIN, self.dataset, _new_id("mr"),
-                                              config={**self.trainer.config, **params})
+                                              config=with_params(self.trainer.config, params))
                 row = {**spec.row(), "sweep_id": self.sweep_id, "trial": trial}
                 guard = store.trial_guard(self.sweep_id, trial, n_trials=self.n_trials, max_void=self.max_void,
                                           grid_size=grid_size)
@@ -137,7 +148,8 @@ class _Plan:
                 continue
             kind = ("COMPLETE" if t.status is JobStatus.COMPLETED and t.best_metric is not None
                     else "PRUNED" if (t.reason or "").startswith("pruned") else "FAIL")
-            out.append((t.config, kind, t.best_metric, (curves or {}).get(t.job_id, {})))
+            params = {k: v for k, _ in self.space.params if (v := param_of(t.config, k, _UNSET)) is not _UNSET}
+            out.append((params, kind, t.best_metric, (curves or {}).get(t.job_id, {})))
         return out
 
     def _ask(self) -> dict[str, Any]:
@@ -382,7 +394,7 @@ class SweepMonitor:
             "metric": spec.get("metric"), "mode": spec.get("mode"), "sampler": spec.get("sampler"),
             "best": None if best is None else {
                 "trial": best.trial, "job_id": best.job_id, "metric": best.best_metric,
-                "params": {k: best.config.get(k) for k in keys}, "config": best.config},
+                "params": {k: param_of(best.config, k) for k in keys}, "config": best.config},
         }
 
     def best(self) -> JobMonitor | None:

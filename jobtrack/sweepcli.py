@@ -9,6 +9,7 @@ from typing import Any
 
 from jobtrack.config import ENV_DB
 from jobtrack.errors import InvalidArgument
+from jobtrack.space import param_of
 
 PROGRESS_EVERY_S = 2.0
 """How often ``jobtrack sweep run`` prints a progress line while trials run."""
@@ -104,7 +105,7 @@ def _show(monitor: Any, *, limit: int | None = None) -> None:
         scored = t.best_metric is not None and t.status.value == "COMPLETED"
         state = t.status.value + (f" ({t.reason})" if t.void or (t.reason or "").startswith("pruned") else "")
         rows.append([str(rank) if scored else "-", str(t.trial), state, _fmt(t.best_metric) if scored else "-",
-                     *[_fmt(t.config.get(k)) for k in keys], t.job_id])
+                     *[_fmt(param_of(t.config, k)) for k in keys], t.job_id])
     shown = rows if limit is None else rows[:limit]
     widths = [max(len(h), *(len(r[i]) for r in shown)) if shown else len(h) for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))

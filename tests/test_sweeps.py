@@ -166,6 +166,30 @@ def test_cancel_stops_the_sweep_and_the_same_name_resumes_it(db_path: str, datas
     assert status["replaced"] == 2 and sorted(_points(sweep, "lr")) == [(v,) for v in space["lr"]]
 
 
+def _seen(ctx: RunContext) -> dict[str, Any]:
+    """A trial that reports the config its code received, and scores the nested depth."""
+    ctx.log_epoch(0, validation={"roc_auc": ctx.config["model"]["depth"] / 10})
+    return {"seen": ctx.config}
+
+
+def test_a_dotted_space_key_sets_the_nested_value_of_the_trainer_config(db_path: str, dataset: Dataset,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    base = {"model": {"depth": 3, "width": 8}, "lr": 0.1}
+    trainer = Trainer(_seen, db=db_path, runner="eager", config=base, provenance=False)
+    sweep = trainer.sweep(dataset, {"model.depth": [2, 4]}, sampler="grid", name="nested")
+    seen = [t.config for t in sweep.trials()]
+    assert seen == [{"model": {"depth": 2, "width": 8}, "lr": 0.1}, {"model": {"depth": 4, "width": 8}, "lr": 0.1}]
+    assert [JobManager(db_path).fetch_job(t.job_id).get_status()["result"]["summary"]["seen"]
+            for t in sweep.trials()] == seen  # what the code read is what is stored
+    assert base == {"model": {"depth": 3, "width": 8}, "lr": 0.1}  # the Trainer's own config is untouched
+    deep = JobManager(db_path).list_jobs(where="config.model.depth = 4")
+    assert [j.job_id for j in deep] == [sweep.trials()[1].job_id]
+    assert sweep.get_status()["best"]["params"] == {"model.depth": 4}
+    assert cli.main(["sweep", "show", "nested", "--db", db_path]) == 0
+    header, first = capsys.readouterr().out.splitlines()[1:3]  # after the sweep's line: ranked, best first
+    assert header.split()[4] == "model.depth" and first.split()[4] == "4"
+
+
 def test_parallel_4_with_the_process_runner_runs_no_trial_twice(db_path: str, dataset: Dataset) -> None:
     trainer = Trainer(demo.train, db=db_path, runner="process", config={"epochs": 3}, provenance=False)
     sweep = trainer.sweep(dataset, {"lr": LRS, "l2": L2S}, sampler="grid", parallel=4, name="proc")
