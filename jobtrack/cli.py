@@ -307,6 +307,11 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         print(f"  {path}")
     for job_id, why in report.kept.items():
         print(f"kept {job_id}: {why}")
+    if report.left:
+        print(f"{len(report.left)} path(s) outside this database's files folder {'would be' if args.dry_run else 'are'}"
+              " left in place (another database's files: a bundle imported without files, a migrated or copied one):")
+        for path in report.left:
+            print(f"  {path}")
     if report.tables:
         print(f"{len(report.tables)} materialized table(s) {'would be' if args.dry_run else 'are'} left in place "
               f"(drop them with sqlite3 when no longer needed):")

@@ -172,6 +172,35 @@ def test_prune_keeps_jobs_whose_model_is_registered(jobtrack: Cli, db_path: str,
     assert jobs["train"] in {j.job_id for j in JobManager(db_path).list_jobs()}
 
 
+def test_prune_leaves_paths_outside_its_files_folder(jobtrack: Cli, db_path: str, jobs: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    """A bundle imported without files names the source database's files: pruning the copy never deletes them."""
+    source = JobManager(db_path)
+    files = Path(db_path + "-files")
+    before = sorted(p for p in files.rglob("*") if p.is_file())
+    assert any("models" in p.parts for p in before) and any(p.suffix == ".csv" for p in before)
+    bundle = tmp_path / "meta.jtb"
+    source.export_bundle(bundle, [jobs["train"], jobs["pred"]], files=False)
+    copy = str(tmp_path / "copy.db")
+    JobManager(copy, create=True).import_bundle(bundle)
+    out = jobtrack("prune", "--older-than", "0s", "--db", copy)
+    assert out.code == 0 and "removed 2 job(s)" in out.out, out.out
+    assert "outside this database's files folder are left in place" in out.out
+    assert str(files / "models") in out.out  # named, not removed
+    assert sorted(p for p in files.rglob("*") if p.is_file()) == before  # the source's files are all there
+    assert JobManager(copy).list_jobs() == []
+
+
+def test_prune_keeps_a_training_job_whose_model_a_queued_job_uses(jobtrack: Cli, db_path: str,
+                                                                 jobs: dict[str, str], tmp_path: Path) -> None:
+    train = JobManager(db_path).fetch_job(jobs["train"])
+    later = Trainer(demo.train, demo.predict, db=db_path, runner="worker").predict(
+        "later", model_run_id=train.model_run_id, test_table=demo.write_csv_tables(tmp_path / "new", n=20)["test"])
+    out = jobtrack("prune", "--older-than", "0s", "--db", db_path)
+    assert f"kept {jobs['train']}: its model is used by {later.job_id}, which has not ended" in out.out
+    assert (Path(db_path + "-files") / "models" / str(train.model_run_id)).is_dir()  # a worker can still run it
+
+
 def test_plot_writes_a_png_with_both_curves(jobtrack: Cli, db_path: str, jobs: dict[str, str], tmp_path: Path) -> None:
     png = tmp_path / "curves.png"
     out = jobtrack("plot", jobs["train"], "-o", str(png), "--db", db_path)

@@ -137,3 +137,4 @@ class PruneReport:
     files: list[str] = field(default_factory=list)
     views: list[str] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)  # materialized tables the removed jobs leave in place
+    left: list[str] = field(default_factory=list)  # paths the rows name outside this database's files folder

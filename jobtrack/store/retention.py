@@ -19,12 +19,23 @@ class RetentionMixin(FencedCore):
     def prune(self, finished_before: datetime, *, dry_run: bool = False) -> PruneReport:
         """Remove terminal jobs finished before ``finished_before``, with their epochs, events, exports and views.
 
-        A training job whose model is registered is kept (its registry entry needs it). The report
+        A training job whose model is registered, or used by a QUEUED or RUNNING job, is kept. The report
         lists the files the jobs leave; the caller deletes them after this transaction commits
-        (``jobtrack.files.remove_paths``), never under the lock. Tables materialized from a removed
-        job's views are not removed: the report lists them under ``tables``.
+        (``jobtrack.files.remove_paths``), never under the lock. Only paths inside this database's files
+        folder are listed there: a path its rows name elsewhere (a bundle imported without files, a migrated
+        or copied database: another database's files) is listed under ``left``, never deleted. Tables
+        materialized from a removed job's views are not removed: the report lists them under ``tables``.
         """
         report = PruneReport()
+        root = os.path.realpath(self._files_root())
+
+        def owned(path: str) -> None:
+            try:
+                mine = os.path.commonpath([root, os.path.realpath(path)]) == root
+            except ValueError:  # a relative path, or one on another drive
+                mine = False
+            (report.files if mine else report.left).append(path)
+
         with self.db.write() as tx:
             rows = tx.all(
                 "SELECT id, job_type, model_run_id, export_paths_json, source_views_json, spec_json FROM jobs "
@@ -39,17 +50,24 @@ class RetentionMixin(FencedCore):
                     if key is not None:
                         report.kept[job_id] = f"its model is registered as {key!r}"
                         continue
+                    user = tx.scalar("SELECT id FROM jobs WHERE model_run_id = :m AND id <> :id AND status IN "
+                                     "('QUEUED', 'RUNNING') ORDER BY created_at LIMIT 1",
+                                     {"m": model_run_id, "id": job_id})
+                    if user is not None:  # as delete_model's ModelInUse: the open job would fail without it
+                        report.kept[job_id] = f"its model is used by {user}, which has not ended"
+                        continue
                 job_dir = str(self.job_dir(job_id))
                 report.removed.append(job_id)
                 report.files.append(job_dir)
-                report.files.extend(p for p in jsonutil.loads(paths_json).values()
-                                    if not p.startswith(job_dir + os.sep))
+                for path in jsonutil.loads(paths_json).values():
+                    if not path.startswith(job_dir + os.sep):
+                        owned(path)
                 views = list(jsonutil.loads(views_json).values())
                 report.views.extend(views)
                 report.tables.extend(materialize.tables_of(tx, names, job_id).values())
                 if own_model:
                     recorded = (jsonutil.loads(spec_json) or {}).get("model_dir")
-                    report.files.append(recorded or self.model_dir(model_run_id))
+                    owned(recorded or self.model_dir(model_run_id))
                 if dry_run:
                     continue
                 for view in views:
