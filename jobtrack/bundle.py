@@ -97,7 +97,7 @@ def _sources(store: Store, rows: dict[str, list[dict[str, Any]]]) -> list[str]:
         paths += [str(p) for p in (jsonutil.loads(job["export_paths_json"]) or {}).values()]
         spec = jsonutil.loads(job["spec_json"]) or {}
         if spec.get("model_dir"):
-            paths.append(str(spec["model_dir"]))
+            paths.append(store.model_dir_of(job.get("model_run_id"), str(spec["model_dir"])))
     for run in rows["model_runs"]:
         paths.append(store.model_dir(run["id"]))
     paths += [str(e["path"]) for e in rows["job_exports"]]

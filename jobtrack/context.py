@@ -66,7 +66,7 @@ class RunContext:
         self._metric_names: set[str] = set()  # every metric reported, for eval_metric_missing (#13)
         self.phase = "predict" if spec.job_type is JobType.INFERENCE else "train"
         self._cancel_seen = False
-        self._model_dir = spec.model_dir or store.model_dir(spec.model_run_id or spec.job_id)
+        self._model_dir = store.model_dir_of(spec.model_run_id or spec.job_id, spec.model_dir)
         # A signal to this process cancels the jobs it runs at that moment (SPEC §5); the handler only
         # bumps a counter, which this job's checks compare with the value it started under.
         self._signals_seen = runtime.signal_state().count

@@ -216,7 +216,7 @@ class Trainer:
         self._check_dataset(dataset, needs=("test",))
         if materialize:
             self._store.check_tables_free([exports.view_name(kind, alias) for kind in exports.KINDS])
-        model_dir = train_job.spec.get("model_dir") or self._store.model_dir(model_run_id)
+        model_dir = self._store.model_dir_of(model_run_id, train_job.spec.get("model_dir"))
         monitor = self._submit(JobType.INFERENCE, dataset, model_run_id, alias=alias, output_config=out_config,
                                extract_embeddings=bool(extract_embeddings), model_dir=model_dir,
                                test_batch_size=batch_size, flatten_output=flat)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from jobtrack import Dataset, JobManager, Trainer, demo
+from jobtrack import Dataset, JobManager, Trainer, demo, runtime
 from jobtrack.bundle import Limits, merge
 from jobtrack.errors import BundleConflict, DatabaseNotFound, InvalidArgument, InvalidBundle
 from jobtrack.store import Store
@@ -399,3 +399,28 @@ def test_round_trip_into_postgresql(tmp_path: Path, dataset: Dataset, pg_url: st
     again = Trainer(demo.train, demo.predict, db=pg_url, runner="eager").predict("pg_again",
                                                                                   registered_model_key="pgmodel:v1")
     assert again.wait(timeout=60)["status"] == "COMPLETED"
+
+
+def test_a_moved_project_folder_keeps_its_models_and_carries_them_in_a_bundle(tmp_path: Path) -> None:
+    """Jobs record their model directory as an absolute path: after the folder holding the database moved,
+    prediction finds the model where the database's files are now, and a bundle carries it from there."""
+    data = Dataset("moved", "binary_classification", "m", tables=demo.write_csv_tables(tmp_path / "data", n=40))
+    (tmp_path / "proj").mkdir()
+    train = Trainer(demo.train, demo.predict, db=str(tmp_path / "proj" / "runs.db"), runner="eager",
+                    config={"epochs": 2}, provenance=False).fit(data)
+    run = train.model_run_id
+    assert train.get_status()["status"] == "COMPLETED" and run is not None
+    runtime.close_all()  # as the process that trained would have ended before its folder moved
+    (tmp_path / "proj").rename(tmp_path / "moved")
+    db = str(tmp_path / "moved" / "runs.db")
+    trainer = Trainer(demo.train, demo.predict, db=db, runner="eager", provenance=False)
+    after = trainer.predict("after_move", model_run_id=run).get_status()
+    assert after["status"] == "COMPLETED", after["result"].get("error")
+    JobManager(db).export_bundle(tmp_path / "b.jtb", [train.job_id])
+    other = str(tmp_path / "moved" / "other.db")
+    JobManager(other, create=True).import_bundle(tmp_path / "b.jtb")
+    assert (Path(other + "-files") / "models" / run / "weights.json").is_file()
+    imported = Trainer(demo.train, demo.predict, db=other, runner="eager", provenance=False)
+    status = imported.predict("after_import", model_run_id=run).get_status()
+    assert status["status"] == "COMPLETED", status["result"].get("error")
+    assert not (tmp_path / "proj").exists()  # nothing was made at the old place

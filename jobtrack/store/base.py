@@ -70,3 +70,14 @@ class StoreBase:
     def model_dir(self, model_run_id: str) -> str:
         """Where a model run's files live (a path string: it is computed for every job submitted)."""
         return os.path.join(self._files_root(), "models", model_run_id)
+
+    def model_dir_of(self, model_run_id: str | None, recorded: str | None) -> str:
+        """Where a model run's files are now: the directory its jobs recorded while that exists, else its place in
+        this database's files folder if that exists (a moved or copied project folder, an imported bundle:
+        the recorded absolute path names the old place), else the recorded one."""
+        if not model_run_id:
+            return recorded or ""
+        here = self.model_dir(model_run_id)
+        if not recorded or recorded == here or os.path.isdir(recorded):
+            return recorded or here
+        return here if os.path.isdir(here) else recorded

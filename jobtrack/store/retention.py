@@ -67,7 +67,7 @@ class RetentionMixin(FencedCore):
                 report.tables.extend(materialize.tables_of(tx, names, job_id).values())
                 if own_model:
                     recorded = (jsonutil.loads(spec_json) or {}).get("model_dir")
-                    owned(recorded or self.model_dir(model_run_id))
+                    owned(self.model_dir_of(model_run_id, recorded))
                 if dry_run:
                     continue
                 for view in views:
