@@ -309,8 +309,12 @@ class Trainer:
         ds: Dataset | None = runtime.training_dataset(model_run_id)
         spec = train_spec.get("dataset") or {}
         try:
-            if ds is None:  # read back from the job spec; with a test table, only its names are needed
-                ds = Dataset.from_spec(spec, files_only=test_table is not None)
+            if ds is None and test_table is not None:  # only its names are needed: tables whose files are gone
+                tables = {split: t for split, t in (spec.get("tables") or {}).items()  # (moved, another machine)
+                          if isinstance(t, dict) and os.path.isfile(str(t.get("path")))}  # are left out
+                ds = Dataset.from_spec({**spec, "tables": tables}, files_only=True)
+            elif ds is None:  # read back from the job spec
+                ds = Dataset.from_spec(spec)
         except (InvalidArgument, KeyError):
             raise InvalidArgument(
                 f"The training dataset of model run {model_run_id!r} is not available here (its tables were "

@@ -18,6 +18,7 @@ from jobtrack import Dataset, JobManager, Trainer, demo, runtime
 from jobtrack.bundle import Limits, merge
 from jobtrack.errors import BundleConflict, DatabaseNotFound, InvalidArgument, InvalidBundle
 from jobtrack.store import Store
+from proc import run_python
 
 PATH_KEYS = ("export_paths",)
 
@@ -424,3 +425,30 @@ def test_a_moved_project_folder_keeps_its_models_and_carries_them_in_a_bundle(tm
     status = imported.predict("after_import", model_run_id=run).get_status()
     assert status["status"] == "COMPLETED", status["result"].get("error")
     assert not (tmp_path / "proj").exists()  # nothing was made at the old place
+
+
+TRAIN_ELSEWHERE = """
+import sys
+from jobtrack import Dataset, Trainer, demo
+data = Dataset("churn", "binary_classification", "m1", tables=demo.write_csv_tables(sys.argv[2], n=40))
+job = Trainer(demo.train, demo.predict, db=sys.argv[1], runner="eager", config={"epochs": 2}).fit(data)
+print(job.model_run_id)
+"""
+
+
+def test_predict_with_a_test_table_needs_no_training_files(tmp_path: Path) -> None:
+    """On the machine a bundle was imported to, the training CSVs are not there: a prediction given its own
+    test table runs anyway (only the dataset's names are needed from the training job)."""
+    source, data = str(tmp_path / "src.db"), tmp_path / "data"
+    run = run_python(TRAIN_ELSEWHERE, source, str(data)).stdout.strip()
+    JobManager(source).export_bundle(tmp_path / "b.jtb")
+    team = str(tmp_path / "team.db")
+    JobManager(team, create=True).import_bundle(tmp_path / "b.jtb")
+    for path in data.iterdir():
+        path.unlink()  # not on this machine
+    rows = [{"id": 1, "x1": 0.1, "x2": 0.2, "x3": 0.3, "label": 1}]
+    trainer = Trainer(demo.train, demo.predict, db=team, runner="eager", provenance=False)
+    status = trainer.predict("new_rows", model_run_id=run, test_table=rows).get_status()
+    assert status["status"] == "COMPLETED", status["result"].get("error")
+    with pytest.raises(InvalidArgument, match="not available here"):
+        trainer.predict("no_table", model_run_id=run)  # without a test table the training files are needed
