@@ -56,7 +56,8 @@ def track(
     provenance: bool = True,
 ) -> Tracking:
     """Track the code of a ``with`` block (``with jobtrack.track(...) as run:``) or of a decorated function
-    as one ``train`` job, run in this process; ``run`` is its RunContext (``log_epoch``, ``log``, ``export``).
+    as one ``train`` job, run in this process; ``run`` is its RunContext (``log_epoch``, ``log``, checkpoints;
+    ``export`` belongs to prediction jobs: ``Trainer.predict()`` writes predictions and embeddings).
 
     The job belongs to ``dataset``'s experiment, or to ``experiment`` (default: the script's file name).
     ``config``, ``db``, ``eval_metric``, ``eval_mode``, ``patience``, ``tags`` and ``provenance`` mean what they
