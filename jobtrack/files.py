@@ -7,7 +7,9 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable
+from pathlib import Path
 
+from jobtrack.config import make_private_dir
 from jobtrack.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class NewFiles:
         top, parent = None, path
         while not os.path.lexists(parent):
             top, parent = parent, os.path.dirname(parent)
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        make_private_dir(Path(path))  # 0700 every folder made, not only the last (as os.makedirs's mode)
         if top is not None:
             self.folders.append(top)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -25,6 +26,15 @@ def plot_curves(status: dict[str, Any], path: str | os.PathLike[str]) -> str:
     from jobtrack.errors import InvalidArgument
     from jobtrack.files import check_output
 
+    path = os.fspath(path)
+    kinds = plt.figure().canvas.get_supported_filetypes()  # {"png": "Portable Network Graphics", ...}
+    plt.close("all")
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    if not ext:  # matplotlib would add ".png" to the name itself: say so in the path returned
+        path += ".png"
+    elif ext not in kinds:
+        raise InvalidArgument(f"Cannot draw a plot as {ext!r} ({path!r}); end the file name with one of "
+                              f"{', '.join('.' + k for k in sorted(kinds))} (.png when unsure).")
     path = check_output(path, "plot")  # never over a database, into a folder, or a missing folder
     result = status["result"]
     epochs = result.get("epochs") or []
@@ -39,10 +49,11 @@ def plot_curves(status: dict[str, Any], path: str | os.PathLike[str]) -> str:
     best = result.get("best_epoch")
     for ax, metric in zip(axes[:, 0], metrics, strict=True):
         for part, style in (("train", "-o"), ("validation", "-s")):
-            points = [(ep["epoch"], (ep.get(part) or {}).get(metric)) for ep in epochs]
-            points = [(x, y) for x, y in points if y is not None]
-            if points:
-                ax.plot([x for x, _ in points], [y for _, y in points], style, markersize=3, label=part)
+            # an epoch that did not report the metric is skipped; one that reported NaN (stored as null) is a gap
+            points = [(ep["epoch"], (ep.get(part) or {})[metric]) for ep in epochs if metric in (ep.get(part) or {})]
+            if any(y is not None for _, y in points):
+                ax.plot([x for x, _ in points], [math.nan if y is None else y for _, y in points], style,
+                        markersize=3, label=part)
         if best is not None:
             ax.axvline(best, color="tab:red", linestyle="--", linewidth=1, label=f"best epoch {best}")
         ax.set_ylabel(metric)

@@ -124,7 +124,9 @@ def write_report(out: str | os.PathLike[str], db: str | os.PathLike[str] | None 
     path = Path(check_output(out, "report", store.db.path))
     text = build_report(store, ids, title=title, total=total)
     try:
-        path.write_text(text, encoding="utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # private, as every file
+        with open(fd, "w", encoding="utf-8") as fh:  # jobtrack creates: it holds configs and paths
+            fh.write(text)
     except OSError as exc:
         raise InvalidArgument(f"Cannot write the report to {str(path)!r} ({exc.strerror}); "
                               "choose another -o path.") from exc

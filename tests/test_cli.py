@@ -214,6 +214,16 @@ def test_plot_writes_a_png_with_both_curves(jobtrack: Cli, db_path: str, jobs: d
         assert image.size[0] >= 400 and image.size[1] >= 300
 
 
+def test_plot_output_names_without_or_with_an_unknown_extension(jobtrack: Cli, db_path: str, jobs: dict[str, str],
+                                                                 tmp_path: Path) -> None:
+    bare = jobtrack("plot", jobs["train"], "-o", str(tmp_path / "curves"), "--db", db_path)
+    assert bare.code == 0 and f"wrote {tmp_path / 'curves.png'}" in bare.out, bare.err  # the file written
+    assert (tmp_path / "curves.png").stat().st_mode & 0o777 == 0o600
+    odd = jobtrack("plot", jobs["train"], "-o", str(tmp_path / "curves.txt"), "--db", db_path)
+    assert odd.code == 2 and "Cannot draw a plot as 'txt'" in odd.err and ".svg" in odd.err, odd.err
+    assert not (tmp_path / "curves.txt").exists()
+
+
 def test_plot_without_the_extra_says_how_to_install_it(
     jobtrack: Cli, db_path: str, jobs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -189,12 +189,19 @@ def test_exports_logs_models_and_plots_are_private_whatever_the_umask(
                                                                           "format": "jsonl"})
         testing.assert_completed(job)
         code, _, err = _run(capsys, "plot", job.job_id, "-o", str(tmp_path / "curves.png"), "--db", db_path)
+        assert code == 0, err
+        code, _, err = _run(capsys, "report", job.job_id, "-o", str(tmp_path / "runs.html"), "--db", db_path)
+        assert code == 0, err
+        JobManager(db_path).export_bundle(tmp_path / "b.jtb", [job.job_id])
+        copy = tmp_path / "copy" / "new.db"
+        JobManager(str(copy), create=True).import_bundle(tmp_path / "b.jtb")  # folders made by the import
     finally:
         os.umask(old)
-    assert code == 0, err
     runtime.close_all()
     paths = [tmp_path / "exports", *(tmp_path / "exports").iterdir(), tmp_path / "curves.png", Path(db_path),
-             *Path(db_path + "-files").rglob("*")]
+             *Path(db_path + "-files").rglob("*"), tmp_path / "runs.html", tmp_path / "b.jtb",
+             *(tmp_path / "copy").rglob("*")]
+    assert len([p for p in paths if "copy" in p.parts and p.is_dir()]) >= 4  # new.db-files, jobs, models, ...
     wrong = {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in paths
              if stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)}
     assert wrong == {}
