@@ -222,8 +222,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(line)
     _module("expcli").print_show(args, monitor.job_id)  # config, tags, provenance (#15)
     if result.get("epochs"):
-        print(f"epochs (eval metric {result.get('eval_metric')}, best epoch {result.get('best_epoch')}: "
-              f"{result.get('best_metric')}):")
+        at = result.get("best_epoch")
+        best = (f"best epoch {at}: {result.get('best_metric')}" if at is not None
+                else "no best epoch: the metric was never reported as a number" if result.get("eval_metric") else "")
+        print(f"epochs (eval metric {result.get('eval_metric') or 'none'}{', ' + best if best else ''}):")
         for ep in result["epochs"]:
             mark = " *" if ep["epoch"] == result.get("best_epoch") else ""
             print(f"  {ep['epoch']:>4}  train {json.dumps(ep['train'])}  "
@@ -257,10 +259,14 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
 def _cmd_logs(args: argparse.Namespace) -> int:
     out = cliutil.LocalTimes(sys.stdout)  # log lines are stamped in UTC; people read local time (#13)
+    job = _job(args)
     try:
-        _job(args).stream_logs(follow=args.follow, file=out)
+        job.stream_logs(follow=args.follow, file=out)
     finally:
         out.close()
+    if not job.log_path.exists():
+        print(f"jobtrack: job {job.job_id} has no log here: it wrote no line, or it came in a bundle without files",
+              file=sys.stderr)
     return 0
 
 

@@ -206,7 +206,7 @@ def _check_table(split: Any, source: Any) -> Path | list[dict[str, Any]]:
                 f"The {split} table path {_short(text)} is not a usable file name (bytes, or a NUL byte); "
                 "pass a str or pathlib.Path."
             )
-        path = Path(text).expanduser().absolute()
+        path = Path(os.path.abspath(os.path.expanduser(text)))  # "proj/../data" stored as "data": a renamed proj
         if path.suffix.lower() not in TABLE_SUFFIXES:
             raise InvalidArgument(
                 f"The {split} table {str(path)!r} has an unsupported format; use {', '.join(TABLE_SUFFIXES)}."

@@ -15,6 +15,8 @@ from jobtrack.states import JobStatus, JobType
 from jobtrack.statusdoc import finished_status_document, status_document
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from jobtrack.store import EventRecord, JobRecord, Store
     from jobtrack.store.jobs import EpochCache
 
@@ -303,10 +305,15 @@ class JobMonitor:
         """Jupyter's view of a job: ``status_html`` of its status and tags."""
         return status_html(self.get_status(), self.tags())
 
+    @property
+    def log_path(self) -> Path:
+        """The job's log file (its ``log()`` lines and captured output); it exists once a line was written."""
+        return self._store.job_dir(self.job_id) / "log.txt"
+
     def stream_logs(self, *, file: Any = None, follow: bool = True, poll_interval: float = 0.2) -> None:
         """Print the job's log lines as they are written, until the job ends (or at once if ``follow=False``)."""
         out = file if file is not None else sys.stdout
-        path = self._store.job_dir(self.job_id) / "log.txt"
+        path = self.log_path
         pos = 0
         while True:
             terminal = self._store.get_job(self.job_id).is_terminal

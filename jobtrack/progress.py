@@ -8,7 +8,8 @@ from typing import Any, TextIO
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    """A metric as shown: 4 significant digits; NaN, stored as null, as the job's log writes it."""
+    return f"{value:.4g}" if isinstance(value, float) else "null" if value is None else str(value)
 
 
 def describe(status: dict[str, Any], elapsed_s: float) -> str:

@@ -4,6 +4,7 @@ and the exit code; the installed console script and ``python -m jobtrack`` run o
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from jobtrack import Dataset, JobManager, JobNotFound, Trainer, cli, demo
+from jobtrack import Dataset, JobManager, JobNotFound, RunContext, Trainer, cli, demo
 from proc import child_env
 
 SCRIPT = shutil.which("jobtrack", path=os.path.dirname(sys.executable)) or "jobtrack"
@@ -199,6 +200,29 @@ def test_prune_keeps_a_training_job_whose_model_a_queued_job_uses(jobtrack: Cli,
     out = jobtrack("prune", "--older-than", "0s", "--db", db_path)
     assert f"kept {jobs['train']}: its model is used by {later.job_id}, which has not ended" in out.out
     assert (Path(db_path + "-files") / "models" / str(train.model_run_id)).is_dir()  # a worker can still run it
+
+
+def test_show_and_wait_of_a_metric_only_reported_as_nan_print_no_none(jobtrack: Cli, db_path: str) -> None:
+    def nan_only(ctx: RunContext) -> None:
+        ctx.log_epoch(0, validation={"rmse": math.nan})
+
+    job = Trainer(nan_only, db=db_path, runner="eager", provenance=False).fit(
+        Dataset("nan", "regression", "t", tables={"train": [{"x": 1}]}))
+    shown = jobtrack("show", job.job_id, "--db", db_path)
+    assert "eval metric rmse, no best epoch: the metric was never reported as a number" in shown.out
+    waited = jobtrack("wait", job.job_id, "--db", db_path)
+    assert "validation rmse=null" in waited.err and "None" not in shown.out + waited.out + waited.err
+
+
+def test_logs_of_a_job_without_a_log_says_so(jobtrack: Cli, db_path: str) -> None:
+    def silent(ctx: RunContext) -> None:
+        pass
+
+    job = Trainer(silent, db=db_path, runner="eager", provenance=False).fit(
+        Dataset("quiet", "regression", "t", tables={"train": [{"x": 1}]}))
+    assert not job.log_path.exists()
+    out = jobtrack("logs", job.job_id, "--db", db_path)
+    assert out.code == 0 and out.out == "" and f"job {job.job_id} has no log here" in out.err
 
 
 def test_plot_writes_a_png_with_both_curves(jobtrack: Cli, db_path: str, jobs: dict[str, str], tmp_path: Path) -> None:

@@ -190,3 +190,14 @@ def test_spec_round_trips_a_file_backed_dataset(tmp_path: Path) -> None:
     again = Dataset.from_spec(json.loads(json.dumps(ds.to_spec())))
     assert again.experiment_name == ds.experiment_name and again.splits == ds.splits
     assert again.table("test") == ds.table("test")
+
+
+def test_a_table_path_with_dot_dot_is_stored_without_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``../data`` from a project folder names the data folder itself: renaming the project must not break it."""
+    tables = demo.write_csv_tables(tmp_path / "data", n=10)
+    (tmp_path / "proj").mkdir()
+    monkeypatch.chdir(tmp_path / "proj")
+    ds = Dataset("dots", "binary_classification", "m", tables={"train": os.path.join("..", "data", "train.csv")})
+    stored = ds.to_spec()["tables"]["train"]["path"]
+    assert stored == str(tmp_path / "data" / "train.csv") == str(tables["train"])
+    assert ".." not in Path(stored).parts
