@@ -28,12 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                    "(README: Finding and comparing runs)")
     p.add_argument("--sort", help="sort by fields, '-' for descending: -best_metric, config.lr,-created")
     p.add_argument("--offset", type=int, default=0, help="skip this many matching jobs (the next page)")
-    p.add_argument("--columns", help="more columns: config.<key>, best.<metric>, tags, best_metric, ... "
+    p.add_argument("--columns", help="more columns: config.<key>, best.<metric>, last.<metric>, tags, ... "
                                      "(comma-separated)")
 
 
 def columns(text: str | None) -> list[str]:
-    """The names of ``--columns``: fields a run table holds (config.*, best.*, and its fixed keys).
+    """The names of ``--columns``: fields a run table holds (config.*, best.*, last.*, and its fixed keys).
 
     Raises:
         InvalidQuery: an unknown or empty name, with its position in ``text``.
@@ -50,9 +50,9 @@ def columns(text: str | None) -> list[str]:
         if not name:
             raise InvalidQuery(text or "", at, "empty column name; write e.g. config.lr,best.roc_auc")
         f = field(text or "", name, at)
-        if f.kind not in ("config", "best"):
-            raise InvalidQuery(text or "", at, f"{name} is not a column; columns are config.<key>, best.<metric> "
-                                               f"and {', '.join(FIXED_KEYS)}")
+        if f.kind not in ("config", "best", "last"):
+            raise InvalidQuery(text or "", at, f"{name} is not a column; columns are config.<key>, best.<metric>, "
+                                               f"last.<metric> and {', '.join(FIXED_KEYS)}")
         names.append(name)
     return names
 

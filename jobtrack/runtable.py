@@ -41,9 +41,10 @@ def rows(store: Store, records: Sequence[JobRecord], columns: Sequence[str] | No
     parts: tuple[str, ...] = ("params", "metrics", "tags", "started", "sweep")
     if columns is not None:
         wanted = {c.split(".")[0] for c in columns}
-        parts = ("started", *(p for p, key in (("params", "config"), ("metrics", "best"), ("tags", "tags"),
-                                                 ("sweep", "sweep")) if key in wanted))
-    extras = store.job_extras([r.id for r in records], parts)
+        parts = ("started", *(p for p, key in (("params", "config"), ("metrics", "best"), ("metrics", "last"),
+                                                 ("tags", "tags"), ("sweep", "sweep")) if key in wanted))
+    extras = store.job_extras([r.id for r in records], tuple(dict.fromkeys(parts)))
+    lasts = columns is not None and any(c.startswith("last.") for c in columns)
     out: list[dict[str, Any]] = []
     config_keys: set[str] = set()
     metric_keys: set[str] = set()
@@ -60,10 +61,12 @@ def rows(store: Store, records: Sequence[JobRecord], columns: Sequence[str] | No
         }
         for key, kind, num, text in e["params"]:
             row[f"config.{key}"] = param_value(kind, num, text)
-        for name, (best, _last) in e["metrics"].items():
+        for name, (best, last) in e["metrics"].items():
             row[f"best.{name}"] = best
+            if lasts:  # only when a column asks: the last reported value of each metric
+                row[f"last.{name}"] = last
         config_keys.update(k for k in row if k.startswith("config."))
-        metric_keys.update(k for k in row if k.startswith("best."))
+        metric_keys.update(k for k in row if k.startswith(("best.", "last.")))
         out.append(row)
     keys = [*FIXED_KEYS, *sorted(config_keys), *sorted(metric_keys)]
     return [{k: row.get(k) for k in keys} for row in out]

@@ -416,13 +416,17 @@ def test_cli_where_sort_columns(pop: Population, capsys: pytest.CaptureFixture[s
     assert code == 0 and [r["job_id"] for r in rows] == [pop.ids["c"], pop.ids["a"]]
     assert rows[0]["config.model.depth"] == 2 and rows[1]["best.roc_auc"] == 0.9 and "status" in rows[0]
     assert "--offset 2" in err  # more match: the next page is named
+    code, out, err = _cli(capsys, "list", "--db", pop.db, "--where", f"id = '{pop.ids['a']}'", "--json",
+                          "--columns", "best.roc_auc,last.roc_auc,last.loss")
+    row = json.loads(out)[0]  # a's roc_auc by epoch: 0.7, 0.9, 0.8; its loss 1/epoch
+    assert code == 0 and (row["best.roc_auc"], row["last.roc_auc"], row["last.loss"]) == (0.9, 0.8, 1 / 3), err
 
 
 @pytest.mark.parametrize(("argv", "option", "position"), [
     (["--where", "config.lr <"], "--where", 11),
     (["--where", "lr < 0.01"], "--where", 0),
     (["--sort", "-best_metric,nope"], "--sort", 13),
-    (["--columns", "config.lr,last.loss"], "--columns", 10),
+    (["--columns", "config.lr,summary.n"], "--columns", 10),
 ])
 def test_cli_invalid_query_shows_a_caret_and_exits_2(pop: Population, capsys: pytest.CaptureFixture[str],
                                                      argv: list[str], option: str, position: int) -> None:
