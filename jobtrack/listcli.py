@@ -6,7 +6,7 @@ import argparse
 import json
 import re
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from jobtrack import cliutil
@@ -57,6 +57,14 @@ def columns(text: str | None) -> list[str]:
     return names
 
 
+def _duration(row: dict[str, Any]) -> str:
+    """A row's run time: to its end, to now while it runs, or (a snapshot copy) to when it was exported."""
+    started, end = row["started"], row["finished"]
+    if end is None and started is not None and row["duration"] is not None:  # a snapshot copy's frozen time
+        end = started + timedelta(seconds=row["duration"])
+    return cliutil.duration(started and started.isoformat(), end and end.isoformat(), row["status"])
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -101,8 +109,7 @@ def run(args: argparse.Namespace, manager: Any) -> int:
     else:
         header = (*_HEADER, *(name.upper() for name in extra))
         lines = [(r["id"], r["status"], r["job_type"], r["experiment"], r["model_run_id"] or "-",
-                  _cell(r["created"]), cliutil.duration(r["started"] and r["started"].isoformat(),
-                                                        r["finished"] and r["finished"].isoformat(), r["status"]),
+                  _cell(r["created"]), _duration(r),
                   *(_cell(r.get(name)) for name in extra)) for r in rows]
         widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
         for r in [header, *lines]:

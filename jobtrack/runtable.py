@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobtrack.errors import MissingExtra
+from jobtrack.liveness import is_snapshot
 from jobtrack.timeutil import from_iso
 
 if TYPE_CHECKING:
@@ -52,10 +53,11 @@ def rows(store: Store, records: Sequence[JobRecord], columns: Sequence[str] | No
         e = extras[r.id]
         started = from_iso(e["started"]) if e["started"] else None
         finished = r.finished_at
+        end = finished if finished is not None or not is_snapshot(r.runner) else r.updated_at  # a copy: as exported
         row: dict[str, Any] = {
             "id": r.id, "status": r.status.value, "job_type": r.job_type.value, "experiment": r.experiment_name,
             "created": r.created_at, "started": started, "finished": finished,
-            "duration": (finished - started).total_seconds() if started and finished else None,
+            "duration": (end - started).total_seconds() if started and end else None,
             "eval_metric": r.eval_metric, "best_metric": r.best_metric, "model_run_id": r.model_run_id,
             "sweep": e["sweep"], "tags": list(e["tags"]),
         }

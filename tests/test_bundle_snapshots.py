@@ -61,6 +61,9 @@ def test_a_snapshot_stays_a_copy_and_the_final_bundle_replaces_it(tmp_path: Path
     assert str(pickle.loads(pickle.dumps(refused.value))) == str(refused.value)  # crosses processes intact
     assert main(["cancel", job_id, "--db", dst]) == 1
     assert copy.get_status() == before and "Cancel it in that database" in capsys.readouterr().err
+    frozen = JobManager(dst).table(f"id = '{job_id}'")[0]["duration"]  # run time as exported, not growing
+    assert frozen is not None and frozen >= 0 and frozen == JobManager(dst).table(f"id = '{job_id}'")[0]["duration"]
+    assert main(["list", "--db", dst]) == 0 and f"{frozen:.1f}s" in capsys.readouterr().out
     early = _epochs(dst, job_id)
     assert JobManager(dst).import_bundle(tmp_path / "snap2.jtb").imported == [job_id]  # a newer snapshot
     assert _epochs(dst, job_id) > early
