@@ -57,6 +57,10 @@ class Row:
     differs: bool
     counted: bool  # a difference here makes the runs not identical
 
+    def cells(self) -> list[str]:
+        """Each job's value as ``jobtrack compare`` shows it (durations as 1.2s, booleans as true/false, ...)."""
+        return [_cell(v, p, self.key) for v, p in zip(self.values, self.present, strict=True)]
+
     def as_dict(self) -> dict[str, Any]:
         out = {"section": self.section, "key": self.key, "values": list(self.values), "differs": self.differs}
         if not all(self.present):
@@ -99,7 +103,7 @@ class Comparison:
                 return "\n".join(lines)
         table = [("", *self.jobs)]
         for row in self.shown():
-            cells = [_cell(v, p, row.key) for v, p in zip(row.values, row.present, strict=True)]
+            cells = row.cells()
             if row.section == "metric" and self.evaluation is not None:
                 cells = [c + _note(d, w) for c, d, w in
                          zip(cells, self.evaluation["deltas"], self.evaluation["directions"], strict=True)]
@@ -146,6 +150,7 @@ def compare(runs: Sequence[RunFacts], *, show_all: bool = False,
     add("metric", label, [(True, r.best_metric) for r in runs])
     add("job", "best_epoch", [(True, r.best_epoch) for r in runs])
     add("job", "epochs", [(True, r.epochs) for r in runs])
+    add("job", "tags", [(True, ", ".join(r.tags)) for r in runs], counted=False)
     shared = {r.eval_metric for r in runs}
     for name in sorted({n for r in runs for n in r.metrics}):
         if name not in shared or len(shared) > 1:  # the shared eval metric's best value is the row above
@@ -155,7 +160,6 @@ def compare(runs: Sequence[RunFacts], *, show_all: bool = False,
     for key in sorted({k for f in flat for k in f}, key=_provenance_order):
         add("provenance", key, [(key in f, f.get(key)) for f in flat], counted=key not in _UNCOUNTED_PROVENANCE)
     add("time", "duration", [(True, r.duration_s) for r in runs], counted=False)
-    add("time", "tags", [(True, ", ".join(r.tags)) for r in runs], counted=False)
     identical = not any(r.differs and r.counted for r in rows)
     return Comparison(jobs=tuple(r.job_id for r in runs), identical=identical, rows=tuple(rows),
                       evaluation=evaluation, show_all=show_all, durations=tuple(r.duration_s for r in runs))

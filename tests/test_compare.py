@@ -38,7 +38,7 @@ def test_equal_runs_are_identical_whatever_their_durations_tags_and_hosts() -> N
     result = compare([facts("a"), facts("b", duration_s=9.0, tags=["x"], provenance=_prov(host="b"))])
     assert result.identical
     assert result.format().startswith("identical: same config, code, data and metrics (durations: 1.5s, 9.0s)")
-    assert [r.key for r in result.shown()] == ["host", "duration", "tags"]
+    assert [r.key for r in result.shown()] == ["tags", "host", "duration"]
 
 
 def test_only_what_differs_is_shown_and_all_shows_everything() -> None:

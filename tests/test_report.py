@@ -52,6 +52,18 @@ def test_the_report_holds_the_table_each_jobs_curves_and_the_comparison(db_path:
     assert "best epoch" in text
 
 
+def test_the_comparison_shows_values_as_jobtrack_compare_does(db_path: str, tmp_path: Path) -> None:
+    data = Dataset("rep", "regression", "t", tables={"train": [{"x": 1}]})
+    for flag in (True, False):
+        Trainer(_train, db=db_path, runner="eager", config={"flag": flag}, tags=[f"t{int(flag)}"]).fit(data)
+    write_report(tmp_path / "r.html", db_path)
+    text = (tmp_path / "r.html").read_text(encoding="utf-8")
+    compared = text[text.index('id="compare"'):text.index("Same in all")]
+    assert "<td>true</td>" in compared and "<td>false</td>" in compared and "True" not in compared
+    assert "job: tags" in compared and "time: tags" not in compared  # tags are the job's, not a time
+    assert re.search(r"<td>\d+\.\ds</td>", text)  # a duration in seconds, as `jobtrack compare` prints it
+
+
 def test_the_report_fetches_nothing(db_path: str, jobs: list[str], tmp_path: Path) -> None:
     text = build_report(Store.open(db_path, read_only=True), jobs)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|/)""", text)  # no URL but in-page anchors

@@ -184,8 +184,8 @@ def _api_compare(store: Store, ids: list[str]) -> dict[str, Any] | None:
     def label(row: Any) -> str:
         return str(row.key) if str(row.key).startswith(str(row.section)) else f"{row.section}: {row.key}"
 
-    differ = {label(r): list(r.values) for r in result.rows if r.differs}
-    same = {label(r): r.values[0] for r in result.rows if not r.differs}
+    differ = {label(r): r.cells() for r in result.rows if r.differs}  # shown as `jobtrack compare` shows them
+    same = {label(r): r.cells()[0] for r in result.rows if not r.differs}
     return {"differ": differ, "same": same, "identical": result.identical}
 
 
