@@ -75,9 +75,20 @@ def exit_code(exc: BaseException) -> int:
 def error_line(exc: BaseException, args: argparse.Namespace | None = None) -> str:
     """The one line ``jobtrack: error: ...`` says for ``exc``, with a command-line hint where the library's speaks
     Python."""
-    from jobtrack.errors import AmbiguousJobId, JobNotFound, JobtrackError, ModelNotFound, StoreBusy, WaitTimeout
+    from jobtrack.errors import (
+        AmbiguousJobId,
+        InvalidQuery,
+        JobNotFound,
+        JobtrackError,
+        ModelNotFound,
+        StoreBusy,
+        WaitTimeout,
+    )
 
     db = f" --db {getattr(args, 'db', None)}" if getattr(args, "db", None) else ""
+    if isinstance(exc, InvalidQuery):  # with its caret under the problem, as `jobtrack list` shows it
+        problem = " ".join(f"invalid --where at position {exc.position}: {exc.problem}".split())
+        return f"{problem}\n  {exc.query}\n  {' ' * exc.position}^"
     if isinstance(exc, AmbiguousJobId):
         text = str(exc)
     elif isinstance(exc, JobNotFound):
