@@ -189,3 +189,17 @@ def test_a_running_jobs_row_updates_in_the_jobs_list(db_path: str, served: tuple
     row.locator("td.c-status", has_text="COMPLETED").wait_for()  # no reload
     assert row.locator("td.c-epochs").inner_text() == "2" and "0.25" in row.locator("td.c-best").inner_text()
     assert row.locator("input[type=checkbox]").is_checked()  # a selection for Compare survives the update
+
+
+def test_a_report_of_jobs_with_a_very_long_experiment_name_fits_the_window(db_path: str, browser: Any,
+                                                                           tmp_path: Path) -> None:
+    """Long names wrap: the page never scrolls sideways (the job's subtitle and status fields overflowed)."""
+    for lr in (0.1, 0.2):
+        Trainer(_curve, db=db_path, runner="eager", config={"lr": lr}).fit(_data("x" + "verylongname" * 16))
+    out = tmp_path / "long.html"
+    write_report(out, db_path)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(out.as_uri())
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    context.close()
