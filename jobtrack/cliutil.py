@@ -22,6 +22,8 @@ _PYTHON_HINTS = [
     (r"lock_timeout= of Trainer or JobManager, --lock-timeout of the jobtrack command", "--lock-timeout SECONDS"),
     (r"\(monitor\.wait\(\)\)", "(jobtrack wait JOB_ID)"),
     (r"Look at get_status\(\)\['result'\]", "Look at jobtrack show JOB_ID"),
+    (r"sampler='(\w+)' needs n_trials= ", r"--sampler \1 needs --trials N "),
+    (r"with sampler='grid'", "with --sampler grid"),
 ]
 """Python-flavoured advice in library messages (patterns, compiled when an error is shown), and its command-line
 wording."""

@@ -303,7 +303,8 @@ def start(trainer: Trainer, store: Store, dataset: Dataset, space: Mapping[str, 
            "metric": metric, "mode": mode or "max", "experiment": dataset.experiment_name,
            "base": _base_config(probe.config)}
     if doc["n_trials"] is None and not _exists(store, name):  # checked before anything is written
-        raise InvalidArgument(f"sampler={sampler_name!r} needs n_trials= (how many trials to run).")
+        grid_hint = "" if checked.ranges else "; or run every point of this space once with sampler='grid'"
+        raise InvalidArgument(f"sampler={sampler_name!r} needs n_trials= (how many trials to run){grid_hint}.")
     rec, created = store.open_sweep(_new_id("sw"), name, jsonutil.dumps(doc, "sweep spec"))
     stored = doc if created else rec.spec
     if not created:

@@ -238,6 +238,9 @@ def test_the_cli_runs_shows_and_lists_a_sweep(tmp_path: Path, monkeypatch: pytes
     assert len(json.loads(capsys.readouterr().out)["trials"]) == 4
     assert cli.main(["sweep", "run", "clisweep:trainer", "--db", db, "--space", "lr=evil()"]) == 2
     assert "not a number" in capsys.readouterr().err
+    assert cli.main(["sweep", "run", "clisweep:trainer", "--db", db, "--space", "lr=[0.1, 0.5]"]) == 2
+    assert capsys.readouterr().err == ("jobtrack: error: --sampler random needs --trials N (how many trials to run); "
+                                       "or run every point of this space once with --sampler grid.\n")
 
 
 def test_an_optuna_sampler_and_pruner_work_through_ask_and_tell(db_path: str, dataset: Dataset) -> None:
