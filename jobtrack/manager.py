@@ -271,16 +271,10 @@ class JobManager:
             InvalidArgument: fewer than two jobs.
             JobNotFound, AmbiguousJobId: an id that names no job, or several.
         """
-        from jobtrack import compare as comparing
-
         if isinstance(job_ids, str) or len(job_ids) < 2:
             raise InvalidArgument(f"compare needs two or more job ids, not {job_ids!r}; "
                                   "e.g. compare(['job_a', 'job_b']).")
-        runs = []
-        for job_id in [self.resolve_job_id(j) for j in job_ids]:
-            rec = self._store.get_job(job_id)
-            runs.append(comparing.run_facts(rec, self._store.experiment_facts(job_id), self._store.result(rec)))
-        return comparing.compare(runs, show_all=show_all)
+        return compare_in(self._store, [self.resolve_job_id(j) for j in job_ids], show_all=show_all)
 
     def fetch_sweep(self, id_or_name: str) -> SweepMonitor:
         """The monitor of the sweep with this id or name (#17).
@@ -312,3 +306,15 @@ class JobManager:
         recs = self._store.search_jobs(limit=None if limit is None else limit + 1, offset=offset)
         more = limit is not None and len(recs) > limit
         return StatusPage([status_dict(self._store, r) for r in recs[:limit]], has_more=more, offset=offset)
+
+
+def compare_in(store: Store, job_ids: Sequence[str], *, show_all: bool = False) -> Comparison:
+    """``JobManager.compare`` of these jobs (full ids) as ``store`` reads them: through a read-only store (the
+    dashboard's) nothing is written, not even a liveness verdict the reads reach."""
+    from jobtrack import compare as comparing
+
+    runs = []
+    for job_id in job_ids:
+        rec = store.get_job(job_id)
+        runs.append(comparing.run_facts(rec, store.experiment_facts(job_id), store.result(rec)))
+    return comparing.compare(runs, show_all=show_all)

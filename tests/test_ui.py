@@ -398,3 +398,40 @@ def test_every_page_reads_a_server_database_as_it_reads_a_file(any_db: str) -> N
         assert page.status_code == 200 and second.job_id in page.text, params
     only = c.get("/", params={"experiment": "evil_regression_t", "type": "train_inference"}).text
     assert first.job_id in only and second.job_id not in only
+
+
+DIES_RUNNING = """
+import os, signal, sys, time
+from jobtrack import Dataset, Trainer
+def hang(ctx):
+    ctx.log_epoch(1, validation={"rmse": 1.0})
+    print(ctx.job_id, flush=True)
+    time.sleep(60)
+job = Trainer(hang, db=sys.argv[1], provenance=False).fit(Dataset("dead", "regression", "t", tables={"train": [{"x": 1}]}))
+while True:
+    time.sleep(0.01)
+"""
+
+
+def test_no_page_writes_a_liveness_verdict(db_path: str, client: TestClient, jobs: list[str]) -> None:
+    """The dashboard opens the database read-only: a job whose runner died reads FAILED on every page (the
+    comparison too), and the file still holds what the runner left: no verdict, no event."""
+    from proc import spawn
+
+    with spawn(DIES_RUNNING, db_path) as child:
+        dead = child.stdout.readline().strip()
+        child.kill()
+        child.wait(timeout=30)
+
+    def stored() -> list[Any]:
+        with closing(sqlite3.connect(db_path)) as conn:
+            return [conn.execute("SELECT status FROM jobs WHERE id = ?", (dead,)).fetchone(),
+                    conn.execute("SELECT count(*) FROM job_events WHERE job_id = ?", (dead,)).fetchone()]
+
+    before = stored()
+    assert before[0] == ("RUNNING",)
+    for url in (f"/jobs/{dead}", f"/compare?ids={dead}&ids={jobs[1]}", "/", "/?status=failed"):
+        page = client.get(url)
+        assert page.status_code == 200, url
+    assert "FAILED" in client.get(f"/compare?ids={dead}&ids={jobs[1]}").text  # the verdict, shown
+    assert stored() == before  # and not written

@@ -171,16 +171,15 @@ def compare(store: Store, job_ids: Sequence[str]) -> dict[str, Any]:
 
 
 def _api_compare(store: Store, ids: list[str]) -> dict[str, Any] | None:
-    """``JobManager.compare`` (config, metrics, provenance, durations) where this version has it (#15)."""
-    from jobtrack.manager import JobManager
+    """``JobManager.compare`` (config, metrics, provenance, durations) read through the dashboard's read-only
+    store (#15): the page writes nothing, not even a liveness verdict."""
+    from jobtrack.manager import compare_in
 
-    method = getattr(JobManager, "compare", None)
-    if method is None:
-        return None
     try:
-        result = method(JobManager(store.target), ids, show_all=True)
+        result = compare_in(store, ids, show_all=True)
     except JobtrackError:
         return None
+
     def label(row: Any) -> str:
         return str(row.key) if str(row.key).startswith(str(row.section)) else f"{row.section}: {row.key}"
 
