@@ -193,6 +193,9 @@ CASES = [
     ("summary.ok is null", {"f", "q"}),
     ("summary.n = '3'", set()),
     ("summary.n != 3", {"b", "c", "d", "e"}),
+    ("not summary.n = 3", ALL - {"a"}),  # jobs without a summary (failed, queued) too: `not` of false
+    ("not summary.ok = true", {"f", "q"}),
+    ("not (summary.n = 3 or tag = 'nope')", ALL - {"a"}),
     # provenance and sweeps (recorded for "a" only; nothing is in a sweep)
     ("git.commit is null", ALL - {"a"} if True else set()),
     ("sweep is null", ALL),

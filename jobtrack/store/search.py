@@ -203,7 +203,8 @@ class _Compiler:
                            present=f"({kind} IS NOT NULL AND {kind} <> 'null')")
         if isinstance(n, q.IsNull):
             return f"({'' if n.negated else 'NOT '}{typed.present})"
-        return f"({self.typed(n, typed)})"
+        # false, never NULL, where a job has no such key (or no result yet): `not summary.x = 1` then lists it
+        return f"COALESCE({self.typed(n, typed)}, {'0' if self.sqlite else 'FALSE'})"
 
     def typed(self, n: q.Node, t: _Typed) -> str:
         """The condition of a comparison, list or pattern on a value that may be a number, a string or a bool."""
