@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from jobtrack import jsonutil, runtime
+from jobtrack import jsonutil, provenance, runtime
 from jobtrack.dataset import Dataset, check_name
 from jobtrack.errors import (
     InvalidArgument,
@@ -122,6 +122,8 @@ class _Plan:
                 spec = self.trainer._job_spec(JobType.TRAIN, self.dataset, _new_id("mr"),
                                               config=with_params(self.trainer.config, params))
                 row = {**spec.row(), "sweep_id": self.sweep_id, "trial": trial}
+                recorded = provenance.record(spec, store.job_dir(spec.job_id)) if self.trainer.provenance else None
+                row["provenance_json"] = recorded.json if recorded is not None else None  # as any fit() (#15)
                 guard = store.trial_guard(self.sweep_id, trial, n_trials=self.n_trials, max_void=self.max_void,
                                           grid_size=grid_size)
                 try:
@@ -134,6 +136,8 @@ class _Plan:
                     self.next_trial = None
                     continue
                 self.next_trial = None if self.grid is not None else trial + 1
+                if recorded is not None:
+                    recorded.save()  # the diff file, once the trial exists
                 if not self.dataset.is_file_backed:
                     runtime.remember_dataset(spec.model_run_id or "", self.dataset)
                 if self.prune is not None:

@@ -190,6 +190,19 @@ def test_a_dotted_space_key_sets_the_nested_value_of_the_trainer_config(db_path:
     assert header.split()[4] == "model.depth" and first.split()[4] == "4"
 
 
+def test_trials_record_provenance_as_any_job_unless_the_trainer_opts_out(db_path: str, dataset: Dataset) -> None:
+    recorded = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 1})
+    plain = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 1}, provenance=False)
+    with_it = recorded.sweep(dataset, {"lr": [0.1, 0.2]}, sampler="grid", name="prov")
+    without = plain.sweep(dataset, {"lr": [0.1]}, sampler="grid", name="noprov")
+    manager = JobManager(db_path)
+    facts = [manager.fetch_job(t.job_id).provenance() for t in with_it.trials()]
+    assert all(f and f.get("python") for f in facts), facts  # git too when the tests run in a checkout
+    assert [manager.fetch_job(t.job_id).provenance() for t in without.trials()] == [None]
+    rows = manager.compare([t.job_id for t in with_it.trials()], show_all=True).rows
+    assert [r.key for r in rows if r.section == "provenance" and not all(r.present)] == []  # nothing "(absent)"
+
+
 def test_parallel_4_with_the_process_runner_runs_no_trial_twice(db_path: str, dataset: Dataset) -> None:
     trainer = Trainer(demo.train, db=db_path, runner="process", config={"epochs": 3}, provenance=False)
     sweep = trainer.sweep(dataset, {"lr": LRS, "l2": L2S}, sampler="grid", parallel=4, name="proc")

@@ -407,7 +407,8 @@ def hang(ctx):
     ctx.log_epoch(1, validation={"rmse": 1.0})
     print(ctx.job_id, flush=True)
     time.sleep(60)
-job = Trainer(hang, db=sys.argv[1], provenance=False).fit(Dataset("dead", "regression", "t", tables={"train": [{"x": 1}]}))
+data = Dataset("dead", "regression", "t", tables={"train": [{"x": 1}]})
+job = Trainer(hang, db=sys.argv[1], provenance=False).fit(data)
 while True:
     time.sleep(0.01)
 """
