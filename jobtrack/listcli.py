@@ -39,11 +39,9 @@ def columns(text: str | None) -> list[str]:
         InvalidQuery: an unknown or empty name, with its position in ``text``.
     """
     names: list[str] = []
-    pos = 0
-    for part in (text or "").split(",") if text else []:
-        name = part.strip()
+    for pos, part in _split_names(text or "") if text else []:
+        name = part.strip().replace("`", "")  # a key with odd characters in backticks, as in --where
         at = pos + len(part) - len(part.lstrip())
-        pos += len(part) + 1
         if name in FIXED_KEYS:
             names.append(name)
             continue
@@ -55,6 +53,24 @@ def columns(text: str | None) -> list[str]:
                                                f"last.<metric> and {', '.join(FIXED_KEYS)}")
         names.append(name)
     return names
+
+
+def _split_names(text: str) -> list[tuple[int, str]]:
+    """``text`` cut at the commas outside backticks: (position, part) pairs.
+
+    Raises:
+        InvalidQuery: a backtick that is never closed.
+    """
+    parts, start, quoted = [], 0, None
+    for i, c in enumerate(text):
+        if c == "`":
+            quoted = None if quoted is not None else i
+        elif c == "," and quoted is None:
+            parts.append((start, text[start:i]))
+            start = i + 1
+    if quoted is not None:
+        raise InvalidQuery(text, quoted, "unterminated `name`: no closing backtick")
+    return [*parts, (start, text[start:])]
 
 
 def _duration(row: dict[str, Any]) -> str:

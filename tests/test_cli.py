@@ -225,6 +225,22 @@ def test_logs_of_a_job_without_a_log_says_so(jobtrack: Cli, db_path: str) -> Non
     assert out.code == 0 and out.out == "" and f"job {job.job_id} has no log here" in out.err
 
 
+def test_list_columns_take_backticked_keys_as_where_does(jobtrack: Cli, db_path: str) -> None:
+    def odd(ctx: RunContext) -> None:
+        ctx.log_epoch(0, validation={"val loss": 0.5})
+
+    job = Trainer(odd, db=db_path, runner="eager", provenance=False, config={"learning rate": 0.01, "a,b": 1}).fit(
+        Dataset("odd", "regression", "t", tables={"train": [{"x": 1}]}))
+    out = jobtrack("list", "--db", db_path, "--where", "config.`learning rate` = 0.01", "--json",
+                   "--columns", "config.`learning rate`,config.`a,b`, last.`val loss`")
+    assert out.code == 0, out.err
+    row = json.loads(out.out)[0]
+    assert row["job_id"] == job.job_id
+    assert (row["config.learning rate"], row["config.a,b"], row["last.val loss"]) == (0.01, 1, 0.5)
+    bad = jobtrack("list", "--db", db_path, "--columns", "config.`a,b")
+    assert bad.code == 2 and "no closing backtick" in bad.err
+
+
 def test_plot_writes_a_png_with_both_curves(jobtrack: Cli, db_path: str, jobs: dict[str, str], tmp_path: Path) -> None:
     png = tmp_path / "curves.png"
     out = jobtrack("plot", jobs["train"], "-o", str(png), "--db", db_path)
