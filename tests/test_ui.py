@@ -436,3 +436,50 @@ def test_no_page_writes_a_liveness_verdict(db_path: str, client: TestClient, job
         assert page.status_code == 200, url
     assert "FAILED" in client.get(f"/compare?ids={dead}&ids={jobs[1]}").text  # the verdict, shown
     assert stored() == before  # and not written
+
+
+def _again(ctx: Any) -> None:
+    for epoch in (1, 2, 2, 2, 3):  # epoch 2 reported again (a resumed loop): it replaces the stored one
+        ctx.log_epoch(epoch, validation={"rmse": 1.0 / epoch})
+
+
+def test_the_epochs_column_counts_epochs_not_reports(db_path: str, client: TestClient, tmp_path: Path) -> None:
+    job = Trainer(_again, db=db_path, runner="eager", provenance=False).fit(_data("again"))
+    assert len(job.get_status()["result"]["epochs"]) == 3
+    page = client.get("/").text
+    line = page[page.index(f'href="/jobs/{job.job_id}"'):]
+    assert re.search(r'<td class="num c-epochs">(\d+)</td>', line).group(1) == "3"  # type: ignore[union-attr]
+    from jobtrack.report import write_report
+
+    write_report(tmp_path / "r.html", db_path, [job.job_id])
+    assert '<td class="num c-epochs">3</td>' in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+def _fails(ctx: Any) -> None:
+    raise ValueError("the loss diverged\nat epoch 3")
+
+
+def test_a_failed_jobs_page_shows_its_traceback_and_config_values_as_json(db_path: str, client: TestClient) -> None:
+    job = Trainer(_fails, db=db_path, runner="eager", provenance=False,
+                  config={"depth": "4", "width": 4, "flag": True}).fit(_data("fails"))
+    page = client.get(f"/jobs/{job.job_id}").text
+    assert "<strong>ValueError: the loss diverged\nat epoch 3</strong>" in page
+    trace = re.search(r'<pre class="traceback">(.*?)</pre>', page, re.S)
+    assert trace is not None and trace.group(1).startswith("Traceback (most recent call last):\n")
+    assert 'raise ValueError(&quot;the loss diverged' in trace.group(1)  # lines, not one JSON string
+    assert '<td>&quot;4&quot;</td>' in page and "<td>4</td>" in page and "<td>true</td>" in page
+
+
+def test_the_query_box_example_parses_and_the_pager_names_its_direction(db_path: str, client: TestClient) -> None:
+    example = re.search(r'placeholder="([^"]*)"', client.get("/").text)
+    assert example is not None
+    assert JobManager(db_path).list_jobs(where=example.group(1).replace("&#39;", "'").replace("&gt;", ">")) == []
+    trainer = Trainer(_train, db=db_path, runner="eager", provenance=False)
+    for _ in range(19):  # 21 jobs: three pages of 10
+        trainer.fit(_data())
+    def pager(url: str) -> list[str]:
+        return sorted(set(re.findall(r'rel="(?:prev|next)">([^<]*)</a>', client.get(url).text)))  # top, bottom
+
+    assert pager("/?per=10&page=2") == ["older →", "← newer"]
+    assert pager("/?sort=created&dir=asc&per=10&page=2") == ["next →", "← previous"]  # oldest first
+    assert pager("/?sort=best&per=10&page=2") == ["next →", "← previous"]

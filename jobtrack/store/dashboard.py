@@ -145,6 +145,17 @@ class DashboardMixin(JobsMixin):
                 out.setdefault(str(job_id), []).append(str(tag))
         return out
 
+    def epoch_counts(self, job_ids: Sequence[str]) -> dict[str, int]:
+        """How many epochs each given job has stored (an epoch reported again replaced its row: not ``epoch_seq``,
+        which counts reports); jobs without any are left out."""
+        if not job_ids:
+            return {}
+        params: dict[str, Any] = {}
+        sql = (f"SELECT job_id, count(*) FROM job_epochs WHERE job_id IN {in_list('j', list(job_ids), params)} "
+               "GROUP BY job_id")
+        with self.db.read() as tx:
+            return {str(job_id): int(n) for job_id, n in tx.all(sql, params)}
+
     def export_head(self, job_id: str, *, rows: int = 10) -> dict[str, dict[str, Any]]:
         """Each export of the job: ``{kind: {"columns", "rows" (the first ``rows``), "total", "path", "view"}}``."""
         out: dict[str, dict[str, Any]] = {}

@@ -46,19 +46,21 @@ def best_of(store: Store, rec: JobRecord) -> tuple[Any, Any]:
     return None, rec.best_metric
 
 
-def row(store: Store, rec: JobRecord, tags: Sequence[str] = ()) -> dict[str, Any]:
-    """One line of the jobs table."""
+def row(store: Store, rec: JobRecord, tags: Sequence[str] = (), epochs: int | None = None) -> dict[str, Any]:
+    """One line of the jobs table (``epochs``: how many it stored, when known; else its count of reports)."""
     best_epoch, best_value = best_of(store, rec)
     return {"id": rec.id, "status": rec.status.value, "type": rec.job_type.value,
             "experiment": rec.experiment_name, "created": rec.created_iso, "updated": rec.updated_iso,
-            "finished": rec.finished_iso, "epochs": rec.epoch_seq, "eval_metric": rec.eval_metric,
+            "finished": rec.finished_iso, "epochs": rec.epoch_seq if epochs is None else epochs,
+            "eval_metric": rec.eval_metric,
             "best": best_value, "best_epoch": best_epoch, "tags": list(tags), "terminal": rec.status in TERMINAL}
 
 
 def rows(store: Store, recs: Sequence[JobRecord]) -> list[dict[str, Any]]:
     """The jobs table's lines for these records, with their tags."""
     tags = store.tags_of([r.id for r in recs])
-    return [row(store, r, tags.get(r.id, ())) for r in recs]
+    counts = store.epoch_counts([r.id for r in recs if r.epoch_seq])  # an epoch reported again counts once
+    return [row(store, r, tags.get(r.id, ()), counts.get(r.id, 0)) for r in recs]
 
 
 def job_detail(store: Store, job_id: str) -> dict[str, Any]:
@@ -154,7 +156,7 @@ def compare(store: Store, job_ids: Sequence[str]) -> dict[str, Any]:
         best_epoch, best_value = best_of(store, rec)
         for key, value in (("status", rec.status.value), ("job type", rec.job_type.value),
                            ("experiment", rec.experiment_name), ("eval metric", rec.eval_metric),
-                           ("best epoch", best_epoch), ("best value", best_value), ("epochs", rec.epoch_seq)):
+                           ("best epoch", best_epoch), ("best value", best_value), ("epochs", len(epochs[rec.id]))):
             put(key, i, value)
         for key, value in flat(rec.spec.get("config") or {}).items():
             put(f"config.{key}", i, value)

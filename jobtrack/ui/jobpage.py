@@ -44,8 +44,8 @@ def kv_table(mapping: Mapping[str, Any]) -> str:
     """A flat key/value table (nested keys dotted)."""
     if not mapping:
         return '<p class="muted">none</p>'
-    rows = "".join(f'<tr><th scope="row">{e(k)}</th><td>{e(json_text(v)) if isinstance(v, list) else num(v)}</td></tr>'
-                   for k, v in flat(dict(mapping)).items())
+    rows = "".join(f'<tr><th scope="row">{e(k)}</th><td>{num(v) if isinstance(v, float) else e(json_text(v))}</td></tr>'
+                   for k, v in flat(dict(mapping)).items())  # as JSON: "4" and 4, true and "True" differ
     return f'<div class="scroll"><table class="kv"><tbody>{rows}</tbody></table></div>'
 
 
@@ -81,6 +81,16 @@ def cancel_form(job_id: str, status: str, token: str | None) -> str:
             f'value="{escape(token)}"><button type="submit" class="danger">Cancel job</button></form>')
 
 
+def error_section(error: Any, sub: str) -> str:
+    """A failed job's error as people read it: its type and message, and the traceback as lines (not JSON)."""
+    if not isinstance(error, Mapping):
+        return ""
+    head = f"{error.get('type') or 'Error'}: {error.get('message') or ''}"
+    trace = error.get("traceback")
+    return (f'<section class="error"><{sub}>Error</{sub}><p><strong>{e(head)}</strong></p>'
+            + (f'<pre class="traceback">{e(trace)}</pre>' if trace else "") + "</section>")
+
+
 def job_body(detail: Mapping[str, Any], charts: Sequence[str], *, token: str | None = None,
              log_text: str | None = None, heading: str = "h1", anchor: str = "") -> str:
     """A job's sections; the dashboard adds the log and the Cancel button, the report leaves them out."""
@@ -92,6 +102,7 @@ def job_body(detail: Mapping[str, Any], charts: Sequence[str], *, token: str | N
              f'<span id="status-badge">{badge(status)}</span></{heading}>',
              f'<p class="muted">{e(rec.experiment_name)} · {e(rec.job_type.value)} {tags}</p>',
              cancel_form(rec.id, status, token),
+             error_section(detail["status"]["result"].get("error"), sub),
              f'<{sub}>Curves</{sub}><div class="charts" id="charts">{charts_html(charts)}</div>',
              f'<div class="cols"><section><{sub}>Status</{sub}>{status_fields(detail["status"])}</section>',
              f'<section><{sub}>History</{sub}>{timeline(detail["events"])}',

@@ -79,6 +79,7 @@ def layout(title: str, body: str, *, active: str = "", token: str | None = None,
         nav = f'<nav aria-label="main">{nav}</nav>'
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">{meta}{head}'
+            f'{"" if inline else "<link rel=icon href=data:,>"}'
             f"<title>{escape(title)} · jobtrack</title></head><body{attrs}>"
             f'<header><a class="brand" href="{"#top" if inline else "/"}">jobtrack</a>{nav}</header>'
             f'<main id="top">{body}</main>{script}</body></html>')
@@ -153,7 +154,7 @@ def jobs_page(rows: Sequence[Mapping[str, Any]], *, total: int, page: int, per: 
             + _select("experiment", "Experiment", choices.get("experiments", []), filters.get("experiment"))
             + _select("tag", "Tag", choices.get("tags", []), filters.get("tag"))
             + f'<label class="q">Query <input name="q" value="{e(query) if query else ""}" '
-              f'placeholder="status = COMPLETED and best.roc_auc > 0.8" aria-describedby="qnote"></label>'
+              'placeholder="status = &#39;completed&#39; and best.roc_auc &gt; 0.8" aria-describedby="qnote"></label>'
             + f'<input type="hidden" name="sort" value="{e(sort)}">'
               f'<input type="hidden" name="dir" value="{"desc" if descending else "asc"}">'
             + '<button type="submit">Apply</button> <a href="/">Reset</a></form>'
@@ -163,10 +164,11 @@ def jobs_page(rows: Sequence[Mapping[str, Any]], *, total: int, page: int, per: 
         nav = [f"<span>more than {total} job(s) · page {page}</span>"]
     else:
         nav = [f"<span>{total} job(s) · page {page} of {pages}</span>"]
+    before, after = ("newer", "older") if sort == "created" and descending else ("previous", "next")  # by time or not
     if page > 1:
-        nav.insert(0, f'<a href="{escape(link(page=page - 1))}" rel="prev">← newer</a>')
+        nav.insert(0, f'<a href="{escape(link(page=page - 1))}" rel="prev">← {before}</a>')
     if (page < pages and not capped) if has_next is None else has_next:
-        nav.append(f'<a href="{escape(link(page=page + 1))}" rel="next">older →</a>')
+        nav.append(f'<a href="{escape(link(page=page + 1))}" rel="next">{after} →</a>')
     table = jobs_table(rows, sort_link=sort_link)
     body = (f"<h1>Jobs</h1>{form}"
             f'<form method="get" action="/compare"><div class="bar">{" ".join(nav)}'
