@@ -40,7 +40,8 @@ class ReportInfo:
 
 def select_jobs(db: str | os.PathLike[str] | None, job_ids: Sequence[str] = (), *, where: str | None = None,
                 limit: int = DEFAULT_REPORT_JOBS) -> list[str]:
-    """The ids a report covers: the named jobs (ids or unique prefixes), else the query's, else the newest.
+    """The ids a report covers: the named jobs (ids or unique prefixes), else the newest ``limit`` of the query's
+    matches, else the newest ``limit`` jobs.
 
     Raises:
         JobNotFound, AmbiguousJobId: a named job does not exist or is ambiguous.
@@ -63,9 +64,8 @@ def _select(db: str | os.PathLike[str] | None, job_ids: Sequence[str], where: st
         ids = list(dict.fromkeys(JobManager(db).resolve_job_id(j) for j in job_ids))
         return ids, len(ids)
     store = Store.open(db, read_only=True)
-    if where:
-        ids = store.search_ids(where)
-        return ids, len(ids)
+    if where:  # the newest ``limit`` matches, as without a query: a report of every match could be any size
+        return store.search_ids(where, limit=limit), store.count_jobs(where)
     total, records = store.dashboard_page(limit=limit)
     return [r.id for r in records], total
 

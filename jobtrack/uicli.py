@@ -22,7 +22,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE.html", help="the HTML file to write")
     p.add_argument("--title", default="jobtrack report", help="the report's title")
     p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="without jobs or --where: the newest N jobs (default 200)")
+                   help="the newest N jobs, or of --where's matches (default 200)")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -52,10 +52,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from jobtrack.report import DEFAULT_REPORT_JOBS, write_report
 
-    if args.limit is not None and (args.job_ids or args.where):
+    if args.limit is not None and args.job_ids:
         from jobtrack.errors import InvalidArgument
 
-        raise InvalidArgument("--limit chooses among all jobs; with named jobs or --where, leave it out.")
+        raise InvalidArgument("--limit chooses among all jobs or --where's matches; with named jobs, leave it out.")
     info = write_report(args.output, args.db, args.job_ids, where=args.where, title=args.title,
                         limit=DEFAULT_REPORT_JOBS if args.limit is None else args.limit)
     shown = len(info.job_ids)

@@ -158,6 +158,10 @@ def test_a_report_of_the_newest_jobs_says_how_many_it_left_out(db_path: str, job
     assert "limit must be a positive integer" in capsys.readouterr().err
     assert main(["report", jobs[0], "-o", str(out), "--db", db_path, "--limit", "1"]) == 2
     assert "leave it out" in capsys.readouterr().err
+    assert main(["report", "-o", str(out), "--db", db_path, "--where", "config.lr > 0", "--limit", "1"]) == 0
+    assert "the newest 1 of 2 jobs" in capsys.readouterr().out  # a query's matches are capped the same way
+    info = write_report(out, db_path, where="config.lr > 0", limit=1)
+    assert (info.job_ids, info.total) == ([jobs[1]], 2)
 
 
 def test_a_report_reads_a_server_database_as_it_reads_a_file(any_db: str, tmp_path: Path) -> None:
