@@ -268,13 +268,18 @@ class JobManager:
         whether config, code, data and metrics agree, ``as_dict()`` is JSON for scripts.
 
         Raises:
-            InvalidArgument: fewer than two jobs.
+            InvalidArgument: fewer than two jobs, or one named twice.
             JobNotFound, AmbiguousJobId: an id that names no job, or several.
         """
         if isinstance(job_ids, str) or len(job_ids) < 2:
             raise InvalidArgument(f"compare needs two or more job ids, not {job_ids!r}; "
                                   "e.g. compare(['job_a', 'job_b']).")
-        return compare_in(self._store, [self.resolve_job_id(j) for j in job_ids], show_all=show_all)
+        ids = [self.resolve_job_id(j) for j in job_ids]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise InvalidArgument(f"compare names {', '.join(twice)} more than once; a job compared with itself "
+                                  "always agrees. Give two or more different jobs.")
+        return compare_in(self._store, ids, show_all=show_all)
 
     def fetch_sweep(self, id_or_name: str) -> SweepMonitor:
         """The monitor of the sweep with this id or name (#17).

@@ -149,6 +149,9 @@ def test_compare_needs_two_known_jobs(db_path: str, capsys: pytest.CaptureFixtur
     assert cli.main(["compare", a.job_id, "--db", db_path]) == 2
     assert "two or more" in capsys.readouterr().err
     assert cli.main(["compare", a.job_id, "job_nothing", "--db", db_path]) == 1
+    with pytest.raises(InvalidArgument, match=f"names {a.job_id} more than once"):
+        manager.compare([a.job_id, a.job_id[:12]])  # the same job by id and by prefix
+    assert cli.main(["compare", a.job_id, a.job_id, "--db", db_path]) == 2
 
 
 def test_a_failed_run_is_not_identical_to_a_completed_one(db_path: str) -> None:
