@@ -203,3 +203,15 @@ def test_a_report_of_jobs_with_a_very_long_experiment_name_fits_the_window(db_pa
     page.goto(out.as_uri())
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     context.close()
+
+
+def test_long_names_never_push_a_page_sideways(db_path: str, served: tuple[str, str], browser: Any) -> None:
+    url, token = served
+    job = Trainer(_curve, db=db_path, runner="eager").fit(_data("y" + "verylongname" * 12)).job_id
+    for width, path in ((1280, f"/jobs/{job}"), (390, "/"), (390, f"/jobs/{job}")):
+        context = browser.new_context(viewport={"width": width, "height": 800})
+        page = context.new_page()
+        page.goto(f"{url}{path}{'&' if '?' in path else '?'}token={token}")
+        wide = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert wide[0] <= wide[1], (width, path, wide)
+        context.close()
