@@ -377,6 +377,9 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     report = migrate(source, target)
     print(f"copied {len(report.copied)} job(s) from {source.target} to {target.target}; "
           f"{len(report.skipped)} already there; {len(report.registered)} registered model(s)")
+    if report.unfinished:
+        print(f"{len(report.unfinished)} unfinished (QUEUED or RUNNING) job(s) not copied: they run where they are; "
+              "migrate again once they ended")
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from jobtrack import Dataset, JobManager, Trainer, demo, runtime
+from jobtrack import Dataset, JobManager, JobNotFound, Trainer, demo, runtime
 from jobtrack.store import Store
 from jobtrack.store.schema import SCHEMA_VERSION
 from proc import child_env, wait_until
@@ -89,14 +89,17 @@ def test_migrate_a_file_to_postgres_twice(pg_url: str, db_path: str, tmp_path: P
     train = trainer.fit(ds)
     trainer.predict("mig_out", model_run_id=train.model_run_id, extract_embeddings=True)
     Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 3, "fail_at_epoch": 2}).fit(ds)
-    Trainer(demo.train, db=db_path, runner="worker").fit(ds)  # still queued
+    queued = Trainer(demo.train, db=db_path, runner="worker", config={"epochs": 2}).fit(ds)  # still queued
     train.register_model("mig", "v1")
     out = subprocess.run([sys.executable, "-m", "jobtrack", "migrate", "--from", db_path, "--to", pg_url],
                          capture_output=True, text=True, timeout=120, env=child_env())
     assert out.returncode == 0, out.stderr
-    assert "copied 4 job(s)" in out.stdout and "1 registered model(s)" in out.stdout
+    assert "copied 3 job(s)" in out.stdout and "1 registered model(s)" in out.stdout
+    assert "1 unfinished (QUEUED or RUNNING) job(s) not copied" in out.stdout  # it would run in both
     local, server = JobManager(db_path), JobManager(pg_url)
-    for job in local.list_jobs(limit=None):
+    with pytest.raises(JobNotFound):
+        server.fetch_job(queued.job_id)
+    for job in local.list_jobs(status=["COMPLETED", "FAILED"], limit=None):
         assert server.fetch_job(job.job_id).get_status() == job.get_status()
     pred = local.list_jobs(job_type="inference")[0].get_status()
     engine = create_engine(pg_url)
@@ -106,7 +109,14 @@ def test_migrate_a_file_to_postgres_twice(pg_url: str, db_path: str, tmp_path: P
     assert len(rows) == 20
     again = subprocess.run([sys.executable, "-m", "jobtrack", "migrate", "--from", db_path, "--to", pg_url],
                            capture_output=True, text=True, timeout=120, env=child_env())
-    assert "copied 0 job(s)" in again.stdout and "4 already there" in again.stdout
+    assert "copied 0 job(s)" in again.stdout and "3 already there" in again.stdout
+    worker = subprocess.run([sys.executable, "-m", "jobtrack", "worker", "--burst", "--db", db_path],
+                            capture_output=True, text=True, timeout=120, env=child_env())
+    assert worker.returncode == 0 and queued.get_status()["status"] == "COMPLETED", worker.stderr
+    last = subprocess.run([sys.executable, "-m", "jobtrack", "migrate", "--from", db_path, "--to", pg_url],
+                          capture_output=True, text=True, timeout=120, env=child_env())
+    assert "copied 1 job(s)" in last.stdout and "unfinished" not in last.stdout  # once it ended
+    assert server.fetch_job(queued.job_id).get_status() == queued.get_status()
     assert Trainer(demo.train, demo.predict, db=pg_url, runner="eager").predict(
         "mig_again", registered_model_key="mig:v1").get_status()["status"] == "COMPLETED"
 

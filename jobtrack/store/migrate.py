@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Boolean
 
 from jobtrack.errors import BundleConflict
+from jobtrack.states import JobStatus
 from jobtrack.store import models
 from jobtrack.store.db import Tx
 
@@ -36,6 +37,7 @@ class MigrateReport:
     skipped: list[str] = field(default_factory=list)
     registered: list[str] = field(default_factory=list)
     tagged: list[str] = field(default_factory=list)  # skipped jobs that got tags they lacked
+    unfinished: list[str] = field(default_factory=list)  # QUEUED or RUNNING in the source: not copied (yet)
 
 
 def job_tables() -> tuple[str, ...]:
@@ -121,7 +123,8 @@ def union_rows(tx: Tx, table: str, rows: list[dict[str, Any]]) -> set[str]:
 
 
 def migrate(source: Store, target: Store, *, batch: int = 200) -> MigrateReport:
-    """Copy every job of ``source`` that ``target`` lacks, with its rows, exports, views, materialized tables,
+    """Copy every finished job of ``source`` that ``target`` lacks (QUEUED and RUNNING ones are listed in the report's
+    ``unfinished``, for a later run once they ended), with its rows, exports, views, materialized tables,
     sweep, model run and registry entries: a bundle's rows (``Store.bundle_rows``) without its files, whose
     paths are kept. The same rules as ``jobtrack import`` and ``merge``: every batch is checked before any is
     written, so a conflict writes nothing; a job the target has is skipped, its tags merged.
@@ -130,12 +133,14 @@ def migrate(source: Store, target: Store, *, batch: int = 200) -> MigrateReport:
         BundleConflict: a view, materialized table, registry entry, model run or sweep name of a copied job is
             the target's with other content; nothing was written.
     """
-    with source.db.read() as tx:
-        ids = [r[0] for r in tx.all("SELECT id FROM jobs ORDER BY created_at, id")]
+    with source.db.read() as tx:  # finished jobs only: a copy of a QUEUED job would run in both databases, one
+        listed = tx.all("SELECT id, status FROM jobs ORDER BY created_at, id")  # of a RUNNING job end in neither
+    ids = [str(i) for i, status in listed if JobStatus(status).is_terminal]
+    unfinished = [str(i) for i, status in listed if not JobStatus(status).is_terminal]
     batches = [ids[start : start + batch] for start in range(0, len(ids), batch)]
     for part in batches:  # every conflict before anything is written (the source is read twice)
         target.check_bundle_rows(source.bundle_rows(part))
-    report = MigrateReport()
+    report = MigrateReport(unfinished=unfinished)
     for part in batches:
         rows = source.bundle_rows(part)
         copied, skipped, tagged = target.import_bundle_rows(rows, batch=batch)
