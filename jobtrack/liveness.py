@@ -197,8 +197,11 @@ def next_attempt_will_run(rec: JobRecord) -> bool:
     process runner's parent, if it lives on this host. A thread or eager job dies with its process."""
     if max(rec.attempt, 1) >= rec.max_attempts or rec.cancel_requested:
         return False
-    if rec.runner_kind == "worker":
-        return True
+    return rec.runner_kind == "worker" or _parent_lives(rec)
+
+
+def _parent_lives(rec: JobRecord) -> bool:
+    """Whether a process-runner job's parent (its submitter, which records how its child ended) lives here."""
     parent = ProcessIdentity.decode(rec.submitter) if rec.runner_kind == "process" else None
     return parent is not None and is_alive(parent) is True
 
@@ -216,6 +219,8 @@ def verdict(rec: JobRecord, now: datetime) -> Verdict | None:
         if alive is False:
             if next_attempt_will_run(rec):  # the process runner's parent or a worker runs it again (#18)
                 return None
+            if rec.cancel_requested and _parent_lives(rec):  # a child stopped after a cancel: its parent records
+                return None  # CANCELED (a reader's FAILED would win the race against it)
             ended = child_exit(ident.pid) if ident else None  # a process-runner child of ours?
             if ended:
                 return Verdict(f"runner process {ended.how}", ended.error)

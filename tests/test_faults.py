@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 import time
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from jobtrack import (
     StoreBusy,
     Trainer,
     demo,
+    liveness,
     runtime,
     testing,
 )
@@ -91,6 +93,22 @@ def test_a_signal_cancels_running_and_queued_jobs_before_exit(db_path: str, sig:
     for job_id in (running_id, queued_id):
         last = manager.fetch_job(job_id).events()[-1]
         assert last.to_status == "CANCELED" and last.reason == f"signal {sig.name}"
+
+
+def test_a_canceled_process_jobs_end_is_left_to_its_living_parent(store: Store, db_path: str) -> None:
+    """The process runner's parent terminates a child that ignores a cancel and records CANCELED; a reader that
+    sees the child gone first must not record FAILED (runner lost) in its place. Without a cancel it does."""
+    me = liveness.current()
+    for job_id in ("job_asked", "job_crashed"):
+        store.create_job({"id": job_id, "job_type": "train", "experiment_name": "e", "runner_kind": "process",
+                          "submitter": me.encode()})
+        store.claim(job_id)
+        with closing(sqlite3.connect(db_path)) as conn:  # its child: this pid's number, another process's start
+            conn.execute("UPDATE jobs SET runner = ? WHERE id = ?", (f"{me.host}|{me.pid}|not-this-one", job_id))
+            conn.commit()
+    assert store.request_cancel("job_asked") is JobStatus.RUNNING
+    assert store.get_job("job_asked").status is JobStatus.RUNNING  # the parent (this process) will record it
+    assert store.get_job("job_crashed").status is JobStatus.FAILED  # no cancel: the child's death is the verdict
 
 
 def test_fenced_runner_cannot_overwrite_a_lost_verdict(store: Store, db_path: str) -> None:
