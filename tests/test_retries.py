@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -213,6 +214,7 @@ def test_jobtrack_retry_of_a_failed_job_resumes_from_its_checkpoint(db_path: str
     assert code == 0, err
     new_id = out.split(":")[0]
     assert f"retry of {old.job_id}" in out and new_id != old.job_id
+    assert "resuming after its 1 epoch(s) from checkpoint checkpoint" in out  # what it starts from, checked
     _worker_burst(db_path)
     manager = JobManager(db_path)
     final = manager.fetch_job(new_id).get_status()
@@ -226,6 +228,9 @@ def test_jobtrack_retry_of_a_failed_job_resumes_from_its_checkpoint(db_path: str
     code, shown, _ = _cli("show", old.job_id, "--db", db_path)
     assert code == 0 and f"retried by: {new_id}" in shown
     assert f"retry of: {old.job_id}" in _cli("show", new_id, "--db", db_path)[1]
+    shutil.rmtree(old.log_path.parent / "checkpoints")  # as after a migrate: the job's folder stayed behind
+    code, out, err = _cli("retry", old.job_id, "--db", db_path)
+    assert code == 0 and "no checkpoint of it is here" in out and "ctx.latest_checkpoint() is None" in out, err
     fresh = manager.retry(old.job_id, resume=False)  # from scratch: no epochs, no checkpoint, so it fails again
     _worker_burst(db_path)
     again = fresh.get_status()
