@@ -133,7 +133,8 @@ def run(args: argparse.Namespace, manager: Any) -> int:
     if jobs.has_more:  # on stderr: the table (or the JSON) on stdout stays what it was
         shown = f"first {args.limit} matching jobs in --sort order; the rest" if args.sort else \
             f"newest {args.limit} matching jobs; older ones"
+        more = min(max(args.limit * 10, 100), _INT64_MAX)
         print(f"jobtrack: showing the {shown} were left out. See more with "
-              f"--limit {min(args.limit * 10, _INT64_MAX)} or --offset {jobs.next_offset}, or narrow with --where, "
+              f"--limit {more} or --offset {jobs.next_offset}, or narrow with --where, "
               "--status, --type, --experiment or --since.", file=sys.stderr)
     return 0

@@ -112,7 +112,7 @@ def test_list_says_when_rows_were_left_out(capsys: pytest.CaptureFixture[str], d
                                            jobs: dict[str, str]) -> None:
     code, out, err = _run(capsys, "list", "--limit", "2", "--db", db_path)
     assert code == 0 and len(out.splitlines()) == 3  # header and two jobs
-    assert "showing the newest 2 matching jobs; older ones were left out" in err and "--limit 20" in err
+    assert "showing the newest 2 matching jobs; older ones were left out" in err and "--limit 100" in err  # not 20
     code, out, err = _run(capsys, "list", "--limit", "3", "--db", db_path)
     assert code == 0 and err == ""  # nothing left out: nothing said
     code, out, err = _run(capsys, "list", "--json", "--limit", "1", "--db", db_path)

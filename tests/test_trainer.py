@@ -28,6 +28,8 @@ def test_process_runner_survives_a_crashing_job(db_path: str, how: str, expected
     status = job.wait(timeout=60)
     assert status["status"] == "FAILED" and expected in job.events()[-1].reason
     assert status["result"]["error"]["type"] == "RunnerExited" and len(status["result"]["epochs"]) == 1
+    assert status["result"]["error"]["message"] in ("The job's runner process was killed by signal SIGKILL.",
+                                                    "The job's runner process exited with code 7.")
 
 
 def test_a_reader_polling_in_the_parent_records_how_the_child_ended(db_path: str) -> None:

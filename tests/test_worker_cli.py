@@ -181,6 +181,7 @@ def test_the_first_signal_cancels_the_running_job_within_two_seconds(
     assert "ran 1 job(s): 0 completed, 0 failed, 1 canceled (stopped by " + sig.name + ")" in text
     assert queued.get_status()["status"] == "QUEUED"  # never claimed
     assert len(job.get_status()["result"]["epochs"]) < 200
+    assert job.events()[-1].reason == f"signal {sig.name}"  # as the other runners' jobs stopped by a signal
     log = (Path(db_path + "-files") / "jobs" / job.job_id / "log.txt").read_text()
     assert f"jobtrack worker: {sig.name}: asked this job to cancel" in log
 

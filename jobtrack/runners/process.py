@@ -38,7 +38,8 @@ START_ATTEMPTS = 3
 
 def runner_exit_error(how: str) -> dict[str, str]:
     """The ``error`` of a job whose runner process ended without recording the end itself."""
-    return {"type": "RunnerExited", "message": f"The job's runner process {how}.", "traceback": ""}
+    was = "was " if how.startswith("killed") else ""  # "was killed by signal SIGKILL", "exited with code 3"
+    return {"type": "RunnerExited", "message": f"The job's runner process {was}{how}.", "traceback": ""}
 
 
 def run_in_child(store: Store, spec: JobSpec) -> JobStatus | None:

@@ -173,7 +173,7 @@ def _stop_jobs(store: Store, running: dict[str, threading.Thread], signal_name: 
         return
     for job_id in running:
         try:
-            store.request_cancel(job_id)
+            store.request_cancel(job_id, reason=f"signal {signal_name}")  # as the other runners' stopped jobs read
         except StoreError as exc:  # busy or gone: the job still ends when its thread does
             log.warning("job %s: cannot ask it to cancel: %s", job_id, exc)
         JobLog(store.job_dir(job_id) / "log.txt", job_id).write(
