@@ -67,8 +67,8 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, calls: int, batch: int = 5
     return samples
 
 
-def rounds(fns: dict[str, Callable[[int], Any]], *, n: int, count: int = 5) -> dict[str, float]:
-    """Median seconds per call of each ``fn(k)`` (which does k calls), over ``count`` alternating rounds."""
+def round_times(fns: dict[str, Callable[[int], Any]], *, n: int, count: int = 5) -> dict[str, list[float]]:
+    """Seconds per call of each ``fn(k)`` (which does k calls) in each of ``count`` alternating rounds."""
     per: dict[str, list[float]] = {name: [] for name in fns}
     k = max(1, n // count)
     for _ in range(count):
@@ -76,7 +76,18 @@ def rounds(fns: dict[str, Callable[[int], Any]], *, n: int, count: int = 5) -> d
             started = time.perf_counter()
             fn(k)
             per[name].append((time.perf_counter() - started) / k)
-    return {name: statistics.median(v) for name, v in per.items()}
+    return per
+
+
+def rounds(fns: dict[str, Callable[[int], Any]], *, n: int, count: int = 5) -> dict[str, float]:
+    """Median seconds per call of each ``fn(k)`` (which does k calls), over ``count`` alternating rounds."""
+    return {name: statistics.median(v) for name, v in round_times(fns, n=n, count=count).items()}
+
+
+def paired_ratio(ours: list[float], floor: list[float]) -> float:
+    """The median over rounds of ``floor / ours`` (times of the same round): a rate ratio that a slow stretch
+    of a shared machine, which hits both sides of a round alike, moves less than a ratio of two medians."""
+    return statistics.median(f / o for o, f in zip(ours, floor, strict=True))
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -104,9 +115,11 @@ def report(workload: str, figure: str, value: str, target: str = "", met: bool |
 
 
 def ratio_row(workload: str, figure: str, ours: float, floor_value: float, floor: str, *, target: float | None,
-              higher_is_better: bool = False, unit: str = "us") -> None:
-    """Report ``ours / floor`` (times) or ``floor / ours`` (rates), against ``target``, naming the floor."""
-    ratio = ours / floor_value
+              higher_is_better: bool = False, unit: str = "us", ratio: float | None = None) -> None:
+    """Report ``ours / floor`` (times) or ``floor / ours`` (rates), against ``target``, naming the floor.
+
+    ``ratio``: the ratio itself when it is not that of the two values (a median of per-round ratios)."""
+    ratio = ours / floor_value if ratio is None else ratio
     if higher_is_better:
         digits = 1 if min(ours, floor_value) < 100 else 0
         text = f"{ours:.{digits}f} vs {floor_value:.{digits}f} {unit} = {ratio:.2f}x"
