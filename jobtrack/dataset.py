@@ -206,7 +206,10 @@ def _check_table(split: Any, source: Any) -> Path | list[dict[str, Any]]:
                 f"The {split} table path {_short(text)} is not a usable file name (bytes, or a NUL byte); "
                 "pass a str or pathlib.Path."
             )
-        path = Path(os.path.abspath(os.path.expanduser(text)))  # "proj/../data" stored as "data": a renamed proj
+        path = Path(text).expanduser().absolute()
+        tidy = Path(os.path.normpath(path))  # "proj/../data" stored as "data": renaming proj keeps the table
+        if tidy != path and tidy.is_file() and path.is_file() and os.path.samefile(tidy, path):
+            path = tidy  # (unless proj is a symlink, where ".." leads elsewhere: then it stays as given)
         if path.suffix.lower() not in TABLE_SUFFIXES:
             raise InvalidArgument(
                 f"The {split} table {str(path)!r} has an unsupported format; use {', '.join(TABLE_SUFFIXES)}."

@@ -30,9 +30,10 @@ def plot_curves(status: dict[str, Any], path: str | os.PathLike[str]) -> str:
     kinds = plt.figure().canvas.get_supported_filetypes()  # {"png": "Portable Network Graphics", ...}
     plt.close("all")
     ext = os.path.splitext(path)[1].lstrip(".").lower()
-    if not ext:  # matplotlib would add ".png" to the name itself: say so in the path returned
-        path += ".png"
-    elif ext not in kinds:
+    folder = os.path.isdir(path) or path.endswith(("/", os.sep))  # check_output below says so
+    if not ext and not folder:
+        path += ".png"  # matplotlib would add ".png" to the name itself: say so in the path returned
+    elif ext not in kinds and not folder:
         raise InvalidArgument(f"Cannot draw a plot as {ext!r} ({path!r}); end the file name with one of "
                               f"{', '.join('.' + k for k in sorted(kinds))} (.png when unsure).")
     path = check_output(path, "plot")  # never over a database, into a folder, or a missing folder

@@ -21,7 +21,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     manager = JobManager(args.db, lock_timeout=args.lock_timeout)
     old = manager.resolve_job_id(args.job_id)
     new = manager.retry(old, resume=not args.no_resume)
-    how = "from scratch" if args.no_resume else _resumed(new)
+    how = "from scratch" if args.no_resume else _resumed(manager.fetch_job(old), new)
     db = f" --db {args.db}" if args.db else ""
     print(f"{new.job_id}: QUEUED, retry of {old} ({how}); `jobtrack worker{db}` runs it")
     return 0
@@ -48,13 +48,16 @@ def show_lines(links: dict[str, Any], result: dict[str, Any]) -> list[str]:
 COMMANDS = {"retry": cmd_retry}
 
 
-def _resumed(new: Any) -> str:
+def _resumed(old: Any, new: Any) -> str:
     """What a resumed retry starts from: the epochs it copied, and the checkpoint, if one was found here."""
     from jobtrack import checkpoints
 
+    if new.job_type == "inference":
+        return "predicting again"
     epochs = len(new.get_status()["result"].get("epochs") or [])
     found = checkpoints.latest(new.log_path.parent / checkpoints.DIR_NAME)
     if found is not None:
         return f"resuming after its {epochs} epoch(s) from checkpoint {found.name}"
-    return (f"resuming after its {epochs} epoch(s); no checkpoint of it is here (a migrated or imported job's files "
-            "stay where it ran), so ctx.latest_checkpoint() is None: --no-resume starts over")
+    why = ("it saved none" if old.log_path.parent.is_dir() else
+           "its folder is not here: a migrated or imported job's files stay where it ran")
+    return f"resuming after its {epochs} epoch(s) with no checkpoint ({why}); --no-resume starts over"

@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jobtrack.errors import InvalidArgument
+from jobtrack import jsonutil
+from jobtrack.errors import InvalidArgument, NotSerializable
 
 SAMPLERS = ("grid", "random")
 """The built-in samplers; any Optuna sampler object is accepted as well (``optuna`` extra)."""
@@ -196,6 +197,25 @@ def with_params(config: Mapping[str, Any], params: Mapping[str, Any]) -> dict[st
     return out
 
 
+def resume_config(config: Mapping[str, Any], space: Space) -> dict[str, Any]:
+    """The Trainer's config as a resumed sweep compares it: what the space does not set in every trial, values as
+    stored, one that cannot be stored (kept in memory by in-process runners) by its type's name."""
+    def unswept(value: Any) -> Any:  # a nested dict the space reaches into, without the values it sets
+        return {k: unswept(v) for k, v in value.items() if v is not _SWEPT} if isinstance(value, dict) else value
+
+    out: dict[str, Any] = {}
+    swept = with_params(config, dict.fromkeys((k for k, _ in space.params), _SWEPT))  # the space's keys, marked
+    for key, value in swept.items():
+        if value is _SWEPT:
+            continue
+        value = unswept(value)
+        try:
+            out[key] = jsonutil.loads(jsonutil.dumps(value, "config value"))
+        except NotSerializable:
+            out[key] = f"<{type(value).__name__}>"
+    return out
+
+
 def param_of(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
     """The value ``with_params`` placed for ``key``: the key itself, else the nested value its dotted name reaches."""
     if key in config:
@@ -207,6 +227,8 @@ def param_of(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
         node = node[part]
     return node
 
+
+_SWEPT = object()  # a config value a space sets in every trial (resume_config)
 
 _RANGE_CALL = re.compile(r"^(uniform|loguniform|randint)\((.*)\)$", re.S)
 

@@ -23,7 +23,6 @@ from jobtrack.dataset import Dataset, check_name
 from jobtrack.errors import (
     InvalidArgument,
     MissingExtra,
-    NotSerializable,
     SnapshotCopy,
     SweepConflict,
     SweepNotFound,
@@ -41,6 +40,7 @@ from jobtrack.space import (
     optuna_ask,
     optuna_should_prune,
     param_of,
+    resume_config,
     with_params,
 )
 from jobtrack.states import JobStatus, JobType
@@ -262,18 +262,6 @@ def _count(value: Any, what: str) -> int:
     return number
 
 
-def _base_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The Trainer's config as a resumed sweep compares it: values as stored, one that cannot be stored (kept in
-    memory by in-process runners) by its type's name, as its repr may differ from one process to the next."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        try:
-            out[key] = jsonutil.loads(jsonutil.dumps(value, "config value"))
-        except NotSerializable:
-            out[key] = f"<{type(value).__name__}>"
-    return out
-
-
 def start(trainer: Trainer, store: Store, dataset: Dataset, space: Mapping[str, Any] | Space, *,
           n_trials: int | None, parallel: int, sampler: Any, name: str | None, seed: int | None,
           prune: Any) -> SweepMonitor:
@@ -305,7 +293,7 @@ def start(trainer: Trainer, store: Store, dataset: Dataset, space: Mapping[str, 
                            "n_trials": n_trials or (len(grid) if grid else None),
            "seed": seed if seed is not None else random.SystemRandom().randrange(2**31), "prune": prune_name,
            "metric": metric, "mode": mode or "max", "experiment": dataset.experiment_name,
-           "base": _base_config(probe.config)}
+           "base": resume_config(probe.config, checked)}
     if doc["n_trials"] is None and not _exists(store, name):  # checked before anything is written
         grid_hint = "" if checked.ranges else "; or run every point of this space once with sampler='grid'"
         raise InvalidArgument(f"sampler={sampler_name!r} needs n_trials= (how many trials to run){grid_hint}.")

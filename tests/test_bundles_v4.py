@@ -450,3 +450,22 @@ def test_jobs_made_through_the_public_api_survive_a_trip(tmp_path: Path, dataset
             assert Path(git["diff_file"]).is_file()
     files_dir = Store.open(dst).files_dir
     assert (files_dir / "jobs" / job.job_id / "checkpoints" / "ckpt.bin").read_bytes() == b"half-trained"
+
+
+def test_migrate_brings_a_job_whose_runner_died_as_failed_and_leaves_a_live_one(tmp_path: Path) -> None:
+    """A RUNNING row whose runner is gone ends at migrate's read (its liveness verdict) and is copied; one that
+    still runs is left where it runs."""
+    from jobtrack import liveness
+
+    src, dst = str(tmp_path / "src.db"), str(tmp_path / "dst.db")
+    store = Store.open(src)
+    me = liveness.current()
+    for job_id in ("job_dead", "job_live"):
+        store.create_job({"id": job_id, "job_type": "train", "experiment_name": "e", "runner_kind": "worker"})
+        store.claim(job_id)
+    with closing(sqlite3.connect(src)) as conn:  # job_dead's runner: this pid's number, another process's start
+        conn.execute("UPDATE jobs SET runner = ? WHERE id = 'job_dead'", (f"{me.host}|{me.pid}|gone",))
+        conn.commit()
+    report = migrate(store, Store.open(dst))
+    assert (report.copied, report.unfinished) == (["job_dead"], ["job_live"])
+    assert JobManager(dst).fetch_job("job_dead").get_status()["status"] == "FAILED"

@@ -192,6 +192,32 @@ def test_prune_leaves_paths_outside_its_files_folder(jobtrack: Cli, db_path: str
     assert JobManager(copy).list_jobs() == []
 
 
+def test_prune_removes_exports_the_job_wrote_to_a_folder_of_its_config(jobtrack: Cli, db_path: str,
+                                                                        tmp_path: Path) -> None:
+    data = Dataset("out", "binary_classification", "t", tables=demo.write_csv_tables(tmp_path / "data", n=30))
+    trainer = Trainer(demo.train, demo.predict, db=db_path, runner="eager", config={"epochs": 2}, provenance=False)
+    job = trainer.fit_predict(data, "mine", output_config={"directory": str(tmp_path / "results")})
+    written = [Path(p) for p in job.get_status()["export_paths"].values()]
+    assert written and all(p.is_file() and p.parent == tmp_path / "results" for p in written)
+    out = jobtrack("prune", "--older-than", "0s", "--db", db_path)
+    assert out.code == 0 and "left in place" not in out.out, out.out
+    assert not any(p.exists() for p in written)  # the job's own files, wherever its config put them
+
+
+def test_deleting_a_model_in_a_copied_database_leaves_the_originals_files(db_path: str, tmp_path: Path) -> None:
+    from jobtrack import ModelManager, runtime
+
+    train = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 1}, provenance=False).fit(
+        Dataset("cp", "binary_classification", "t", tables=demo.write_csv_tables(tmp_path / "data", n=30)))
+    original = Path(db_path + "-files") / "models" / str(train.model_run_id)
+    assert original.is_dir()
+    copy = tmp_path / "copy.db"
+    runtime.close_all()  # the last connection's close folds the write-ahead log into the file
+    shutil.copy(db_path, copy)  # the database without its folder: its rows name the original's model
+    ModelManager(str(copy)).delete_model(train.get_status()["experiment_name"], str(train.model_run_id))
+    assert original.is_dir() and any(original.iterdir())  # the original project's model is untouched
+
+
 def test_prune_keeps_a_training_job_whose_model_a_queued_job_uses(jobtrack: Cli, db_path: str,
                                                                  jobs: dict[str, str], tmp_path: Path) -> None:
     train = JobManager(db_path).fetch_job(jobs["train"])
@@ -262,6 +288,11 @@ def test_plot_output_names_without_or_with_an_unknown_extension(jobtrack: Cli, d
     odd = jobtrack("plot", jobs["train"], "-o", str(tmp_path / "curves.txt"), "--db", db_path)
     assert odd.code == 2 and "Cannot draw a plot as 'txt'" in odd.err and ".svg" in odd.err, odd.err
     assert not (tmp_path / "curves.txt").exists()
+    (tmp_path / "plots").mkdir()
+    for folder in (str(tmp_path / "plots"), str(tmp_path / "plots") + "/"):  # a folder stays a usage error
+        refused = jobtrack("plot", jobs["train"], "-o", folder, "--db", db_path)
+        assert refused.code == 2 and "is a folder" in refused.err, refused.err
+    assert list((tmp_path / "plots").iterdir()) == [] and not (tmp_path / "plots.png").exists()
 
 
 def test_plot_without_the_extra_says_how_to_install_it(

@@ -201,3 +201,17 @@ def test_a_table_path_with_dot_dot_is_stored_without_it(tmp_path: Path, monkeypa
     stored = ds.to_spec()["tables"]["train"]["path"]
     assert stored == str(tmp_path / "data" / "train.csv") == str(tables["train"])
     assert ".." not in Path(stored).parts
+
+
+def test_dot_dot_after_a_symlinked_folder_stays_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through a symlink, ".." leads to the link target's parent: the path is kept as given, not tidied to a
+    file of the same name elsewhere."""
+    demo.write_csv_tables(tmp_path / "big" / "data", n=10)  # the real data, beside the real project
+    (tmp_path / "big" / "proj").mkdir()
+    (tmp_path / "proj").symlink_to(tmp_path / "big" / "proj")
+    monkeypatch.chdir(tmp_path)
+    through = os.path.join("proj", "..", "data", "train.csv")
+    ds = Dataset("link", "binary_classification", "m", tables={"train": through})
+    stored = Path(ds.to_spec()["tables"]["train"]["path"])
+    assert stored.is_file() and stored.samefile(tmp_path / "big" / "data" / "train.csv")
+

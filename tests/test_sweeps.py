@@ -78,6 +78,8 @@ def test_resume_rules_conflicts_and_bad_arguments(db_path: str, dataset: Dataset
     other = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 3}, provenance=False)
     with pytest.raises(jobtrack.SweepConflict, match=r"another Trainer config \({'epochs': 2}, not {'epochs': 3}\)"):
         other.sweep(dataset, {"lr": [0.1, 0.2]}, sampler="grid", name="s")  # its trials would not compare
+    swept = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 2, "lr": 9.0}, provenance=False)
+    swept.sweep(dataset, {"lr": [0.1, 0.2]}, sampler="grid", name="s")  # lr is the space's in every trial: no conflict
     renamed = Dataset("another", "binary_classification", "m1", tables=demo.write_csv_tables(tmp_path / "d2", n=30))
     with pytest.raises(jobtrack.SweepConflict, match="another experiment"):
         trainer.sweep(renamed, {"lr": [0.1, 0.2]}, sampler="grid", name="s")

@@ -71,6 +71,21 @@ class StoreBase:
         """Where a model run's files live (a path string: it is computed for every job submitted)."""
         return os.path.join(self._files_root(), "models", model_run_id)
 
+    def owns_path(self, path: str) -> bool:
+        """Whether this database may delete ``path``: inside its files folder (as written, or once symlinks are
+        resolved), or outside every ``*-files`` folder (an export directory the job's config chose). A path in
+        another database's files folder (a bundle imported without files, a migrated or copied database) is not."""
+        root = self._files_root()
+        for mine, theirs in ((os.path.abspath(root), os.path.abspath(path)),
+                             (os.path.realpath(root), os.path.realpath(path))):
+            try:
+                if os.path.commonpath([mine, theirs]) == mine:
+                    return True
+            except ValueError:  # a relative path, or one on another drive
+                continue
+        parts = os.path.abspath(path).split(os.sep)[:-1]
+        return not any(p.endswith("-files") for p in parts)
+
     def model_dir_of(self, model_run_id: str | None, recorded: str | None) -> str:
         """Where a model run's files are now: the directory its jobs recorded while that exists, else its place in
         this database's files folder if that exists (a moved or copied project folder, an imported bundle:

@@ -135,8 +135,11 @@ def migrate(source: Store, target: Store, *, batch: int = 200) -> MigrateReport:
     """
     with source.db.read() as tx:  # finished jobs only: a copy of a QUEUED job would run in both databases, one
         listed = tx.all("SELECT id, status FROM jobs ORDER BY created_at, id")  # of a RUNNING job end in neither
-    ids = [str(i) for i, status in listed if JobStatus(status).is_terminal]
-    unfinished = [str(i) for i, status in listed if not JobStatus(status).is_terminal]
+    ended = {str(i) for i, status in listed if JobStatus(status).is_terminal}
+    ended.update(str(i) for i, status in listed  # a job whose runner is gone ends now (its liveness verdict)
+                 if str(i) not in ended and source.get_job(str(i)).status.is_terminal)
+    ids = [str(i) for i, _ in listed if str(i) in ended]
+    unfinished = [str(i) for i, _ in listed if str(i) not in ended]
     batches = [ids[start : start + batch] for start in range(0, len(ids), batch)]
     for part in batches:  # every conflict before anything is written (the source is read twice)
         target.check_bundle_rows(source.bundle_rows(part))

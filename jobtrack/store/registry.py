@@ -100,4 +100,5 @@ class RegistryMixin(JobsMixin):
             tx.run("DELETE FROM registered_models WHERE model_run_id = :m", {"m": model_run_id})
             tx.run("DELETE FROM model_runs WHERE id = :m", {"m": model_run_id})
         recorded = (jsonutil.loads(spec_json or "{}") or {}).get("model_dir")
-        return keys, [recorded or self.model_dir(model_run_id)]
+        folder = self.model_dir_of(model_run_id, recorded)  # where it is now; another database's is left alone
+        return keys, [folder] if self.owns_path(folder) else []

@@ -21,20 +21,18 @@ class RetentionMixin(FencedCore):
 
         A training job whose model is registered, or used by a QUEUED or RUNNING job, is kept. The report
         lists the files the jobs leave; the caller deletes them after this transaction commits
-        (``jobtrack.files.remove_paths``), never under the lock. Only paths inside this database's files
-        folder are listed there: a path its rows name elsewhere (a bundle imported without files, a migrated
-        or copied database: another database's files) is listed under ``left``, never deleted. Tables
+        (``jobtrack.files.remove_paths``), never under the lock. A path in another database's files folder (a
+        bundle imported without files, a migrated or copied database: ``owns_path``) is listed under ``left``,
+        never deleted. Tables
         materialized from a removed job's views are not removed: the report lists them under ``tables``.
         """
         report = PruneReport()
-        root = os.path.realpath(self._files_root())
 
         def owned(path: str) -> None:
-            try:
-                mine = os.path.commonpath([root, os.path.realpath(path)]) == root
-            except ValueError:  # a relative path, or one on another drive
-                mine = False
-            (report.files if mine else report.left).append(path)
+            if self.owns_path(path):
+                report.files.append(path)
+            elif os.path.lexists(path):  # another database's: named, never deleted
+                report.left.append(path)
 
         with self.db.write() as tx:
             rows = tx.all(

@@ -59,8 +59,10 @@ def row(store: Store, rec: JobRecord, tags: Sequence[str] = (), epochs: int | No
 def rows(store: Store, recs: Sequence[JobRecord]) -> list[dict[str, Any]]:
     """The jobs table's lines for these records, with their tags."""
     tags = store.tags_of([r.id for r in recs])
-    counts = store.epoch_counts([r.id for r in recs if r.epoch_seq])  # an epoch reported again counts once
-    return [row(store, r, tags.get(r.id, ()), counts.get(r.id, 0)) for r in recs]
+    # an epoch reported again counts once; a count costs a read of each epoch row, so a long job shows its reports
+    counts = store.epoch_counts([r.id for r in recs if 0 < r.epoch_seq <= _DECODE_EPOCHS_MAX])
+    return [row(store, r, tags.get(r.id, ()), counts.get(r.id, 0) if r.epoch_seq <= _DECODE_EPOCHS_MAX else None)
+            for r in recs]
 
 
 def job_detail(store: Store, job_id: str) -> dict[str, Any]:
