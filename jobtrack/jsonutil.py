@@ -67,9 +67,7 @@ def plain(value: Any) -> Any:
     if shape is not None and not isinstance(shape, (int, str)):
         ndim = len(shape)
         if ndim == 0 and hasattr(value, "item"):  # numpy/torch scalars and 0-d arrays
-            item = value.item()
-            if type(item) is not float and getattr(getattr(value, "dtype", None), "kind", "") == "f":
-                return float(item)  # numpy's longdouble: item() gives back a numpy scalar; stored in 64 bits
+            item = _item(value)
             if isinstance(item, complex) or type(item) is type(value):  # complex, and numpy's clongdouble
                 raise TypeError(f"holds {kind.__name__} {_short(value)}, which is not a real number")
             return item
@@ -85,6 +83,15 @@ def plain(value: Any) -> Any:
     if hasattr(value, "__float__") and not hasattr(value, "__len__"):  # Decimal, Fraction
         return float(value)
     raise TypeError(f"holds {kind.__name__} {_short(value)}")
+
+
+def _item(value: Any) -> Any:
+    """A numpy/torch scalar or 0-d array as a Python value (``item()``); numpy's longdouble, whose ``item()`` gives
+    back a numpy scalar, as a float (stored in 64 bits, as every number is)."""
+    item = value.item()
+    if type(item) is not float and getattr(getattr(value, "dtype", None), "kind", "") == "f":
+        return float(item)
+    return item
 
 
 def _iso(value: _dt.date | _dt.time) -> str:
@@ -304,9 +311,7 @@ def _number(val: Any) -> int | float | None:
         return float(val)
     try:
         if getattr(val, "shape", None) == () and hasattr(val, "item"):  # numpy/torch scalars, 0-d arrays
-            item = val.item()
-            if type(item) is not float and getattr(getattr(val, "dtype", None), "kind", "") == "f":
-                return float(item)  # numpy's longdouble: item() gives back a numpy scalar; stored in 64 bits
+            item = _item(val)
             return None if isinstance(item, bool) or not isinstance(item, (int, float)) else item
         if hasattr(val, "__index__"):
             return operator.index(val)

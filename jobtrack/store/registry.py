@@ -8,7 +8,16 @@ from jobtrack import jsonutil
 from jobtrack.errors import DuplicateName, ModelInUse, ModelNotFound
 from jobtrack.store.jobs import JobsMixin
 from jobtrack.store.records import JobRecord
+from jobtrack.store.tx import Tx
 from jobtrack.timeutil import to_iso, utcnow
+
+
+def model_in_use(tx: Tx, job_id: str, model_run_id: str) -> tuple[str, str] | None:
+    """(id, status) of the oldest QUEUED or RUNNING job that needs this model run (its training job ``job_id``,
+    or a job that uses it), or None: deleting the model then would fail that job."""
+    row = tx.one("SELECT id, status FROM jobs WHERE (id = :job OR model_run_id = :m) "
+                 "AND status IN ('QUEUED', 'RUNNING') ORDER BY created_at LIMIT 1", {"job": job_id, "m": model_run_id})
+    return None if row is None else (str(row[0]), str(row[1]))
 
 
 class RegistryMixin(JobsMixin):
@@ -89,9 +98,7 @@ class RegistryMixin(JobsMixin):
                                {"m": model_run_id})
             if job_id is None:
                 raise ModelNotFound(model_run_id)
-            busy = tx.one("SELECT id, status FROM jobs WHERE (id = :job OR model_run_id = :m) "
-                          "AND status IN ('QUEUED', 'RUNNING') ORDER BY created_at LIMIT 1",
-                          {"job": job_id, "m": model_run_id})
+            busy = model_in_use(tx, job_id, model_run_id)
             if busy is not None:
                 raise ModelInUse(model_run_id, busy[0], busy[1])
             keys = [str(k) for (k,) in tx.all("SELECT key FROM registered_models WHERE model_run_id = :m ORDER BY key",

@@ -10,6 +10,7 @@ from jobtrack.store import materialize
 from jobtrack.store.base import TERMINAL_SQL
 from jobtrack.store.core import FencedCore
 from jobtrack.store.records import PruneReport
+from jobtrack.store.registry import model_in_use
 from jobtrack.timeutil import to_iso
 
 
@@ -23,8 +24,8 @@ class RetentionMixin(FencedCore):
         lists the files the jobs leave; the caller deletes them after this transaction commits
         (``jobtrack.files.remove_paths``), never under the lock. A path in another database's files folder (a
         bundle imported without files, a migrated or copied database: ``owns_path``) is listed under ``left``,
-        never deleted. Tables
-        materialized from a removed job's views are not removed: the report lists them under ``tables``.
+        never deleted. Tables materialized from a removed job's views are not removed: the report lists them
+        under ``tables``.
         """
         report = PruneReport()
 
@@ -48,11 +49,9 @@ class RetentionMixin(FencedCore):
                     if key is not None:
                         report.kept[job_id] = f"its model is registered as {key!r}"
                         continue
-                    user = tx.scalar("SELECT id FROM jobs WHERE model_run_id = :m AND id <> :id AND status IN "
-                                     "('QUEUED', 'RUNNING') ORDER BY created_at LIMIT 1",
-                                     {"m": model_run_id, "id": job_id})
-                    if user is not None:  # as delete_model's ModelInUse: the open job would fail without it
-                        report.kept[job_id] = f"its model is used by {user}, which has not ended"
+                    busy = model_in_use(tx, job_id, model_run_id)  # as delete_model's ModelInUse
+                    if busy is not None:
+                        report.kept[job_id] = f"its model is used by {busy[0]}, which has not ended"
                         continue
                 job_dir = str(self.job_dir(job_id))
                 report.removed.append(job_id)

@@ -61,8 +61,7 @@ def rows(store: Store, recs: Sequence[JobRecord]) -> list[dict[str, Any]]:
     tags = store.tags_of([r.id for r in recs])
     # an epoch reported again counts once; a count costs a read of each epoch row, so a long job shows its reports
     counts = store.epoch_counts([r.id for r in recs if 0 < r.epoch_seq <= _DECODE_EPOCHS_MAX])
-    return [row(store, r, tags.get(r.id, ()), counts.get(r.id, 0) if r.epoch_seq <= _DECODE_EPOCHS_MAX else None)
-            for r in recs]
+    return [row(store, r, tags.get(r.id, ()), counts.get(r.id)) for r in recs]
 
 
 def job_detail(store: Store, job_id: str) -> dict[str, Any]:
