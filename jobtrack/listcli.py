@@ -12,6 +12,7 @@ from typing import Any
 from jobtrack import cliutil
 from jobtrack.errors import InvalidQuery
 from jobtrack.query import field
+from jobtrack.querylex import tokenize
 from jobtrack.runtable import FIXED_KEYS
 
 _INT64_MAX = 2**63 - 1
@@ -39,38 +40,26 @@ def columns(text: str | None) -> list[str]:
         InvalidQuery: an unknown or empty name, with its position in ``text``.
     """
     names: list[str] = []
-    for pos, part in _split_names(text or "") if text else []:
-        name = part.strip().replace("`", "")  # a key with odd characters in backticks, as in --where
-        at = pos + len(part) - len(part.lstrip())
+    tokens = tokenize(text) if text else []  # the query language's names: a key in backticks may hold a comma
+    for i, tok in enumerate(tokens[:-1]):
+        if tok.kind == ",":
+            if tokens[i + 1].kind in (",", "end") or i == 0:
+                raise InvalidQuery(text or "", tok.pos, "empty column name; write e.g. config.lr,best.roc_auc")
+            continue
+        if tok.kind != "ident" or tokens[i + 1].kind not in (",", "end"):
+            where = tok if tok.kind != "ident" else tokens[i + 1]
+            raise InvalidQuery(text or "", where.pos, "column names are separated by commas; write e.g. "
+                                                      "config.lr,best.roc_auc")
+        name, at = tok.value, tok.pos
         if name in FIXED_KEYS:
             names.append(name)
             continue
-        if not name:
-            raise InvalidQuery(text or "", at, "empty column name; write e.g. config.lr,best.roc_auc")
         f = field(text or "", name, at)
         if f.kind not in ("config", "best", "last"):
             raise InvalidQuery(text or "", at, f"{name} is not a column; columns are config.<key>, best.<metric>, "
                                                f"last.<metric> and {', '.join(FIXED_KEYS)}")
         names.append(name)
     return names
-
-
-def _split_names(text: str) -> list[tuple[int, str]]:
-    """``text`` cut at the commas outside backticks: (position, part) pairs.
-
-    Raises:
-        InvalidQuery: a backtick that is never closed.
-    """
-    parts, start, quoted = [], 0, None
-    for i, c in enumerate(text):
-        if c == "`":
-            quoted = None if quoted is not None else i
-        elif c == "," and quoted is None:
-            parts.append((start, text[start:i]))
-            start = i + 1
-    if quoted is not None:
-        raise InvalidQuery(text, quoted, "unterminated `name`: no closing backtick")
-    return [*parts, (start, text[start:])]
 
 
 def _duration(row: dict[str, Any]) -> str:

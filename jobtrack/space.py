@@ -173,7 +173,10 @@ class Space:
         return "; ".join(f"{k}={list(v) if isinstance(v, tuple) else v!r}" for k, v in self.params)
 
 
-# -- the CLI's space syntax -----------------------------------------------------------------------------
+# -- a trial's config ----------------------------------------------------------------------------------
+
+_SWEPT = object()  # a config value a space sets in every trial (resume_config)
+
 
 def with_params(config: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's config: ``config`` with the sampled ``params``. A dotted name (``"model.depth"``) that is not a key
@@ -228,7 +231,7 @@ def param_of(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
     return node
 
 
-_SWEPT = object()  # a config value a space sets in every trial (resume_config)
+# -- the CLI's space syntax -----------------------------------------------------------------------------
 
 _RANGE_CALL = re.compile(r"^(uniform|loguniform|randint)\((.*)\)$", re.S)
 
