@@ -45,6 +45,12 @@ def _claimed_at(tx: Tx, job_id: str) -> str | None:
     return None if at is None else str(at)
 
 
+def _gone(runner: str | None) -> bool:
+    """Whether ``runner`` was a process of this host that is provably gone."""
+    ident = liveness.ProcessIdentity.decode(runner)
+    return ident is not None and liveness.is_alive(ident) is False
+
+
 def _as_dicts(rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
     return [{"number": int(n), "started_at": s, "ended_at": e, "why": w} for n, s, e, w in rows]
 
@@ -115,38 +121,45 @@ class AttemptsMixin(JobsMixin):
             return self._take_over(tx, job_id, token, why, lease_s, expired=False)
 
     def take_over_next(self, runner_kinds: Iterable[str], *, lease_s: float | None = None) -> tuple[str, int] | None:
-        """Take over the oldest RUNNING job of ``runner_kinds`` whose lease expired and that has attempts left.
+        """Take over the oldest RUNNING job of ``runner_kinds`` whose runner is lost and that has attempts left.
 
-        For ``jobtrack worker``: the job's runner is presumed lost (its late writes are fenced off by
-        the new token). One read without the lock when there is nothing to take over. Returns
-        (job id, token) or None.
+        For ``jobtrack worker``. Lost: its lease expired, or its runner was a process of this host that is
+        provably gone (killed: nothing to wait for). Its late writes are fenced off by the new token. One read
+        without the lock when there is nothing to take over. Returns (job id, token) or None.
         """
-        params: dict[str, Any] = {"now": to_iso(self.db.clock()), "no": False}
+        here = liveness.current().host + "|"
+        params: dict[str, Any] = {"now": to_iso(self.db.clock()), "no": False, "here": here, "n": len(here)}
         kinds = in_list("k", list(runner_kinds), params)
-        sql = (f"SELECT id, claim_token FROM jobs WHERE status = 'RUNNING' AND runner_kind IN {kinds} "
-               "AND max_attempts > 1 AND attempt < max_attempts AND cancel_requested = :no "
-               "AND lease_expires_at < :now ORDER BY created_at, id LIMIT 1")
+        sql = ("SELECT id, claim_token, runner, lease_expires_at < :now FROM jobs WHERE status = 'RUNNING' "
+               f"AND runner_kind IN {kinds} AND max_attempts > 1 AND attempt < max_attempts "
+               "AND cancel_requested = :no AND (lease_expires_at < :now OR substr(runner, 1, :n) = :here) "
+               "ORDER BY created_at, id LIMIT 100")
         with self.db.read() as tx:
-            row = tx.one(sql, params)
-        if row is None:
-            return None
-        job_id, token = str(row[0]), int(row[1])
-        try:
-            with self.db.write() as tx:
-                taken = self._take_over(tx, job_id, token, LEASE_EXPIRED, lease_s, expired=True)
-        except RunnerFenced:
-            return None  # renewed, finished or taken by another worker meanwhile
-        return None if taken is None else (job_id, taken[0])
+            rows = tx.all(sql, params)
+        for job_id, token, runner, expired in rows:
+            dead = not expired and _gone(runner)
+            if not expired and not dead:
+                continue  # its runner lives here
+            try:
+                with self.db.write() as tx:
+                    taken = self._take_over(tx, str(job_id), int(token), liveness.RUNNER_LOST if dead
+                                            else LEASE_EXPIRED, lease_s, expired=True, gone=runner if dead else None)
+            except RunnerFenced:
+                continue  # renewed, finished or taken by another worker meanwhile
+            return None if taken is None else (str(job_id), taken[0])
+        return None
 
     def _take_over(self, tx: Tx, job_id: str, token: int, why: str, lease_s: float | None, *,
-                   expired: bool) -> tuple[int, int] | None:
-        row = tx.one("SELECT status, claim_token, attempt, max_attempts, cancel_requested, lease_expires_at "
+                   expired: bool, gone: str | None = None) -> tuple[int, int] | None:
+        """The next attempt, in ``tx``. ``expired``: only if the lease expired, or the runner is still ``gone``."""
+        row = tx.one("SELECT status, claim_token, attempt, max_attempts, cancel_requested, lease_expires_at, runner "
                      f"FROM jobs WHERE id = :id{self.db.for_update}", {"id": job_id})
         if row is None:
             raise JobNotFound(job_id, self.target)
-        status, held, attempt, max_attempts, cancel, lease = row
+        status, held, attempt, max_attempts, cancel, lease, runner = row
         now = self.db.clock()
-        if status != JobStatus.RUNNING or int(held) != token or (expired and (lease is None or lease >= to_iso(now))):
+        lost = (lease is not None and lease < to_iso(now)) or (gone is not None and runner == gone)
+        if status != JobStatus.RUNNING or int(held) != token or (expired and not lost):
             raise RunnerFenced(job_id, status)
         attempt = max(int(attempt), 1)
         if attempt >= int(max_attempts) or cancel:
