@@ -36,6 +36,7 @@ def _order(sort: str, descending: bool, tie: str) -> str:
 
 
 _OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
+_OPEN_CHECKED = 2000  # open jobs whose liveness a status filter checks (a probe each, per distinct runner)
 
 
 class DashboardMixin(JobsMixin):
@@ -65,8 +66,15 @@ class DashboardMixin(JobsMixin):
         # experiment is far more selective: a unary + keeps the other columns' indexes out of the choice.
         plus = "+" if experiment and self.db.is_sqlite else ""
         tie = "rowid" if self.db.is_sqlite else "id"  # a server's rows have no rowid: the id breaks ties there
+        probes: dict[str, bool] = {}  # one liveness probe per distinct runner per page (#14)
         if statuses:
-            where.append(f"{plus}status IN {in_list('s', [s.value for s in statuses], params)}")
+            stored = f"{plus}status IN {in_list('s', [s.value for s in statuses], params)}"
+            lost = self._lost_ids(probes)  # filtered as they read: FAILED, saved or not (a read-only store)
+            if lost:
+                ids_in = in_list("l", lost, params)
+                stored = (f"({stored} OR id IN {ids_in})" if JobStatus.FAILED in statuses
+                          else f"({stored} AND id NOT IN {ids_in})")
+            where.append(stored)
         if job_type:
             where.append(f"{'+' if (experiment or statuses) and self.db.is_sqlite else ''}job_type = :job_type")
             params["job_type"] = job_type
@@ -91,8 +99,20 @@ class DashboardMixin(JobsMixin):
                 if limit is not None:
                     sql += " LIMIT :limit OFFSET :offset"
                 recs = [job_record(r) for r in tx.all(sql, {**params, "limit": limit, "offset": offset})]
-        probes: dict[str, bool] = {}  # one liveness probe per distinct runner per page (#14)
         return total, [self._apply_liveness(r, probes) if r.status in _OPEN else r for r in recs]
+
+    def _lost_ids(self, probes: dict[str, bool]) -> list[str]:
+        """Ids of the QUEUED and RUNNING jobs that liveness says can never finish (``_apply_liveness``).
+
+        A writable store records them FAILED here; a read-only one (the dashboard's) cannot, so its status
+        filter needs them to show a job under the status its row reads. Up to ``_OPEN_CHECKED`` open jobs are
+        checked; past that the stored statuses are filtered as they are.
+        """
+        sql = f"{SELECT_JOB} WHERE status IN ('QUEUED', 'RUNNING') LIMIT {_OPEN_CHECKED + 1}"
+        recs = [job_record(r) for r in self.db.read_all(sql, {})]
+        if len(recs) > _OPEN_CHECKED:
+            return []
+        return [r.id for r in recs if self._apply_liveness(r, probes).status is not r.status]
 
     @staticmethod
     def _best_ascending(tx: Any, where: list[str], params: dict[str, Any], offset: int,
