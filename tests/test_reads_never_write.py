@@ -16,6 +16,7 @@ import pytest
 from jobtrack import (
     Dataset,
     JobManager,
+    JobStatus,
     ModelManager,
     StoreReadOnly,
     Trainer,
@@ -126,6 +127,29 @@ def test_a_read_while_another_process_creates_the_database_waits_for_its_tables(
         assert maker.wait(timeout=60) == 0, maker.communicate()
 
 
+
+# argv: the new database's path. Prints, as the file is created, whether its tables' DDL was already built.
+CREATION_ORDER = r"""
+import os, sys
+path = sys.argv[1]
+
+def hook(event, args):
+    if event == "open" and args[0] == path and isinstance(args[2], int) and args[2] & os.O_CREAT:
+        print("built" if "jobtrack.store.models" in sys.modules else "not built", flush=True)
+
+sys.addaudithook(hook)
+from jobtrack.store import Store
+Store.open(path)
+"""
+
+
+def test_a_new_database_file_appears_only_once_its_tables_are_moments_away(tmp_path: Path) -> None:
+    """Building the DDL imports SQLAlchemy (a second, several under load): done after the file appeared, a reader
+    waiting ``CREATION_WAIT_S`` for the tables was refused on a loaded machine (3 runs of 5 under load)."""
+    db = tmp_path / "new.db"
+    assert run_python(CREATION_ORDER, str(db)).stdout.split() == ["built"]
+
+
 def test_a_read_only_store_reads_and_refuses_every_write(db_path: str) -> None:
     job = Trainer(demo.train, db=db_path, runner="worker", config={"epochs": 1}).fit(_dataset_files(db_path))
     runtime.close_all()
@@ -170,6 +194,32 @@ def test_a_dead_runners_verdict_is_shown_unsaved_on_a_read_only_store(db_path: s
     assert Path(db_path).read_bytes() == before
     with closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("SELECT status FROM jobs WHERE id = 'job_dead'").fetchone() == ("RUNNING",)
+
+
+
+def test_a_read_only_status_filter_finds_a_dead_runners_job_under_failed_not_running(db_path: str) -> None:
+    # The dashboard's store is read-only: it cannot save the verdict, so its status filter must apply it.
+    store = Store.open(db_path)
+    for job_id in ("job_dead", "job_live", "job_done"):
+        store.create_job({"id": job_id, "job_type": "train", "experiment_name": "e", "runner_kind": "worker"})
+    store.claim("job_dead")
+    store.claim("job_live")  # this process runs it: alive
+    store.request_cancel("job_done")
+    testing.kill_runner(JobManager(db_path).fetch_job("job_dead"))
+    runtime.close_all()
+    before = Path(db_path).read_bytes()
+    reader = Store.open(db_path, read_only=True)
+
+    def page(*statuses: str) -> tuple[int, list[tuple[str, str]]]:
+        total, recs = reader.dashboard_page(statuses=[JobStatus(s) for s in statuses])
+        return total, [(r.id, r.status.value) for r in recs]
+
+    assert page("RUNNING") == (1, [("job_live", "RUNNING")])
+    assert page("FAILED") == (1, [("job_dead", "FAILED")])
+    assert page("FAILED", "CANCELED") == (2, [("job_done", "CANCELED"), ("job_dead", "FAILED")])
+    assert page("QUEUED") == (0, [])
+    runtime.close_all()
+    assert Path(db_path).read_bytes() == before  # nothing saved
 
 
 def _dataset_files(db_path: str) -> Dataset:

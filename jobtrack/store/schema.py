@@ -130,10 +130,14 @@ def prepare(db: Database, *, create: bool = True) -> None:
         StoreReadOnly: the file, its ``-wal``/``-shm`` or its directory cannot be created or written (or a
             read-only database that needs an upgrade).
     """
+    statements: list[str] | None = None
     if db.is_sqlite:
         assert db.path is not None
-        if not create and not os.path.exists(db.path):
-            raise DatabaseNotFound(db.target)
+        if not os.path.exists(db.path):
+            if not create:
+                raise DatabaseNotFound(db.target)
+            if not db.read_only:  # built before the file appears (importing SQLAlchemy takes a second, more
+                statements = create_statements(db.ddl_dialect())  # under load): a reader waits for the tables
         check_local_filesystem(db.path)
         if not db.read_only:
             _prepare_location(db.path)
@@ -166,7 +170,7 @@ def prepare(db: Database, *, create: bool = True) -> None:
     with db.admin() as tx:
         version = _read_version(tx, db)
         if version is None:
-            for statement in create_statements(db.ddl_dialect()):
+            for statement in statements or create_statements(db.ddl_dialect()):
                 tx.ddl(statement)
             tx.run_many(_META_INSERT, [{"key": "application", "value": APPLICATION},
                                        {"key": "schema_version", "value": str(SCHEMA_VERSION)}])
