@@ -452,3 +452,61 @@ def test_predict_with_a_test_table_needs_no_training_files(tmp_path: Path) -> No
     assert status["status"] == "COMPLETED", status["result"].get("error")
     with pytest.raises(InvalidArgument, match="not available here"):
         trainer.predict("no_table", model_run_id=run)  # without a test table the training files are needed
+
+
+# -- carried jobs and prune ------------------------------------------------------------------------------
+
+
+def test_prune_never_deletes_a_path_a_carried_job_names_outside_its_files_folder(tmp_path: Path,
+                                                                                 dataset: Dataset) -> None:
+    """A bundle's rows may name any path (a crafted one, or a --no-files export of another machine): pruning the
+    imported jobs deletes only what lies in the target's files folder, and names the rest."""
+    source = str(tmp_path / "a.db")
+    train, pred = _make_jobs(source, dataset, "carried_out")
+    good = tmp_path / "good.jtb"
+    JobManager(source).export_bundle(good, [train, pred])
+    victim = tmp_path / "victim"
+    (victim / "dir").mkdir(parents=True)
+    (victim / "dir" / "weights.bin").write_bytes(b"not yours")
+    (victim / "important.txt").write_text("keep me")
+
+    def change(name: str, data: bytes) -> bytes:
+        if name != "rows/jobs.jsonl":
+            return data
+        rows = [json.loads(line) for line in data.decode().splitlines()]
+        for row in rows:
+            spec = json.loads(row["spec_json"])
+            if row["id"] == train:
+                spec["model_dir"] = str(victim / "dir")
+            else:
+                row["export_paths_json"] = json.dumps({"predictions": str(victim / "important.txt")})
+            row["spec_json"] = json.dumps(spec)
+        return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+    evil = _rebuild(good, tmp_path / "evil.jtb", change)
+    target = str(tmp_path / "d.db")
+    JobManager(target, create=True).import_bundle(evil)
+    report = JobManager(target).prune("0s")
+    assert sorted(report.removed) == sorted([train, pred])
+    assert (victim / "dir" / "weights.bin").read_bytes() == b"not yours"
+    assert (victim / "important.txt").read_text() == "keep me"
+    assert str(victim / "important.txt") in report.left
+    assert not any(str(victim) in f for f in report.files)
+
+
+def test_prune_of_a_migrated_copy_leaves_the_sources_exports_and_the_source_still_prunes_them(
+        tmp_path: Path, dataset: Dataset) -> None:
+    from jobtrack.store.migrate import migrate
+
+    source = str(tmp_path / "a.db")
+    trainer = Trainer(demo.train, demo.predict, db=source, runner="eager", config={"epochs": 2}, provenance=False)
+    job = trainer.fit_predict(dataset, "mine", output_config={"directory": str(tmp_path / "results")})
+    written = [Path(p) for p in job.get_status()["export_paths"].values()]
+    assert written and all(p.is_file() and tmp_path / "results" in p.parents for p in written)
+    copy = str(tmp_path / "c.db")
+    migrate(Store.open(source, create=False), Store.open(copy))
+    report = JobManager(copy).prune("0s")
+    assert job.job_id in report.removed and all(str(p) in report.left for p in written)
+    assert all(p.is_file() for p in written)  # the source's exports: still there for the source
+    assert all(str(p) in JobManager(source).prune("0s").files for p in written)  # the source's own: removed
+    assert not any(p.exists() for p in written)

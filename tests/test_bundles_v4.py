@@ -82,8 +82,9 @@ def _engine(db: str) -> sqlalchemy.Engine:
 
 
 def _rows(db: str, files: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every per-job table (any table with a ``job_id``), ``jobs`` and ``sweeps``: sorted rows, the files
-    directory spelled ``<files>``, booleans as integers, events without their local numbering."""
+    """Every per-job table (any table with a ``job_id``, but the target's ``jobtrack_carried``), ``jobs`` and
+    ``sweeps``: sorted rows, the files directory spelled ``<files>``, booleans as integers, events without their
+    local numbering."""
     engine = _engine(db)
     try:
         inspector = sqlalchemy.inspect(engine)
@@ -92,8 +93,8 @@ def _rows(db: str, files: Path) -> dict[str, list[tuple[Any, ...]]]:
             for table in inspector.get_table_names():
                 cols = [c["name"] for c in inspector.get_columns(table)
                         if not (table == "job_events" and c["name"] == "id")]
-                if table not in ("jobs", "sweeps") and "job_id" not in cols:
-                    continue
+                if (table not in ("jobs", "sweeps") and "job_id" not in cols) or table == "jobtrack_carried":
+                    continue  # jobtrack_carried: the target's note of which jobs came in, not a job's content
                 rows = conn.exec_driver_sql(f"SELECT {', '.join(cols)} FROM {table}").fetchall()
                 out[table] = sorted((tuple(_plain(v, files) for v in r) for r in rows), key=repr)
         return out

@@ -71,10 +71,8 @@ class StoreBase:
         """Where a model run's files live (a path string: it is computed for every job submitted)."""
         return os.path.join(self._files_root(), "models", model_run_id)
 
-    def owns_path(self, path: str) -> bool:
-        """Whether this database may delete ``path``: inside its files folder (as written, or once symlinks are
-        resolved), or outside every ``*-files`` folder (an export directory the job's config chose). A path in
-        another database's files folder (a bundle imported without files, a migrated or copied database) is not."""
+    def inside_files(self, path: str) -> bool:
+        """Whether ``path`` lies in this database's files folder (as written, or once symlinks are resolved)."""
         root = self._files_root()
         for mine, theirs in ((os.path.abspath(root), os.path.abspath(path)),
                              (os.path.realpath(root), os.path.realpath(path))):
@@ -83,8 +81,17 @@ class StoreBase:
                     return True
             except ValueError:  # a relative path, or one on another drive
                 continue
+        return False
+
+    def owns_path(self, path: str, *, carried: bool = False) -> bool:
+        """Whether this database may delete a job's ``path``: inside its files folder, or, for a job made here (not
+        ``carried`` in by an import, merge or migrate), outside every ``*-files`` folder (an export directory its
+        config chose). A path in another database's files folder, or a carried job's path outside this one's
+        (the source's exports, or any path a bundle's rows name), is not."""
+        if self.inside_files(path):
+            return True
         parts = os.path.abspath(path).split(os.sep)[:-1]
-        return not any(p.endswith("-files") for p in parts)
+        return not carried and not any(p.endswith("-files") for p in parts)
 
     def model_dir_of(self, model_run_id: str | None, recorded: str | None) -> str:
         """Where a model run's files are now: the directory its jobs recorded while that exists, else its place in

@@ -20,11 +20,31 @@ from jobtrack.store.base import TERMINAL_SQL, in_list
 from jobtrack.store.db import Tx
 from jobtrack.store.jobs import JobsMixin
 from jobtrack.store.materialize import _CREATE as _CREATE_RECORDS, PREFIX, RECORD_TABLE
-from jobtrack.timeutil import from_iso, to_iso
+from jobtrack.timeutil import from_iso, to_iso, utcnow
 
 MATERIALIZED_COLUMNS = ("job_id", "kind", "table_name", "view_name", "created_at")
+CARRIED_TABLE = "jobtrack_carried"
+"""Jobs written here by an import, merge or migrate (made on its first use, as ``jobtrack_materialized``): their
+paths outside this database's files folder belong to where they came from, so ``prune`` never deletes them."""
+_CREATE_CARRIED = (f"CREATE TABLE IF NOT EXISTS {CARRIED_TABLE} (job_id VARCHAR(200) NOT NULL PRIMARY KEY, "
+                   "carried_at VARCHAR(32) NOT NULL)")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,250}$")
 _CHUNK = 500
+
+
+def mark_carried(tx: Tx, job_ids: Sequence[str]) -> None:
+    """Record ``job_ids`` as carried in (``CARRIED_TABLE``), in the transaction that wrote their rows."""
+    if job_ids:
+        tx.ddl(_CREATE_CARRIED)
+        at = to_iso(utcnow())
+        tx.run_many(f"INSERT INTO {CARRIED_TABLE} (job_id, carried_at) VALUES (:id, :at) ON CONFLICT DO NOTHING",
+                    [{"id": job_id, "at": at} for job_id in job_ids])
+
+
+def is_carried(tx: Tx, tables: Collection[str], job_id: str) -> bool:
+    """Whether the job came in by an import, merge or migrate (``tables``: the database's table names)."""
+    return CARRIED_TABLE in tables and tx.scalar(f"SELECT 1 FROM {CARRIED_TABLE} WHERE job_id = :id",
+                                                 {"id": job_id}) is not None
 
 
 def job_tables() -> tuple[str, ...]:
@@ -292,6 +312,7 @@ class BundlesMixin(JobsMixin):
                 add_sweeps(tx, part["sweeps"])
                 for table in job_tables():
                     _insert(tx, table, new[table])
+                mark_carried(tx, [str(r["id"]) for r in new["jobs"]])
                 self._recreate(tx, new)
                 for table in UNION_TABLES:
                     tagged |= union_rows(tx, table, [r for r in part[table] if str(r["job_id"]) in there])

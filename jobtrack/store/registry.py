@@ -108,4 +108,4 @@ class RegistryMixin(JobsMixin):
             tx.run("DELETE FROM model_runs WHERE id = :m", {"m": model_run_id})
         recorded = (jsonutil.loads(spec_json or "{}") or {}).get("model_dir")
         folder = self.model_dir_of(model_run_id, recorded)  # where it is now; another database's is left alone
-        return keys, [folder] if self.owns_path(folder) else []
+        return keys, [folder] if self.inside_files(folder) else []  # a model is made in its files folder
