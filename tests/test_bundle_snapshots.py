@@ -111,3 +111,26 @@ def _csv(tmp_path: Path) -> Path:
     path = tmp_path / "train.csv"
     path.write_text("x,y\n1,0\n2,1\n")
     return path
+
+
+def test_migrate_copies_a_snapshot_as_the_copy_it_is(tmp_path: Path) -> None:
+    """A snapshot copy runs in no database here, so it is no "unfinished job to migrate again once it ended": it is
+    copied, stays a copy in the target, and the job's final bundle replaces it there."""
+    from jobtrack.store import Store
+    from jobtrack.store.migrate import migrate
+
+    src, mid, dst, stop = (str(tmp_path / n) for n in ("a.db", "h.db", "h2.db", "stop"))
+    with spawn(SOURCE, src, stop) as child:
+        job_id = child.stdout.readline().strip()
+        wait_until(lambda: _epochs(src, job_id) >= 2)
+        JobManager(src).export_bundle(tmp_path / "snap.jtb", include_running=True)
+        Path(stop).touch()
+        assert child.wait(timeout=60) == 0
+    JobManager(mid, create=True).import_bundle(tmp_path / "snap.jtb")
+    report = migrate(Store.open(mid, create=False), Store.open(dst))
+    assert report.copied == [job_id] and report.unfinished == []
+    copy = JobManager(dst).fetch_job(job_id)
+    assert copy.get_status()["status"] == "RUNNING" and copy.snapshot_reason() is not None
+    JobManager(src).export_bundle(tmp_path / "final.jtb", [job_id])
+    assert JobManager(dst).import_bundle(tmp_path / "final.jtb").imported == [job_id]
+    assert copy.get_status()["status"] == "COMPLETED" and copy.snapshot_reason() is None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Boolean
 
+from jobtrack import liveness
 from jobtrack.errors import BundleConflict
 from jobtrack.states import JobStatus
 from jobtrack.store import models
@@ -124,7 +125,8 @@ def union_rows(tx: Tx, table: str, rows: list[dict[str, Any]]) -> set[str]:
 
 def migrate(source: Store, target: Store, *, batch: int = 200) -> MigrateReport:
     """Copy every finished job of ``source`` that ``target`` lacks (QUEUED and RUNNING ones are listed in the report's
-    ``unfinished``, for a later run once they ended), with its rows, exports, views, materialized tables,
+    ``unfinished``, for a later run once they ended; a snapshot copy of a job running elsewhere is copied as such,
+    for an import of its finished bundle to replace), with its rows, exports, views, materialized tables,
     sweep, model run and registry entries: a bundle's rows (``Store.bundle_rows``) without its files, whose
     paths are kept. The same rules as ``jobtrack import`` and ``merge``: every batch is checked before any is
     written, so a conflict writes nothing; a job the target has is skipped, its tags merged.
@@ -134,12 +136,13 @@ def migrate(source: Store, target: Store, *, batch: int = 200) -> MigrateReport:
             the target's with other content; nothing was written.
     """
     with source.db.read() as tx:  # finished jobs only: a copy of a QUEUED job would run in both databases, one
-        listed = tx.all("SELECT id, status FROM jobs ORDER BY created_at, id")  # of a RUNNING job end in neither
-    ended = {str(i) for i, status in listed if JobStatus(status).is_terminal}
-    ended.update(str(i) for i, status in listed  # a job whose runner is gone ends now (its liveness verdict)
+        listed = tx.all("SELECT id, status, runner FROM jobs ORDER BY created_at, id")  # of a RUNNING one in neither
+    # a snapshot copy (imported unfinished, #19) runs in no database here: it is copied as the copy it is
+    ended = {str(i) for i, status, runner in listed if JobStatus(status).is_terminal or liveness.is_snapshot(runner)}
+    ended.update(str(i) for i, _, _ in listed  # a job whose runner is gone ends now (its liveness verdict)
                  if str(i) not in ended and source.get_job(str(i)).status.is_terminal)
-    ids = [str(i) for i, _ in listed if str(i) in ended]
-    unfinished = [str(i) for i, _ in listed if str(i) not in ended]
+    ids = [str(i) for i, _, _ in listed if str(i) in ended]
+    unfinished = [str(i) for i, _, _ in listed if str(i) not in ended]
     batches = [ids[start : start + batch] for start in range(0, len(ids), batch)]
     for part in batches:  # every conflict before anything is written (the source is read twice)
         target.check_bundle_rows(source.bundle_rows(part))
