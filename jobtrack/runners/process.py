@@ -168,6 +168,20 @@ def _child_main(target: str, spec: JobSpec, ready: Any, takeover: tuple[int, str
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent is not None:
         _die_with(parent)
+    # Forked from an executor thread: at exit concurrent.futures would join this very thread ("cannot join current
+    # thread") and multiprocessing would end the child with code 1, whatever the job did.
+    from concurrent.futures import thread as futures_thread
+
+    getattr(futures_thread, "_threads_queues", {}).pop(threading.current_thread(), None)
+    try:
+        _run_in_child(target, spec, ready, takeover)
+    finally:  # multiprocessing ends a child with os._exit (no atexit): an end its recorder still retries must land
+        recorder = runtime.current().recorder  # first, or the parent records FAILED for a job that ran to its end
+        while not recorder.drain(runtime.RECORD_RETRY_MAX_S):
+            pass
+
+
+def _run_in_child(target: str, spec: JobSpec, ready: Any, takeover: tuple[int, str] | None) -> None:
     from jobtrack.store import Store
 
     store = retrying(lambda: Store.open(target), f"job {spec.job_id}: open the store")
