@@ -252,3 +252,36 @@ def test_a_running_job_and_a_reader_ride_out_a_server_outage(pg_url: str, caplog
     assert status["status"] == "COMPLETED" and [e["epoch"] for e in status["result"]["epochs"]] == list(range(8))
     runtime.close_all()
     outage.down()
+
+
+def test_the_server_clock_holds_a_fork_back_while_it_may_connect(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Database.clock()`` may open a server connection (libpq takes process-wide locks): a process runner must not
+    fork meanwhile, as with every other database call."""
+    from jobtrack.store.server import Server
+
+    store = Store.open(pg_url)
+    inside, release = threading.Event(), threading.Event()
+    real = Server.clock
+
+    def slow_clock(self: Server) -> Any:
+        inside.set()
+        release.wait(10)
+        return real(self)
+
+    monkeypatch.setattr(Server, "clock", slow_clock)
+    reader = threading.Thread(target=store.db.clock)
+    reader.start()
+    assert inside.wait(10)
+    forked = threading.Event()
+
+    def fork() -> None:
+        with runtime.current().fork_gate.fork():
+            forked.set()
+
+    forker = threading.Thread(target=fork)
+    forker.start()
+    assert not forked.wait(0.3)  # held back while the clock may be connecting
+    release.set()
+    assert forked.wait(10)
+    reader.join(10)
+    forker.join(10)

@@ -62,11 +62,8 @@ _READ_CHECK_S = 0.25  # how often a reader checks that the path still names the 
 
 
 def _configure(conn: sqlite3.Connection, wal: bool) -> None:
-    """Every PRAGMA a jobtrack connection runs; ``wal`` only once the file is known to be jobtrack's.
-
-    ``journal_mode`` is the one setting stored in the file itself: a file that may be someone else's
-    is looked at without it, so refusing a foreign file changes nothing in it.
-    """
+    """Every PRAGMA a jobtrack connection runs; ``wal`` only once the file is known to be jobtrack's: ``journal_mode``
+    is the one setting stored in the file itself, so refusing a foreign file changes nothing in it."""
     conn.execute(f"PRAGMA busy_timeout={DEFAULT_BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys=ON")
     # FULL: a commit reported to the user survives power loss (SPEC §5: nothing is lost).
@@ -388,11 +385,8 @@ class Database(Retrying, DialectSQL, SchemaState):
 
     @contextmanager
     def admin(self) -> Iterator[Tx]:
-        """A write transaction for schema creation and upgrades, under the same lock.
-
-        On PostgreSQL a transaction-scoped advisory lock stands in for the file lock, so workers that
-        start together do not create or upgrade the schema twice.
-        """
+        """A write transaction for schema creation and upgrades, under the same lock. On PostgreSQL a transaction-scoped
+        advisory lock stands in for the file lock, so workers that start together do not do that work twice."""
         with self.write() as tx:
             if self.dialect_name == "postgresql":
                 tx.execute("SELECT pg_advisory_xact_lock(:key)", {"key": _ADVISORY_KEY})
@@ -420,8 +414,13 @@ class Database(Retrying, DialectSQL, SchemaState):
         file, ``Server.clock`` for a server. Raises StoreError if the server could not be asked (as ``read()``)."""
         if self._server is None:
             return timeutil.utcnow()
-        with self._translate():
-            return self._server.clock()
+        gate = runtime.current().fork_gate  # it may connect: no fork meanwhile (libpq's locks, as read()'s)
+        gate.enter()
+        try:
+            with self._translate():
+                return self._server.clock()
+        finally:
+            gate.leave()
 
     # -- errors ----------------------------------------------------------------------------------
 
