@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from jobtrack import __version__, jsonutil, liveness
-from jobtrack.bundlerows import as_snapshots, rewrite_paths
+from jobtrack.bundlerows import as_snapshots, job_folders, job_paths, rewrite_paths
 from jobtrack.errors import BundleConflict, InvalidArgument, InvalidBundle
 from jobtrack.files import NewFiles, check_output
 from jobtrack.states import JobStatus
@@ -90,18 +90,8 @@ class Verified:
 
 
 def _sources(store: Store, rows: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """The files and directories of the carried jobs that exist: job directory, export files, model directories."""
-    paths: list[str] = []
-    for job in rows["jobs"]:
-        paths.append(str(store.job_dir(job["id"])))
-        paths += [str(p) for p in (jsonutil.loads(job["export_paths_json"]) or {}).values()]
-        spec = jsonutil.loads(job["spec_json"]) or {}
-        if spec.get("model_dir"):
-            paths.append(store.model_dir_of(job.get("model_run_id"), str(spec["model_dir"])))
-    for run in rows["model_runs"]:
-        paths.append(store.model_dir(run["id"]))
-    paths += [str(e["path"]) for e in rows["job_exports"]]
-    found = sorted(p for p in {os.path.abspath(p) for p in paths} if os.path.lexists(p))
+    """The files and directories of the carried jobs that exist (``bundlerows.job_paths``)."""
+    found = sorted(p for p in job_paths(store, rows) if os.path.lexists(p))
     return [p for p in found if not any(p.startswith(q + os.sep) for q in found)]  # a parent carries its children
 
 
@@ -336,14 +326,6 @@ def _check_rows(bundle: str, manifest: dict[str, Any], rows: dict[str, list[dict
 # -- import ------------------------------------------------------------------------------------------------
 
 
-def _owned(store: Store, rows: dict[str, list[dict[str, Any]]], job_ids: Sequence[str]) -> tuple[str, ...]:
-    """Path prefixes of the files of these jobs in the target: job directories and model run directories."""
-    ids = set(job_ids)
-    runs = [str(r["id"]) for r in rows["model_runs"] if str(r["job_id"]) in ids]
-    return tuple(os.path.join(str(p), "") for p in [*(store.job_dir(i) for i in sorted(ids)),
-                                                      *(store.model_dir(r) for r in runs)])
-
-
 def _destination(bundle: str, root: str, rel: str) -> str:
     dest = os.path.join(root, *rel.split("/"))
     real_root = os.path.realpath(root)
@@ -365,7 +347,8 @@ def import_bundle(store: Store, path: str | os.PathLike[str] | Verified, *, limi
     """Verify the bundle, check it against ``store``, then write its files and rows (see the module doc).
 
     ``path`` may be what ``read_bundle`` returned, so a caller can refuse a bad bundle before it opens
-    (and so creates) the target database.
+    (and so creates) the target database. Stopped midway (Ctrl-C, a lost connection), the batches of jobs already
+    written stay, each job with its files, and only the others' files go again: importing again completes it.
 
     Raises:
         InvalidBundle: a malformed, tampered or unsafe bundle; nothing was written.
@@ -378,8 +361,8 @@ def import_bundle(store: Store, path: str | os.PathLike[str] | Verified, *, limi
     rewrite_paths(verified.rows, mapping)
     kept, replace = store.check_bundle_rows(verified.rows)
     snapshots = {str(r["id"]) for r in verified.rows["jobs"] if liveness.is_snapshot(r.get("runner"))}
-    replaced = _owned(store, verified.rows, replace)  # the target's snapshot copies: their files are replaced
-    older = _owned(store, verified.rows, [i for i in kept if i in snapshots])  # the target has newer: kept
+    replaced = job_folders(store, verified.rows, replace)  # the target's snapshot copies: their files are replaced
+    older = job_folders(store, verified.rows, [i for i in kept if i in snapshots])  # the target has newer: kept
     plan: list[tuple[str, str]] = []
     for name, rel, digest in verified.files:
         dest = _destination(verified.path, root, rel)
@@ -392,7 +375,7 @@ def import_bundle(store: Store, path: str | os.PathLike[str] | Verified, *, limi
                     raise BundleConflict("file", dest, "the target has another file there")
             continue
         plan.append((name, dest))
-    report, made = ImportReport(), NewFiles()
+    report, made, committed = ImportReport(), NewFiles(), list[str]()
     try:  # the files first (no row names a missing file); if the rows cannot be written, they go again
         with zipfile.ZipFile(verified.path) as zf:
             for name, dest in plan:
@@ -406,8 +389,11 @@ def import_bundle(store: Store, path: str | os.PathLike[str] | Verified, *, limi
                 made.files[-1] = dest if not os.path.lexists(dest) else tmp  # a replaced file stays replaced
                 os.replace(tmp, dest)
                 report.files_written += 1
-        report.imported, report.skipped, report.tagged = store.import_bundle_rows(verified.rows, batch=batch)
-    except BaseException:
+        report.imported, report.skipped, report.tagged = store.import_bundle_rows(verified.rows, batch=batch,
+                                                                                   committed=committed)
+    except BaseException:  # the jobs of batches already written are in the target: their files stay
+        mine = job_paths(store, verified.rows, set(committed)) if committed else set()
+        made.files = [f for f in made.files if not any(p == f or f.startswith(p + os.sep) for p in mine)]
         made.undo()
         raise
     report.registered = store.import_registry_rows(verified.rows["registered_models"])

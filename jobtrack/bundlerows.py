@@ -1,13 +1,18 @@
-"""A bundle's rows made the target's (#19): carried paths rewritten, unfinished jobs made snapshot copies."""
+"""A bundle's rows made the target's (#19): carried paths rewritten, unfinished jobs made snapshot copies; the
+paths the rows' jobs own."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
 from jobtrack import jsonutil, liveness
 from jobtrack.store.bundles import job_tables
 from jobtrack.store.materialize import RECORD_TABLE
+
+if TYPE_CHECKING:
+    from jobtrack.store import Store
 
 
 class _Rewriter:
@@ -77,3 +82,27 @@ def as_snapshots(manifest: dict[str, Any], rows: dict[str, list[dict[str, Any]]]
         if str(row["id"]) in ids and row.get("status") == "RUNNING":
             row.update(runner=runner, lease_expires_at=None,
                        reason=f"snapshot (exported {manifest.get('created_at')}, still {row.get('status')})")
+
+
+def job_paths(store: Store, rows: dict[str, list[dict[str, Any]]], only: Collection[str] | None = None) -> set[str]:
+    """The files and directories of the jobs of ``rows`` (of those in ``only``, if given), as ``store`` places
+    them: job directory, export files, model directories."""
+    paths: list[str] = []
+    for job in rows["jobs"]:
+        if only is None or str(job["id"]) in only:
+            paths.append(str(store.job_dir(job["id"])))
+            paths += [str(p) for p in (jsonutil.loads(job["export_paths_json"]) or {}).values()]
+            spec = jsonutil.loads(job["spec_json"]) or {}
+            if spec.get("model_dir"):
+                paths.append(store.model_dir_of(job.get("model_run_id"), str(spec["model_dir"])))
+    paths += [store.model_dir(r["id"]) for r in rows["model_runs"] if only is None or str(r["job_id"]) in only]
+    paths += [str(e["path"]) for e in rows["job_exports"] if only is None or str(e["job_id"]) in only]
+    return {os.path.abspath(p) for p in paths}
+
+
+def job_folders(store: Store, rows: dict[str, list[dict[str, Any]]], job_ids: Sequence[str]) -> tuple[str, ...]:
+    """Path prefixes of the files of these jobs in the target: job directories and model run directories."""
+    ids = set(job_ids)
+    runs = [str(r["id"]) for r in rows["model_runs"] if str(r["job_id"]) in ids]
+    return tuple(os.path.join(str(p), "") for p in [*(store.job_dir(i) for i in sorted(ids)),
+                                                      *(store.model_dir(r) for r in runs)])

@@ -510,3 +510,39 @@ def test_prune_of_a_migrated_copy_leaves_the_sources_exports_and_the_source_stil
     assert all(p.is_file() for p in written)  # the source's exports: still there for the source
     assert all(str(p) in JobManager(source).prune("0s").files for p in written)  # the source's own: removed
     assert not any(p.exists() for p in written)
+
+
+# -- an import stopped midway ------------------------------------------------------------------------------
+
+
+def test_an_import_stopped_after_a_batch_keeps_the_files_of_the_jobs_it_wrote(tmp_path: Path, dataset: Dataset,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the second batch: the first batch's jobs are in the target and keep their files (model, log);
+    only the files of the jobs not written go again, and importing once more completes it."""
+    from jobtrack.bundle import import_bundle
+    from jobtrack.store import migrate
+
+    src, dst = str(tmp_path / "src.db"), str(tmp_path / "dst.db")
+    train, pred = _make_jobs(src, dataset, "stopped")
+    JobManager(src).export_bundle(tmp_path / "b.jtb")
+    target = Store.open(dst)
+    insert = migrate.insert_rows
+
+    def interrupted(tx: Any, table: str, rows: list[dict[str, Any]]) -> None:
+        if table == "jobs" and any(r["id"] == pred for r in rows):
+            raise KeyboardInterrupt
+        insert(tx, table, rows)
+
+    monkeypatch.setattr(migrate, "insert_rows", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        import_bundle(target, tmp_path / "b.jtb", batch=1)  # the training job first (a dependency), alone
+    monkeypatch.undo()
+    assert [j.job_id for j in JobManager(dst).list_jobs(limit=None)] == [train]
+    run = str(JobManager(dst).fetch_job(train).model_run_id)
+    assert _tree(Path(target.model_dir(run))) == _tree(Path(Store.open(src).model_dir(run))) != {}
+    assert _tree(target.job_dir(train)) == _tree(Store.open(src).job_dir(train)) != {}
+    assert not target.job_dir(pred).exists()
+    assert not any(pred in p for p in _tree(target.files_dir))
+    again = import_bundle(target, tmp_path / "b.jtb")
+    assert again.imported == [pred] and again.skipped == [train]
+    assert _tree(target.files_dir) == _tree(Store.open(src).files_dir)
