@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,26 @@ def test_a_snapshot_carries_no_queued_job(tmp_path: Path, capsys: pytest.Capture
         JobManager(db).export_bundle(tmp_path / "one.jtb", [worker_job.job_id], include_running=True)
     assert main(["export", worker_job.job_id, "--include-running", "-o", str(tmp_path / "x.jtb"), "--db", db]) == 2
     assert "nothing to carry yet" in capsys.readouterr().err
+
+
+def test_a_job_whose_runner_was_killed_is_exported_as_failed(tmp_path: Path) -> None:
+    """Export applies liveness verdicts first (as migrate does): a job whose process was SIGKILLed ends FAILED and
+    is carried as such, not left out as unfinished nor carried as a RUNNING snapshot that never ends elsewhere."""
+    src, dst, stop = str(tmp_path / "a.db"), str(tmp_path / "b.db"), str(tmp_path / "stop")
+    with spawn(SOURCE, src, stop) as child:
+        job_id = child.stdout.readline().strip()
+        wait_until(lambda: _epochs(src, job_id) >= 2)
+        child.kill()
+        child.wait(timeout=10)
+    with closing(sqlite3.connect(src)) as conn:  # nothing read the job since: its row still says RUNNING
+        assert conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone() == ("RUNNING",)
+    for name, include_running in (("plain.jtb", False), ("running.jtb", True)):
+        report = JobManager(src).export_bundle(tmp_path / name, include_running=include_running)
+        assert (report.jobs, report.snapshot) == ([job_id], []), name
+        copy = JobManager(dst, create=True).import_bundle(tmp_path / name)
+        assert copy.imported + copy.skipped == [job_id]
+        status = JobManager(dst).fetch_job(job_id).get_status()
+        assert status["status"] == "FAILED" and status == JobManager(src).fetch_job(job_id).get_status()
 
 
 def _epochs(db: str, job_id: str) -> int:

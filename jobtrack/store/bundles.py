@@ -137,11 +137,15 @@ class BundlesMixin(JobsMixin):
         since ``since`` and, if given, in ``among`` — a query's matches —, or all), only terminal ones
         unless ``include_running`` (then RUNNING ones too, never QUEUED ones), with the jobs they depend on
         unless ``deps`` is false: the training job of every model run they used, and the jobs they retry.
+        A QUEUED or RUNNING job nothing can finish (its runner killed) is first marked FAILED, as ``migrate`` does:
+        carried as it ends, not left out nor carried as a snapshot that never ends in the target.
 
         Raises:
             JobNotFound: a named job does not exist.
             InvalidArgument: a named job is not terminal and ``include_running`` is false.
         """
+        for (job_id,) in self.db.read_all("SELECT id FROM jobs WHERE status IN ('QUEUED', 'RUNNING')", {}):
+            self.get_job(str(job_id))  # its liveness verdict, recorded
         with self.db.read() as tx:
             if job_ids is None:
                 params: dict[str, Any] = {}
