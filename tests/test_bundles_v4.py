@@ -229,6 +229,33 @@ def test_a_sweep_the_target_has_is_kept_by_id(tmp_path: Path, source: tuple[str,
         assert conn.execute("SELECT COUNT(*) FROM jobs WHERE sweep_id = 'sw1'").fetchone() == (2,)
 
 
+def test_a_sweep_trial_run_in_both_databases_is_a_conflict(tmp_path: Path, source: tuple[str, list[str]],
+                                                           dataset: Dataset) -> None:
+    """A sweep resumed in two databases ran its trial numbers in both: importing one side's runs into the other
+    would count each trial twice ("4/2 done"). Refused, naming both jobs; the way out the message gives works."""
+    import re
+
+    src, (first, retry) = source
+    dst = str(tmp_path / "dst" / "dst.db")
+    os.makedirs(os.path.dirname(dst))
+    other = _train(dst, dataset, 1)[0]
+    _sql(dst, [("INSERT INTO sweeps (id, name, created_at, spec_json) VALUES ('sw1', 'search', ?, '{}')", (AT,)),
+               ("UPDATE jobs SET sweep_id = 'sw1', trial = 0 WHERE id = ?", (other,))])
+    JobManager(src).export_bundle(tmp_path / "b.jtb")
+    before = _dump(dst)
+    with pytest.raises(BundleConflict) as err:
+        JobManager(dst).import_bundle(tmp_path / "b.jtb")
+    text = str(err.value)
+    assert err.value.what == "sweep trial" and other in text and retry in text and "'search'" in text, text
+    with pytest.raises(BundleConflict, match="sweep trial"):
+        migrate(Store.open(src), Store.open(dst))
+    assert _dump(dst) == before
+    where = re.search(r'--where "([^"]+)"', text)
+    assert where is not None, text
+    JobManager(src).export_bundle(tmp_path / "rest.jtb", where=where.group(1))
+    assert JobManager(dst).import_bundle(tmp_path / "rest.jtb").imported == [first]
+
+
 def _to_format_1(good: Path, out: Path) -> Path:
     """The bundle as jobtrack wrote it before schema 4: no new tables, no new ``jobs`` columns, format 1."""
     with zipfile.ZipFile(good) as zf:

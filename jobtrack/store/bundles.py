@@ -113,6 +113,25 @@ def _when(value: Any) -> str:
     return to_iso(value) if isinstance(value, datetime) else to_iso(from_iso(str(value)))
 
 
+def _check_trials(tx: Tx, jobs: dict[str, dict[str, Any]], skip: set[str], sweeps: list[dict[str, Any]]) -> None:
+    """One trial number, one job: a sweep resumed in two databases ran its trials in both, and importing one
+    side's runs into the other would count each trial twice (``BundleConflict``)."""
+    trials = {(str(j["sweep_id"]), int(j["trial"])): i for i, j in jobs.items()
+              if j.get("sweep_id") and j.get("trial") is not None and i not in skip}
+    names = {str(s["id"]): str(s["name"]) for s in sweeps}
+    for sweep in sorted({s for s, _ in trials}):
+        for other, trial in tx.all("SELECT id, trial FROM jobs WHERE sweep_id = :s AND trial IS NOT NULL",
+                                   {"s": sweep}):
+            mine = trials.get((sweep, int(trial)))
+            if mine is not None and str(other) != mine and str(other) not in jobs:
+                name = names.get(sweep, sweep)
+                raise BundleConflict("sweep trial", f"{name} #{trial}", (
+                    f"the target ran trial {trial} of sweep {name!r} as job {other}, the bundle as job {mine} (the "
+                    "sweep was resumed in both databases: importing both would count each trial twice); carry the "
+                    f"other jobs only, e.g. jobtrack export --where \"sweep is null or sweep != '{name}'\", and "
+                    "keep one database's runs of the sweep"))
+
+
 def _insert(tx: Tx, table: str, rows: list[dict[str, Any]]) -> None:
     from jobtrack.store.migrate import insert_rows
 
@@ -252,6 +271,7 @@ class BundlesMixin(JobsMixin):
                 (replace if newer else present).append(row["id"])
         skip = set(present) | set(replace)  # a replaced job's model run, views and tables are its own
         check_sweeps(tx, rows.get("sweeps", []))
+        _check_trials(tx, jobs, skip, rows.get("sweeps", []))
         for run in rows["model_runs"]:
             if run["job_id"] not in skip:
                 other = tx.scalar("SELECT job_id FROM model_runs WHERE id = :id", {"id": run["id"]})
