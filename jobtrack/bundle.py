@@ -21,6 +21,7 @@ import io
 import os
 import stat
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -148,11 +149,8 @@ def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[s
                 _add(zf, entries, f"rows/{table}.jsonl", data)
             for source, rel in paths.items():
                 for full, sub in _walk(source):
-                    with open(full, "rb") as fh:
-                        data = fh.read()
-                    _add(zf, entries, f"files/{rel}/{sub}".rstrip("/"), data)
+                    report.bytes += _add_file(zf, entries, f"files/{rel}/{sub}".rstrip("/"), full)
                     report.files += 1
-                    report.bytes += len(data)
             manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "jobtrack_version": __version__,
                         "source_database_id": store.database_id(), "created_at": to_iso(utcnow()),
                         "jobs": ids, "snapshot": running, "paths": paths, "entries": entries}
@@ -167,6 +165,21 @@ def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[s
 def _add(zf: zipfile.ZipFile, entries: dict[str, dict[str, Any]], name: str, data: bytes) -> None:
     zf.writestr(name, data)
     entries[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def _add_file(zf: zipfile.ZipFile, entries: dict[str, dict[str, Any]], name: str, path: str) -> int:
+    """Copy the file at ``path`` into the entry ``name`` block by block, hashing as it goes (a checkpoint of any
+    size is never held in memory); its size. Zip64 always: the file may pass 4 GiB, or grow while read."""
+    info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
+    info.compress_type, info.external_attr = zf.compression, 0o600 << 16  # as ``writestr`` makes it
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as src, zf.open(info, "w", force_zip64=True) as dst:
+        while chunk := src.read(_BLOCK):
+            digest.update(chunk)
+            dst.write(chunk)
+            size += len(chunk)
+    entries[name] = {"sha256": digest.hexdigest(), "size": size}
+    return size
 
 
 # -- verify ------------------------------------------------------------------------------------------------
@@ -190,22 +203,31 @@ def _check_member(bundle: str, info: zipfile.ZipInfo, limits: Limits) -> None:
                             f"{info.file_size} bytes, over the limit of {limits.max_entry_bytes}")
 
 
-def _read(bundle: str, zf: zipfile.ZipFile, name: str, limit: int) -> tuple[bytes, str]:
-    """The entry's bytes (read no further than ``limit``) and their sha256; a damaged entry is InvalidBundle."""
-    digest = hashlib.sha256()
-    buf = io.BytesIO()
+def _scan(bundle: str, zf: zipfile.ZipFile, name: str, limit: int, keep: io.BytesIO | None = None) -> tuple[int, str]:
+    """The size and sha256 of the entry's bytes, read block by block no further than ``limit`` and kept in ``keep``
+    if given (a file entry is only checked: never held in memory); a damaged entry is InvalidBundle."""
+    digest, size = hashlib.sha256(), 0
     try:
         with zf.open(name) as fh:
             while chunk := fh.read(_BLOCK):
-                if buf.tell() + len(chunk) > limit:
+                size += len(chunk)
+                if size > limit:
                     raise InvalidBundle(bundle, name, f"more than {limit} bytes")
                 digest.update(chunk)
-                buf.write(chunk)
+                if keep is not None:
+                    keep.write(chunk)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         if isinstance(exc, InvalidBundle):
             raise
         raise InvalidBundle(bundle, name, f"unreadable ({exc})") from exc
-    return buf.getvalue(), digest.hexdigest()
+    return size, digest.hexdigest()
+
+
+def _read(bundle: str, zf: zipfile.ZipFile, name: str, limit: int) -> tuple[bytes, str]:
+    """The entry's bytes (read no further than ``limit``) and their sha256 (``_scan``)."""
+    buf = io.BytesIO()
+    digest = _scan(bundle, zf, name, limit, buf)[1]
+    return buf.getvalue(), digest
 
 
 def read_bundle(path: str | os.PathLike[str], limits: Limits | None = None) -> Verified:
@@ -249,13 +271,14 @@ def read_bundle(path: str | os.PathLike[str], limits: Limits | None = None) -> V
         tables = bundle_tables()
         for name, meta in entries.items():
             _check_name(bundle, name)
-            data, digest = _read(bundle, zf, name, limits.max_entry_bytes)
-            if not isinstance(meta, dict) or len(data) != meta.get("size") or digest != meta.get("sha256"):
+            data = io.BytesIO()  # rows are kept to be parsed; a file is only checked (of any size)
+            size, digest = _scan(bundle, zf, name, limits.max_entry_bytes, None if name.startswith("files/") else data)
+            if not isinstance(meta, dict) or size != meta.get("size") or digest != meta.get("sha256"):
                 raise InvalidBundle(bundle, name, "its size or sha256 differs from the manifest (truncated or changed)")
             if name.startswith("files/"):
                 files.append((name, name[len("files/"):], digest))
             elif name.startswith("rows/") and name.endswith(".jsonl") and name[5:-6] in tables:
-                rows[name[5:-6]] = _rows(bundle, name, data)
+                rows[name[5:-6]] = _rows(bundle, name, data.getvalue())
             else:
                 raise InvalidBundle(bundle, name, f"neither files/ nor rows/ of a table jobtrack {__version__} knows")
     for table in bundle_tables():

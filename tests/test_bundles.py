@@ -546,3 +546,35 @@ def test_an_import_stopped_after_a_batch_keeps_the_files_of_the_jobs_it_wrote(tm
     again = import_bundle(target, tmp_path / "b.jtb")
     assert again.imported == [pred] and again.skipped == [train]
     assert _tree(target.files_dir) == _tree(Store.open(src).files_dir)
+
+
+# -- large files ---------------------------------------------------------------------------------------------
+
+
+def test_a_large_file_is_streamed_through_export_and_import(tmp_path: Path, dataset: Dataset) -> None:
+    """A checkpoint is copied into the bundle and verified out of it block by block, never held whole in memory:
+    multi-GB models export and import in the memory of a small one. Checked by the peak of Python's allocations."""
+    import tracemalloc
+
+    from jobtrack.bundle import export_bundle, import_bundle
+
+    src, dst = str(tmp_path / "src.db"), str(tmp_path / "dst.db")
+    train, _ = _make_jobs(src, dataset, "large")
+    big = Store.open(src).job_dir(train) / "checkpoints" / "big.bin"
+    big.parent.mkdir(exist_ok=True)
+    size = 30 << 20
+    with open(big, "wb") as fh:
+        for _ in range(size >> 20):
+            fh.write(os.urandom(1 << 20))  # incompressible: the entry is as large as the file
+    source, target = Store.open(src), Store.open(dst)
+    peaks = []
+    for step in (lambda: export_bundle(source, tmp_path / "b.jtb"), lambda: import_bundle(target, tmp_path / "b.jtb")):
+        tracemalloc.start()
+        try:
+            step()
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert all(peak < size // 4 for peak in peaks), peaks
+    copy = target.job_dir(train) / "checkpoints" / "big.bin"
+    assert copy.stat().st_size == size and _tree(copy.parent) == _tree(big.parent)
