@@ -23,14 +23,14 @@ import stat
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from jobtrack import __version__, jsonutil, liveness
-from jobtrack.bundlerows import as_snapshots, job_folders, job_paths, rewrite_paths
+from jobtrack.bundlerows import as_snapshots, job_folders, job_paths, regular_files, rewrite_paths
 from jobtrack.errors import BundleConflict, InvalidArgument, InvalidBundle
 from jobtrack.files import NewFiles, check_output
 from jobtrack.states import JobStatus
@@ -104,19 +104,6 @@ def _relative(root: str, path: str) -> str:
     return f"external/{digest}/{os.path.basename(path)}"
 
 
-def _walk(path: str) -> Iterator[tuple[str, str]]:
-    """(file, its path relative to ``path``) of every regular file under ``path`` (symlinks skipped)."""
-    if os.path.isfile(path) and not os.path.islink(path):
-        yield path, ""
-        return
-    for top, dirs, names in os.walk(path):
-        dirs.sort()
-        for name in sorted(names):
-            full = os.path.join(top, name)
-            if os.path.isfile(full) and not os.path.islink(full):
-                yield full, Path(os.path.relpath(full, path)).as_posix()
-
-
 def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[str] | None = None, *,
                   where: str | None = None, since: datetime | None = None, include_running: bool = False,
                   files: bool = True, deps: bool = True) -> ExportReport:
@@ -148,7 +135,7 @@ def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[s
                 data = "".join(jsonutil.dumps(r, table) + "\n" for r in rows[table]).encode()
                 _add(zf, entries, f"rows/{table}.jsonl", data)
             for source, rel in paths.items():
-                for full, sub in _walk(source):
+                for full, sub in regular_files(source):
                     report.bytes += _add_file(zf, entries, f"files/{rel}/{sub}".rstrip("/"), full)
                     report.files += 1
             manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "jobtrack_version": __version__,
@@ -395,7 +382,8 @@ def import_bundle(store: Store, path: str | os.PathLike[str] | Verified, *, limi
                 if regular and dest.startswith(replaced):
                     plan.append((name, dest))  # a snapshot copy's file (its log, say): the newer one replaces it
                 elif not (regular and dest.startswith(older)):
-                    raise BundleConflict("file", dest, "the target has another file there")
+                    raise BundleConflict("file", dest, "the target has another file there: to keep it, move it "
+                                                       "aside; import again to write the bundle's in its place")
             continue
         plan.append((name, dest))
     report, made, committed = ImportReport(), NewFiles(), list[str]()

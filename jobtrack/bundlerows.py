@@ -1,10 +1,11 @@
 """A bundle's rows made the target's (#19): carried paths rewritten, unfinished jobs made snapshot copies; the
-paths the rows' jobs own."""
+paths the rows' jobs own, and the files under a path."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobtrack import jsonutil, liveness
@@ -106,3 +107,16 @@ def job_folders(store: Store, rows: dict[str, list[dict[str, Any]]], job_ids: Se
     runs = [str(r["id"]) for r in rows["model_runs"] if str(r["job_id"]) in ids]
     return tuple(os.path.join(str(p), "") for p in [*(store.job_dir(i) for i in sorted(ids)),
                                                       *(store.model_dir(r) for r in runs)])
+
+
+def regular_files(path: str) -> Iterator[tuple[str, str]]:
+    """(file, its path relative to ``path``) of every regular file under ``path`` (symlinks skipped)."""
+    if os.path.isfile(path) and not os.path.islink(path):
+        yield path, ""
+        return
+    for top, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(top, name)
+            if os.path.isfile(full) and not os.path.islink(full):
+                yield full, Path(os.path.relpath(full, path)).as_posix()

@@ -9,6 +9,7 @@ import sqlite3
 import stat
 import warnings
 import zipfile
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,41 @@ def test_a_job_with_other_content_is_a_conflict(tmp_path: Path, dataset: Dataset
         JobManager(dst).import_bundle(bad)
     assert err.value.what == "job"
     assert _dump(dst) == before and _tree(Store.open(dst).files_dir) == files
+
+
+def test_a_conflict_says_what_differs_and_how_to_resolve_it(tmp_path: Path, dataset: Dataset) -> None:
+    """A job conflict names the differing columns and the export that leaves the job out; a registered model name
+    taken names the `jobtrack models delete` that frees it. Both ways out work as written."""
+    import re
+    import shlex
+
+    from jobtrack.cli import main
+
+    src, dst = str(tmp_path / "src.db"), str(tmp_path / "dst.db")
+    train, pred = _make_jobs(src, dataset, "why")
+    JobManager(src).export_bundle(tmp_path / "b.jtb", [pred], deps=False)
+    JobManager(dst, create=True).import_bundle(tmp_path / "b.jtb")
+    with closing(sqlite3.connect(dst)) as conn, conn:
+        conn.execute("UPDATE jobs SET reason = 'edited here', output_alias = 'elsewhere' WHERE id = ?", (pred,))
+    with pytest.raises(BundleConflict) as err:
+        JobManager(dst).import_bundle(tmp_path / "b.jtb")
+    text = str(err.value)
+    assert "(it differs in output_alias, reason)" in text, text
+    where = re.search(r'jobtrack export --where "([^"]+)"', text)
+    assert where is not None, text
+    JobManager(src).export_bundle(tmp_path / "rest.jtb", where=where.group(1))
+    assert JobManager(dst).import_bundle(tmp_path / "rest.jtb").imported == [train]
+
+    other = str(tmp_path / "other.db")  # another model registered as churn:v1
+    _make_jobs(other, dataset, "mine", register="churn")
+    _make_jobs(src, dataset, "theirs", register="churn")
+    JobManager(src).export_bundle(tmp_path / "reg.jtb")
+    with pytest.raises(BundleConflict) as err:
+        JobManager(other).import_bundle(tmp_path / "reg.jtb")
+    command = re.search(r"(jobtrack models delete \S+ \S+)", str(err.value))
+    assert err.value.what == "registered model" and command is not None, str(err.value)
+    assert main([*shlex.split(command.group(1))[1:], "--yes", "--db", other]) == 0
+    assert JobManager(other).import_bundle(tmp_path / "reg.jtb").registered == ["churn:v1"]
 
 
 # -- malicious bundles -------------------------------------------------------------------------------

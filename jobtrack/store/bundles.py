@@ -113,6 +113,19 @@ def _when(value: Any) -> str:
     return to_iso(value) if isinstance(value, datetime) else to_iso(from_iso(str(value)))
 
 
+def _leave_out(job_id: str) -> str:
+    """How to carry a bundle's jobs but one, the end of a conflict's message."""
+    return f"to carry the others, leave it out: jobtrack export --where \"id != '{job_id}'\""
+
+
+def _other_content(have: dict[str, Any], row: dict[str, Any]) -> str:
+    """The detail of a job conflict: the columns in which the target's job and the bundle's differ."""
+    cols = [c for c in row if jsonutil.dumps({c: have.get(c)}, "row") != jsonutil.dumps({c: row[c]}, "row")]
+    more = f" and {len(cols) - 6} more" if len(cols) > 6 else ""
+    return (f"the target has a job of this id with other content (it differs in {', '.join(cols[:6])}{more}); "
+            f"{_leave_out(str(row['id']))}")
+
+
 def _check_trials(tx: Tx, jobs: dict[str, dict[str, Any]], skip: set[str], sweeps: list[dict[str, Any]]) -> None:
     """One trial number, one job: a sweep resumed in two databases ran its trials in both, and importing one
     side's runs into the other would count each trial twice (``BundleConflict``)."""
@@ -267,7 +280,7 @@ class BundlesMixin(JobsMixin):
             for row in _select(tx, "jobs", "id", part):
                 newer = _newer(row, jobs[row["id"]])
                 if newer is None:
-                    raise BundleConflict("job", row["id"], "the target has a job of this id with other content")
+                    raise BundleConflict("job", row["id"], _other_content(row, jobs[row["id"]]))
                 (replace if newer else present).append(row["id"])
         skip = set(present) | set(replace)  # a replaced job's model run, views and tables are its own
         check_sweeps(tx, rows.get("sweeps", []))
@@ -276,14 +289,18 @@ class BundlesMixin(JobsMixin):
             if run["job_id"] not in skip:
                 other = tx.scalar("SELECT job_id FROM model_runs WHERE id = :id", {"id": run["id"]})
                 if other is not None:
-                    raise BundleConflict("model run", run["id"], f"the target has it for job {other}")
+                    raise BundleConflict("model run", run["id"],
+                                         f"the target has it for job {other}; {_leave_out(str(run['job_id']))}")
         for reg in rows["registered_models"]:
             found = tx.one("SELECT key, model_run_id FROM registered_models WHERE key = :key OR "
                            "(model_name = :n AND version_name = :v)",
                            {"key": reg["key"], "n": reg["model_name"], "v": reg["version_name"]})
             if found is not None and (found[0] != reg["key"] or found[1] != reg["model_run_id"]):
-                raise BundleConflict("registered model", reg["key"],
-                                     f"the target's {found[0]!r} names model run {found[1]} with this name and version")
+                experiment = tx.scalar("SELECT experiment_name FROM model_runs WHERE id = :m", {"m": found[1]})
+                raise BundleConflict("registered model", reg["key"], (
+                    f"the target's {found[0]!r} names model run {found[1]} with this name and version; to import "
+                    f"the bundle's, delete the target's first: jobtrack models delete {experiment} {found[1]} "
+                    "(its registry entries and model files go; its jobs stay), or import into another database"))
         names = {n.lower() for n in self.db.table_names(tx)}
         for export in rows["job_exports"]:
             if export["job_id"] in present:
@@ -291,10 +308,14 @@ class BundlesMixin(JobsMixin):
             view = export["view_name"]
             owner = tx.scalar("SELECT job_id FROM job_exports WHERE view_name = :v", {"v": view})
             if owner != export["job_id"] and (owner is not None or view.lower() in names):  # a replaced job's own
-                raise BundleConflict("view", view, f"the target already has it (job {owner or 'none'})")
+                raise BundleConflict("view", view, (
+                    f"the target's job {owner} made it (the same output alias)" if owner is not None else
+                    "the target has a view or table of this name that no job made: rename or drop it there, or")
+                    + f"; {_leave_out(str(export['job_id']))}")
         for rec in rows[RECORD_TABLE]:
             if rec["job_id"] not in skip and rec["table_name"].lower() in names:
-                raise BundleConflict("materialized table", rec["table_name"], "the target has a table of this name")
+                raise BundleConflict("materialized table", rec["table_name"], "the target has a table of this name: "
+                                     f"rename or drop it there, or {_leave_out(str(rec['job_id']))}")
         return present, replace
 
     def import_bundle_rows(self, rows: dict[str, list[dict[str, Any]]], *, batch: int = 500,
@@ -378,7 +399,8 @@ class BundlesMixin(JobsMixin):
                                {"key": reg["key"], "n": reg["model_name"], "v": reg["version_name"]})
                 if found is not None:
                     if found[0] != reg["key"] or found[1] != reg["model_run_id"]:
-                        raise BundleConflict("registered model", reg["key"], "the target registered it meanwhile")
+                        raise BundleConflict("registered model", reg["key"], "the target registered it meanwhile; "
+                                             "import again: the check names the model run that has it, and what to do")
                     continue
                 if tx.scalar("SELECT id FROM model_runs WHERE id = :id", {"id": reg["model_run_id"]}) is None:
                     continue

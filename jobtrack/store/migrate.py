@@ -102,7 +102,9 @@ def check_sweeps(tx: Tx, sweeps: list[dict[str, Any]]) -> None:
                                   {"id": sweep["id"], "name": sweep["name"]}):
             if found_id != sweep["id"]:
                 raise BundleConflict("sweep", str(sweep["name"]),
-                                     f"the target's sweep {found_id} has this name (this one is {sweep['id']})")
+                                     f"the target's sweep {found_id} has this name (this one is {sweep['id']}); to "
+                                     "carry the other jobs, leave the sweep's out: jobtrack export --where "
+                                     f"\"sweep is null or sweep != '{sweep['name']}'\"")
 
 
 def add_sweeps(tx: Tx, sweeps: list[dict[str, Any]]) -> None:
