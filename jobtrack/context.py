@@ -58,6 +58,7 @@ class RunContext:
         self.patience = spec.patience
         self.eval_every = spec.eval_every
         self._early = EarlyStopping(*spec.evaluation(), spec.patience)  # Trainer(eval_metric=) or the task's
+        self._early_fed = self._top is not None  # a resumed attempt first replays its stored epochs into it
         sweeps = sys.modules.get("jobtrack.sweep")  # a sweep's trial may have a pruner (#17); no sweep, no cost
         self._pruner = sweeps.pruner_for(spec.job_id) if sweeps is not None else None
         self.max_result_bytes = spec.max_result_bytes or max_result_bytes()
@@ -117,6 +118,15 @@ class RunContext:
             self._top = (self._store.last_epoch(self.job_id),)
         return self._top[0]
 
+    def _replay_epochs_before(self, epoch: int) -> None:
+        """Feed the epochs stored before ``epoch`` (by earlier attempts, or copied by ``jobtrack retry``) to
+        early stopping, so a resumed attempt stops where an uninterrupted run would."""
+        self._early_fed = True
+        if self._stored_top() is not None and self._early.active:
+            for old in self._store.epochs(self.job_id):
+                if old["epoch"] < epoch:
+                    self._early.update(old["epoch"], old["train"], old["validation"])
+
     def save_checkpoint(self, data: bytes | str | os.PathLike[str], name: str | None = None) -> Path:
         """Store a checkpoint atomically (temp file, fsync, rename): ``data`` as bytes, or a file's path to copy.
 
@@ -174,6 +184,8 @@ class RunContext:
             raise ResultTooLarge(f"log_epoch({epoch}): its {biggest} ({len(max(train_json, val_json, key=len)):,} "
                                  "bytes) with the epochs before", size, self.max_result_bytes)
         top = self._stored_top()
+        if not self._early_fed:
+            self._replay_epochs_before(epoch)
         try:  # as _canceled_if_fenced(), without a context manager's cost on every epoch (#14)
             cancel = self._store.add_epoch(self.job_id, self._token, epoch, train_json, val_json,
                                            replace=top is not None and epoch <= top,

@@ -58,3 +58,20 @@ def train_resumable(ctx: RunContext) -> dict[str, Any]:
             raise ValueError(f"attempt {ctx.attempt} failed at epoch {epoch}")
         time.sleep(float(ctx.config.get("pause_s", 0.0)))
     return {"attempt": ctx.attempt, "resume_epoch": ctx.resume_epoch, "restored": restored}
+
+
+PATIENCE_RMSE = [1.0, 0.8, 0.6, 0.7, 0.75, 0.72, 0.71, 0.74, 0.73, 0.76, 0.77, 0.78]
+"""Validation rmse per epoch: best at epoch 2, so ``patience=3`` says stop at epoch 5."""
+
+
+def train_patience(ctx: RunContext) -> dict[str, Any]:
+    """Report ``PATIENCE_RMSE`` from ``resume_epoch`` until ``log_epoch`` says stop; attempt 1 SIGKILLs its own
+    process after epoch ``config["kill_after"]`` (None: never), so attempt 2 resumes with a fresh context."""
+    import signal
+
+    for epoch in range(ctx.resume_epoch or 0, len(PATIENCE_RMSE)):
+        if ctx.log_epoch(epoch, validation={"rmse": PATIENCE_RMSE[epoch]}):
+            return {"stopped_at": epoch, "attempt": ctx.attempt}
+        if ctx.attempt == 1 and epoch == ctx.config.get("kill_after"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return {"stopped_at": None, "attempt": ctx.attempt}

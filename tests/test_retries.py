@@ -79,6 +79,21 @@ def test_process_runner_child_killed_at_epoch_5_resumes_and_completes(db_path: s
     assert events[2].reason == "attempt 2 of 2 after runner process killed by signal SIGKILL"
 
 
+def test_a_resumed_attempt_stops_early_at_the_epoch_an_uninterrupted_run_does(db_path: str) -> None:
+    def run(kill_after: int | None) -> dict[str, Any]:
+        job = Trainer(retryfuncs.train_patience, db=db_path, runner="process", retries=1, patience=3,
+                      config={"kill_after": kill_after}).fit(_ds())
+        final = job.wait(timeout=60)
+        assert final["status"] == "COMPLETED", final["result"].get("error")
+        return final["result"]
+
+    whole, resumed = run(None), run(3)  # best rmse at epoch 2; the kill falls between it and the stop
+    assert whole["summary"] == {"stopped_at": 5, "attempt": 1} and whole["stopped_early"] is True
+    assert resumed["summary"] == {"stopped_at": 5, "attempt": 2}  # epochs 0..3 replayed into early stopping
+    assert resumed["stopped_early"] is True
+    assert [e["epoch"] for e in resumed["epochs"]] == [e["epoch"] for e in whole["epochs"]] == list(range(6))
+
+
 def test_retry_on_value_error_makes_three_attempts_then_fails_with_the_last_error(db_path: str,
                                                                                   tmp_path: Path) -> None:
     job = Trainer(retryfuncs.train_resumable, db=db_path, retries=2, retry_on=(ValueError,),
