@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import operator
 import os
@@ -46,7 +47,7 @@ class RunContext:
         self.job_id = spec.job_id
         self.job_type = spec.job_type.value
         self.dataset = spec.dataset
-        self.config = spec.config
+        self.config = _own_copy(spec.config)  # the code may change it: never the caller's, nor the next job's
         self.model_run_id = spec.model_run_id
         self.output_alias = spec.output_alias
         self.output_config = dict(spec.output_config)
@@ -341,3 +342,12 @@ class RunContext:
         with self._canceled_if_fenced():
             self._store.add_export(self.job_id, self._token, kind, columns, rows_json, path, view,
                                    first_seq=first_seq)
+
+
+def _own_copy(config: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a job's config for its code, so in-process jobs never share nested values (a shallow
+    copy if some value cannot be copied: its object is then shared, as the caller passed it)."""
+    try:
+        return copy.deepcopy(config)
+    except Exception:  # noqa: BLE001 - any error of a user object's __deepcopy__/__reduce__
+        return dict(config)

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,30 @@ def test_more_workers_are_opt_in_and_run_jobs_at_once(db_path: str) -> None:
     a.cancel()
     b.cancel()
     assert a.wait(timeout=20)["status"] == b.wait(timeout=20)["status"] == "CANCELED"
+
+
+def test_each_in_process_job_gets_its_own_copy_of_the_config(db_path: str) -> None:
+    seen: list[tuple[float, list[int], bool]] = []
+
+    def train(ctx: Any) -> None:
+        seen.append((ctx.config["opt"]["lr"], list(ctx.config["layers"]), "added" in ctx.config))
+        ctx.config["opt"]["lr"] *= 10  # code that edits its config in place
+        ctx.config["layers"].append(0)
+        ctx.config["added"] = True
+
+    ds = Dataset("d", "regression", "t", tables={"train": [{"x": 1}]})
+    caller = {"opt": {"lr": 0.1}, "layers": [1]}
+    trainer = Trainer(train, db=db_path, runner="eager", config=caller)
+    for _ in range(2):
+        assert trainer.fit(ds).get_status()["status"] == "COMPLETED"
+    assert seen == [(0.1, [1], False)] * 2  # the second job saw none of the first one's edits
+    assert caller == {"opt": {"lr": 0.1}, "layers": [1]} == trainer.config
+
+    lock = threading.Lock()  # a value deepcopy refuses: the job still runs, with the object shared as given
+    shared: list[Any] = []
+    job = Trainer(lambda ctx: shared.append(ctx.config["lock"]), db=db_path, runner="eager",
+                  config={"lock": lock}).fit(ds)
+    assert job.get_status()["status"] == "COMPLETED" and shared == [lock] and shared[0] is lock
 
 
 def test_show_jobs_pages_by_default_and_shows_all_with_limit_none(db_path: str, dataset: Dataset) -> None:
