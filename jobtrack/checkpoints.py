@@ -2,7 +2,8 @@
 
 ``ctx.save_checkpoint(data)`` writes a file as temp + fsync + rename (+ fsync of the directory), so a
 runner killed mid-write leaves the previous checkpoint whole; a small ``LATEST`` file, replaced the
-same way, names the newest one for ``ctx.latest_checkpoint()``. ``jobtrack retry`` copies the
+same way, names the newest one for ``ctx.latest_checkpoint()`` (without it, the newest entry a framework
+callback saved there: ``last.ckpt``, ``last.keras``, ``checkpoint-N/``). ``jobtrack retry`` copies the
 directory into the new job's, so a retried job finds the old job's checkpoint as its own.
 """
 
@@ -97,9 +98,28 @@ def latest(folder: Path) -> Path | None:
     try:
         name = (folder / LATEST).read_text(encoding="utf-8").strip()
     except (FileNotFoundError, NotADirectoryError):
-        return None
+        return _newest_entry(folder)
     path = folder / name
     return path if name and path.is_file() else None
+
+
+def _newest_entry(folder: Path) -> Path | None:
+    """The most recently modified file or folder in ``folder``, hidden ones (temp files) left out, or None:
+    what the framework callbacks save there themselves, without ``save_checkpoint()``'s LATEST file."""
+    newest: tuple[int, str] | None = None
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            when = entry.stat().st_mtime_ns
+        except FileNotFoundError:  # removed meanwhile (a framework rotating its checkpoints)
+            continue
+        newest = max(newest or (when, entry.name), (when, entry.name))
+    return None if newest is None else folder / newest[1]
 
 
 def copy_all(source: Path, target: Path) -> bool:

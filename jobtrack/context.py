@@ -139,7 +139,11 @@ class RunContext:
         return checkpoints.save(self.checkpoint_dir, data, name)
 
     def latest_checkpoint(self) -> Path | None:
-        """The newest checkpoint this job saved (in any attempt, or its retried job's), or None."""
+        """The newest checkpoint this job saved (in any attempt, or its retried job's), or None.
+
+        The one ``save_checkpoint()`` saved last; without any, the newest entry a framework callback saved
+        in ``checkpoint_dir`` (``last.ckpt``, ``last.keras``, or a ``checkpoint-N`` folder).
+        """
         return checkpoints.latest(self.job_dir / checkpoints.DIR_NAME)
 
     # -- reporting ------------------------------------------------------------------------

@@ -75,3 +75,27 @@ def train_patience(ctx: RunContext) -> dict[str, Any]:
         if ctx.attempt == 1 and epoch == ctx.config.get("kill_after"):
             os.kill(os.getpid(), signal.SIGKILL)
     return {"stopped_at": None, "attempt": ctx.attempt}
+
+
+def train_saving_like_a_framework(ctx: RunContext) -> dict[str, Any]:
+    """Save into ``ctx.checkpoint_dir`` as the framework callbacks do (no ``save_checkpoint()``, so no LATEST):
+    an old ``last.ckpt``, a newer ``checkpoint-2`` folder and a hidden temp file; fail in an attempt that
+    found no checkpoint. Writes ``found-<job id>`` (what ``latest_checkpoint()`` found at the start) and
+    ``saved-<job id>`` (what it finds after saving) in ``config["dir"]``."""
+    folder = Path(ctx.config["dir"])
+    found = ctx.latest_checkpoint()
+    _write(folder / f"found-{ctx.job_id}", found.name if found else "")
+    if found is not None:
+        return {"resumed_from": found.name, "is_dir": found.is_dir()}
+    target = ctx.checkpoint_dir
+    (target / "last.ckpt").write_bytes(b"1")
+    os.utime(target / "last.ckpt", ns=(10**18, 10**18))  # older than the folder below
+    (target / "checkpoint-2").mkdir()
+    (target / "checkpoint-2" / "model.bin").write_bytes(b"2")
+    os.utime(target / "checkpoint-2", ns=(2 * 10**18, 2 * 10**18))
+    (target / ".partial-1-last.keras").write_bytes(b"")  # a framework's temp file: never a checkpoint
+    os.utime(target / ".partial-1-last.keras", ns=(3 * 10**18, 3 * 10**18))
+    saved = ctx.latest_checkpoint()
+    _write(folder / f"saved-{ctx.job_id}", saved.name if saved else "")
+    ctx.log_epoch(0, train={"loss": 1.0})
+    raise ValueError("no checkpoint to start from")

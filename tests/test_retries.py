@@ -256,6 +256,27 @@ def test_jobtrack_retry_of_a_failed_job_resumes_from_its_checkpoint(db_path: str
     assert [e["epoch"] for e in again["result"]["epochs"]] == [0]
 
 
+def test_checkpoints_a_framework_saved_without_save_checkpoint_are_found_and_resumed_from(
+    db_path: str, tmp_path: Path
+) -> None:
+    folder = _marks(tmp_path)
+    old = Trainer(retryfuncs.train_saving_like_a_framework, db=db_path, runner="worker",
+                  config={"dir": str(folder)}).fit(Dataset(
+                      "d", "regression", "t", tables={"train": str(_csv(tmp_path))}))
+    _worker_burst(db_path)
+    assert old.get_status()["status"] == "FAILED"
+    assert _marker(folder, f"found-{old.job_id}") == ""
+    assert _marker(folder, f"saved-{old.job_id}") == "checkpoint-2"  # newest by mtime; hidden files skipped
+    code, out, err = _cli("retry", old.job_id, "--db", db_path)
+    assert code == 0, err
+    assert "resuming after its 1 epoch(s) from checkpoint checkpoint-2" in out
+    new_id = out.split(":")[0]
+    _worker_burst(db_path)
+    final = JobManager(db_path).fetch_job(new_id).get_status()
+    assert final["status"] == "COMPLETED", final["result"].get("error")
+    assert final["result"]["summary"] == {"resumed_from": "checkpoint-2", "is_dir": True}
+
+
 def _csv(tmp_path: Path) -> Path:
     path = tmp_path / "train.csv"
     path.write_text("x,y\n1.0,2.0\n", encoding="utf-8")
