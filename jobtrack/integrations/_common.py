@@ -171,9 +171,16 @@ class Reporter:
 
 
 def save_atomically(path: Path, write: Any) -> Path:
-    """Call ``write(temp_path)``, then rename the file over ``path`` (a reader never sees half a checkpoint)."""
+    """Call ``write(temp_path)``, then rename the file over ``path`` (a reader never sees half a checkpoint).
+
+    A ``write`` that fails leaves no temp file behind: the error propagates, the previous checkpoint stays.
+    """
     tmp = path.with_name(f".partial-{os.getpid()}-{path.name}")
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 

@@ -4,7 +4,8 @@ Needs ``pip install 'jobtrack[keras]'`` and a backend (``KERAS_BACKEND=torch`` w
 JAX or TensorFlow). The ``logs`` of each epoch go to ``ctx.log_epoch``: ``val_*`` as validation metrics
 without the prefix, the others as training metrics. A cancel (or the job's patience rule) sets
 ``model.stop_training`` at the next batch. After each reported epoch the model is saved as
-``last.keras`` in the job's checkpoint directory (``checkpoints=False`` turns that off).
+``last.keras`` in the job's checkpoint directory (``checkpoints=False`` turns that off; a model Keras
+cannot save, e.g. a subclassed one without ``get_config()``, turns it off with a line in the job's log).
 """
 
 from __future__ import annotations
@@ -72,6 +73,17 @@ class JobtrackCallback(_Callback):  # type: ignore[misc]
         train, validation = self.reporter.router.split(logs or {})
         stop = self.reporter.report(epoch, train, validation)
         if self.checkpoints and not self.reporter.canceled:
-            save_atomically(self.checkpoint_dir / CHECKPOINT_NAME, self.model.save)
+            self._save_checkpoint()
         if stop:
             self.model.stop_training = True
+
+    def _save_checkpoint(self) -> None:
+        """Save ``last.keras``; a model Keras cannot save (a subclassed one without ``get_config()``) turns the
+        checkpoints off for the run, with one log line, rather than failing a job whose training is fine."""
+        try:
+            save_atomically(self.checkpoint_dir / CHECKPOINT_NAME, self.model.save)
+        except Exception as exc:  # noqa: BLE001 - Keras raises NotImplementedError, TypeError, ValueError, ...
+            self.checkpoints = False
+            why = " ".join(str(exc).split())  # Keras spreads its messages over several lines
+            self.reporter.ctx.log(f"keras: {CHECKPOINT_NAME} not saved, checkpoints off for this run: "
+                                  f"{type(exc).__name__}: {why[:300]}")

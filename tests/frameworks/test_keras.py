@@ -69,3 +69,37 @@ def test_a_cancel_from_another_thread_stops_training_within_one_step(db_path: st
     assert gate.steps - at_cancel <= 1, f"{gate.steps - at_cancel} steps ran after the cancel"
     assert [e["epoch"] for e in status["result"]["epochs"]] == [0]
     assert status["result"]["summary"]["epochs"] == 2  # Keras ended the cut epoch, which jobtrack did not report
+
+
+class Scaled(keras.Model):  # type: ignore[misc]
+    """A subclassed model built from an object Keras cannot serialize, and no get_config(): it cannot be saved."""
+
+    def __init__(self, options: Any) -> None:
+        super().__init__()
+        self.options = options
+        self.dense = keras.layers.Dense(1)
+
+    def call(self, x: Any) -> Any:
+        return self.dense(x) * self.options.scale
+
+
+def test_a_model_keras_cannot_save_trains_on_with_checkpoints_off(db_path: str) -> None:
+    class Options:
+        scale = 1.0
+
+    def train(ctx: RunContext) -> dict[str, Any]:
+        model = Scaled(Options())
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+        callback = JobtrackCallback(ctx)
+        history = model.fit(*data(64, 0), validation_data=data(16, 1), epochs=3, batch_size=32, verbose=0,
+                            callbacks=[callback])
+        return {"epochs": len(history.history["loss"]), "checkpoints": callback.checkpoints,
+                "files": sorted(p.name for p in ctx.checkpoint_dir.iterdir())}
+
+    job = Trainer(train, db=db_path, runner="eager").fit(DATASET)
+    status = job.get_status()
+    assert status["status"] == "COMPLETED", status["result"].get("error")
+    assert [e["epoch"] for e in status["result"]["epochs"]] == [0, 1, 2]
+    assert status["result"]["summary"] == {"epochs": 3, "checkpoints": False, "files": []}  # no .partial-* left
+    said = [line for line in job.log_path.read_text(encoding="utf-8").splitlines() if "not saved" in line]
+    assert len(said) == 1 and "last.keras not saved, checkpoints off for this run: NotImplementedError" in said[0]
