@@ -219,6 +219,12 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int,
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt / SystemExit still stop the process, after the job is recorded
         return status
+    signal_name = ctx.stopped_by_signal
+    if signal_name:  # the code returned after a signal (a framework callback stopped training): canceled, as above
+        ctx.log(f"job canceled by {signal_name}")
+        if _on_main_thread():
+            return None  # recorded by the signal's recorder thread
+        return finish(store, spec.job_id, token, JobStatus.CANCELED, reason=f"signal {signal_name}")
     # A summary that cannot be stored as it is never fails the finished job (#13): what can be stored is,
     # and result["summary_error"] and the log say what was not.
     summary_json, summary_error = _summary_json(ctx, summary)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from jobtrack import JobManager
 from jobtrack.runners.signals import EXIT_HINT_S
 from proc import child_env, spawn, wait_until
 
@@ -372,6 +373,29 @@ def test_signal_while_the_script_ends_and_its_runner_threads_are_joined(tmp_path
         child.send_signal(sig)
         assert child.wait(timeout=EXIT_DEADLINE_S) == -sig  # the job stops at its next epoch; the process dies of it
     assert jobs_by_pid(db)[child.pid] == [(job_id, "CANCELED", f"signal {sig.name}")]
+
+
+def test_a_job_whose_code_stops_gracefully_on_sigterm_ends_canceled_without_a_warning(tmp_path: Path) -> None:
+    # A framework callback sees the cancel at a step boundary and stops training, so the code returns
+    # normally: the job ends as a signal's cancel does, not with a COMPLETED the runner no longer may record.
+    code = ("import sys, time\nfrom jobtrack import Dataset, Trainer\n"
+            "def graceful(ctx):\n    ctx.log_epoch(0)\n"
+            "    while not ctx.is_cancel_requested():\n        time.sleep(0.01)\n    return {'stopped': True}\n"
+            "m = Trainer(graceful, db=sys.argv[1], runner='thread').fit("
+            "Dataset('e', 'regression', 'y', tables={'train': [{'y': 1}]}))\n"
+            "print(m.job_id, flush=True)\nm.wait()\n")
+    db = str(tmp_path / "jobs.db")
+    with spawn(code, db) as child:
+        assert child.stdout is not None and child.stderr is not None
+        job_id = child.stdout.readline().strip()
+        wait_until(lambda: _epochs(db, job_id) == 1, message="the job reported its epoch")
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=EXIT_DEADLINE_S) == -signal.SIGTERM
+        stderr = child.stderr.read()
+    assert "could not record" not in stderr, stderr
+    assert jobs_by_pid(db)[child.pid] == [(job_id, "CANCELED", "signal SIGTERM")]
+    log_text = JobManager(db).fetch_job(job_id).log_path.read_text(encoding="utf-8")
+    assert "job canceled by SIGTERM" in log_text, log_text
 
 
 def test_a_job_that_never_reports_keeps_the_process_until_a_second_signal(tmp_path: Path) -> None:
