@@ -251,8 +251,8 @@ def splice(obj_json: str, members: dict[str, str | None]) -> str:
 
 
 def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None], list[str]]:
-    """Check a metrics mapping: string keys, real-number values (numpy, pandas and torch scalars and 0-d
-    arrays too, as plain numbers); NaN/±inf become None.
+    """Check a metrics mapping: string keys, real-number values (numpy, pandas and torch scalars and arrays
+    of one element too, as plain numbers); NaN/±inf become None.
 
     Returns the cleaned mapping and the names of the non-finite values that were replaced,
     so the caller can log them (a diverged loss is information, not a crash).
@@ -277,7 +277,8 @@ def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None
             raise NotSerializable(field, f"metric name {key!r} is not a string")
         number = _number(val)
         if number is None:
-            raise NotSerializable(f"{field}[{key!r}]", f"{type(val).__name__} {_short(val)} is not a number")
+            raise NotSerializable(f"{field}[{key!r}]", f"{type(val).__name__} {_short(val)} is not a number (a metric "
+                                  "is one number: a scalar, or an array or tensor of one element)")
         if isinstance(number, float) and not math.isfinite(number):
             replaced.append(key)
             out[key] = None
@@ -310,7 +311,8 @@ def _number(val: Any) -> int | float | None:
     if isinstance(val, float):
         return float(val)
     try:
-        if getattr(val, "shape", None) == () and hasattr(val, "item"):  # numpy/torch scalars, 0-d arrays
+        shape = getattr(val, "shape", None)  # numpy/torch scalars, and arrays and tensors of one element (any ndim)
+        if isinstance(shape, tuple) and math.prod(shape) == 1 and hasattr(val, "item"):
             item = _item(val)
             return None if isinstance(item, bool) or not isinstance(item, (int, float)) else item
         if hasattr(val, "__index__"):

@@ -57,6 +57,23 @@ def test_numpy_summary_and_metrics_complete_and_read_back_as_plain_numbers(db_pa
     json.dumps(status)  # plain JSON all the way
 
 
+def test_metrics_of_one_element_arrays_are_stored_as_numbers_and_larger_ones_are_refused(db_path: str) -> None:
+    def train(ctx: RunContext) -> None:
+        ctx.log_epoch(0, train={"loss": np.array([0.5]), "count": np.array([[3]])},
+                      validation={"rmse": pd.Series([0.25]), "nan": np.array([np.nan])})
+        for bad in (np.array([0.3, 0.4]), np.array([], dtype=float), np.array([True])):
+            with pytest.raises(NotSerializable) as caught:
+                ctx.log_epoch(1, train={"loss": bad})
+            message = str(caught.value)
+            assert "a metric is one number: a scalar, or an array or tensor of one element" in message
+            assert "small 1-d arrays are converted" not in message  # it said so, of a 1-d array it refused
+
+    result = testing.assert_completed(Trainer(train, db=db_path, runner="eager").fit(_dataset()))["result"]
+    assert result["epochs"] == [{"epoch": 0, "train": {"loss": 0.5, "count": 3},
+                                 "validation": {"rmse": 0.25, "nan": None}}]
+    assert type(result["epochs"][0]["train"]["loss"]) is float and type(result["epochs"][0]["train"]["count"]) is int
+
+
 def test_numpy_longdouble_is_stored_as_a_float_and_complex_is_a_clear_error(db_path: str) -> None:
     """numpy's longdouble has no Python counterpart (its item() returns itself): it is stored in 64 bits, in a
     metric, a summary and a config; a complex value is refused as not a real number, not as a recursion."""

@@ -201,8 +201,8 @@ class NotSerializable(JobtrackError, TypeError):
         self.detail = detail
         super().__init__(
             f"{field} is not JSON-serializable: {detail}. "
-            "Store numbers, strings, lists and dicts (numpy, pandas and torch scalars, small 1-d arrays, "
-            "datetimes and paths are converted)."
+            "Store numbers, strings, lists and dicts (numpy, pandas and torch scalars become numbers, small "
+            "1-d arrays lists, datetimes and paths text)."
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

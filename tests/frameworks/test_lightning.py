@@ -113,3 +113,12 @@ def test_bad_arguments_are_typed_errors() -> None:
         JobtrackCallback()
     with pytest.raises(InvalidArgument, match="mapping"):
         JobtrackCallback(object(), mapping={"x": "validation"})  # type: ignore[dict-item]
+
+
+def test_one_element_tensors_are_metric_numbers(db_path: str) -> None:
+    def train(ctx: RunContext) -> None:  # a loss kept as a tensor of shape (1,), as a hand-written loop may
+        ctx.log_epoch(0, train={"loss": torch.tensor([0.5])}, validation={"rmse": torch.tensor([[0.25]])})
+
+    status = Trainer(train, db=db_path, runner="eager").fit(DATASET).get_status()
+    assert status["status"] == "COMPLETED", status["result"].get("error")
+    assert status["result"]["epochs"] == [{"epoch": 0, "train": {"loss": 0.5}, "validation": {"rmse": 0.25}}]
