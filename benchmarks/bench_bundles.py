@@ -6,8 +6,9 @@ provenance document (as ``jobtrack.provenance`` writes it), so the new tables ar
 Floors, measured in alternating rounds in the same run, on disk and on tmpfs:
 - export floor: plain sqlite3 reads every row of the same jobs from the same tables, encodes each
   row with the same JSON library (jobtrack.jsonutil) and writes them into a zip file with sha256;
-- import floor: plain sqlite3 inserts the same rows into a fresh jobtrack database, 500 jobs per
-  transaction under the same file lock, with the same durability settings as jobtrack's connection.
+- import floor: plain sqlite3 inserts the same rows (and the note of each job carried in) into a fresh
+  jobtrack database, 500 jobs per transaction under the same file lock, with the same durability
+  settings as jobtrack's connection.
 
 Run: ``python benchmarks/bench_bundles.py [--jobs 10000] [--rounds 3]``; prints the table rows.
 """
@@ -112,6 +113,11 @@ def import_floor(source: str, db: str) -> None:
                 key = 0 if t == "jobs" else (1 if t == "job_events" else 0)
                 conn.executemany(f"INSERT INTO {t} VALUES ({', '.join('?' * len(cols[t]))})",
                                  [r for r in rows[t] if r[key] in part])
+            conn.execute("CREATE TABLE IF NOT EXISTS jobtrack_carried (job_id VARCHAR(200) NOT NULL PRIMARY KEY, "
+                         "carried_at VARCHAR(32) NOT NULL)")  # as jobtrack notes each job it carried in
+            now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+            conn.executemany("INSERT INTO jobtrack_carried (job_id, carried_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                             [(i, now) for i in sorted(part)])
             conn.execute("COMMIT")
     conn.close()
 

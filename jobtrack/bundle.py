@@ -158,7 +158,8 @@ def _add_file(zf: zipfile.ZipFile, entries: dict[str, dict[str, Any]], name: str
     """Copy the file at ``path`` into the entry ``name`` block by block, hashing as it goes (a checkpoint of any
     size is never held in memory); its size. Zip64 always: the file may pass 4 GiB, or grow while read."""
     info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
-    info.compress_type, info.external_attr = zf.compression, 0o600 << 16  # as ``writestr`` makes it
+    info.compress_type, info.external_attr = zf.compression, 0o600 << 16
+    info._compresslevel = zf.compresslevel  # type: ignore[attr-defined]  # as ``writestr`` sets it (zlib: 6 else)
     digest, size = hashlib.sha256(), 0
     with open(path, "rb") as src, zf.open(info, "w", force_zip64=True) as dst:
         while chunk := src.read(_BLOCK):

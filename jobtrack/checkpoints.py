@@ -104,15 +104,15 @@ def latest(folder: Path) -> Path | None:
 
 
 def _newest_entry(folder: Path) -> Path | None:
-    """The most recently modified file or folder in ``folder``, hidden ones (temp files) left out, or None:
+    """The most recently modified file or ``checkpoint-N`` folder in ``folder``, hidden ones (temp files) left out:
     what the framework callbacks save there themselves, without ``save_checkpoint()``'s LATEST file."""
     newest: tuple[int, str] | None = None
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return None
-    for entry in entries:
-        if entry.name.startswith("."):
+    for entry in entries:  # folders only as Transformers names them: not a logger's lightning_logs/ or runs/
+        if entry.name.startswith(".") or (not entry.name.startswith("checkpoint-") and entry.is_dir()):
             continue
         try:
             when = entry.stat().st_mtime_ns

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import operator
 import os
@@ -348,10 +347,12 @@ class RunContext:
                                    first_seq=first_seq)
 
 
-def _own_copy(config: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of a job's config for its code, so in-process jobs never share nested values (a shallow
-    copy if some value cannot be copied: its object is then shared, as the caller passed it)."""
-    try:
-        return copy.deepcopy(config)
-    except Exception:  # noqa: BLE001 - any error of a user object's __deepcopy__/__reduce__
-        return dict(config)
+def _own_copy(value: Any) -> Any:
+    """A job's own copy of its config's plain containers (dicts, lists, sets, tuples, recursively), so in-process jobs
+    never share what the code may change; anything else in them (a model, an array) is the caller's object."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _own_copy(v) for k, v in value.items()}
+    if kind in (list, set, tuple):
+        return kind(_own_copy(v) for v in value)
+    return value

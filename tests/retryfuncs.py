@@ -79,8 +79,8 @@ def train_patience(ctx: RunContext) -> dict[str, Any]:
 
 def train_saving_like_a_framework(ctx: RunContext) -> dict[str, Any]:
     """Save into ``ctx.checkpoint_dir`` as the framework callbacks do (no ``save_checkpoint()``, so no LATEST):
-    an old ``last.ckpt``, a newer ``checkpoint-2`` folder and a hidden temp file; fail in an attempt that
-    found no checkpoint. Writes ``found-<job id>`` (what ``latest_checkpoint()`` found at the start) and
+    an old ``last.ckpt``, a newer ``checkpoint-2`` folder, a hidden temp file and a logger's folder; fail in an
+    attempt that found no checkpoint. Writes ``found-<job id>`` (what ``latest_checkpoint()`` found at the start) and
     ``saved-<job id>`` (what it finds after saving) in ``config["dir"]``."""
     folder = Path(ctx.config["dir"])
     found = ctx.latest_checkpoint()
@@ -95,6 +95,8 @@ def train_saving_like_a_framework(ctx: RunContext) -> dict[str, Any]:
     os.utime(target / "checkpoint-2", ns=(2 * 10**18, 2 * 10**18))
     (target / ".partial-1-last.keras").write_bytes(b"")  # a framework's temp file: never a checkpoint
     os.utime(target / ".partial-1-last.keras", ns=(3 * 10**18, 3 * 10**18))
+    (target / "lightning_logs").mkdir()  # a logger's folder: never a checkpoint either
+    os.utime(target / "lightning_logs", ns=(3 * 10**18, 3 * 10**18))
     saved = ctx.latest_checkpoint()
     _write(folder / f"saved-{ctx.job_id}", saved.name if saved else "")
     ctx.log_epoch(0, train={"loss": 1.0})

@@ -265,11 +265,17 @@ def test_each_in_process_job_gets_its_own_copy_of_the_config(db_path: str) -> No
     assert seen == [(0.1, [1], False)] * 2  # the second job saw none of the first one's edits
     assert caller == {"opt": {"lr": 0.1}, "layers": [1]} == trainer.config
 
-    lock = threading.Lock()  # a value deepcopy refuses: the job still runs, with the object shared as given
+    lock = threading.Lock()  # an object (a model, a lock) is the caller's own; the containers around it are copied
     shared: list[Any] = []
-    job = Trainer(lambda ctx: shared.append(ctx.config["lock"]), db=db_path, runner="eager",
-                  config={"lock": lock}).fit(ds)
+
+    def use(ctx: Any) -> None:
+        shared.append(ctx.config["lock"])
+        ctx.config["opt"]["lr"] = 1.0
+
+    plain = {"lock": lock, "opt": {"lr": 0.1}}
+    job = Trainer(use, db=db_path, runner="eager", config=plain).fit(ds)
     assert job.get_status()["status"] == "COMPLETED" and shared == [lock] and shared[0] is lock
+    assert plain["opt"] == {"lr": 0.1}  # the dict next to the lock was the job's own
 
 
 def test_show_jobs_pages_by_default_and_shows_all_with_limit_none(db_path: str, dataset: Dataset) -> None:

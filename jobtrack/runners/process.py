@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from jobtrack import liveness, runtime
+from jobtrack.config import lease_seconds
 from jobtrack.errors import RunnerFenced, StoreError
 from jobtrack.runners.base import finish, retrying, run_job
 from jobtrack.states import JobStatus
@@ -176,9 +177,10 @@ def _child_main(target: str, spec: JobSpec, ready: Any, takeover: tuple[int, str
     try:
         _run_in_child(target, spec, ready, takeover)
     finally:  # multiprocessing ends a child with os._exit (no atexit): an end its recorder still retries must land
-        recorder = runtime.current().recorder  # first, or the parent records FAILED for a job that ran to its end
-        while not recorder.drain(runtime.RECORD_RETRY_MAX_S):
-            pass
+        # first, or the parent records FAILED for a job that ran to its end; bounded by the job's lease, after which
+        # a reader elsewhere would declare it lost anyway (the parent then records how the child ended)
+        if not runtime.current().recorder.drain(lease_seconds()):
+            log.error("job %s: its end could not be recorded before this runner process exits", spec.job_id)
 
 
 def _run_in_child(target: str, spec: JobSpec, ready: Any, takeover: tuple[int, str] | None) -> None:

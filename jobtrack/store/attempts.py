@@ -127,27 +127,31 @@ class AttemptsMixin(JobsMixin):
         provably gone (killed: nothing to wait for). Its late writes are fenced off by the new token. One read
         without the lock when there is nothing to take over. Returns (job id, token) or None.
         """
-        here = liveness.current().host + "|"
-        params: dict[str, Any] = {"now": to_iso(self.db.clock()), "no": False, "here": here, "n": len(here)}
-        kinds = in_list("k", list(runner_kinds), params)
-        sql = ("SELECT id, claim_token, runner, lease_expires_at < :now FROM jobs WHERE status = 'RUNNING' "
-               f"AND runner_kind IN {kinds} AND max_attempts > 1 AND attempt < max_attempts "
-               "AND cancel_requested = :no AND (lease_expires_at < :now OR substr(runner, 1, :n) = :here) "
-               "ORDER BY created_at, id LIMIT 100")
+        params: dict[str, Any] = {"now": to_iso(self.db.clock()), "no": False}
+        open_ = (f"status = 'RUNNING' AND runner_kind IN {in_list('k', list(runner_kinds), params)} "
+                 "AND max_attempts > 1 AND attempt < max_attempts AND cancel_requested = :no")
         with self.db.read() as tx:
-            rows = tx.all(sql, params)
-        for job_id, token, runner, expired in rows:
-            dead = not expired and _gone(runner)
-            if not expired and not dead:
-                continue  # its runner lives here
-            try:
-                with self.db.write() as tx:
-                    taken = self._take_over(tx, str(job_id), int(token), liveness.RUNNER_LOST if dead
-                                            else LEASE_EXPIRED, lease_s, expired=True, gone=runner if dead else None)
-            except RunnerFenced:
-                continue  # renewed, finished or taken by another worker meanwhile
-            return None if taken is None else (str(job_id), taken[0])
-        return None
+            row = tx.one(f"SELECT id, claim_token, NULL FROM jobs WHERE {open_} AND lease_expires_at < :now "
+                         "ORDER BY created_at, id LIMIT 1", params)
+            if row is None:  # else a job whose runner was a process of this host that is gone: one probe per runner
+                here = liveness.current().host + "|"
+                runners = [str(r) for (r,) in tx.all(f"SELECT DISTINCT runner FROM jobs WHERE {open_} AND "
+                                                     "substr(runner, 1, :n) = :here", {**params, "n": len(here),
+                                                                                        "here": here})]
+                gone = next((r for r in runners if _gone(r)), None)
+                if gone is not None:
+                    row = tx.one(f"SELECT id, claim_token, runner FROM jobs WHERE {open_} AND runner = :r "
+                                 "ORDER BY created_at, id LIMIT 1", {**params, "r": gone})
+        if row is None:
+            return None
+        job_id, token, runner = str(row[0]), int(row[1]), row[2]
+        try:
+            with self.db.write() as tx:
+                taken = self._take_over(tx, job_id, token, liveness.RUNNER_LOST if runner else LEASE_EXPIRED,
+                                        lease_s, expired=True, gone=runner)
+        except RunnerFenced:
+            return None  # renewed, finished or taken by another worker meanwhile
+        return None if taken is None else (job_id, taken[0])
 
     def _take_over(self, tx: Tx, job_id: str, token: int, why: str, lease_s: float | None, *,
                    expired: bool, gone: str | None = None) -> tuple[int, int] | None:

@@ -9,6 +9,7 @@ each materialized table. Which tables and columns a job carries is derived from 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -115,7 +116,8 @@ def _when(value: Any) -> str:
 
 def _leave_out(job_id: str) -> str:
     """How to carry a bundle's jobs but one, the end of a conflict's message."""
-    return f"to carry the others, leave it out: jobtrack export --where \"id != '{job_id}'\""
+    return (f"to carry the others, leave it out: jobtrack export --where \"id != '{job_id}'\" (with --no-deps if "
+            "others used its model or retry it: they would bring it back)")
 
 
 def _other_content(have: dict[str, Any], row: dict[str, Any]) -> str:
@@ -177,7 +179,8 @@ class BundlesMixin(JobsMixin):
             InvalidArgument: a named job is not terminal and ``include_running`` is false.
         """
         for (job_id,) in self.db.read_all("SELECT id FROM jobs WHERE status IN ('QUEUED', 'RUNNING')", {}):
-            self.get_job(str(job_id))  # its liveness verdict, recorded
+            with contextlib.suppress(JobNotFound):  # pruned meanwhile
+                self.get_job(str(job_id))  # its liveness verdict, recorded
         with self.db.read() as tx:
             if job_ids is None:
                 params: dict[str, Any] = {}

@@ -112,7 +112,7 @@ class DashboardMixin(JobsMixin):
         recs = [job_record(r) for r in self.db.read_all(sql, {})]
         if len(recs) > _OPEN_CHECKED:
             return []
-        return [r.id for r in recs if self._apply_liveness(r, probes).status is not r.status]
+        return [r.id for r in recs if self._apply_liveness(r, probes).status is JobStatus.FAILED]  # not ended meanwhile
 
     @staticmethod
     def _best_ascending(tx: Any, where: list[str], params: dict[str, Any], offset: int,
