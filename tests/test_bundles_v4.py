@@ -194,14 +194,20 @@ def test_tags_merge_by_union_and_a_second_import_is_a_no_op(tmp_path: Path, sour
     assert _dump(dst) == before
 
 
+def _with_a_trial(db: Path, dataset: Dataset, sweep_id: str, trial: int) -> tuple[str, str]:
+    """A new database at ``db`` whose one trained job is trial ``trial`` of a sweep named 'search' (id ``sweep_id``)."""
+    os.makedirs(db.parent)
+    job = _train(str(db), dataset, 1)[0]
+    _sql(str(db), [("INSERT INTO sweeps (id, name, created_at, spec_json) VALUES (?, 'search', ?, '{}')",
+                    (sweep_id, AT)),
+                   ("UPDATE jobs SET sweep_id = ?, trial = ? WHERE id = ?", (sweep_id, trial, job))])
+    return str(db), job
+
+
 def test_a_sweep_name_taken_by_another_sweep_is_a_conflict(tmp_path: Path, source: tuple[str, list[str]],
                                                             dataset: Dataset) -> None:
     src, _ = source
-    dst = str(tmp_path / "dst" / "dst.db")
-    os.makedirs(os.path.dirname(dst))
-    other = _train(dst, dataset, 1)[0]
-    _sql(dst, [("INSERT INTO sweeps (id, name, created_at, spec_json) VALUES ('sw-other', 'search', ?, '{}')", (AT,)),
-               ("UPDATE jobs SET sweep_id = 'sw-other', trial = 0 WHERE id = ?", (other,))])
+    dst, _ = _with_a_trial(tmp_path / "dst" / "dst.db", dataset, "sw-other", 0)
     JobManager(src).export_bundle(tmp_path / "b.jtb")
     before, files = _dump(dst), _tree(tmp_path / "dst")
     with pytest.raises(BundleConflict) as err:
@@ -217,11 +223,7 @@ def test_a_sweep_name_taken_by_another_sweep_is_a_conflict(tmp_path: Path, sourc
 
 def test_a_sweep_the_target_has_is_kept_by_id(tmp_path: Path, source: tuple[str, list[str]], dataset: Dataset) -> None:
     src, _ = source
-    laptop = str(tmp_path / "laptop" / "l.db")
-    os.makedirs(os.path.dirname(laptop))
-    trial = _train(laptop, dataset, 1)[0]
-    _sql(laptop, [("INSERT INTO sweeps (id, name, created_at, spec_json) VALUES ('sw1', 'search', ?, '{}')", (AT,)),
-                  ("UPDATE jobs SET sweep_id = 'sw1', trial = 1 WHERE id = ?", (trial,))])
+    laptop, _ = _with_a_trial(tmp_path / "laptop" / "l.db", dataset, "sw1", 1)
     target = Store.open(str(tmp_path / "team" / "team.db"))
     merge([Store.open(src), Store.open(laptop)], target)  # one sweep, trials from two machines
     with closing(sqlite3.connect(target.target)) as conn:
@@ -236,11 +238,7 @@ def test_a_sweep_trial_run_in_both_databases_is_a_conflict(tmp_path: Path, sourc
     import re
 
     src, (first, retry) = source
-    dst = str(tmp_path / "dst" / "dst.db")
-    os.makedirs(os.path.dirname(dst))
-    other = _train(dst, dataset, 1)[0]
-    _sql(dst, [("INSERT INTO sweeps (id, name, created_at, spec_json) VALUES ('sw1', 'search', ?, '{}')", (AT,)),
-               ("UPDATE jobs SET sweep_id = 'sw1', trial = 0 WHERE id = ?", (other,))])
+    dst, other = _with_a_trial(tmp_path / "dst" / "dst.db", dataset, "sw1", 0)
     JobManager(src).export_bundle(tmp_path / "b.jtb")
     before = _dump(dst)
     with pytest.raises(BundleConflict) as err:

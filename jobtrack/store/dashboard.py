@@ -69,7 +69,8 @@ class DashboardMixin(JobsMixin):
         probes: dict[str, bool] = {}  # one liveness probe per distinct runner per page (#14)
         if statuses:
             stored = f"{plus}status IN {in_list('s', [s.value for s in statuses], params)}"
-            lost = self._lost_ids(probes)  # filtered as they read: FAILED, saved or not (a read-only store)
+            # filtered as they read: FAILED, saved or not (a read-only store); no other status holds a lost job
+            lost = self._lost_ids(probes) if {*_OPEN, JobStatus.FAILED} & set(statuses) else []
             if lost:
                 ids_in = in_list("l", lost, params)
                 stored = (f"({stored} OR id IN {ids_in})" if JobStatus.FAILED in statuses
