@@ -24,12 +24,16 @@ ends the way an unprepared script would.
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 import threading
 import time
 
 from jobtrack import Dataset, JobManager, Trainer
+
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks of a child that hangs
 
 EXPERIMENT = sys.argv[3] if len(sys.argv) > 3 else "sig"
 DATASET = Dataset(EXPERIMENT, "regression", "y", tables={"train": [{"x": 1.0, "y": 2.0}, {"x": 2.0, "y": 4.0}]})

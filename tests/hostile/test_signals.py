@@ -79,10 +79,26 @@ class Child:
             try:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
+                self.dump_stacks()
                 raise AssertionError(f"{self.mode} child {self.pid}: no {word!r} line within {timeout} s; "
                                      f"exit={self.proc.poll()}\n{self.output()}") from None
             if line.split()[:1] == [word]:
                 return line.split()
+
+    def dump_stacks(self) -> None:
+        """Have the child, and every process it forked, print every thread's stack to stderr (faulthandler)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.new_session:
+                os.killpg(self.proc.pid, signal.SIGUSR1)
+            else:
+                os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline, seen = time.monotonic() + 3.0, -1
+        while time.monotonic() < deadline:  # until the stacks stop growing (a failure report only)
+            size = len("".join(self.stderr))
+            if size == seen and "most recent call first" in "".join(self.stderr):
+                return
+            seen = size
+            time.sleep(0.2)
 
     def wait(self, timeout: float) -> int | None:
         """The exit status (negative: killed by that signal), or None if still running after ``timeout`` s."""
@@ -92,7 +108,7 @@ class Child:
             return None
 
     def output(self) -> str:
-        return f"stdout:\n{''.join(self.stdout)}\nstderr (last 3000 chars):\n{''.join(self.stderr)[-3000:]}"
+        return f"stdout:\n{''.join(self.stdout)}\nstderr (last 12000 chars):\n{''.join(self.stderr)[-12000:]}"
 
     def reap(self) -> None:
         if self.new_session:
