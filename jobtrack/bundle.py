@@ -117,6 +117,9 @@ def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[s
     """
     if where is not None and job_ids is not None:
         raise InvalidArgument("Give job ids or a query (--where), not both; put the ids in the query instead.")
+    if since is not None and job_ids is not None:  # named jobs are carried whenever they were created
+        raise InvalidArgument("Give job ids or --since, not both: named jobs are exported whenever they were "
+                              "created; leave out the ids to export every finished job since that time.")
     target = check_output(out, "bundle", store.db.path)
     among = None if where is None else store.search_ids(where)
     ids, _ = store.bundle_job_ids(job_ids, since=since, among=among, include_running=include_running,

@@ -423,6 +423,8 @@ def test_an_invalid_query_or_ids_and_a_query_write_nothing(tmp_path: Path, sourc
     assert err.value.position == 6
     with pytest.raises(InvalidArgument):
         JobManager(src).export_bundle(out, [first], where="tag = 'v1'")
+    assert main(["export", first, "-o", str(out), "--since", "2099-01-01", "--db", src]) == 2  # not silently ignored
+    assert "not both" in capsys.readouterr().err
     assert main(["export", "-o", str(out), "--where", "colour = 'red'", "--db", src]) == 2
     err_lines = capsys.readouterr().err.splitlines()  # the caret under the problem, as `jobtrack list` shows it
     assert err_lines[0].startswith("jobtrack: error: invalid --where at position 0: ")
