@@ -74,6 +74,7 @@ class ImportReport:
     skipped: list[str] = field(default_factory=list)
     registered: list[str] = field(default_factory=list)
     tagged: list[str] = field(default_factory=list)  # jobs already there that got tags they lacked (a union)
+    updated: list[str] = field(default_factory=list)  # snapshot copies here replaced by the bundle's newer state
     files_written: int = 0
 
 
@@ -404,8 +405,10 @@ def import_bundle(store: Store, path: str | os.PathLike[str] | Verified, *, limi
                 made.files[-1] = dest if not os.path.lexists(dest) else tmp  # a replaced file stays replaced
                 os.replace(tmp, dest)
                 report.files_written += 1
-        report.imported, report.skipped, report.tagged = store.import_bundle_rows(verified.rows, batch=batch,
-                                                                                   committed=committed)
+        report.imported, report.skipped, report.tagged = store.import_bundle_rows(
+            verified.rows, batch=batch, committed=committed, replaced=report.updated)
+        updated = set(report.updated)
+        report.imported = [i for i in report.imported if i not in updated]
     except BaseException:  # the jobs of batches already written are in the target: their files stay
         mine = job_paths(store, verified.rows, set(committed)) if committed else set()
         made.files = [f for f in made.files if not any(p == f or f.startswith(p + os.sep) for p in mine)]
@@ -437,6 +440,7 @@ def merge(sources: Sequence[Store], target: Store, *, include_running: bool = Fa
             total.skipped += report.skipped
             total.registered += report.registered
             total.tagged += report.tagged
+            total.updated += report.updated
             total.files_written += report.files_written
             os.unlink(out)
     return total

@@ -43,6 +43,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _print_import(report: Any, target: str) -> None:
     print(f"imported {len(report.imported)} job(s) into {target}; {len(report.skipped)} already there; "
           f"{report.files_written} file(s) written; {len(report.registered)} registered model(s)")
+    if report.updated:
+        print(f"  {len(report.updated)} snapshot(s) here updated to the bundle's newer state: "
+              f"{', '.join(report.updated[:10])}")
     if report.tagged:
         print(f"  tags merged (union) into {len(report.tagged)} job(s) already there: {', '.join(report.tagged[:10])}")
 

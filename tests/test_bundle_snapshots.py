@@ -67,12 +67,15 @@ def test_a_snapshot_stays_a_copy_and_the_final_bundle_replaces_it(tmp_path: Path
     assert frozen is not None and frozen >= 0 and frozen == JobManager(dst).table(f"id = '{job_id}'")[0]["duration"]
     assert main(["list", "--db", dst]) == 0 and f"{frozen:.1f}s" in capsys.readouterr().out
     early = _epochs(dst, job_id)
-    assert JobManager(dst).import_bundle(tmp_path / "snap2.jtb").imported == [job_id]  # a newer snapshot
+    newer = JobManager(dst).import_bundle(tmp_path / "snap2.jtb")  # a newer snapshot
+    assert (newer.imported, newer.updated) == ([], [job_id])
     assert _epochs(dst, job_id) > early
 
     JobManager(src).export_bundle(tmp_path / "final.jtb")
-    report = JobManager(dst).import_bundle(tmp_path / "final.jtb")
-    assert report.imported == [job_id] and report.files_written >= 1  # the log replaced
+    assert main(["import", str(tmp_path / "final.jtb"), "--db", dst]) == 0
+    printed = capsys.readouterr().out
+    assert "imported 0 job(s)" in printed
+    assert f"1 snapshot(s) here updated to the bundle's newer state: {job_id}" in printed
     final = JobManager(src).fetch_job(job_id)
     assert copy.get_status() == final.get_status() and copy.get_status()["status"] == "COMPLETED"
     assert copy.snapshot_reason() is None and copy.wait()["status"] == "COMPLETED"
@@ -154,5 +157,5 @@ def test_migrate_copies_a_snapshot_as_the_copy_it_is(tmp_path: Path) -> None:
     copy = JobManager(dst).fetch_job(job_id)
     assert copy.get_status()["status"] == "RUNNING" and copy.snapshot_reason() is not None
     JobManager(src).export_bundle(tmp_path / "final.jtb", [job_id])
-    assert JobManager(dst).import_bundle(tmp_path / "final.jtb").imported == [job_id]
+    assert JobManager(dst).import_bundle(tmp_path / "final.jtb").updated == [job_id]
     assert copy.get_status()["status"] == "COMPLETED" and copy.snapshot_reason() is None

@@ -322,11 +322,13 @@ class BundlesMixin(JobsMixin):
         return present, replace
 
     def import_bundle_rows(self, rows: dict[str, list[dict[str, Any]]], *, batch: int = 500,
-                           committed: list[str] | None = None) -> tuple[list[str], list[str], list[str]]:
+                           committed: list[str] | None = None,
+                           replaced: list[str] | None = None) -> tuple[list[str], list[str], list[str]]:
         """Insert the bundle's jobs the target lacks, ``batch`` jobs per write transaction; (imported,
         skipped, tagged): a job the target has with the same row is skipped, but gets the bundle's tags it
         lacks (``migrate.UNION_TABLES``: tags are mutable metadata, merged by union, never removed).
-        ``committed`` gets each batch's job ids once its transaction committed: what an interrupted import wrote.
+        ``committed`` gets each batch's job ids once its transaction committed: what an interrupted import wrote;
+        ``replaced``, the imported jobs whose snapshot copy here the bundle's newer state replaced.
 
         The rows were checked (``check_bundle_rows``) before any file was written; each batch checks
         again inside its transaction, so a job written meanwhile by someone else is skipped or refused.
@@ -367,6 +369,8 @@ class BundlesMixin(JobsMixin):
                     tagged |= union_rows(tx, table, [r for r in part[table] if str(r["job_id"]) in there])
             imported += [i for i in ids if i not in kept]
             skipped.update(kept)
+            if replaced is not None:
+                replaced += replace
             if committed is not None:
                 committed += ids
         return imported, sorted(skipped), sorted(tagged)
