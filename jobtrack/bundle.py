@@ -32,7 +32,7 @@ from typing import Any
 from jobtrack import __version__, jsonutil, liveness
 from jobtrack.bundlerows import as_snapshots, job_folders, job_paths, regular_files, rewrite_paths
 from jobtrack.errors import BundleConflict, InvalidArgument, InvalidBundle
-from jobtrack.files import NewFiles, check_output
+from jobtrack.files import NewFiles, check_output, remove_stale_temps, temp_prefix
 from jobtrack.states import JobStatus
 from jobtrack.store import Store
 from jobtrack.store.bundles import NAME, bundle_tables, job_tables, required_columns, table_columns
@@ -131,7 +131,8 @@ def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[s
     paths = {p: _relative(root, p) for p in _sources(store, rows)} if files else {}
     report = ExportReport(str(out), jobs=ids, snapshot=running)
     entries: dict[str, dict[str, Any]] = {}
-    fd, tmp = tempfile.mkstemp(prefix=".bundle-", dir=os.path.dirname(target))
+    remove_stale_temps(os.path.dirname(target), "bundle")  # what an export killed midway left
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix("bundle"), dir=os.path.dirname(target))
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
@@ -391,13 +392,13 @@ def import_bundle(store: Store, path: str | os.PathLike[str] | Verified, *, limi
                                                        "aside; import again to write the bundle's in its place")
             continue
         plan.append((name, dest))
-    report, made, committed = ImportReport(), NewFiles(), list[str]()
+    report, made, committed = ImportReport(), NewFiles(tidy="import"), list[str]()
     try:  # the files first (no row names a missing file); if the rows cannot be written, they go again
         with zipfile.ZipFile(verified.path) as zf:
             for name, dest in plan:
                 made.folder(os.path.dirname(dest))
                 _destination(verified.path, root, name[len("files/"):])  # again, with the directories made
-                fd, tmp = tempfile.mkstemp(prefix=".import-", dir=os.path.dirname(dest))
+                fd, tmp = tempfile.mkstemp(prefix=temp_prefix("import"), dir=os.path.dirname(dest))
                 made.files.append(tmp)
                 with os.fdopen(fd, "wb") as out, zf.open(name) as src:
                     while chunk := src.read(_BLOCK):

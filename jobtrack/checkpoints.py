@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jobtrack.config import make_private_dir
 from jobtrack.errors import InvalidArgument
+from jobtrack.files import remove_stale_temps, temp_prefix
 
 DIR_NAME = "checkpoints"
 """The checkpoint directory's name under the job's own directory (``ctx.job_dir``)."""
@@ -24,6 +25,9 @@ LATEST = "LATEST"
 
 DEFAULT_NAME = "checkpoint"
 """The file name of a checkpoint saved from bytes without a name."""
+
+TEMP_KIND = "checkpoint"
+"""The temp files of checkpoints being written are named ``.checkpoint.…`` (``files.temp_prefix``)."""
 
 _CHUNK = 1 << 20
 
@@ -44,7 +48,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_atomic(target: Path, chunks: list[bytes] | None = None, source: Path | None = None) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = target.with_name(f"{temp_prefix(TEMP_KIND)}{target.name}.tmp")
     try:
         with open(tmp, "wb") as out:
             if source is not None:
@@ -76,6 +80,7 @@ def save(folder: Path, data: bytes | bytearray | memoryview | str | os.PathLike[
     Raises:
         InvalidArgument: data that is neither bytes nor a file's path, or a name that is not a plain file name.
     """
+    remove_stale_temps(folder, TEMP_KIND)  # the partial checkpoint of an attempt killed mid-write
     if isinstance(data, (bytes, bytearray, memoryview)):
         target = folder / _check_name(name or DEFAULT_NAME)
         _write_atomic(target, [bytes(data)])

@@ -1,14 +1,17 @@
 """Files on disk: removing what a pruned job leaves behind (never under the write lock), undoing the files of an
-import that failed, and checking where a new file (a bundle, a report, a plot) may be written."""
+import that failed, temp files a killed process left, and checking where a new file (a bundle, a report, a plot)
+may be written."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from jobtrack import liveness
 from jobtrack.config import make_private_dir
 from jobtrack.errors import InvalidArgument
 
@@ -30,15 +33,53 @@ def remove_paths(paths: Iterable[str]) -> list[str]:
     return failed
 
 
+def _host_tag(host: str) -> str:
+    return hashlib.sha256(host.encode()).hexdigest()[:8]
+
+
+def temp_prefix(kind: str) -> str:
+    """The name prefix of a temp file this process writes before renaming it into place: ``.{kind}.`` then
+    its host (a digest), pid and start time, so ``remove_stale_temps`` can tell when its writer is gone."""
+    me = liveness.current()
+    return f".{kind}.{_host_tag(me.host)}.{me.pid}.{me.start}."
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], kind: str) -> list[str]:
+    """Remove the temp files of ``kind`` in ``folder`` whose writer, a process of this host, is gone (killed
+    mid-write: a partial checkpoint or bundle entry, never renamed into place); returns the paths removed.
+
+    Another host's temp files are left: its processes cannot be checked from here.
+    """
+    here, removed = _host_tag(liveness.current().host), list[str]()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # missing, or not a folder: nothing to tidy
+        return removed
+    for entry in entries:
+        parts = entry.name.split(".", 5)  # "", kind, host, pid, start, the rest
+        if len(parts) < 6 or parts[1] != kind or parts[2] != here or not parts[3].isdigit():
+            continue
+        writer = liveness.ProcessIdentity(liveness.current().host, int(parts[3]), parts[4])
+        if liveness.is_alive(writer) is False and not remove_paths([entry.path]):
+            removed.append(entry.path)
+    return removed
+
+
 class NewFiles:
     """The files and folders an operation creates, removed again by ``undo()`` if it fails before it is done."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tidy: str | None = None) -> None:
         self.files: list[str] = []
         self.folders: list[str] = []
+        self.tidy = tidy  # the kind of temp file written: stale ones (a killed run's) are removed from each folder
+        self._tidied: set[str] = set()
 
     def folder(self, path: str) -> None:
-        """``os.makedirs(path)`` (private to the user), remembering the outermost folder it made."""
+        """``os.makedirs(path)`` (private to the user), remembering the outermost folder it made; an existing one
+        first loses the ``tidy`` temp files a killed run left there."""
+        if self.tidy is not None and path not in self._tidied:
+            self._tidied.add(path)
+            remove_stale_temps(path, self.tidy)
         top, parent = None, path
         while not os.path.lexists(parent):
             top, parent = parent, os.path.dirname(parent)

@@ -429,7 +429,7 @@ def test_an_invalid_query_or_ids_and_a_query_write_nothing(tmp_path: Path, sourc
     err_lines = capsys.readouterr().err.splitlines()  # the caret under the problem, as `jobtrack list` shows it
     assert err_lines[0].startswith("jobtrack: error: invalid --where at position 0: ")
     assert err_lines[1:] == ["  colour = 'red'", "  ^"]
-    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle-")]
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle.")]
     assert main(["export", "-o", str(out), "--where", "tag = 'baseline'", "--no-deps", "--db", src]) == 0
     assert "exported 1 job(s)" in capsys.readouterr().out
 
