@@ -17,6 +17,7 @@ from typing import Any
 from jobtrack import jsonutil
 from jobtrack.config import make_private_dir
 from jobtrack.errors import InvalidArgument, MissingExtra, NotSerializable
+from jobtrack.files import remove_stale_temps, temp_prefix
 
 KINDS = ("predictions", "embeddings")
 """What a job may export."""
@@ -270,7 +271,9 @@ class ExportFile:
             self._stream = self._stream_tmp = None
 
     def _temp(self) -> str:
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        remove_stale_temps(self.directory, "export")  # a Parquet file a job killed mid-write left
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f"{temp_prefix('export')}{self.path.name}.",
+                                   suffix=".tmp")
         os.close(fd)
         return tmp
 

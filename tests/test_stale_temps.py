@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from jobtrack import Dataset, JobManager, Trainer, checkpoints, demo
 from jobtrack.files import temp_prefix
 from proc import child_env
@@ -67,3 +69,15 @@ def test_an_import_and_an_export_remove_what_killed_ones_left(tmp_path: Path, da
     os.remove(job_dir / "log.txt")  # so the import writes into that folder again
     JobManager(dst).import_bundle(out / "c.jtb")
     assert not stale_import.exists() and (job_dir / "log.txt").exists()
+
+
+def test_a_parquet_export_half_written_by_a_killed_job_goes_at_the_next_one(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    from jobtrack.exports import ExportFile
+
+    (stale,) = _killed_mid_write((tmp_path, "export"))
+    export = ExportFile(tmp_path, "nov", "predictions", "parquet")
+    with export.batch(["id", "score"], [[1, 0.5]], first=True) as path:
+        pass
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
