@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import operator
 import os
@@ -217,7 +218,15 @@ class RunContext:
 
     @property
     def should_stop(self) -> bool:
-        """Whether early stopping (``patience``) says the training loop should end now."""
+        """Whether early stopping (``patience``) says the training loop should end now.
+
+        Asked before a resumed attempt reports its first epoch, the answer counts the epochs stored before it.
+        """
+        if not self._early_fed and self._early.active and self._stored_top() is not None:
+            preview = copy.copy(self._early)  # not fed yet: the epochs go to it at the first log_epoch, once
+            for old in self._store.epochs(self.job_id):
+                preview.update(old["epoch"], old["train"], old["validation"])
+            return preview.should_stop
         return self._early.should_stop
 
     def should_evaluate(self, epoch: int) -> bool:
@@ -234,6 +243,9 @@ class RunContext:
             self.log(f"no epoch reported {metric!r}, this job's evaluation metric, so it has no best epoch; "
                      f"reported: {', '.join(sorted(self._metric_names))}. Report it, or choose one of these with "
                      "Trainer(eval_metric=..., eval_mode='max'|'min').")
+        top = self._stored_top()
+        if not self._early_fed and top is not None:  # a resumed attempt that reported no epoch
+            self._replay_epochs_before(top + 1)
         stopped = self._early.stopped_early
         return {} if stopped is None else {"stopped_early": stopped}
 

@@ -77,6 +77,20 @@ def train_patience(ctx: RunContext) -> dict[str, Any]:
     return {"stopped_at": None, "attempt": ctx.attempt}
 
 
+def train_checking_should_stop_first(ctx: RunContext) -> dict[str, Any]:
+    """As ``train_patience``, but the loop asks ``ctx.should_stop`` before each epoch and reports on regardless;
+    attempt 1 SIGKILLs its own process after epoch ``config["kill_after"]``."""
+    import signal
+
+    for epoch in range(ctx.resume_epoch or 0, len(PATIENCE_RMSE)):
+        if ctx.should_stop:
+            return {"stopped_before": epoch, "attempt": ctx.attempt}
+        ctx.log_epoch(epoch, validation={"rmse": PATIENCE_RMSE[epoch]})
+        if ctx.attempt == 1 and epoch == ctx.config.get("kill_after"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return {"stopped_before": None, "attempt": ctx.attempt}
+
+
 def train_saving_like_a_framework(ctx: RunContext) -> dict[str, Any]:
     """Save into ``ctx.checkpoint_dir`` as the framework callbacks do (no ``save_checkpoint()``, so no LATEST):
     an old ``last.ckpt``, a newer ``checkpoint-2`` folder, a hidden temp file and a logger's folder; fail in an

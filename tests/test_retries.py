@@ -94,6 +94,15 @@ def test_a_resumed_attempt_stops_early_at_the_epoch_an_uninterrupted_run_does(db
     assert [e["epoch"] for e in resumed["epochs"]] == [e["epoch"] for e in whole["epochs"]] == list(range(6))
 
 
+def test_should_stop_asked_before_a_resumed_attempt_reports_knows_the_earlier_epochs(db_path: str) -> None:
+    job = Trainer(retryfuncs.train_checking_should_stop_first, db=db_path, runner="process", retries=1, patience=3,
+                  config={"kill_after": 5}).fit(_ds())  # epoch 5 made should_stop true; then the process died
+    final = job.wait(timeout=60)
+    assert final["status"] == "COMPLETED", final["result"].get("error")
+    assert final["result"]["summary"] == {"stopped_before": 6, "attempt": 2}
+    assert [e["epoch"] for e in final["result"]["epochs"]] == list(range(6)) and final["result"]["stopped_early"]
+
+
 def test_retry_on_value_error_makes_three_attempts_then_fails_with_the_last_error(db_path: str,
                                                                                   tmp_path: Path) -> None:
     job = Trainer(retryfuncs.train_resumable, db=db_path, retries=2, retry_on=(ValueError,),
