@@ -142,6 +142,47 @@ def _make_v1(db: str) -> None:
     runtime.close_all()  # the next Store.open(db) opens the downgraded database afresh
 
 
+def _nothing(ctx: Any) -> None:
+    pass
+
+
+def _typed_export(ctx: Any) -> None:
+    ctx.export("predictions", [{"id": "a", "score": 0.25, "ok": True, "n": None, "note": "x"},
+                               {"id": "b", "score": 0.75, "ok": False, "n": None, "note": 1}])
+    ctx.export("predictions", [{"id": "c", "score": 0.5, "ok": True, "n": 12345678901234567890, "note": None}])
+    ctx.export("embeddings", [{"v": 1.5}])
+    ctx.export("embeddings", [{"v": "high"}])  # no longer a number column: text, and the view still reads
+
+
+def test_an_export_view_on_postgresql_compares_numbers_as_numbers(pg_url: str, db_path: str) -> None:
+    ds = Dataset("typed", "binary_classification", "t", tables={"train": [{"x": 1}], "test": [{"x": 1}]})
+    trainer = Trainer(_nothing, _typed_export, db=pg_url, runner="eager")
+    job = trainer.fit_predict(ds, "typed_pg", extract_embeddings=True)
+    assert job.wait()["status"] == "COMPLETED", job.get_status()["result"]["error"]
+    view = job.get_status()["source_views"]["predictions"]
+    Trainer(_nothing, _typed_export, db=db_path, runner="eager").fit_predict(ds, "typed_file", extract_embeddings=True)
+    JobManager(db_path).export_bundle(Path(db_path).with_suffix(".jtb"))  # and a view an import makes
+    imported = JobManager(pg_url).import_bundle(Path(db_path).with_suffix(".jtb")).imported
+    other = JobManager(pg_url).fetch_job(imported[0]).get_status()["source_views"]["predictions"]
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            for name in (view, other):
+                high = conn.execute(text(f'SELECT id, score, ok, n, note FROM "{name}" WHERE score > 0.5')).all()
+                assert [tuple(r) for r in high] == [("b", 0.75, False, None, "1")]  # numbers, not text
+                rows = conn.execute(text(f'SELECT id, score, n FROM "{name}" WHERE ok ORDER BY id')).all()
+                assert [tuple(r) for r in rows] == [("a", 0.25, None), ("c", 0.5, 12345678901234567890)]
+    finally:
+        engine.dispose()
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            mixed = job.get_status()["source_views"]["embeddings"]
+            assert [r[0] for r in conn.execute(text(f'SELECT v FROM "{mixed}"'))] == ["1.5", "high"]
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_database_from_schema_1_opens_after_the_upgrade(backend: str, db_path: str,
                                                           request: pytest.FixtureRequest) -> None:

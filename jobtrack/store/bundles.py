@@ -419,7 +419,7 @@ class BundlesMixin(JobsMixin):
         for export in part["job_exports"]:
             columns = jsonutil.loads(export["columns_json"])
             tx.ddl(f'DROP VIEW IF EXISTS "{export["view_name"]}"')
-            tx.ddl(self.db.export_view_sql(export["view_name"], columns, export["job_id"], export["kind"]))
+            tx.ddl(self.db.export_view_sql(export["view_name"], columns, export["job_id"], export["kind"], tx))
         if not part[RECORD_TABLE]:
             return
         tx.ddl(_CREATE_RECORDS)

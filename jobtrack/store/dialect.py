@@ -44,16 +44,53 @@ class DialectSQL:
             return self._server.column_names(tx, table)
         return [str(r[1]) for r in tx.all(f'PRAGMA table_info("{_ident(table)}")')]
 
-    def export_view_sql(self, view_name: str, columns: Sequence[str], job_id: str, kind: str) -> str:
-        """DDL of a read-only view turning stored JSON arrays back into named columns."""
+    def export_view_sql(self, view_name: str, columns: Sequence[str], job_id: str, kind: str,
+                        tx: Tx | None = None) -> str:
+        """DDL of a read-only view turning stored JSON arrays back into named columns.
+
+        SQLite's ``json_extract`` gives each value its own type. On a server a column is ``numeric`` (or
+        ``boolean``) when every value stored (read through ``tx``) is a number (a boolean) or null, so
+        ``WHERE score > 0.5`` compares numbers; other columns are text (``export_view_retype`` says when a
+        later batch changes that).
+        """
         if self.is_sqlite:
             cells = [f"json_extract(data_json, '$[{i}]')" for i in range(len(columns))]
         else:
-            cells = [f"(data_json::jsonb)->>{i}" for i in range(len(columns))]
+            kinds = {} if tx is None else self._export_kinds(tx, job_id, kind)
+            cells = []
+            for i in range(len(columns)):
+                value, cast = f"(data_json::jsonb)->{i}", _SERVER_CASTS.get(kinds.get(i, ""))
+                cells.append(f"(data_json::jsonb)->>{i}" if cast is None else
+                             f"CASE WHEN jsonb_typeof({value}) = '{kinds[i]}' THEN ({value} #>> '{{}}')::{cast} END")
         pairs = zip(cells, columns, strict=True)
         select_list = ", ".join(f'{cell} AS "{_ident(col)}"' for cell, col in pairs) or "NULL AS empty"
         return (f'CREATE VIEW "{_ident(view_name)}" AS SELECT {select_list} FROM export_rows '
                 f"WHERE job_id = '{_literal(job_id)}' AND kind = '{_literal(kind)}' ORDER BY seq")
+
+    def export_view_retype(self, tx: Tx, view_name: str, rows_json: Sequence[str]) -> bool:
+        """Whether a batch of rows added to an export makes its server view's column types wrong (a string where
+        numbers were, a first number where there were only nulls): then the view is made again. Never on SQLite."""
+        if self.is_sqlite or not rows_json:
+            return False
+        from jobtrack import jsonutil
+
+        typed = [str(c["type"]).lower() for c in tx.connection.dialect.get_columns(tx.connection, view_name)]
+        for row in rows_json:
+            for value, sql_type in zip(jsonutil.loads(row), typed, strict=False):
+                kind = None if value is None else "boolean" if isinstance(value, bool) else (
+                    "number" if isinstance(value, (int, float)) else "other")
+                if kind is not None and (_SERVER_CASTS.get(kind) or "text") not in sql_type:
+                    return True
+        return False
+
+    @staticmethod
+    def _export_kinds(tx: Tx, job_id: str, kind: str) -> dict[int, str]:
+        """Column position -> ``number`` or ``boolean``: the JSON type of every non-null value stored there."""
+        rows = tx.all("SELECT e.i - 1, min(jsonb_typeof(e.v)), max(jsonb_typeof(e.v)) FROM export_rows r, "
+                      "jsonb_array_elements(r.data_json::jsonb) WITH ORDINALITY AS e(v, i) "
+                      "WHERE r.job_id = :id AND r.kind = :kind AND jsonb_typeof(e.v) <> 'null' GROUP BY e.i",
+                      {"id": job_id, "kind": kind})
+        return {int(i): str(low) for i, low, high in rows if low == high and low in _SERVER_CASTS}
 
     @property
     def for_update(self) -> str:
@@ -64,6 +101,10 @@ class DialectSQL:
     def skip_locked(self) -> str:
         """Row-locking suffix for claiming queued jobs (servers); SQLite's write lock already serialises."""
         return "" if self.is_sqlite else " FOR UPDATE SKIP LOCKED"
+
+
+_SERVER_CASTS = {"number": "numeric", "boolean": "boolean"}
+"""The server type of an export view's column whose stored values are all of that JSON type."""
 
 
 def _ident(name: str) -> str:

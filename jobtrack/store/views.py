@@ -29,11 +29,14 @@ class ExportsMixin(FencedCore):
             tx.run_many("INSERT INTO export_rows (job_id, kind, seq, data_json) VALUES (:id, :kind, :seq, :data)",
                         [{"id": job_id, "kind": kind, "seq": first_seq + i, "data": d}
                          for i, d in enumerate(rows_json)])
+            # after its rows: a server's view types its columns by what they hold, again if a batch changes that
+            if first_seq == 0 or self.db.export_view_retype(tx, view_name, rows_json):
+                tx.ddl(f'DROP VIEW IF EXISTS "{view_name}"')
+                tx.ddl(self.db.export_view_sql(view_name, columns, job_id, kind, tx))
 
     def _replace_export(self, tx: Tx, job_id: str, kind: str, columns: list[str], path: str, view_name: str) -> None:
         tx.run("DELETE FROM export_rows WHERE job_id = :id AND kind = :kind", {"id": job_id, "kind": kind})
         tx.ddl(f'DROP VIEW IF EXISTS "{view_name}"')
-        tx.ddl(self.db.export_view_sql(view_name, columns, job_id, kind))
         tx.run("DELETE FROM job_exports WHERE job_id = :id AND kind = :kind", {"id": job_id, "kind": kind})
         tx.run("INSERT INTO job_exports (job_id, kind, path, view_name, columns_json) "
                "VALUES (:id, :kind, :path, :view, :columns)",
