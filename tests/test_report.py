@@ -14,6 +14,7 @@ from jobtrack import Dataset, InvalidArgument, JobNotFound, Trainer
 from jobtrack.cli import main
 from jobtrack.report import build_report, write_report
 from jobtrack.store import Store
+from proc import run_python
 
 EVIL = "<script>alert('x')</script>"
 
@@ -179,3 +180,24 @@ def test_a_report_reads_a_server_database_as_it_reads_a_file(any_db: str, tmp_pa
     info = write_report(tmp_path / "r.html", any_db)
     assert sorted(info.job_ids) == sorted(ids) and info.total == 2
     assert all(f'id="job-{j}"' in (tmp_path / "r.html").read_text(encoding="utf-8") for j in ids)
+
+
+def _flat_schedule(ctx: Any) -> dict[str, Any]:
+    # a learning rate that a schedule computes two ways: equal, up to float rounding (0.06999999999999999 and 0.07)
+    for epoch, lr in enumerate((0.1 * 0.7, 0.1 * 7 / 10, 0.1 * 7 / 10), start=1):
+        ctx.log_epoch(epoch, train={"lr": lr}, validation={"rmse": 3 - epoch / 3})
+    return {}
+
+
+def test_a_metric_equal_up_to_float_rounding_is_drawn_and_the_report_is_written(db_path: str, tmp_path: Path) -> None:
+    data = Dataset("rep", "regression", "t", tables={"train": [{"x": 1}]})
+    Trainer(_flat_schedule, db=db_path, runner="eager").fit(data)
+    out = tmp_path / "flat.html"
+    # in a child with an address-space cap and a deadline: the chart's tick loop used to never end, growing a list
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); "
+            "from jobtrack.report import write_report; write_report(sys.argv[1], sys.argv[2])")
+    run_python(code, str(out), db_path, timeout=60)
+    text = out.read_text(encoding="utf-8")
+    chart = text[text.index('aria-label="lr"'):]
+    chart = chart[:chart.index("</svg>")]
+    assert chart.count('<polyline class="series"') == 1 and ">0.07</text>" in chart

@@ -90,13 +90,10 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     raw = (hi - lo) / max(1, count)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(lo / step) * step
-    ticks = []
-    value = first
-    while value <= hi + step * 1e-9:
-        ticks.append(round(value, 12))
-        value += step
-    return ticks
+    # ticks by index, not by adding ``step`` to a running value: a step below the values' float resolution
+    # (0.07 against 0.06999999999999999) left that value unchanged and the loop never ended
+    first, last = math.ceil(lo / step), math.floor(hi / step + 1e-9)
+    return [round(k * step, 12) for k in range(first, min(last, first + 4 * count) + 1)]
 
 
 def _fmt(value: float) -> str:
@@ -126,7 +123,10 @@ def chart(title: str, lines: Sequence[Line], *, best: tuple[float, float] | None
     y0, y1 = min(ys), max(ys)
     if x1 == x0:
         x0, x1 = x0 - 1, x1 + 1
-    pad = (y1 - y0) * 0.06 or abs(y0) * 0.1 or 1.0
+    span = y1 - y0
+    if span <= max(abs(y0), abs(y1)) * 1e-9:  # equal up to float rounding: drawn as a flat line, not as noise
+        span = 0.0
+    pad = span * 0.06 or abs(y0) * 0.1 or 1.0
     y0, y1 = y0 - pad, y1 + pad
     pw, ph = _W - _LEFT - _RIGHT, height - top - _BOTTOM
 
