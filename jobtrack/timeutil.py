@@ -71,7 +71,9 @@ def from_iso(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
+# an age counts back from now; a leading "-" is allowed, as the query language writes ages (``created > -7d``):
+# without it dateutil read "-2h" as 02:00 today, a time in the future, and "-30m" as minute 30 of this hour
+_RELATIVE = re.compile(r"^\s*-?\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
 

@@ -273,6 +273,17 @@ def test_list_jobs_keeps_its_filters_and_adds_where(pop: Population) -> None:
     assert len(manager.list_jobs(since="1h", until="2999-01-01", where="status != 'QUEUED'")) == 6
 
 
+
+def test_an_age_written_as_the_query_language_writes_it_counts_back_in_every_time_bound(pop: Population) -> None:
+    # `created > -7d` is the query language's age; "-2h" in --since, list_jobs(since=...) or a quoted query value
+    # was read by dateutil as 02:00 today: a time in the future, so nothing matched
+    manager = JobManager(pop.db)
+    everything = {j.job_id for j in manager.list_jobs(limit=None)}
+    assert {j.job_id for j in manager.list_jobs(since="-2h", limit=None)} == everything
+    assert {j.job_id for j in manager.list_jobs(since="-90m", limit=None)} == everything
+    assert manager.list_jobs(until="-2h") == []
+    assert set(pop.labels("created > '-2h'")) == set(pop.labels("created > -2h")) == set(pop.ids)
+
 def test_a_bad_query_reads_nothing_and_changes_nothing(pop: Population) -> None:
     manager = JobManager(pop.db)
     before = manager.table()
