@@ -316,6 +316,32 @@ def test_the_dashboard_follows_a_replaced_database_file(db_path: str, client: Te
     assert client.get(f"/api/jobs/{new}/live?seq=0&log=0").json()["seq"] == 1
 
 
+
+def test_a_deleted_database_file_gives_pages_that_say_so_until_a_new_one_is_there(db_path: str,
+                                                                                 jobs: list[str]) -> None:
+    # `rm runs.db` while the dashboard is open (to start over): every page was a bare "Internal Server Error",
+    # with a StoreReadOnly traceback telling to fix permissions
+    runtime.close_all()
+    JobManager(db_path).list_jobs()  # the one connection left: closing it checkpoints and removes the -wal
+    runtime.close_all()
+    c = TestClient(create_app(db_path, token="t"), raise_server_exceptions=False)
+    assert jobs[0] in c.get("/?token=t").text
+    for name in (db_path, db_path + "-wal", db_path + "-shm"):
+        Path(name).unlink(missing_ok=True)
+    for route in ("/", f"/jobs/{jobs[0]}", f"/compare?ids={jobs[0]}&ids={jobs[1]}"):
+        page = c.get(route)
+        assert page.status_code == 503 and f"No jobtrack database at {db_path}" in page.text, route
+    live = c.get(f"/api/jobs/{jobs[0]}/live?seq=0&log=0")
+    assert live.status_code == 503 and "No jobtrack database" in live.json()["error"]  # the page's script retries
+    code = ("import sys\nfrom jobtrack import Dataset, Trainer\n"
+            "def train(ctx):\n    ctx.log_epoch(1, train={'loss': 1.0})\n"
+            "print(Trainer(train, db=sys.argv[1], runner='eager').fit("
+            "Dataset('again', 'regression', 't', tables={'train': [{'x': 1}]})).job_id)\n")
+    new = subprocess.run([sys.executable, "-c", code, db_path], check=True, capture_output=True, text=True,
+                         timeout=120).stdout.strip()
+    page = c.get("/")
+    assert page.status_code == 200 and new in page.text and jobs[0] not in page.text
+
 def test_the_dashboard_shows_jobs_another_process_added_after_it_opened_the_file(db_path: str,
                                                                                jobs: list[str]) -> None:
     # Opened while no writer had the file open, the dashboard read it as an immutable file and kept

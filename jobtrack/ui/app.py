@@ -25,8 +25,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobtrack import query as q
-from jobtrack.config import resolve_db
-from jobtrack.errors import JobNotFound, JobtrackError
+from jobtrack.config import is_url, resolve_db
+from jobtrack.errors import DatabaseNotFound, JobNotFound, JobtrackError, StoreError
 from jobtrack.manager import JobManager
 from jobtrack.states import JobStatus, JobType
 from jobtrack.store import JobRecord, Store
@@ -115,6 +115,10 @@ class Dashboard:
         try:
             st = os.stat(self.db)
             identity: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            if not is_url(self.db):  # deleted under the dashboard: say so, until a new file is there
+                raise DatabaseNotFound(self.db) from None
+            identity = None
         except OSError:
             identity = None
         with self._lock:
@@ -323,11 +327,17 @@ def create_app(db: str | os.PathLike[str] | None = None, *, token: str | None = 
     def not_found(request: Request, exc: Exception) -> Response:
         return PlainTextResponse("404: not found", status_code=404)
 
+    def unavailable(request: Request, exc: Exception) -> Response:
+        """The database cannot be read now (deleted, busy, a server down): say why; pages' scripts retry."""
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        return _html(pages.error_page("Database unavailable", str(exc), token=board.token), 503)
+
     app = Starlette(routes=[
         Route("/", jobs), Route("/jobs/{job_id}", job), Route("/compare", compare),
         Route("/static/{name}", static), Route("/api/jobs/live", jobs_live),
         Route("/api/jobs/{job_id}/live", job_live), Route("/api/jobs/{job_id}/cancel", cancel, methods=["POST"]),
-    ], exception_handlers={404: not_found})
+    ], exception_handlers={404: not_found, StoreError: unavailable})
     app.add_middleware(TokenGate, token=board.token)
     app.state.token = board.token
     app.state.dashboard = board
