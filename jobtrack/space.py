@@ -28,7 +28,22 @@ PRUNERS = ("median",)
 """The built-in pruner; an Optuna pruner object is accepted as well (``optuna`` extra)."""
 
 
+_SCALAR = (str, int, float, bool, type(None))
+
+
+def _scalar(value: Any) -> Any:
+    """A numpy (or torch, pandas) scalar as the plain value it holds; anything else as it is."""
+    if type(value) in _SCALAR:
+        return value
+    try:
+        plain = jsonutil.plain(value)
+    except (TypeError, ValueError, OverflowError):
+        return value
+    return plain if isinstance(plain, _SCALAR) else value
+
+
 def _number(value: Any, what: str) -> float:
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidArgument(f"{what} must be a finite number, not {type(value).__name__} {value!r}.")
     return float(value)
@@ -68,26 +83,41 @@ class Range:
 
 def uniform(low: float, high: float) -> Range:
     """A float drawn uniformly from [low, high) for each trial of a random sweep."""
-    return Range("uniform", low, high)
+    return Range("uniform", _scalar(low), _scalar(high))
 
 
 def loguniform(low: float, high: float) -> Range:
     """A float drawn log-uniformly from [low, high) (both > 0): learning rates, regularisation strengths."""
-    return Range("loguniform", low, high)
+    return Range("loguniform", _scalar(low), _scalar(high))
 
 
 def randint(low: int, high: int) -> Range:
     """An integer drawn uniformly from [low, high], both ends included."""
+    bounds = []
     for v, what in ((low, "low"), (high, "high")):
-        if isinstance(v, bool) or not isinstance(v, int):
+        number = jsonutil.as_int(v)  # numpy's integers too
+        if number is None:
             raise InvalidArgument(f"randint({what}=...) must be an integer, not {type(v).__name__} {v!r}.")
-    return Range("randint", low, high)
+        bounds.append(number)
+    return Range("randint", *bounds)
 
 
-_SCALAR = (str, int, float, bool, type(None))
+def _choices(value: Any, key: str) -> Any:
+    """Choices given as what ML code builds them with (``np.logspace(...)``, ``range(2, 10, 2)``, a pandas Series)
+    as a list; any other value as it is."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray, list, tuple)):
+        return list(value)
+    shape = getattr(value, "shape", None)
+    if isinstance(shape, tuple) and len(shape) == 1 and hasattr(value, "tolist"):
+        return list(value.tolist())
+    if isinstance(shape, tuple) and len(shape) > 1:
+        raise InvalidArgument(f"space[{key!r}]: a {len(shape)}-d {type(value).__name__} of shape {shape} is not a "
+                              "list of choices; give a 1-d array or a list.")
+    return value
 
 
 def _check_value(value: Any, key: str) -> Any:
+    value = _scalar(value)  # np.float64(0.1) -> 0.1, np.str_ -> str: stored and compared as plain values
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidArgument(f"space[{key!r}]: {value!r} is not a finite number.")
     if not isinstance(value, _SCALAR):
@@ -118,6 +148,7 @@ class Space:
         for key, value in space.items():
             if not isinstance(key, str) or not key or not key.isprintable():
                 raise InvalidArgument(f"space keys must be config key names, not {key!r}.")
+            value = _choices(value, key)
             if isinstance(value, (list, tuple)):
                 if not value:
                     raise InvalidArgument(f"space[{key!r}] is an empty list; give at least one choice.")

@@ -299,3 +299,27 @@ def test_a_worker_run_trial_is_pruned_by_the_sweeps_driver(db_path: str, dataset
     bad = next(t for t in sweep.trials() if t.config["lr"] == -1.0)
     assert bad.status is JobStatus.CANCELED and (bad.reason or "").startswith("pruned at epoch "), bad
     assert status["done"] == 4 and status["counts"]["COMPLETED"] == 3
+
+
+def _lr_trial(ctx: RunContext) -> dict[str, Any]:
+    """A trial that scores its learning rate."""
+    ctx.log_epoch(0, validation={"roc_auc": ctx.config["lr"]})
+    return {}
+
+
+def test_a_space_built_with_numpy_sweeps_as_its_plain_values(db_path: str, dataset: Dataset) -> None:
+    np = pytest.importorskip("numpy")
+    trainer = Trainer(_lr_trial, db=db_path, runner="eager", config={"epochs": np.int64(2)}, provenance=False)
+    sweep = trainer.sweep(dataset, {"lr": np.logspace(-2, 0, 3), "depth": range(2, 6, 2), "act": np.str_("relu")},
+                          sampler="grid", name="np-grid")
+    assert sweep.wait()["done"] == 6
+    points = sorted((t.config["lr"], t.config["depth"]) for t in sweep.trials())
+    assert points == sorted((lr, d) for lr in (0.01, 0.1, 1.0) for d in (2, 4))
+    assert all(type(t.config["lr"]) is float and type(t.config["depth"]) is int for t in sweep.trials())
+    ranged = trainer.sweep(dataset, {"lr": jobtrack.uniform(np.float32(0.5), np.float64(1.0)),
+                                     "depth": jobtrack.randint(np.int64(1), np.int64(3))},
+                           n_trials=np.int64(3), seed=1, name="np-range")
+    assert ranged.wait()["done"] == 3
+    assert all(0.5 <= t.config["lr"] < 1.0 and t.config["depth"] in (1, 2, 3) for t in ranged.trials())
+    with pytest.raises(jobtrack.InvalidArgument, match="2-d"):
+        trainer.sweep(dataset, {"lr": np.ones((2, 2))}, sampler="grid", name="np-2d")
