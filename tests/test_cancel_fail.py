@@ -52,6 +52,28 @@ def test_code_that_raises_fails_with_its_error_and_keeps_the_epochs(db_path: str
 # -- the process runner survives crashes ---------------------------------------------------------
 
 
+def _raise_huge(ctx: Any) -> None:
+    ctx.log_epoch(0, validation={"rmse": 1.0})
+    raise ValueError("head-of-message " + "x" * 6_000_000 + " tail-of-message")
+
+
+@pytest.mark.parametrize("runner", ["eager", "process"])
+def test_an_exception_with_a_huge_message_is_logged_and_stored_cut_to_a_readable_size(db_path: str,
+                                                                                       runner: str) -> None:
+    job = Trainer(_raise_huge, db=db_path, runner=runner).fit(_ds())
+    status = job.wait(timeout=60)
+    assert status["status"] == "FAILED"
+    error = status["result"]["error"]
+    assert error["type"] == "ValueError"
+    for text in (error["message"], error["traceback"]):
+        assert len(text) < 200_000  # not 6 MB, twice
+        assert "head-of-message" in text and text.rstrip().endswith("tail-of-message") and "characters cut" in text
+    assert "_raise_huge" in error["traceback"]
+    assert len(status["result"]["epochs"]) == 1
+    log = Path(job.log_path).read_text()
+    assert "job failed: ValueError: head-of-message" in log and "log cut here" not in log  # the log still says why
+
+
 def test_process_runner_keeps_running_jobs_after_a_crash(db_path: str, dataset: Dataset) -> None:
     crash = Trainer(jobfuncs.train_exit, db=db_path, runner="process").fit(_ds())
     assert crash.wait(timeout=30)["status"] == "FAILED"

@@ -46,12 +46,26 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+MAX_ERROR_CHARS = 64 * 1024
+"""Longest error message, and traceback, that a failed job's result and log keep (characters). A longer one (an
+exception holding a whole tensor or table in its text) keeps its start and its end, with a note of what was cut."""
+
+
+def cut_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text``, or its start and end with ``[... N characters cut ...]`` between when it is longer than ``limit``."""
+    if len(text) <= limit:
+        return text
+    head = limit * 3 // 4
+    tail = limit - head
+    return f"{text[:head]}\n[... {len(text) - limit} characters cut ...]\n{text[-tail:]}"
+
+
 def error_info(exc: BaseException) -> dict[str, str]:
-    """The ``error`` entry of a failed job's result: type, message, traceback."""
+    """The ``error`` entry of a failed job's result: type, message, traceback (each cut to ``MAX_ERROR_CHARS``)."""
     return {
         "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "message": _message(exc),
+        "traceback": cut_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))),
     }
 
 
@@ -243,9 +257,9 @@ def _on_main_thread() -> bool:
 
 
 def _message(exc: BaseException) -> str:
-    """``str(exc)``, or a placeholder when the exception's own ``__str__`` fails."""
+    """``str(exc)`` (cut to ``MAX_ERROR_CHARS``), or a placeholder when the exception's own ``__str__`` fails."""
     try:
-        return str(exc)
+        return cut_text(str(exc))
     except Exception:  # noqa: BLE001 - user code's exception; its end must still be recorded
         return f"<{type(exc).__name__}: str() failed>"
 
