@@ -142,6 +142,14 @@ def train_sigkill(ctx: RunContext) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def train_oom_at_512(ctx: RunContext) -> dict[str, Any]:
+    """A sweep trial whose process the OOM killer ends (SIGKILL) when ``config["bs"] == 512``; others score bs/1000."""
+    if ctx.config["bs"] == 512:
+        os.kill(os.getpid(), signal.SIGKILL)
+    ctx.log_epoch(0, validation={"roc_auc": ctx.config["bs"] / 1000})
+    return {}
+
+
 # -- checks ----------------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import jobfuncs
 import jobtrack
 from jobtrack import Dataset, JobManager, JobStatus, RunContext, Trainer, cli, demo
 from proc import spawn, wait_until
@@ -211,6 +212,20 @@ def test_parallel_4_with_the_process_runner_runs_no_trial_twice(db_path: str, da
     status = sweep.wait(timeout=120)
     assert (status["done"], status["counts"]["COMPLETED"]) == (12, 12)
     assert Counter(_points(sweep, "lr", "l2")).most_common(1)[0][1] == 1
+
+
+def test_a_point_that_crashes_its_process_runner_child_fails_once_and_the_grid_goes_on(db_path: str,
+                                                                                      dataset: Dataset) -> None:
+    trainer = Trainer(jobfuncs.train_oom_at_512, db=db_path, runner="process", provenance=False)
+    sweep = trainer.sweep(dataset, {"bs": [512, 32, 64, 128]}, sampler="grid", name="oom")
+    status = sweep.wait(timeout=120)
+    assert (status["done"], status["total"], status["replaced"]) == (4, 4, 0)
+    assert status["counts"]["COMPLETED"] == 3 and status["counts"]["FAILED"] == 1
+    assert status["best"]["params"] == {"bs": 128}
+    crashed = [t for t in sweep.trials() if t.config["bs"] == 512]
+    assert len(crashed) == 1 and crashed[0].reason == "runner process killed by signal SIGKILL"
+    again = trainer.sweep(dataset, {"bs": [512, 32, 64, 128]}, sampler="grid", name="oom")
+    assert again.wait(timeout=60)["done"] == 4 and len(again.trials()) == 4  # resuming does not run it again
 
 
 WORKER = "import sys\nfrom jobtrack import cli\nsys.exit(cli.main(sys.argv[1:]))\n"

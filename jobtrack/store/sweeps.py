@@ -21,10 +21,15 @@ from jobtrack.store.jobs import JobsMixin
 from jobtrack.timeutil import to_iso, utcnow
 
 VOID_SQL = ("((status = 'FAILED' AND (reason LIKE 'runner lost%' OR reason = 'submitter lost' "
-            "OR reason LIKE 'runner process %')) "
+            "OR reason LIKE 'runner process % before starting the job')) "
             "OR (status = 'CANCELED' AND (reason = 'sweep canceled' OR reason LIKE 'signal %')))")
 """Trials that ended through no fault of their own: their runner (or submitting process) died (they count as
-failed), or the sweep was canceled or its process stopped by a signal. A resumed sweep runs them again."""
+failed), or the sweep was canceled or its process stopped by a signal. A resumed sweep runs them again.
+
+A process-runner child that dies running the trial (an OOM kill, a segfault: ``runner process killed by signal
+SIGKILL``) while the sweep's process lives is the trial's own end, as code that raises: it counts as done. Run
+again, such a point would die again and again, using up the sweep's replacements before the rest of a grid ran
+(``Trainer(retries=N)`` retries it, as any job)."""
 
 _OPEN_SQL = "status IN ('QUEUED', 'RUNNING')"
 _SWEEP_COLUMNS = "id, name, created_at, spec_json, stop_requested_at"
@@ -81,7 +86,10 @@ def _is_void(status: str, reason: str | None) -> bool:
     r = reason or ""
     if status == "CANCELED":
         return r == "sweep canceled" or r.startswith("signal ")
-    return status == "FAILED" and (r.startswith(("runner lost", "runner process ")) or r == "submitter lost")
+    if status != "FAILED":
+        return False
+    return r.startswith("runner lost") or r == "submitter lost" or (
+        r.startswith("runner process ") and r.endswith(" before starting the job"))  # as VOID_SQL
 
 
 def _metric(validation_json: str, train_json: str, metric: str) -> float | None:
