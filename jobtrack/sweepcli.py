@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from jobtrack.config import ENV_DB
+from jobtrack.config import ENV_DB, is_url, resolve_db
 from jobtrack.errors import InvalidArgument
 from jobtrack.space import param_of
 
@@ -68,6 +68,11 @@ def _line(status: dict[str, Any]) -> str:
     return text
 
 
+def _same_db(a: str, b: str) -> bool:
+    """Whether two resolved databases are one: the same URL, or paths of the same file."""
+    return a == b or (not is_url(a) and not is_url(b) and os.path.realpath(a) == os.path.realpath(b))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from jobtrack.dataset import Dataset
     from jobtrack.runners.worker import add_import_dirs
@@ -79,6 +84,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ[ENV_DB] = args.db  # a Trainer built at import without db= writes here
     add_import_dirs(args.app_dir)
     trainer = _instance(args.trainer, "trainer", Trainer)
+    if args.db and not _same_db(resolve_db(args.db), trainer.db):  # its db= wins: the sweep would run elsewhere
+        raise InvalidArgument(f"--db {args.db} is not the database of {args.trainer} ({trainer.db}, its db=...); "
+                              f"the sweep would run there. Pass --db {trainer.db}, or leave db= out of the Trainer.")
     dataset_ref = args.dataset or f"{args.trainer.partition(':')[0]}:dataset"
     dataset = _instance(dataset_ref, "dataset", Dataset)
     monitor = trainer.sweep(dataset, space, n_trials=args.trials, parallel=args.parallel, sampler=args.sampler,

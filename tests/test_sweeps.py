@@ -273,6 +273,28 @@ def test_the_cli_runs_shows_and_lists_a_sweep(tmp_path: Path, monkeypatch: pytes
                                        "or run every point of this space once with --sampler grid.\n")
 
 
+def test_sweep_run_refuses_a_db_that_is_not_the_trainers_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    own = tmp_path / "own.db"
+    (folder / "ownsweep.py").write_text(
+        "from jobtrack import Dataset, Trainer, demo\n"
+        f"tables = demo.write_csv_tables({str(folder)!r}, n=60)\n"
+        "dataset = Dataset('churn', 'binary_classification', 'm1', tables=tables)\n"
+        f"trainer = Trainer(demo.train, db={str(own)!r}, config={{'epochs': 2}}, provenance=False)\n")
+    monkeypatch.syspath_prepend(str(folder))
+    other = str(tmp_path / "other.db")
+    code = cli.main(["sweep", "run", "ownsweep:trainer", "--db", other, "--space", "lr=[0.1, 0.5]",
+                     "--sampler", "grid", "--name", "where"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(own) in err and other in err, err
+    assert JobManager(str(own)).list_sweeps() == []  # nothing ran where --db did not say
+    assert cli.main(["sweep", "run", "ownsweep:trainer", "--db", str(own), "--space", "lr=[0.1, 0.5]",
+                     "--sampler", "grid", "--name", "where"]) == 0  # the Trainer's own database is fine
+    assert "sweep where: 2/2 done" in capsys.readouterr().out
+
+
 def test_an_optuna_sampler_and_pruner_work_through_ask_and_tell(db_path: str, dataset: Dataset) -> None:
     optuna = pytest.importorskip("optuna")
     trainer = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 3}, provenance=False)
