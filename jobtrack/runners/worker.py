@@ -135,8 +135,10 @@ def run_worker(store: Store, *, burst: bool = False, poll_s: float = 0.2, max_jo
                 time.sleep(TICK_S)
                 continue
             if len(running) < concurrency and watcher.due():
-                claimed = retrying(lambda: watcher.claim() or store.take_over_next(WORKER_KINDS),
-                                   "worker: claim a job")  # or the next attempt of one whose lease expired (#18)
+                # The next attempt of a job whose runner is lost (#18) first: it is older than the queued jobs,
+                # and a queue of them would keep it RUNNING, run by nobody, until the queue is empty.
+                claimed = retrying(lambda: store.take_over_next(WORKER_KINDS) or watcher.claim(),
+                                   "worker: claim a job")
                 if claimed is not None:
                     job_id, token = claimed
                     report.ran += 1

@@ -72,3 +72,29 @@ def test_another_worker_takes_over_and_the_first_ones_late_writes_are_refused(
     assert result["summary"] == {"attempt": 2, "resume_epoch": 3, "restored": "2"}
     assert [e.to_status for e in job.events()] == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RUNNING,
                                                    JobStatus.COMPLETED]
+
+
+def test_a_killed_workers_job_is_taken_over_before_the_jobs_queued_after_it(
+    db_path: str, dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBTRACK_LEASE_S", "120")  # only the dead process can make it a take-over at once
+    folder, later = tmp_path / "marks", [tmp_path / f"later{k}" for k in range(2)]
+    for f in (folder, *later):
+        f.mkdir()
+    job = Trainer(retryfuncs.train_resumable, db=db_path, runner="worker", retries=1,
+                  config={"dir": str(folder), "hold": {"1": 3}, "epochs": 5}).fit(dataset)
+    queued = [Trainer(retryfuncs.train_resumable, db=db_path, runner="worker",
+                      config={"dir": str(f), "epochs": 1}).fit(dataset) for f in later]
+    with spawn(WORKER, "worker", "--db", db_path) as first:
+        _marker(folder, "a1-e3")  # the oldest job first; held there
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+    started = [f / "start-a1" for f in later]
+    with spawn(WORKER, "worker", "--db", db_path):
+        wait_until(lambda: (folder / "start-a2").exists() or any(p.exists() for p in started), timeout=30,
+                   message="the second worker starts a job")
+        assert (folder / "start-a2").exists() and not any(p.exists() for p in started), \
+            "the second worker ran a job queued later before taking over the killed worker's job"
+        assert job.wait(timeout=30)["status"] == "COMPLETED"
+        for q in queued:
+            assert q.wait(timeout=30)["status"] == "COMPLETED"
