@@ -250,6 +250,11 @@ def splice(obj_json: str, members: dict[str, str | None]) -> str:
     return obj_json[:-1] + ("," if obj_json != "{}" else "") + extra + "}"
 
 
+_METRIC_HINT = ("A metric is one number under a string name: a float or an int, or a numpy, pandas or torch scalar, "
+                "array or tensor of one element (NaN and infinities are stored as null); leave out a metric an epoch "
+                "does not have.")
+
+
 def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None], list[str]]:
     """Check a metrics mapping: string keys, real-number values (numpy, pandas and torch scalars and arrays
     of one element too, as plain numbers); NaN/±inf become None.
@@ -260,7 +265,8 @@ def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None
     if values is None:
         return {}, []
     if not isinstance(values, dict):
-        raise NotSerializable(field, f"expected a dict of metric name to number, got {type(values).__name__}")
+        raise NotSerializable(field, f"expected a dict of metric name to number, got {type(values).__name__}",
+                              _METRIC_HINT)
     out: dict[str, float | int | None] = {}
     replaced: list[str] = []
     for key, val in values.items():
@@ -274,11 +280,11 @@ def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None
                 out[key] = None
             continue
         if not isinstance(key, str):
-            raise NotSerializable(field, f"metric name {key!r} is not a string")
+            raise NotSerializable(field, f"metric name {key!r} is not a string", _METRIC_HINT)
         number = _number(val)
         if number is None:
-            raise NotSerializable(f"{field}[{key!r}]", f"{type(val).__name__} {_short(val)} is not a number (a metric "
-                                  "is one number: a scalar, or an array or tensor of one element)")
+            raise NotSerializable(f"{field}[{key!r}]", f"{type(val).__name__} {_short(val)} is not a number",
+                                  _METRIC_HINT)
         if isinstance(number, float) and not math.isfinite(number):
             replaced.append(key)
             out[key] = None

@@ -61,12 +61,13 @@ def test_metrics_of_one_element_arrays_are_stored_as_numbers_and_larger_ones_are
     def train(ctx: RunContext) -> None:
         ctx.log_epoch(0, train={"loss": np.array([0.5]), "count": np.array([[3]])},
                       validation={"rmse": pd.Series([0.25]), "nan": np.array([np.nan])})
-        for bad in (np.array([0.3, 0.4]), np.array([], dtype=float), np.array([True])):
+        for bad in (np.array([0.3, 0.4]), np.array([], dtype=float), np.array([True]), None, "0.5", [0.5]):
             with pytest.raises(NotSerializable) as caught:
                 ctx.log_epoch(1, train={"loss": bad})
             message = str(caught.value)
-            assert "a metric is one number: a scalar, or an array or tensor of one element" in message
-            assert "small 1-d arrays are converted" not in message  # it said so, of a 1-d array it refused
+            assert "A metric is one number under a string name" in message
+            assert "array or tensor of one element" in message and "leave out a metric" in message
+            assert "strings, lists and dicts" not in message and "1-d arrays lists" not in message  # not for metrics
 
     result = testing.assert_completed(Trainer(train, db=db_path, runner="eager").fit(_dataset()))["result"]
     assert result["epochs"] == [{"epoch": 0, "train": {"loss": 0.5, "count": 3},

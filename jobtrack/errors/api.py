@@ -196,17 +196,18 @@ class MissingExtra(JobtrackError, ImportError):
 class NotSerializable(JobtrackError, TypeError):
     """A value meant for the database is not JSON-serializable."""
 
-    def __init__(self, field: str, detail: str) -> None:
+    def __init__(self, field: str, detail: str, hint: str | None = None) -> None:
         self.field = field
         self.detail = detail
+        self.hint = hint
         super().__init__(
             f"{field} is not JSON-serializable: {detail}. "
-            "Store numbers, strings, lists and dicts (numpy, pandas and torch scalars become numbers, small "
-            "1-d arrays lists, datetimes and paths text)."
+            + (hint or "Store numbers, strings, lists and dicts (numpy, pandas and torch scalars become numbers, "
+                       "small 1-d arrays lists, datetimes and paths text).")
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.field, self.detail))
+        return (type(self), (self.field, self.detail, self.hint))
 
 
 class ResultTooLarge(JobtrackError, ValueError):
