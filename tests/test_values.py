@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobtrack import Dataset, InvalidArgument, NotSerializable, RunContext, Trainer, jsonutil, testing
+from jobtrack import Dataset, InvalidArgument, JobManager, NotSerializable, RunContext, Trainer, jsonutil, testing
 from jobtrack.errors import ResultTooLarge
 from jobtrack.store import Store
 from proc import run_python
@@ -405,3 +405,19 @@ def test_numpy_integers_are_taken_wherever_a_count_is(db_path: str) -> None:
         n_trials=np.int64(2), parallel=np.int8(1), seed=np.int64(7))
     sweep.wait(timeout=60)
     assert len(sweep.trials()) == 2
+
+
+def test_32_and_16_bit_floats_are_stored_as_the_decimals_they_stand_for(db_path: str) -> None:
+    torch_like = np.array([0.2], dtype=np.float32)  # a one-element array, as a tensor's metric often is
+
+    def train(ctx: RunContext) -> dict[str, Any]:
+        ctx.log_epoch(0, train={"loss": np.float32(0.1), "acc": torch_like}, validation={"rmse": np.float16(0.3)})
+        return {"scale": np.float32(1e-7), "grid": np.array([0.1, 0.7], dtype=np.float32)}
+
+    job = Trainer(train, db=db_path, runner="eager", config={"lr": np.float32(0.01)}).fit(_dataset())
+    result = testing.assert_completed(job)["result"]
+    assert result["epochs"] == [{"epoch": 0, "train": {"loss": 0.1, "acc": 0.2}, "validation": {"rmse": 0.3}}]
+    assert result["summary"] == {"scale": 1e-07, "grid": [0.1, 0.7]}
+    found = JobManager(db_path).list_jobs(where="config.lr = 0.01 and best.rmse = 0.3", limit=None)
+    assert [j.job_id for j in found] == [job.job_id]  # not 0.009999999776482582, which nobody writes
+    assert np.float32(0.009999999776482582) == np.float32(0.01)  # the same 32-bit value, so nothing was lost
