@@ -116,11 +116,15 @@ def _choices(value: Any, key: str) -> Any:
     return value
 
 
-def _check_value(value: Any, key: str) -> Any:
+def _check_value(value: Any, key: str, *, choice: bool = False) -> Any:
     value = _scalar(value)  # np.float64(0.1) -> 0.1, np.str_ -> str: stored and compared as plain values
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidArgument(f"space[{key!r}]: {value!r} is not a finite number.")
     if not isinstance(value, _SCALAR):
+        if choice:  # [[64, 32], [128]]: choices that are lists themselves
+            raise InvalidArgument(f"space[{key!r}]: each choice must be one number, string, bool or None, not "
+                                  f"{type(value).__name__} {value!r}; name structured choices by a string "
+                                  f"(e.g. {{'layers': ['64-32', '128']}}) and build them from it in the training code.")
         raise InvalidArgument(f"space[{key!r}]: a value must be a number, string, bool or None, not "
                               f"{type(value).__name__} {value!r}; use a list for choices.")
     return value
@@ -152,7 +156,7 @@ class Space:
             if isinstance(value, (list, tuple)):
                 if not value:
                     raise InvalidArgument(f"space[{key!r}] is an empty list; give at least one choice.")
-                value = tuple(_check_value(v, key) for v in value)
+                value = tuple(_check_value(v, key, choice=True) for v in value)
                 if len(set(map(repr, value))) != len(value):
                     raise InvalidArgument(f"space[{key!r}] lists a choice twice: {list(value)!r}.")
             elif not isinstance(value, Range):

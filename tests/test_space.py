@@ -78,3 +78,10 @@ def test_the_median_rule() -> None:
     assert median_says_prune(2.0, [1.0, 1.5], "min")
     assert not median_says_prune(0.1, [0.9], "max")  # too few earlier trials to judge
     assert not median_says_prune(None, [0.8, 0.9], "max")
+
+
+def test_choices_that_are_lists_are_refused_with_what_to_do_instead() -> None:
+    with pytest.raises(jobtrack.InvalidArgument) as refused:
+        Space.of({"layers": [[64, 32], [128]]})
+    assert "each choice must be one number" in str(refused.value) and "'64-32'" in str(refused.value)
+    assert "use a list for choices" not in str(refused.value)  # it is a list already
