@@ -174,6 +174,8 @@ class JobManager:
         if job_type is not None:
             job_type = parse_job_type(job_type).value
         _check_page(limit, offset)
+        if statuses == []:  # none of the statuses: no job (as ``status IN ()``), not every job
+            return JobList(self._store, [], has_more=False, offset=offset)
         recs = self._store.search_jobs(
             where, sort=sort, limit=None if limit is None else min(limit + 1, _INT64_MAX), offset=offset,
             statuses=statuses,

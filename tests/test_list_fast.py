@@ -128,6 +128,8 @@ def test_one_probe_per_distinct_runner_and_dead_runners_jobs_failed(runners: Any
     probes.clear()
     everything = manager.list_jobs(limit=None)  # a worker's QUEUED job has no process to probe
     assert len(everything) == LIVE + DEAD + 3 and dict(probes) == {live_runner: 1}
+    none = manager.list_jobs(status=[], limit=None)  # no status asked for: no job, not every job
+    assert list(none) == [] and not none.has_more
 
 
 def test_listed_records_equal_get_job_and_plain_records(runners: Any, store: Store, db_path: str) -> None:
