@@ -188,6 +188,8 @@ def test_the_jobs_page_filters_sorts_pages_and_queries(db_path: str, client: Tes
     page = client.get("/", params={"experiment": "evil_regression_t"}).text
     assert jobs[0] in page and jobs[1] not in page
     assert "No jobs match." in client.get("/", params={"status": "RUNNING"}).text
+    bogus = client.get("/", params={"status": "DONE"}).text  # a hand-edited link: said, not silently dropped
+    assert "Unknown filter status=&#x27;DONE&#x27;, not applied" in bogus and jobs[0] in bogus
     assert jobs[1] in client.get("/", params={"sort": "best", "dir": "asc", "per": 10}).text
     one = client.get("/", params={"per": 10, "page": 2}).text
     assert "page 1 of 1" in one and jobs[0] in one  # a page past the end shows the last one

@@ -243,6 +243,12 @@ def create_app(db: str | os.PathLike[str] | None = None, *, token: str | None = 
             if not recs and total and page > 1:  # past the end (jobs were pruned meanwhile): the last page
                 page = -(-total // per)
                 total, recs = store.dashboard_page(offset=(page - 1) * per, **query_args)
+        unknown = [f"{key}={qp.get(key)!r}" for key, kind in (("status", JobStatus), ("type", JobType))
+                   if qp.get(key) and kind.parse(str(qp.get(key))) is None]  # a hand-edited or old link
+        if unknown:
+            note = (f"{note} " if note else "") + (
+                f"Unknown filter {' and '.join(unknown)}, not applied; "
+                f"statuses are {', '.join(s.value for s in JobStatus)}, types {', '.join(t.value for t in JobType)}.")
         return _html(pages.jobs_page(data.rows(store, recs), total=total, page=page, per=per, filters=filters,
                                      capped=capped, has_next=has_next,
                                      choices=board.choices(store), sort=sort, descending=descending,
