@@ -17,6 +17,8 @@ from jobtrack.runtable import FIXED_KEYS
 
 _INT64_MAX = 2**63 - 1
 _HEADER = ("JOB ID", "STATUS", "TYPE", "EXPERIMENT", "MODEL RUN", "CREATED", "DURATION")
+_IN_HEADER = frozenset({"id", "status", "job_type", "experiment", "model_run_id", "created", "duration"})
+"""The run table's keys the table always shows: asked for with ``--columns``, they are not shown twice."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,6 +114,7 @@ def run(args: argparse.Namespace, manager: Any) -> int:
             status.update({name: _json(row.get(name)) for name in extra})
         print(json.dumps(statuses, indent=2))
     else:
+        extra = [name for name in extra if name not in _IN_HEADER]
         header = (*_HEADER, *(name.upper() for name in extra))
         lines = [(r["id"], r["status"], r["job_type"], r["experiment"], r["model_run_id"] or "-",
                   _cell(r["created"]), _duration(r),

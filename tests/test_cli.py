@@ -265,6 +265,9 @@ def test_list_columns_take_backticked_keys_as_where_does(jobtrack: Cli, db_path:
     assert (row["config.learning rate"], row["config.a,b"], row["last.val loss"]) == (0.01, 1, 0.5)
     bad = jobtrack("list", "--db", db_path, "--columns", "config.`a,b")
     assert bad.code == 2 and "no closing backtick" in bad.err
+    table = jobtrack("list", "--db", db_path, "--columns", "duration,status,last.`val loss`").out.splitlines()
+    assert table[0].split() == ["JOB", "ID", "STATUS", "TYPE", "EXPERIMENT", "MODEL", "RUN", "CREATED", "DURATION",
+                                "LAST.VAL", "LOSS"]  # a column the table shows already is not shown twice
 
 
 def test_plot_writes_a_png_with_both_curves(jobtrack: Cli, db_path: str, jobs: dict[str, str], tmp_path: Path) -> None:
