@@ -17,7 +17,6 @@ import json
 import math
 import operator
 import re
-import struct
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -26,6 +25,7 @@ from pathlib import PurePath
 from typing import Any
 
 from jobtrack.errors import NotSerializable
+from jobtrack.scalars import item as _item, narrow_floats, number as _number
 
 MAX_ARRAY_ITEMS = 10_000
 """Largest 1-d array (numpy, pandas, torch) a summary, config or result may hold; it is stored as a list.
@@ -77,8 +77,7 @@ def plain(value: Any) -> Any:
                 raise TypeError(f"holds a 1-d {kind.__name__} of {shape[0]} items, more than the {MAX_ARRAY_ITEMS} a "
                                 "stored value may hold; save it to a file under ctx.model_dir, or export it")
             items = value.tolist()
-            fmt = _NARROW_FLOATS.get(str(getattr(value, "dtype", "")))
-            return items if fmt is None else [_short_float(v, fmt) if type(v) is float else v for v in items]
+            return narrow_floats(value, items)
         raise TypeError(f"holds a {ndim}-d {kind.__name__} of shape {tuple(shape)}; store a 1-d list of at most "
                         f"{MAX_ARRAY_ITEMS} items, or save it to a file under ctx.model_dir")
     if hasattr(value, "__index__"):
@@ -86,39 +85,6 @@ def plain(value: Any) -> Any:
     if hasattr(value, "__float__") and not hasattr(value, "__len__"):  # Decimal, Fraction
         return float(value)
     raise TypeError(f"holds {kind.__name__} {_short(value)}")
-
-
-def _item(value: Any) -> Any:
-    """A numpy/torch scalar or 0-d array as a Python value (``item()``); numpy's longdouble, whose ``item()`` gives
-    back a numpy scalar, as a float (stored in 64 bits, as every number is); a 32- or 16-bit float as the shortest
-    decimal it stands for (``_short_float``)."""
-    item = value.item()
-    if type(item) is not float and getattr(getattr(value, "dtype", None), "kind", "") == "f":
-        return float(item)
-    if type(item) is float:
-        fmt = _NARROW_FLOATS.get(str(getattr(value, "dtype", "")))
-        if fmt is not None:
-            return _short_float(item, fmt)
-    return item
-
-
-_NARROW_FLOATS = {"float32": "f", "float16": "e", "torch.float32": "f", "torch.float16": "e"}
-"""The struct format of the narrow float dtypes whose values are stored as the decimals they stand for."""
-
-
-def _short_float(x: float, fmt: str) -> float:
-    """The shortest decimal that is the same ``fmt`` (``"f"``: 32-bit, ``"e"``: 16-bit) float as ``x``, so
-    ``np.float32(0.01)`` is stored as 0.01 (what the user wrote, and what ``--where config.lr = 0.01`` finds), not as
-    0.009999999776482582, its exact value in 64 bits."""
-    try:
-        target = struct.pack(fmt, x)
-        for digits in range(1, 10):  # 9 significant digits tell every 32-bit float apart
-            shorter = float(f"{x:.{digits}g}")
-            if struct.pack(fmt, shorter) == target:
-                return shorter
-    except (OverflowError, struct.error):
-        pass
-    return x
 
 
 def _iso(value: _dt.date | _dt.time) -> str:
@@ -331,30 +297,6 @@ def as_int(value: Any) -> int | None:
         return operator.index(value)
     except TypeError:
         return None
-
-
-def _number(val: Any) -> int | float | None:
-    """A metric value as a plain int or float, or None if it is not a real number (bools are not)."""
-    if type(val) is float or type(val) is int:  # the common case first
-        return val
-    if isinstance(val, bool):
-        return None
-    if isinstance(val, int):
-        return int(val)
-    if isinstance(val, float):
-        return float(val)
-    try:
-        shape = getattr(val, "shape", None)  # numpy/torch scalars, and arrays and tensors of one element (any ndim)
-        if isinstance(shape, tuple) and math.prod(shape) == 1 and hasattr(val, "item"):
-            item = _item(val)
-            return None if isinstance(item, bool) or not isinstance(item, (int, float)) else item
-        if hasattr(val, "__index__"):
-            return operator.index(val)
-        if hasattr(val, "__float__") and not hasattr(val, "__len__"):
-            return float(val)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return None
 
 
 def storable(value: Any, field: str, *, nonfinite: list[str] | None = None) -> tuple[Any, list[str]]:
