@@ -65,6 +65,9 @@ def _line(status: dict[str, Any]) -> str:
     text += f", {status['replaced']} replaced)" if status["replaced"] else ")"
     if best is not None:
         text += f"; best {status['metric']}={_fmt(best['metric'])} (trial {best['trial']})"
+    elif status["done"]:  # trials ended, none ranked: say why rather than leave the ranks blank
+        text += (f"; no best: no trial reported {status['metric']} (report it with ctx.log_epoch, or choose one "
+                 "they report with Trainer(eval_metric=...))")
     return text
 
 

@@ -360,3 +360,16 @@ def test_a_space_built_with_numpy_sweeps_as_its_plain_values(db_path: str, datas
     assert all(0.5 <= t.config["lr"] < 1.0 and t.config["depth"] in (1, 2, 3) for t in ranged.trials())
     with pytest.raises(jobtrack.InvalidArgument, match="2-d"):
         trainer.sweep(dataset, {"lr": np.ones((2, 2))}, sampler="grid", name="np-2d")
+
+
+def _no_eval_metric(ctx: RunContext) -> None:
+    ctx.log_epoch(0, train={"loss": 0.5})
+
+
+def test_sweep_show_says_why_no_trial_is_best(db_path: str, dataset: Dataset,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    Trainer(_no_eval_metric, db=db_path, runner="eager", provenance=False).sweep(
+        dataset, {"lr": [0.1, 0.2]}, sampler="grid", name="unranked")
+    assert cli.main(["sweep", "show", "unranked", "--db", db_path]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "2/2 done" in first and "no best: no trial reported roc_auc" in first and "eval_metric" in first
