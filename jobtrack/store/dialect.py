@@ -57,6 +57,7 @@ class DialectSQL:
             cells = [f"json_extract(data_json, '$[{i}]')" for i in range(len(columns))]
         else:
             kinds = {} if tx is None else self._export_kinds(tx, job_id, kind)
+            self._view_kinds()[view_name] = kinds
             cells = []
             for i in range(len(columns)):
                 value, cast = f"(data_json::jsonb)->{i}", _SERVER_CASTS.get(kinds.get(i, ""))
@@ -67,30 +68,43 @@ class DialectSQL:
         return (f'CREATE VIEW "{_ident(view_name)}" AS SELECT {select_list} FROM export_rows '
                 f"WHERE job_id = '{_literal(job_id)}' AND kind = '{_literal(kind)}' ORDER BY seq")
 
-    def export_view_retype(self, tx: Tx, view_name: str, rows_json: Sequence[str]) -> bool:
-        """Whether a batch of rows added to an export makes its server view's column types wrong (a string where
-        numbers were, a first number where there were only nulls): then the view is made again. Never on SQLite."""
+    def export_view_retype(self, tx: Tx, view_name: str, job_id: str, kind: str, rows_json: Sequence[str]) -> bool:
+        """Whether a batch of rows added to an export changes a column type of its server view (a string where
+        only numbers were, a first number where there were only nulls): then the view is made again. A column
+        that is text stays text, so a batch never costs more than its own decoding. Never on SQLite."""
         if self.is_sqlite or not rows_json:
             return False
         from jobtrack import jsonutil
 
-        typed = [str(c["type"]).lower() for c in tx.connection.dialect.get_columns(tx.connection, view_name)]
+        known = self._view_kinds()
+        if view_name not in known:  # made by another process (an earlier attempt of the job): read it once
+            known[view_name] = self._export_kinds(tx, job_id, kind)
+        kinds = known[view_name]
+        before = dict(kinds)
         for row in rows_json:
-            for value, sql_type in zip(jsonutil.loads(row), typed, strict=False):
-                kind = None if value is None else "boolean" if isinstance(value, bool) else (
-                    "number" if isinstance(value, (int, float)) else "other")
-                if kind is not None and (_SERVER_CASTS.get(kind) or "text") not in sql_type:
-                    return True
-        return False
+            for i, value in enumerate(jsonutil.loads(row)):
+                if value is not None:
+                    now = "boolean" if isinstance(value, bool) else "number" if isinstance(value, (int, float)) \
+                        else "text"
+                    kinds[i] = now if kinds.get(i, now) == now else "text"
+        return any(_SERVER_CASTS.get(kinds[i]) != _SERVER_CASTS.get(before.get(i, "")) for i in kinds)
+
+    def _view_kinds(self) -> dict[str, dict[int, str]]:
+        """This process's knowledge of its server export views: view -> column position -> the JSON type of the
+        values stored there (``number``, ``boolean``, or ``text`` for strings, objects and a mix); nulls count not."""
+        kinds: dict[str, dict[int, str]] | None = self.__dict__.get("_export_view_kinds")
+        if kinds is None:
+            kinds = self.__dict__["_export_view_kinds"] = {}
+        return kinds
 
     @staticmethod
     def _export_kinds(tx: Tx, job_id: str, kind: str) -> dict[int, str]:
-        """Column position -> ``number`` or ``boolean``: the JSON type of every non-null value stored there."""
+        """Column position -> ``number``, ``boolean`` or ``text``: the JSON type of the non-null values stored there."""
         rows = tx.all("SELECT e.i - 1, min(jsonb_typeof(e.v)), max(jsonb_typeof(e.v)) FROM export_rows r, "
                       "jsonb_array_elements(r.data_json::jsonb) WITH ORDINALITY AS e(v, i) "
                       "WHERE r.job_id = :id AND r.kind = :kind AND jsonb_typeof(e.v) <> 'null' GROUP BY e.i",
                       {"id": job_id, "kind": kind})
-        return {int(i): str(low) for i, low, high in rows if low == high and low in _SERVER_CASTS}
+        return {int(i): str(low) if low == high and low in _SERVER_CASTS else "text" for i, low, high in rows}
 
     @property
     def for_update(self) -> str:

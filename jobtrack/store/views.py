@@ -30,7 +30,7 @@ class ExportsMixin(FencedCore):
                         [{"id": job_id, "kind": kind, "seq": first_seq + i, "data": d}
                          for i, d in enumerate(rows_json)])
             # after its rows: a server's view types its columns by what they hold, again if a batch changes that
-            if first_seq == 0 or self.db.export_view_retype(tx, view_name, rows_json):
+            if first_seq == 0 or self.db.export_view_retype(tx, view_name, job_id, kind, rows_json):
                 tx.ddl(f'DROP VIEW IF EXISTS "{view_name}"')
                 tx.ddl(self.db.export_view_sql(view_name, columns, job_id, kind, tx))
 
