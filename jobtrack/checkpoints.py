@@ -131,6 +131,12 @@ def copy_all(source: Path, target: Path) -> bool:
     """Copy one job's checkpoint directory to another's (``jobtrack retry``); False if it had none."""
     if latest(source) is None:
         return False
+    remove_stale_temps(source, TEMP_KIND)  # a checkpoint the killed job was writing: neither kept nor copied
     make_private_dir(target.parent)
-    shutil.copytree(source, target, dirs_exist_ok=True)
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=_temps)
     return True
+
+
+def _temps(folder: str, names: list[str]) -> set[str]:
+    """Checkpoints being written (a live writer's temp files): not copied."""
+    return {n for n in names if n.startswith(f".{TEMP_KIND}.")}

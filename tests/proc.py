@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -82,3 +84,29 @@ def meet(barrier: str, me: str, names: Iterable[str], round_: int, deadline: flo
         if time.monotonic() > deadline:
             sys.exit(f"{me}: the others never reached round {round_}")
         os.sched_yield()
+
+
+_WRITE_AND_WAIT = """
+import sys
+from jobtrack.files import temp_prefix
+for folder, kind in zip(sys.argv[1::2], sys.argv[2::2]):
+    with open(f"{folder}/{temp_prefix(kind)}partial", "wb") as fh:  # as a writer does, before its rename
+        fh.write(b"half of it")
+print("ready", flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def killed_mid_write(*where: tuple[Path, str]) -> list[Path]:
+    """Start a process that writes a temp file of each (folder, kind), SIGKILL it, and return the files it left."""
+    args = [str(a) for pair in where for a in pair]
+    with subprocess.Popen([sys.executable, "-c", _WRITE_AND_WAIT, *args], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, env=child_env()) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline().split() == ["ready"]
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+    left = [p for folder, kind in where for p in folder.iterdir() if p.name.startswith(f".{kind}.")]
+    assert len(left) == len(where)
+    return left

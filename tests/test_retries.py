@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import retryfuncs
 
-from jobtrack import Dataset, InvalidArgument, JobCanceled, JobManager, JobStatus, Trainer, cli
+from jobtrack import Dataset, InvalidArgument, JobCanceled, JobManager, JobStatus, Trainer, checkpoints, cli
 from jobtrack.errors import RetryNotAllowed
-from proc import child_env, run_python, wait_until
+from proc import child_env, killed_mid_write, run_python, wait_until
 
 Q, R, C, F = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED
 
@@ -234,9 +234,13 @@ def test_jobtrack_retry_of_a_failed_job_resumes_from_its_checkpoint(db_path: str
                       "d", "regression", "t", tables={"train": str(_csv(tmp_path))}))
     _worker_burst(db_path)
     assert old.get_status()["status"] == "FAILED"
+    kept = old.log_path.parent / "checkpoints"
+    (stale,) = killed_mid_write((kept, checkpoints.TEMP_KIND))  # the job was killed writing a checkpoint
     code, out, err = _cli("retry", old.job_id[:-2], "--db", db_path)  # a unique prefix names it
     assert code == 0, err
     new_id = out.split(":")[0]
+    copied = JobManager(db_path).fetch_job(new_id).log_path.parent / "checkpoints"
+    assert not stale.exists() and not [p for p in copied.iterdir() if p.name.startswith(".")]  # neither kept nor copied
     assert f"retry of {old.job_id}" in out and new_id != old.job_id
     assert "resuming after its 1 epoch(s) from checkpoint checkpoint" in out  # what it starts from, checked
     _worker_burst(db_path)

@@ -4,47 +4,19 @@ writer on the same host, and only when their writer is provably gone."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from jobtrack import Dataset, JobManager, Trainer, checkpoints, demo
 from jobtrack.files import temp_prefix
-from proc import child_env
-
-WRITE_AND_WAIT = """
-import sys
-from jobtrack.files import temp_prefix
-for folder, kind in zip(sys.argv[1::2], sys.argv[2::2]):
-    with open(f"{folder}/{temp_prefix(kind)}partial", "wb") as fh:  # as a writer does, before its rename
-        fh.write(b"half of it")
-print("ready", flush=True)
-sys.stdin.read()  # until killed
-"""
-
-
-def _killed_mid_write(*where: tuple[Path, str]) -> list[Path]:
-    """Start a process that writes a temp file of each (folder, kind), SIGKILL it, and return the files it left."""
-    args = [str(a) for pair in where for a in pair]
-    with subprocess.Popen([sys.executable, "-c", WRITE_AND_WAIT, *args], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True, env=child_env()) as child:
-        try:
-            assert child.stdout is not None and child.stdout.readline().split() == ["ready"]
-        finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait(timeout=30)
-    left = [p for folder, kind in where for p in folder.iterdir() if p.name.startswith(f".{kind}.")]
-    assert len(left) == len(where)
-    return left
+from proc import killed_mid_write
 
 
 def test_a_checkpoint_half_written_by_a_killed_attempt_goes_at_the_next_save(tmp_path: Path) -> None:
     folder = tmp_path / "checkpoints"
     folder.mkdir()
-    (stale,) = _killed_mid_write((folder, checkpoints.TEMP_KIND))
+    (stale,) = killed_mid_write((folder, checkpoints.TEMP_KIND))
     live = folder / f"{temp_prefix(checkpoints.TEMP_KIND)}x.tmp"  # this process's: it may be writing it now
     elsewhere = folder / f".{checkpoints.TEMP_KIND}.0123abcd.{os.getpid()}.1:1.y.tmp"  # another host's
     for p in (live, elsewhere):
@@ -63,7 +35,7 @@ def test_an_import_and_an_export_remove_what_killed_ones_left(tmp_path: Path, da
     JobManager(src).export_bundle(out / "b.jtb")
     JobManager(dst, create=True).import_bundle(out / "b.jtb")
     job_dir = Path(JobManager(dst).fetch_job(job.job_id).log_path).parent
-    stale_import, stale_export = _killed_mid_write((job_dir, "import"), (out, "bundle"))
+    stale_import, stale_export = killed_mid_write((job_dir, "import"), (out, "bundle"))
     JobManager(src).export_bundle(out / "c.jtb")
     assert not stale_export.exists()
     os.remove(job_dir / "log.txt")  # so the import writes into that folder again
@@ -75,7 +47,7 @@ def test_a_parquet_export_half_written_by_a_killed_job_goes_at_the_next_one(tmp_
     pytest.importorskip("pyarrow")
     from jobtrack.exports import ExportFile
 
-    (stale,) = _killed_mid_write((tmp_path, "export"))
+    (stale,) = killed_mid_write((tmp_path, "export"))
     export = ExportFile(tmp_path, "nov", "predictions", "parquet")
     with export.batch(["id", "score"], [[1, 0.5]], first=True) as path:
         pass
