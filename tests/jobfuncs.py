@@ -130,6 +130,12 @@ def train_until_released(ctx: RunContext) -> dict[str, Any]:
     return {"epochs": epoch}
 
 
+def train_interrupt(ctx: RunContext) -> None:
+    """Report one epoch, then raise ``KeyboardInterrupt`` from the code itself (no signal: a library's own raise)."""
+    ctx.log_epoch(1, train={"loss": 1.0})
+    raise KeyboardInterrupt
+
+
 def train_exit(ctx: RunContext) -> None:
     """Report one epoch, then end the process with ``os._exit(config["code"])`` (default 7)."""
     ctx.log_epoch(1, train={"loss": 1.0})

@@ -121,6 +121,17 @@ def test_worker_records_a_raising_job_as_failed_and_goes_on(db_path: str, datase
     assert good.get_status()["status"] == "COMPLETED"
 
 
+def test_a_worker_job_whose_code_raises_keyboard_interrupt_fails_without_a_thread_traceback(
+        db_path: str, dataset: Dataset) -> None:
+    bad = Trainer(jobfuncs.train_interrupt, db=db_path, runner="worker").fit(dataset)
+    good = Trainer(jobfuncs.train_noop, db=db_path, runner="worker").fit(dataset)
+    proc = _worker(db_path, code=1)
+    assert "ran 2 job(s): 1 completed, 1 failed, 0 canceled" in proc.stdout
+    assert bad.get_status()["status"] == "FAILED" and good.get_status()["status"] == "COMPLETED"
+    assert "Exception in thread" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert f"job {bad.job_id}: its code raised KeyboardInterrupt" in proc.stderr
+
+
 def test_worker_skips_a_job_canceled_while_queued(db_path: str, dataset: Dataset, tmp_path: Path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
