@@ -200,6 +200,11 @@ CASES = [
     ("git.commit is null", ALL - {"a"} if True else set()),
     ("sweep is null", ALL),
     ("sweep = 'any'", set()),
+    # a list in the config, spelled as `jobtrack show` prints it or as it is stored
+    ("config.auc = '[0.6, 0.65]'", {"b"}),
+    ("config.auc = '[0.6,0.65]'", {"b"}),
+    ("config.auc in ('[0.95]', '[0.5, 0.55]')", {"c", "d"}),
+    ("config.auc != '[0.8]'", {"a", "b", "c", "d"}),
     # precedence and parentheses
     ("config.lr < 0.01 and (tag = 'baseline' or config.model.depth in (4, 8))", {"a", "c"}),
     ("config.lr < 0.01 and tag = 'baseline' or config.model.depth in (4, 8)", {"a", "b", "c"}),

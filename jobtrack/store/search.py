@@ -9,6 +9,8 @@ never NULL), so ``not`` means what it says; see the module docstring of ``jobtra
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import typing
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -182,6 +184,10 @@ class _Compiler:
                        present="p.kind <> 'null'")
         if isinstance(n, q.IsNull):
             return f"({'' if n.negated else 'NOT '}EXISTS ({sub} AND {typed.present}))"
+        if isinstance(n, q.Compare) and n.op in ("=", "!="):
+            n = dataclasses.replace(n, value=_as_param_text(n.value))
+        elif isinstance(n, q.In):
+            n = dataclasses.replace(n, values=tuple(_as_param_text(v) for v in n.values))
         return f"(EXISTS ({sub} AND {self.typed(n, typed)}))"
 
     def summary(self, n: q.Node) -> str:
@@ -261,6 +267,19 @@ class _Compiler:
         expr, _ = self.column_expr(f)
         numeric = f.type in ("number", "time", "bool")
         return [expr if numeric else expr + collate]
+
+
+def _as_param_text(value: Any) -> Any:
+    """A list written in a query (``'[64, 32]'``, as ``jobtrack show`` prints it) as a config row stores it (compact
+    JSON, ``'[64,32]'``), so the two spellings match; any other value as it is."""
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(parsed, (list, dict)):
+            return json.dumps(parsed, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return value
 
 
 class _Typed:
