@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -89,12 +90,17 @@ def test_a_killed_workers_job_is_taken_over_before_the_jobs_queued_after_it(
         _marker(folder, "a1-e3")  # the oldest job first; held there
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
-    started = [f / "start-a1" for f in later]
     with spawn(WORKER, "worker", "--db", db_path):
-        wait_until(lambda: (folder / "start-a2").exists() or any(p.exists() for p in started), timeout=30,
-                   message="the second worker starts a job")
-        assert (folder / "start-a2").exists() and not any(p.exists() for p in started), \
-            "the second worker ran a job queued later before taking over the killed worker's job"
         assert job.wait(timeout=30)["status"] == "COMPLETED"
         for q in queued:
             assert q.wait(timeout=30)["status"] == "COMPLETED"
+    conn = sqlite3.connect(db_path)  # event ids grow across jobs: the order the worker did things in
+    try:
+        (takeover,), = conn.execute("SELECT id FROM job_events WHERE job_id = ? AND from_status = 'RUNNING' "
+                                    "AND to_status = 'RUNNING'", (job.job_id,)).fetchall()
+        claims = [i for q in queued for (i,) in conn.execute(
+            "SELECT id FROM job_events WHERE job_id = ? AND to_status = 'RUNNING'", (q.job_id,))]
+    finally:
+        conn.close()
+    assert len(claims) == 2 and takeover < min(claims), \
+        "the second worker ran a job queued later before taking over the killed worker's job"
