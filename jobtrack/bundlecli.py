@@ -19,7 +19,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-files", action="store_true", help="rows only: no model, export or log files")
     p.add_argument("--no-deps", action="store_true", help="not the training jobs of the models predictions used")
     p = sub.add_parser("import", parents=[common], help="add a bundle's jobs to a database (created if new)")
-    p.add_argument("bundle", metavar="FILE.jtb")
+    p.add_argument("bundle", metavar="FILE.jtb", help="the bundle to read (written by jobtrack export)")
     p = sub.add_parser("merge", parents=[common], help="add every finished job of databases to another one")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="databases to read (paths or URLs)")
     p.add_argument("--into", required=True, metavar="TARGET", help="database to add them to (created if new)")

@@ -70,7 +70,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, text in (("status", "print get_status() as JSON"), ("show", "a readable view of one job"),
                        ("cancel", "cancel a job")):
         if wanted(name):
-            sub.add_parser(name, parents=[common], help=text).add_argument("job_id")
+            sub.add_parser(name, parents=[common], help=text).add_argument("job_id", help=cliutil.JOB_HELP)
     if wanted("logs", "wait", "prune", "models", "plot", "worker", "demo", "migrate"):
         _other_parsers(sub, common)
     # export, import, merge (#19); tag, untag, compare (#15); ui, report (#16); retry (#18); sweep (#17)
@@ -89,18 +89,18 @@ def _list_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", help="filter by experiment name")
     p.add_argument("--since", help="created at or after: '2h', '3d', '2026-11-01', ...")
     p.add_argument("--until", help="created before (same forms as --since)")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="show at most N jobs (default 50)")
     p.add_argument("--json", action="store_true", help="print get_status() dicts as JSON")
     listcli.add_arguments(p)  # --where, --sort, --offset, --columns (#15)
 
 
 def _other_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("logs", parents=[common], help="print a job's log")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help=cliutil.JOB_HELP)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     p = sub.add_parser("wait", parents=[common], help="wait for a job; exit 0 COMPLETED, 3 FAILED, 4 CANCELED")
-    p.add_argument("job_id")
-    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("job_id", help=cliutil.JOB_HELP)
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up after SECONDS (exit 1)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
 
     p = sub.add_parser("prune", parents=[common], help="remove finished jobs older than an age, with their files")
@@ -108,19 +108,19 @@ def _other_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
 
     p = sub.add_parser("models", parents=[common], help="list model runs and registered models; delete a model run")
-    p.add_argument("action", nargs="?", choices=("list", "delete"), default="list")
+    p.add_argument("action", nargs="?", choices=("list", "delete"), default="list", help="default: list")
     p.add_argument("experiment_name", nargs="?", help="delete: the model run's experiment")
     p.add_argument("model_run_id", nargs="?", help="delete: the model run to delete")
     p.add_argument("--yes", "-y", action="store_true", help="delete without asking")
     p.add_argument("--json", action="store_true", help="list: print ModelManager.list_models() as JSON")
 
     p = sub.add_parser("plot", parents=[common], help="training and validation curves as a PNG (extra: plot)")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help=cliutil.JOB_HELP)
     p.add_argument("-o", "--output", required=True, help="PNG file to write")
 
     p = sub.add_parser("worker", parents=[common], help="run queued runner='worker' jobs")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
-    p.add_argument("--max-jobs", type=int, default=None)
+    p.add_argument("--max-jobs", type=int, default=None, metavar="N", help="exit after running N jobs")
     p.add_argument("--concurrency", "-c", type=int, default=1, help="jobs run at once, on threads (default 1)")
     p.add_argument("--app-dir", action="append", default=[], metavar="DIR",
                    help="also import job code from DIR (repeatable; the working directory always is, as python -m)")

@@ -63,8 +63,24 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)  # subparsers are Parsers too: they get it as well
         super().__init__(*args, **kwargs)
 
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("action", _SubParsers)
+        return super().add_subparsers(**kwargs)
+
     def error(self, message: str) -> Any:  # argparse's signature returns NoReturn
         self.exit(2, f"jobtrack: error: {message} (see '{self.prog} --help')\n")
+
+
+class _SubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands whose own ``--help`` opens with the line ``jobtrack --help`` gives them."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("description", kwargs.get("help"))
+        return super().add_parser(name, **kwargs)
+
+
+JOB_HELP = "the job's id, or a unique prefix of it"
+"""What a ``JOB_ID`` argument takes."""
 
 
 def exit_code(exc: BaseException) -> int:

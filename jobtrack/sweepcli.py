@@ -26,7 +26,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     r.add_argument("--trials", type=int, default=None, help="how many trials (default for grid: every point)")
     r.add_argument("--parallel", type=int, default=1, help="trials at once (default 1)")
     r.add_argument("--name", help="the sweep's name; the same name resumes it")
-    r.add_argument("--sampler", choices=("grid", "random"), default="random")
+    r.add_argument("--sampler", choices=("grid", "random"), default="random",
+                   help="grid: every point once; random (default): --trials draws")
     r.add_argument("--seed", type=int, default=None, help="seed of the random sampler")
     r.add_argument("--prune", choices=("median",), default=None, help="stop trials worse than the median")
     r.add_argument("--app-dir", action="append", default=[], metavar="DIR", help="also import from DIR")
