@@ -116,7 +116,8 @@ def error_line(exc: BaseException, args: argparse.Namespace | None = None) -> st
         text = (f"Job {exc.job_id!r} is still {exc.status} after {exc.timeout:g} s. Wait longer (--timeout SECONDS) "
                 f"or cancel it (jobtrack cancel {exc.job_id}{db}).")
     elif isinstance(exc, ModelNotFound):
-        text = f"No model {exc.model_ref!r} in this database. `jobtrack models{db}` lists the model runs."
+        detail = f": {exc.detail}" if exc.detail else ""
+        text = f"No model {exc.model_ref!r} in this database{detail}. `jobtrack models{db}` lists the model runs."
     elif isinstance(exc, StoreBusy):
         holder = f" (held by {exc.holder})" if exc.holder else ""
         text = (f"Could not take the write lock of {exc.path} within {exc.timeout:g} s{holder}. Stop what holds "

@@ -339,3 +339,25 @@ def test_materialized_tables_and_four_part_keys_on_postgres(pg_url: str, dataset
     with engine.connect() as conn:
         assert len(conn.execute(text('SELECT * FROM "materialized_predictions_PG_1"')).all()) == 30
     engine.dispose()
+
+
+def test_a_training_job_id_as_model_run_id_names_its_model_run(db_path: str, dataset: Dataset,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The reference's model_run_id is the training job's id, so ported code passes the job id: the error says which
+    model run that job trained and how to pass it, in predict(), ModelManager and `jobtrack models delete`."""
+    trainer = Trainer(demo.train, demo.predict, config={"epochs": 1}, db=db_path, runner="eager")
+    train = trainer.fit(dataset)
+    model_run_id = train.model_run_id or ""
+    hint = f"model_run_id={model_run_id!r}"
+    with pytest.raises(ModelNotFound, match=f"training job.*{hint}"):
+        trainer.predict("by_job_id", model_run_id=train.job_id)
+    with pytest.raises(ModelNotFound, match=hint):
+        ModelManager(db_path).delete_model(dataset.experiment_name, train.job_id)
+    with pytest.raises(ModelNotFound, match=hint):
+        ModelManager(db_path).register_model(train.job_id, dataset.experiment_name, "m", "v1", "DB", "S")
+    capsys.readouterr()
+    assert main(["--db", db_path, "models", "delete", dataset.experiment_name, train.job_id, "--yes"]) == 1
+    assert model_run_id in capsys.readouterr().err
+    with pytest.raises(ModelNotFound) as plain:
+        trainer.predict("unknown", model_run_id="mr_does_not_exist")
+    assert "training job" not in str(plain.value)

@@ -32,8 +32,11 @@ class RegistryMixin(JobsMixin):
         with self.db.read() as tx:
             row = tx.one("SELECT id, job_id, experiment_name, task_type, created_at FROM model_runs WHERE id = :id",
                          {"id": model_run_id})
-        if row is None:
-            raise ModelNotFound(model_run_id)
+            trained = None if row else tx.scalar("SELECT id FROM model_runs WHERE job_id = :id", {"id": model_run_id})
+        if row is None:  # the reference's model_run_id is the training job's id: ported code passes that (#22)
+            raise ModelNotFound(model_run_id, "" if trained is None else (
+                f"that is the id of a training job, whose model run is {trained!r}; pass model_run_id={trained!r} "
+                "(the training job's monitor.model_run_id)"))
         run = dict(zip(("id", "job_id", "experiment_name", "task_type", "created_at"), row, strict=True))
         return run, self.get_job(run["job_id"])
 
