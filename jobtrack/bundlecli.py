@@ -64,10 +64,21 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from jobtrack.bundle import merge
     from jobtrack.store import Store
 
-    sources = [Store.open(s, create=False, lock_timeout=args.lock_timeout) for s in args.sources]  # read, never created
+    sources = [open_source(s, "SOURCE", args.lock_timeout) for s in args.sources]  # read, never created
     target = Store.open(args.into, lock_timeout=args.lock_timeout)
     _print_import(merge(sources, target), target.target)
     return 0
+
+
+def open_source(path: str, given_as: str, lock_timeout: float | None) -> Any:
+    """The store a copy reads (never created); a missing one names the argument that gave it, not --db."""
+    from jobtrack.errors import DatabaseNotFound
+    from jobtrack.store import Store
+
+    try:
+        return Store.open(path, create=False, lock_timeout=lock_timeout)
+    except DatabaseNotFound as exc:
+        raise DatabaseNotFound(exc.path, given_as) from None
 
 
 COMMANDS = {"export": cmd_export, "import": cmd_import, "merge": cmd_merge}

@@ -368,11 +368,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
+    from jobtrack.bundlecli import open_source
     from jobtrack.store import Store
     from jobtrack.store.migrate import migrate
 
     # the source is read (never created, #13); the target is written (created if new)
-    source = Store.open(args.source, create=False, lock_timeout=args.lock_timeout)
+    source = open_source(args.source, "--from", args.lock_timeout)
     target = Store.open(args.target, lock_timeout=args.lock_timeout)
     report = migrate(source, target)
     print(f"copied {len(report.copied)} job(s) from {source.target} to {target.target}; "

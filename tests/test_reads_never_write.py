@@ -65,10 +65,24 @@ def test_jobmanager_and_modelmanager_never_create_a_database(tmp_path: Path) -> 
     assert not missing.parent.exists()
 
 
+def test_from_python_a_missing_database_names_the_python_setting(tmp_path: Path) -> None:
+    """A Python caller passed db=, not --db: the message names the setting it can change."""
+    with pytest.raises(DatabaseNotFound, match=r"\(db= or JOBTRACK_DB\)"):
+        JobManager(str(tmp_path / "jobz.db"))
+
+
 def test_migrating_from_a_missing_database_creates_neither_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                                                 ) -> None:
     code, _, err = _run(capsys, "migrate", "--from", str(tmp_path / "nope.db"), "--to", str(tmp_path / "to.db"))
     assert code == 1 and "No jobtrack database at" in err
+    assert "(--from)" in err and "--db" not in err  # the path came from --from: --db would change nothing
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_merging_from_a_missing_database_names_the_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "merge", str(tmp_path / "nope.db"), "--into", str(tmp_path / "to.db"))
+    assert code == 1 and f"No jobtrack database at {tmp_path / 'nope.db'}" in err
+    assert "(SOURCE)" in err and "--db" not in err
     assert list(tmp_path.iterdir()) == []
 
 

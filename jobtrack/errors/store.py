@@ -14,15 +14,17 @@ class StoreError(JobtrackError):
 class DatabaseNotFound(StoreError, FileNotFoundError):
     """A read of a database path where there is no file: reads never create one (SPEC §6)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, given_as: str = "db= or JOBTRACK_DB") -> None:
         self.path = path
+        self.given_as = given_as  # where the path came from: the setting to check (--from of a migrate...)
         super().__init__(
-            f"No jobtrack database at {path}; nothing was created. Check the path (--db or JOBTRACK_DB); "
-            "submitting a job creates the database."
+            f"No jobtrack database at {path}; nothing was created. Check the path ({given_as}); "
+            + ("submitting a job creates the database." if "JOBTRACK_DB" in given_as
+               else "a database to copy from must exist.")
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.path,))
+        return (type(self), (self.path, self.given_as))
 
 
 class NotAJobtrackDatabase(StoreError):

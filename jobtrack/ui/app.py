@@ -117,7 +117,7 @@ class Dashboard:
             identity: tuple[int, int] | None = (st.st_dev, st.st_ino)
         except FileNotFoundError:
             if not is_url(self.db):  # deleted under the dashboard: say so, until a new file is there
-                raise DatabaseNotFound(self.db) from None
+                raise DatabaseNotFound(self.db, "--db or JOBTRACK_DB") from None  # started from the command line
             identity = None
         except OSError:
             identity = None
