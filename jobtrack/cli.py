@@ -176,7 +176,7 @@ def _job(args: argparse.Namespace) -> Any:
     return manager.fetch_job(args.job_id)
 
 
-def _count(option: str, value: int | None) -> int | None:
+def _count(option: str, value: int | None, example: int = 50) -> int | None:
     """A count option checked before use: positive and within SQLite's 64-bit integers (#21).
 
     Raises:
@@ -186,7 +186,7 @@ def _count(option: str, value: int | None) -> int | None:
         from jobtrack.errors import InvalidArgument
 
         raise InvalidArgument(f"{option} must be a positive integer no larger than {_INT64_MAX}, not {value}; "
-                              f"use e.g. {option} 50.")
+                              f"use e.g. {option} {example}.")
     return value
 
 
@@ -388,8 +388,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from jobtrack.runners.worker import add_import_dirs, run_worker
     from jobtrack.store import Store
 
-    _count("--max-jobs", args.max_jobs)
-    _count("--concurrency", args.concurrency)
+    _count("--max-jobs", args.max_jobs, 1)
+    _count("--concurrency", args.concurrency, 4)
     import_path = sys.path[:]
     try:
         dirs = add_import_dirs(args.app_dir)  # imports like `python -m`: the working directory, then --app-dir (#13)

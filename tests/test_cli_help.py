@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jobtrack import cli
@@ -59,3 +61,16 @@ def test_help_says_what_the_command_does(command: str, capsys: pytest.CaptureFix
 
 def test_wait_help_gives_the_exit_codes(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     assert "exit 0 COMPLETED, 3 FAILED, 4 CANCELED" in _help(capsys, monkeypatch, ["wait"])
+
+
+@pytest.mark.parametrize(("argv", "example"), [(["worker", "--concurrency", "0"], "--concurrency 4"),
+                                               (["worker", "--max-jobs", "0"], "--max-jobs 1"),
+                                               (["list", "--limit", "0"], "--limit 50")])
+def test_a_refused_count_suggests_a_sensible_one(argv: list[str], example: str, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`--concurrency 0` suggested `--concurrency 50`: fifty training jobs at once on one machine."""
+    capsys.readouterr()
+    assert cli.main(["--db", str(tmp_path / "jobs.db"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"use e.g. {example}." in err
+    assert not (tmp_path / "jobs.db").exists()
