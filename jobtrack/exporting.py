@@ -60,6 +60,7 @@ class Exporter:
 
     def write_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Add rows one by one (any iterable: a generator keeps memory flat); full batches are written at once."""
+        exports.check_rows(self.kind, rows)
         for row in rows:
             self.write(row)
 

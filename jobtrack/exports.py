@@ -112,6 +112,19 @@ class Batch:
     nonfinite: dict[str, list[int]] = field(default_factory=dict)  # column -> row numbers that held NaN/inf
 
 
+def check_rows(kind: str, rows: Any) -> None:
+    """Refuse a container that iterates as something other than rows: a dict of columns, a DataFrame, text.
+
+    Raises:
+        InvalidArgument: such a container, saying what an export takes.
+    """
+    if isinstance(rows, (Mapping, str, bytes)) or (hasattr(rows, "to_dict") and hasattr(rows, "columns")):
+        raise InvalidArgument(
+            f"export({kind!r}) takes rows, a list of dicts (one per row: {{'id': 1, 'score': 0.9}}), not a "
+            f"{type(rows).__name__}; pass a pandas DataFrame as df.to_dict('records'), and a dict of columns as "
+            "[dict(zip(cols, values)) for values in zip(*cols.values())].")
+
+
 def normalise_rows(kind: str, rows: Iterable[Mapping[str, Any]], *, columns: list[str] | None = None,
                    first_row: int = 0) -> Batch:
     """Check and encode rows that all have the same columns (those of ``columns`` when given: an earlier batch's).
@@ -124,12 +137,14 @@ def normalise_rows(kind: str, rows: Iterable[Mapping[str, Any]], *, columns: lis
         InvalidArgument: rows that are not mappings or disagree on their columns.
         NotSerializable: a value that cannot be stored, naming its row and column.
     """
+    check_rows(kind, rows)
     values: list[list[Any]] = []
     texts: list[str] = []
     nonfinite: dict[str, list[int]] = {}
     for i, row in enumerate(rows, first_row):
         if not isinstance(row, Mapping):
-            raise InvalidArgument(f"export({kind!r}): row {i} is a {type(row).__name__}, not a dict.")
+            raise InvalidArgument(f"export({kind!r}): row {i} is a {type(row).__name__}, not a dict; each row is a "
+                                  "dict of column name to value ({'id': 1, 'score': 0.9}).")
         keys = [_utf8(str(k)) for k in row]  # names go into files, a SQL view and the database: UTF-8 only
         cells = list(row.values())
         if columns is None:

@@ -186,6 +186,29 @@ def test_bad_export_rows_fail_the_job_and_export_nothing(db_path: str, rows: lis
     assert not list((Path(f"{db_path}-files") / "jobs" / job.job_id).glob("*.csv"))
 
 
+def _columns_frame() -> Any:
+    pandas = pytest.importorskip("pandas")
+    return pandas.DataFrame({"id": [1, 2], "score": [0.5, 0.25]})
+
+
+@pytest.mark.parametrize("make_rows", [lambda: {"id": [1, 2], "score": [0.5, 0.25]}, _columns_frame,
+                                       lambda: "id,score\n1,0.5"], ids=["dict-of-columns", "dataframe", "text"])
+def test_rows_given_as_columns_are_refused_saying_what_export_takes(db_path: str, make_rows: Any) -> None:
+    """A dict of columns or a DataFrame iterates as its column names: it was refused with "row 0 is a str"."""
+    rows = make_rows()
+
+    def predict(ctx: Any) -> None:
+        ctx.export("predictions", rows)
+
+    status = Trainer(jobfuncs.train_noop, predict, db=db_path, runner="eager").fit_predict(
+        _dataset(), "columns").get_status()
+    assert status["status"] == "FAILED" and status["result"]["error"]["type"] == "InvalidArgument"
+    message = status["result"]["error"]["message"]
+    assert f"not a {type(rows).__name__}" in message and "a list of dicts" in message
+    assert "to_dict('records')" in message and "row 0" not in message
+    assert status["export_paths"] == {}
+
+
 def test_a_train_job_cannot_export(db_path: str) -> None:
     def train(ctx: Any) -> None:
         ctx.export("predictions", [{"id": 1}])
@@ -212,3 +235,15 @@ def test_a_job_views_keep_their_own_rows_when_another_alias_differs_only_in_case
         _run(db_path, "Scores", config={"rows": other_rows})
     view = first["source_views"]["predictions"]
     assert [r["id"] for r in _query(db_path, f"SELECT * FROM {view}")] == [r["id"] for r in ROWS]
+
+
+def test_a_streamed_dataframe_is_refused_saying_what_write_many_takes(db_path: str) -> None:
+    frame = _columns_frame()
+
+    def predict(ctx: Any) -> None:
+        with ctx.exporter("predictions") as out:
+            out.write_many(frame)
+
+    status = Trainer(jobfuncs.train_noop, predict, db=db_path, runner="eager").fit_predict(
+        _dataset(), "streamed").get_status()
+    assert status["status"] == "FAILED" and "to_dict('records')" in status["result"]["error"]["message"]
