@@ -242,3 +242,21 @@ def function_ref(fn: Callable[..., Any], what: str) -> str:
     if import_function(ref) is not fn:
         raise InvalidArgument(f"{ref!r} does not import back to {fn!r}; use a module-level function.")
     return ref
+
+
+def check_user_fn(fn: Any, what: str) -> None:
+    """A job function must run its body when called: a generator or async function would complete having run none.
+
+    Raises:
+        InvalidArgument: not callable, or a generator or async function.
+    """
+    import inspect
+
+    if not callable(fn):
+        raise InvalidArgument(f"{what} must be a function taking a RunContext, not {type(fn).__name__}.")
+    kind = ("an async generator" if inspect.isasyncgenfunction(fn) else "an async" if inspect.iscoroutinefunction(fn)
+            else "a generator" if inspect.isgeneratorfunction(fn) else None)
+    if kind is not None:
+        raise InvalidArgument(f"{what} is {kind} function: calling it runs none of its code, so the job would "
+                              "end having done nothing. Use a plain def that runs its loop (no yield; run async "
+                              "code with asyncio.run() inside it).")

@@ -14,7 +14,7 @@ from jobtrack.errors import InvalidArgument, ModelNotReady
 from jobtrack.monitor import JobMonitor
 from jobtrack.runners import RUNNERS, process, signals, thread
 from jobtrack.runners.base import run_job
-from jobtrack.spec import JobSpec, UserFn, function_ref
+from jobtrack.spec import JobSpec, UserFn, check_user_fn, function_ref
 from jobtrack.states import JobStatus, JobType
 from jobtrack.store import Store
 
@@ -102,8 +102,8 @@ class Trainer:
         if runner not in RUNNERS:
             raise InvalidArgument(f"Unknown runner {runner!r}; use one of {', '.join(RUNNERS)}.")
         for fn, what in ((train, "train"), (predict, "predict")):
-            if fn is not None and not callable(fn):
-                raise InvalidArgument(f"{what} must be a function taking a RunContext, not {type(fn).__name__}.")
+            if fn is not None:
+                check_user_fn(fn, what)
         max_workers = _positive_int(max_workers, "max_workers")
         if config is not None and not isinstance(config, Mapping):
             raise InvalidArgument(f"config must be a dict, not {type(config).__name__}.")

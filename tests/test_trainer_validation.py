@@ -273,3 +273,21 @@ def test_in_memory_training_tables_of_another_process_are_not_reused(world: Worl
     assert _snapshot(world.db) == before
     job = world.trainer.predict("elsewhere", model_run_id=model_run_id, test_table=demo.make_rows(4, seed=3))
     assert job.get_status()["status"] == "COMPLETED"
+
+
+def _train_generator(ctx: Any) -> Any:
+    yield ctx.log_epoch(0, validation={"roc_auc": 0.5})
+
+
+async def _train_async(ctx: Any) -> None:
+    ctx.log_epoch(0, validation={"roc_auc": 0.5})
+
+
+@pytest.mark.parametrize("fn", [_train_generator, _train_async], ids=["generator", "async"])
+@pytest.mark.parametrize("role", ["train", "predict"])
+def test_a_function_whose_call_runs_no_code_is_refused(db_path: str, fn: Any, role: str) -> None:
+    """Calling a generator or async function runs none of its body: the job completed having trained nothing."""
+    train, predict = (fn, None) if role == "train" else (demo.train, fn)
+    with pytest.raises(InvalidArgument, match=f"{role} is a(n async)? (generator )?function: calling it runs none"):
+        Trainer(train, predict, db=db_path, runner="eager")
+    assert not Path(db_path).exists()
