@@ -362,8 +362,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from jobtrack.plot import plot_curves
 
-    status = _job(args).get_status()
-    print(f"wrote {plot_curves(dict(status), args.output)}")
+    job = _job(args)
+    print(f"wrote {plot_curves(dict(job.get_status()), args.output, db=job.db)}")
     return 0
 
 

@@ -9,8 +9,10 @@ from typing import Any
 from jobtrack.errors import MissingExtra
 
 
-def plot_curves(status: dict[str, Any], path: str | os.PathLike[str]) -> str:
+def plot_curves(status: dict[str, Any], path: str | os.PathLike[str], db: str | None = None) -> str:
     """Draw each metric's training and validation curve by epoch, with the best epoch marked; returns the path.
+
+    ``db`` (the job's database) lets the error for an inference job name the job that trained its model.
 
     Raises:
         MissingExtra: matplotlib is not installed.
@@ -39,6 +41,10 @@ def plot_curves(status: dict[str, Any], path: str | os.PathLike[str]) -> str:
     path = check_output(path, "plot")  # never over a database, into a folder, or a missing folder
     result = status["result"]
     epochs = result.get("epochs") or []
+    if not epochs and status["job_type"] == "inference":  # it never will: its curves are its model's
+        raise InvalidArgument(f"Job {status['job_id']} is an inference job: it trains nothing, so it has no epochs "
+                              f"to plot. Plot the job that trained its model run {status['model_run_id']}"
+                              f"{_trained_by(db, status['model_run_id'])}.")
     if not epochs:
         raise InvalidArgument(f"Job {status['job_id']} has reported no epochs yet; there is nothing to plot.")
     metrics = sorted({m for ep in epochs for part in ("train", "validation") for m in (ep.get(part) or {})})
@@ -71,3 +77,16 @@ def plot_curves(status: dict[str, Any], path: str | os.PathLike[str]) -> str:
     if new:
         os.chmod(path, 0o600)  # private to the user, as every file jobtrack creates (#13)
     return os.fspath(path)
+
+
+def _trained_by(db: str | None, model_run_id: str | None) -> str:
+    """``": jobtrack plot JOB"`` for the training job of a model run, or "" when it cannot be found (deleted)."""
+    from jobtrack.errors import JobtrackError
+    from jobtrack.store import Store
+
+    if db is None or model_run_id is None:
+        return ""
+    try:
+        return f": jobtrack plot {Store.open(db, create=False).get_model_run(model_run_id)[0]['job_id']}"
+    except JobtrackError:
+        return ""

@@ -283,6 +283,18 @@ def test_plot_writes_a_png_with_both_curves(jobtrack: Cli, db_path: str, jobs: d
         assert image.size[0] >= 400 and image.size[1] >= 300
 
 
+def test_plot_of_a_job_without_epochs_says_why_and_what_to_plot(jobtrack: Cli, db_path: str, jobs: dict[str, str],
+                                                                 tmp_path: Path) -> None:
+    """An inference job never reports epochs: "no epochs yet" suggested waiting; the error names the model run."""
+    model_run_id = JobManager(db_path).fetch_job(jobs["pred"]).model_run_id
+    pred = jobtrack("plot", jobs["pred"], "-o", str(tmp_path / "pred.png"), "--db", db_path)
+    assert pred.code == 2 and "inference job" in pred.err and "yet" not in pred.err, pred.err
+    assert f"jobtrack plot {jobs['train']}" in pred.err and str(model_run_id) in pred.err
+    queued = jobtrack("plot", jobs["queued"], "-o", str(tmp_path / "queued.png"), "--db", db_path)
+    assert queued.code == 2 and "no epochs yet" in queued.err, queued.err  # it may still report some
+    assert not list(tmp_path.glob("*.png"))
+
+
 def test_plot_output_names_without_or_with_an_unknown_extension(jobtrack: Cli, db_path: str, jobs: dict[str, str],
                                                                  tmp_path: Path) -> None:
     bare = jobtrack("plot", jobs["train"], "-o", str(tmp_path / "curves"), "--db", db_path)
