@@ -122,6 +122,8 @@ def run(args: argparse.Namespace, manager: Any) -> int:
         widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
         for r in [header, *lines]:
             print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    if not rows and args.experiment and not args.offset:
+        _unknown_experiment(args.experiment, manager.db)
     if jobs.has_more:  # on stderr: the table (or the JSON) on stdout stays what it was
         shown = f"first {args.limit} matching jobs in --sort order; the rest" if args.sort else \
             f"newest {args.limit} matching jobs; older ones"
@@ -130,3 +132,15 @@ def run(args: argparse.Namespace, manager: Any) -> int:
               f"--limit {more} or --offset {jobs.next_offset}, or narrow with --where, "
               "--status, --type, --experiment or --since.", file=sys.stderr)
     return 0
+
+
+def _unknown_experiment(name: str, db: str) -> None:
+    """On stderr, for an --experiment no job has: the experiments there (a dataset's name alone matches none)."""
+    from jobtrack.store import Store
+
+    known = Store.open(db, create=False).dashboard_choices(limit=11)["experiments"]
+    if name in known:
+        return
+    listed = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "") if known else "none yet"
+    print(f"jobtrack: no job has experiment {name!r}; an experiment's name is <dataset>_<task_type>_<task_name>, "
+          f"and this database has: {listed}. A prefix: --where \"experiment like '{name}*'\".", file=sys.stderr)

@@ -283,6 +283,17 @@ def test_plot_writes_a_png_with_both_curves(jobtrack: Cli, db_path: str, jobs: d
         assert image.size[0] >= 400 and image.size[1] >= 300
 
 
+def test_list_of_an_unknown_experiment_names_the_experiments_there(jobtrack: Cli, db_path: str,
+                                                                    jobs: dict[str, str]) -> None:
+    """`--experiment cli` (the dataset's name) matched nothing, silently: the name is dataset_task_type_task."""
+    out = jobtrack("list", "--experiment", "cli", "--db", db_path)
+    assert out.code == 0 and out.out.splitlines()[1:] == [], out.out
+    assert "no job has experiment 'cli'" in out.err and "cli_binary_classification_t" in out.err, out.err
+    assert "experiment like 'cli*'" in out.err
+    known = jobtrack("list", "--experiment", "cli_binary_classification_t", "--status", "CANCELED", "--db", db_path)
+    assert known.code == 0 and known.err == ""  # a known experiment that no job of the filters has: nothing to say
+
+
 def test_plot_of_a_job_without_epochs_says_why_and_what_to_plot(jobtrack: Cli, db_path: str, jobs: dict[str, str],
                                                                  tmp_path: Path) -> None:
     """An inference job never reports epochs: "no epochs yet" suggested waiting; the error names the model run."""
