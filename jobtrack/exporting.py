@@ -60,8 +60,7 @@ class Exporter:
 
     def write_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Add rows one by one (any iterable: a generator keeps memory flat); full batches are written at once."""
-        exports.check_rows(self.kind, rows)
-        for row in rows:
+        for row in exports.as_rows(self.kind, rows):
             self.write(row)
 
     def flush(self) -> None:

@@ -112,17 +112,20 @@ class Batch:
     nonfinite: dict[str, list[int]] = field(default_factory=dict)  # column -> row numbers that held NaN/inf
 
 
-def check_rows(kind: str, rows: Any) -> None:
-    """Refuse a container that iterates as something other than rows: a dict of columns, a DataFrame, text.
+def as_rows(kind: str, rows: Any) -> Any:
+    """``rows`` as an iterable of row mappings: a pandas DataFrame as its records; other rows as they are.
 
     Raises:
-        InvalidArgument: such a container, saying what an export takes.
+        InvalidArgument: a container that iterates as something other than rows (a dict of columns, text).
     """
-    if isinstance(rows, (Mapping, str, bytes)) or (hasattr(rows, "to_dict") and hasattr(rows, "columns")):
+    if hasattr(rows, "to_dict") and hasattr(rows, "columns") and hasattr(rows, "iloc"):  # a pandas DataFrame
+        return rows.to_dict("records")
+    if isinstance(rows, (Mapping, str, bytes)):
         raise InvalidArgument(
-            f"export({kind!r}) takes rows, a list of dicts (one per row: {{'id': 1, 'score': 0.9}}), not a "
-            f"{type(rows).__name__}; pass a pandas DataFrame as df.to_dict('records'), and a dict of columns as "
+            f"export({kind!r}) takes rows, a list of dicts (one per row: {{'id': 1, 'score': 0.9}}) or a pandas "
+            f"DataFrame, not a {type(rows).__name__}; pass a dict of columns as "
             "[dict(zip(cols, values)) for values in zip(*cols.values())].")
+    return rows
 
 
 def normalise_rows(kind: str, rows: Iterable[Mapping[str, Any]], *, columns: list[str] | None = None,
@@ -137,7 +140,7 @@ def normalise_rows(kind: str, rows: Iterable[Mapping[str, Any]], *, columns: lis
         InvalidArgument: rows that are not mappings or disagree on their columns.
         NotSerializable: a value that cannot be stored, naming its row and column.
     """
-    check_rows(kind, rows)
+    rows = as_rows(kind, rows)
     values: list[list[Any]] = []
     texts: list[str] = []
     nonfinite: dict[str, list[int]] = {}
