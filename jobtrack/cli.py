@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Every failure prints one line, ``jobtrack: error: ...`` with a command-line hint, and no traceback
     unless ``--debug``: exit code 2 for a bad argument (usage errors too), 1 for everything else.
     """
-    argv = sys.argv[1:] if argv is None else argv
+    argv = cliutil.glue_ages(sys.argv[1:] if argv is None else argv)  # --since -2h
     args = _parser(_named_command(argv)).parse_args(argv)
     try:
         if args.lock_timeout is not None:

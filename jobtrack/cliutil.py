@@ -10,6 +10,7 @@ import argparse
 import os
 import re
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 
 # Every command imports this module: the errors (and typing) load only when a command fails (#14).
@@ -195,3 +196,21 @@ def _local_stamp(match: re.Match[str]) -> str:
     except ValueError:
         return match.group(0)
     return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d} "
+
+
+_TIME_OPTIONS = ("--since", "--until", "--older-than")
+"""Options whose value may be an age written as the query language writes it: ``-2h``."""
+
+
+def glue_ages(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--since -2h`` written as ``--since=-2h``: argparse takes a value starting with ``-`` and a
+    digit for an option of its own, and says "expected one argument"."""
+    args, out, i = list(argv), list[str](), 0
+    while i < len(args):
+        if args[i] in _TIME_OPTIONS and i + 1 < len(args) and re.match(r"-\s*\d", args[i + 1]):
+            out.append(f"{args[i]}={args[i + 1]}")
+            i += 2
+        else:
+            out.append(args[i])
+            i += 1
+    return out

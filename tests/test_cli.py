@@ -111,6 +111,10 @@ def test_list_table_and_filters(jobtrack: Cli, db_path: str, jobs: dict[str, str
     assert [s["job_id"] for s in inference] == [jobs["pred"]]
     recent = json.loads(jobtrack("list", "--db", db_path, "--since", "2h", "--limit", "2", "--json").out)
     assert len(recent) == 2
+    signed = jobtrack("list", "--db", db_path, "--since", "-2h", "--limit", "2", "--json")  # as --where writes ages
+    assert signed.code == 0 and len(json.loads(signed.out)) == 2, signed.err
+    kept = jobtrack("prune", "--db", db_path, "--older-than", "-1h", "--dry-run")
+    assert kept.code == 0 and "would remove 0 job(s)" in kept.out, kept.err
     assert json.loads(jobtrack("list", "--db", db_path, "--since", "2999-01-01", "--json").out) == []
     exp = json.loads(jobtrack("list", "--db", db_path, "--experiment", "nope", "--json").out)
     assert exp == []
