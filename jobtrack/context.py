@@ -339,6 +339,10 @@ class RunContext:
         """
         return self._exports.export(kind, rows)
 
+    def exported_kinds(self) -> list[str]:
+        """The kinds (``predictions``, ``embeddings``) this job has exported so far."""
+        return self._exports.kinds()
+
     def exporter(self, kind: str, *, batch_rows: int = exports.EXPORT_BATCH_ROWS) -> ContextManager[Exporter]:
         """Stream rows to an export without holding them all: ``with ctx.exporter("predictions") as out:``
         then ``out.write(row)`` or ``out.write_many(rows)``.

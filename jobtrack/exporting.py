@@ -80,6 +80,10 @@ class JobExports:
         self._columns: dict[str, list[str]] = {}  # the stored columns
         self._rows: dict[str, int] = {}
 
+    def kinds(self) -> list[str]:
+        """The kinds exported so far (an empty export counts: its file and view exist)."""
+        return list(self._columns)
+
     def path(self, kind: str) -> Path | None:
         file = self._files.get(kind)
         return file.path if file is not None and kind in self._columns else None

@@ -253,3 +253,20 @@ def test_a_dataframe_is_exported_as_its_rows(db_path: str, streamed: bool) -> No
     assert status["status"] == "COMPLETED", status["result"]["error"]
     rows = _query(db_path, f"SELECT * FROM {status['source_views']['predictions']}")
     assert [(r["id"], r["score"]) for r in rows] == [(1, 0.5), (2, 0.25)]
+
+
+def test_a_predict_that_returns_its_rows_instead_of_exporting_them_is_told_in_its_log(db_path: str) -> None:
+    def returns(ctx: Any) -> list[dict[str, Any]]:
+        return [{"id": 1, "score": 0.5}, {"id": 2, "score": 0.25}]
+
+    def both(ctx: Any) -> list[dict[str, Any]]:
+        ctx.export("predictions", [{"id": 1, "score": 0.5}])
+        return [{"id": 1, "score": 0.5}]
+
+    hinted = Trainer(jobfuncs.train_noop, returns, db=db_path, runner="eager").fit_predict(_dataset(), "returned")
+    status = hinted.get_status()
+    assert status["status"] == "COMPLETED" and status["export_paths"] == {}
+    assert "predict returned 2 row(s) and exported none" in hinted.log_path.read_text()
+    quiet = Trainer(jobfuncs.train_noop, both, db=db_path, runner="eager").fit_predict(_dataset(), "exported")
+    assert quiet.get_status()["status"] == "COMPLETED"
+    assert "exported none" not in quiet.log_path.read_text()

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -239,6 +239,11 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int,
         if _on_main_thread():
             return None  # recorded by the signal's recorder thread
         return finish(store, spec.job_id, token, JobStatus.CANCELED, reason=f"signal {signal_name}")
+    returned: Any = summary.get("predict") if spec.job_type is JobType.TRAIN_INFERENCE and isinstance(summary, dict) \
+        else summary
+    if ctx.output_alias is not None and not ctx.exported_kinds() and _looks_like_rows(returned):
+        ctx.log(f"predict returned {len(returned)} row(s) and exported none: they are kept in result['summary'] "
+                "only; call ctx.export('predictions', rows) to write them to a file and a SQL view")
     # A summary that cannot be stored as it is never fails the finished job (#13): what can be stored is,
     # and result["summary_error"] and the log say what was not.
     summary_json, summary_error = _summary_json(ctx, summary)
@@ -250,6 +255,13 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int,
     # A cancel requested while the code ran, which it never noticed, still wins over COMPLETED.
     return finish(store, spec.job_id, token, JobStatus.COMPLETED, reason=reason, summary_json=summary_json,
                   extra_json=extra_json or None)
+
+
+def _looks_like_rows(value: Any) -> bool:
+    """A list of dicts, or a DataFrame: what a predict function meant to export."""
+    if hasattr(value, "to_dict") and hasattr(value, "columns") and hasattr(value, "iloc"):
+        return True
+    return isinstance(value, list) and bool(value) and all(isinstance(r, Mapping) for r in value[:10])
 
 
 def _on_main_thread() -> bool:
