@@ -131,21 +131,23 @@ def run_job(store: Store, spec: JobSpec, *, token: int | None = None, capture_fd
         beats.remove(key)
 
 
-def retrying(fn: Callable[[], T], what: str) -> T:
+def retrying(fn: Callable[[], T], what: str, *, until_signal: bool = False) -> T:
     """``fn()``, retried with backoff while the store is busy or unreachable (#21).
 
     For a runner's reads and writes that nothing else would repeat (a claim, a child's exit). Gives
-    up, raising the last error, only when the interpreter is shutting down (its main thread ended).
+    up, raising the last error, only when the interpreter is shutting down (its main thread ended),
+    or with ``until_signal`` once a signal stops this process (its exit would wait on the store).
 
     Raises:
-        StoreBusy, StoreUnavailable: still failing as the interpreter shuts down.
+        StoreBusy, StoreUnavailable: still failing as the interpreter shuts down (or a signal came).
     """
     delay = 0.01
     while True:
         try:
             return fn()
         except (StoreBusy, StoreUnavailable) as exc:
-            if not threading.main_thread().is_alive():
+            stopping = until_signal and runtime.signal_state().received is not None
+            if stopping or not threading.main_thread().is_alive():
                 raise
             log.debug("%s: not yet, retrying: %s", what, exc)
             time.sleep(delay * (0.5 + random.random()))
@@ -155,10 +157,10 @@ def retrying(fn: Callable[[], T], what: str) -> T:
 def _claim(store: Store, job_id: str) -> int | None:
     """Claim a QUEUED job (``retrying``); its fencing token, or None if it is no longer QUEUED.
 
-    Also None when the store refuses for good or the interpreter shuts down first (the job then
-    reads FAILED, submitter lost, once this process is gone). A claim whose COMMIT was lost with the
-    server connection may have been applied: a job found RUNNING under this process is then ours
-    (a process runs each job of its own once), and its token is adopted.
+    Also None when the store refuses for good, or the interpreter shuts down or a signal stops this
+    process first (the job then reads FAILED, submitter lost, once this process is gone). A claim whose
+    COMMIT was lost with the server connection may have been applied: a job found RUNNING under this
+    process is then ours (a process runs each job of its own once), and its token is adopted.
     """
     lost_commit = False
 
@@ -175,8 +177,8 @@ def _claim(store: Store, job_id: str) -> int | None:
             lost_commit = lost_commit or exc.maybe_applied
             raise
 
-    try:
-        return retrying(attempt, f"job {job_id}: claim")
+    try:  # a process stopping by a signal starts no job: its exit never waits for a store that refuses a claim
+        return retrying(attempt, f"job {job_id}: claim", until_signal=True)
     except InvalidTransition:
         return None  # canceled (or declared lost) before it started
     except StoreError as exc:
