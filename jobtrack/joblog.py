@@ -64,6 +64,7 @@ class JobLog:
         self._size: int | None = None  # bytes in the file, read when it is first opened
         self._cut = False
         self._failed = False
+        self._torn = False  # a write stopped inside a line (a full disk): the next one starts a new line
         self._fd: int | None = None
         self._file: tuple[int, int] = (-1, -1)  # (st_dev, st_ino) of the file the descriptor writes
         self._file_path, self._dir = os.fspath(path), os.fspath(path.parent)  # str: stat-ed per line
@@ -87,8 +88,7 @@ class JobLog:
                     self._cut = True
                     data = (f"{to_iso(utcnow())} [jobtrack] log cut here: it reached its cap of {self.max_bytes} "
                             "bytes (Trainer(max_log_bytes=...)); later output is not logged\n").encode()
-                os.write(fd, data)
-                self._size += len(data)
+                self._append(fd, data)
                 if self._cut:
                     self._drop()
             except OSError as exc:
@@ -98,6 +98,19 @@ class JobLog:
             self._failed = True
             log.warning("job %s: cannot write its log %s (%s); its log lines are skipped, the job goes on",
                         self.job_id, self.path, problem)
+
+    def _append(self, fd: int, data: bytes) -> None:
+        """Write all of ``data``; a disk that fills up may take part of it (a short write, then ENOSPC): the
+        line so cut is ended by a newline before the next line, which would otherwise continue it."""
+        if self._torn:
+            data = b"\n" + data
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(fd, data[done:])
+        finally:
+            self._size = (self._size or 0) + done
+            self._torn = done < len(data) and (done > 0 or self._torn)
 
     def close(self) -> None:
         """Let the kept descriptor go (the job ended); a later line opens the file again."""

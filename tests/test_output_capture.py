@@ -284,3 +284,32 @@ def test_printing_while_another_thread_starts_and_ends_jobs_never_crashes(tmp_pa
     # print() holds sys.stdout as a borrowed reference (CPython 3.11): a proxy freed when the last job
     # ended crashed it with SIGSEGV within a second, before the proxies were kept for good.
     run_python(SWAP_WHILE_PRINTING, str(tmp_path / "log.txt"), timeout=60)
+
+
+FULL_DISK_LOG = '''
+import resource, signal, sys
+from pathlib import Path
+from jobtrack.joblog import JobLog
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is short, then fails (EFBIG): a full disk
+log = JobLog(Path(sys.argv[1]), "job_full")
+log.write("first " + "a" * 100)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (Path(sys.argv[1]).stat().st_size + 1000, hard))
+log.write("cut " + "b" * 5000)  # 1000 bytes of it fit
+log.write("lost " + "c" * 5000)  # nothing fits
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+log.write("after " + "d" * 100)
+log.close()
+'''
+
+
+def test_a_log_line_cut_by_a_full_disk_does_not_swallow_the_next_line(tmp_path: Path) -> None:
+    path = tmp_path / "job" / "log.txt"
+    run_python(FULL_DISK_LOG, str(path))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    words = [line.split(" ", 2)[1] if " " in line else "" for line in lines]
+    assert words[0] == "first" and words[-1] == "after", lines
+    assert all(re.match(r"\d{4}-\d\d-\d\dT", line) for line in lines[:1] + lines[-1:])
+    assert lines[-1].endswith(" " + "d" * 100)
+    assert not any("d" * 100 in line for line in lines[:-1])  # the line after the cut one starts a line of its own
