@@ -10,18 +10,16 @@ the store is busy or unreachable, so a transient failure never leaves a job QUEU
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
 import re
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobtrack import capture, jsonutil, liveness, runtime
 from jobtrack.errors import (
@@ -37,6 +35,7 @@ from jobtrack.errors import (
     StoreReadOnly,
     StoreUnavailable,
 )
+from jobtrack.runners import usercode
 from jobtrack.states import JobStatus, JobType
 
 if TYPE_CHECKING:
@@ -210,7 +209,7 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int,
     try:
         # Output capture (#13): its prints, logging and (capture_fds) fds 1/2 reach the log before the end is recorded.
         with capture.job_output(ctx.log_file, fds=capture_fds):
-            summary = _call_in_runner(spec, ctx, os.getpid())
+            summary = usercode.call_in_runner(spec, ctx, os.getpid())
     except JobCanceled:
         signal_name = ctx.stopped_by_signal
         ctx.log("job canceled" + (f" by {signal_name}" if signal_name else ""))
@@ -335,54 +334,6 @@ def _summary_json(ctx: RunContext, summary: Any) -> tuple[str | None, str | None
         ctx.log("the returned summary holds text that is not valid Unicode (lone surrogates, as os.fsdecode makes "
                 "of bytes that are not UTF-8); each is stored as a backslash escape such as \\udcff")
     return text, error
-
-
-def _call_in_runner(spec: JobSpec, ctx: RunContext, runner_pid: int) -> Any:
-    """``_call_user_code``; a process the code forked that leaves it (returns, raises, ``sys.exit``) instead of
-    ending with ``os._exit`` exits here: only the runner that claimed the job records its end."""
-    try:
-        summary = _call_user_code(spec, ctx)
-    except BaseException as exc:
-        if os.getpid() != runner_pid:
-            _exit_forked_child(exc)
-        raise
-    if os.getpid() != runner_pid:
-        _exit_forked_child(None)
-    return summary
-
-
-def _exit_forked_child(exc: BaseException | None) -> NoReturn:
-    """End a child forked by the job's code as its interpreter would (exit code, traceback on stderr), but with
-    ``os._exit``, as multiprocessing ends its forked children: the copy of the runner it holds (the claim, the
-    executor, the recorder, exit handlers) must not act on the job, which the parent still runs."""
-    code = 0
-    if isinstance(exc, SystemExit):
-        if isinstance(exc.code, int) or exc.code is None:
-            code = exc.code or 0
-        else:
-            print(exc.code, file=sys.stderr)
-            code = 1
-    elif exc is not None:
-        traceback.print_exception(type(exc), exc, exc.__traceback__)
-        code = 1
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a closed or broken stream: exit anyway
-            stream.flush()
-    os._exit(code)
-
-
-def _call_user_code(spec: JobSpec, ctx: RunContext) -> Any:
-    if spec.job_type is JobType.TRAIN:
-        assert spec.train_fn is not None
-        return spec.train_fn(ctx)
-    if spec.job_type is JobType.INFERENCE:
-        assert spec.predict_fn is not None
-        return spec.predict_fn(ctx)
-    assert spec.train_fn is not None and spec.predict_fn is not None
-    train_summary = spec.train_fn(ctx)
-    ctx.phase = "predict"
-    ctx.check_canceled()
-    return {"train": train_summary, "predict": spec.predict_fn(ctx)}
 
 
 def finish(store: Store, job_id: str, token: int, status: JobStatus, *, reason: str,

@@ -79,11 +79,11 @@ def interruptible(fn: Any) -> Any:
 
 def _mark_interruptible() -> None:
     from jobtrack.monitor import JobMonitor
-    from jobtrack.runners import base
+    from jobtrack.runners import usercode
 
     interruptible(JobMonitor.wait)  # sleeps between reads; a read it calls is jobtrack's and waits its turn
     interruptible(JobMonitor.stream_logs)
-    interruptible(base._call_user_code)  # the eager runner's call of the user's code: the user's code runs
+    interruptible(usercode.call_user_code)  # the eager runner's call of the user's code: the user's code runs
     interruptible(runtime.pause)  # the wait between two attempts to take a lock
     interruptible(_join_runner_threads)  # a second signal at exit stops waiting for the jobs, as in Python
 
