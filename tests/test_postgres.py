@@ -183,6 +183,44 @@ def test_an_export_view_on_postgresql_compares_numbers_as_numbers(pg_url: str, d
         engine.dispose()
 
 
+def _export_retried(ctx: Any) -> None:
+    from jobtrack.errors import StoreUnavailable
+
+    ctx.export("predictions", [{"id": "a", "v": 1.5}])
+    try:
+        ctx.export("predictions", [{"id": "b", "v": "high"}])  # its transaction fails (see the test)
+    except StoreUnavailable:
+        ctx.export("predictions", [{"id": "b", "v": "high"}])
+
+
+def test_an_export_view_batch_whose_transaction_failed_is_typed_again(pg_url: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobtrack.errors import StoreUnavailable
+    from jobtrack.store.db import Database
+
+    made = Database.export_view_sql
+    calls = []
+
+    def fail_the_second(self: Any, *args: Any, **kwargs: Any) -> str:
+        calls.append(1)
+        if len(calls) == 2:
+            raise StoreUnavailable("test", "connection lost")
+        return made(self, *args, **kwargs)
+
+    monkeypatch.setattr(Database, "export_view_sql", fail_the_second)
+    ds = Dataset("retyped", "binary_classification", "t", tables={"train": [{"x": 1}], "test": [{"x": 1}]})
+    job = Trainer(_nothing, _export_retried, db=pg_url, runner="eager").fit_predict(ds, "retyped_pg")
+    assert job.wait()["status"] == "COMPLETED", job.get_status()["result"]["error"]
+    assert len(calls) == 3  # the first batch, the failed retype, the retype that landed
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(f'SELECT id, v FROM "{job.get_status()["source_views"]["predictions"]}"'))
+            assert [tuple(r) for r in rows] == [("a", "1.5"), ("b", "high")]  # text now: nothing reads NULL
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_database_from_schema_1_opens_after_the_upgrade(backend: str, db_path: str,
                                                           request: pytest.FixtureRequest) -> None:

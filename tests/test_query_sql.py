@@ -41,7 +41,7 @@ CONFIGS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "b": ({"lr": 0.1, "model": {"depth": 8}, "opt": "sgd", "flag": False, "auc": [0.6, 0.65]}, []),
     "c": ({"lr": 0.005, "model": {"depth": 2}, "opt": None, "auc": [0.95]}, ["baseline", "x"]),
     "d": ({"lr": 0.0001, "model": {"depth": "4"}, "auc": [0.5, 0.55]}, ["y"]),
-    "e": ({"model": {"depth": 16}, "name": INJECTION, "auc": [0.8]}, []),
+    "e": ({"model": {"depth": 16}, "name": INJECTION, "auc": [0.8], "shape": "[2, 3]"}, []),
     "f": ({"lr": 0.01, "fail": True}, ["broken"]),
 }
 
@@ -205,6 +205,9 @@ CASES = [
     ("config.auc = '[0.6,0.65]'", {"b"}),
     ("config.auc in ('[0.95]', '[0.5, 0.55]')", {"c", "d"}),
     ("config.auc != '[0.8]'", {"a", "b", "c", "d"}),
+    ("config.shape = '[2, 3]'", {"e"}),  # a string that looks like a list: found as written
+    ("config.shape in ('[2, 3]', 'x')", {"e"}),
+    ("config.shape != '[2, 3]'", set()),
     # precedence and parentheses
     ("config.lr < 0.01 and (tag = 'baseline' or config.model.depth in (4, 8))", {"a", "c"}),
     ("config.lr < 0.01 and tag = 'baseline' or config.model.depth in (4, 8)", {"a", "b", "c"}),
@@ -278,7 +281,6 @@ def test_list_jobs_keeps_its_filters_and_adds_where(pop: Population) -> None:
     assert len(manager.list_jobs(since="1h", until="2999-01-01", where="status != 'QUEUED'")) == 6
 
 
-
 def test_an_age_written_as_the_query_language_writes_it_counts_back_in_every_time_bound(pop: Population) -> None:
     # `created > -7d` is the query language's age; "-2h" in --since, list_jobs(since=...) or a quoted query value
     # was read by dateutil as 02:00 today: a time in the future, so nothing matched
@@ -288,6 +290,7 @@ def test_an_age_written_as_the_query_language_writes_it_counts_back_in_every_tim
     assert {j.job_id for j in manager.list_jobs(since="-90m", limit=None)} == everything
     assert manager.list_jobs(until="-2h") == []
     assert set(pop.labels("created > '-2h'")) == set(pop.labels("created > -2h")) == set(pop.ids)
+
 
 def test_a_bad_query_reads_nothing_and_changes_nothing(pop: Population) -> None:
     manager = JobManager(pop.db)

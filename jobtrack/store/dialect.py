@@ -77,8 +77,8 @@ class DialectSQL:
         from jobtrack import jsonutil
 
         known = self._view_kinds()
-        if view_name not in known:  # made by another process (an earlier attempt of the job): read it once
-            known[view_name] = self._export_kinds(tx, job_id, kind)
+        if view_name not in known:  # made by another process (an earlier attempt), or not committed: read it
+            known[view_name] = self._export_kinds(tx, job_id, kind)  # the rows before this batch's
         kinds = known[view_name]
         before = dict(kinds)
         for row in rows_json:
@@ -88,6 +88,10 @@ class DialectSQL:
                         else "text"
                     kinds[i] = now if kinds.get(i, now) == now else "text"
         return any(_SERVER_CASTS.get(kinds[i]) != _SERVER_CASTS.get(before.get(i, "")) for i in kinds)
+
+    def forget_export_view(self, view_name: str) -> None:
+        """Drop what this process knows of a view's column types (its transaction failed): read again when needed."""
+        self._view_kinds().pop(view_name, None)
 
     def _view_kinds(self) -> dict[str, dict[int, str]]:
         """This process's knowledge of its server export views: view -> column position -> the JSON type of the

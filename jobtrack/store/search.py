@@ -184,10 +184,10 @@ class _Compiler:
                        present="p.kind <> 'null'")
         if isinstance(n, q.IsNull):
             return f"({'' if n.negated else 'NOT '}EXISTS ({sub} AND {typed.present}))"
-        if isinstance(n, q.Compare) and n.op in ("=", "!="):
-            n = dataclasses.replace(n, value=_as_param_text(n.value))
+        if isinstance(n, q.Compare) and n.op in ("=", "!=") and _as_param_text(n.value) != n.value:
+            n = q.In(n.field, (n.value, _as_param_text(n.value)), negated=n.op == "!=")  # either spelling
         elif isinstance(n, q.In):
-            n = dataclasses.replace(n, values=tuple(_as_param_text(v) for v in n.values))
+            n = dataclasses.replace(n, values=tuple(dict.fromkeys([*n.values, *map(_as_param_text, n.values)])))
         return f"(EXISTS ({sub} AND {self.typed(n, typed)}))"
 
     def summary(self, n: q.Node) -> str:
@@ -270,8 +270,9 @@ class _Compiler:
 
 
 def _as_param_text(value: Any) -> Any:
-    """A list written in a query (``'[64, 32]'``, as ``jobtrack show`` prints it) as a config row stores it (compact
-    JSON, ``'[64,32]'``), so the two spellings match; any other value as it is."""
+    """A list written in a query (``'[64, 32]'``, as ``jobtrack show`` prints it) as a config row stores a list
+    (compact JSON, ``'[64,32]'``); any other value as it is. Queries match either spelling: a string setting
+    that looks like a list (``"[64, 32]"``) is stored as written."""
     if isinstance(value, str) and value[:1] in ("[", "{"):
         try:
             parsed = json.loads(value)

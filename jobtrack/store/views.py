@@ -22,17 +22,23 @@ class ExportsMixin(FencedCore):
         Raises:
             RunnerFenced: the job is no longer RUNNING under this token.
         """
-        with self.db.write() as tx:
-            self._renew(tx, job_id, token, None)
-            if first_seq == 0:
-                self._replace_export(tx, job_id, kind, columns, path, view_name)
-            tx.run_many("INSERT INTO export_rows (job_id, kind, seq, data_json) VALUES (:id, :kind, :seq, :data)",
-                        [{"id": job_id, "kind": kind, "seq": first_seq + i, "data": d}
-                         for i, d in enumerate(rows_json)])
-            # after its rows: a server's view types its columns by what they hold, again if a batch changes that
-            if first_seq == 0 or self.db.export_view_retype(tx, view_name, job_id, kind, rows_json):
-                tx.ddl(f'DROP VIEW IF EXISTS "{view_name}"')
-                tx.ddl(self.db.export_view_sql(view_name, columns, job_id, kind, tx))
+        try:
+            with self.db.write() as tx:
+                self._renew(tx, job_id, token, None)
+                if first_seq == 0:
+                    self._replace_export(tx, job_id, kind, columns, path, view_name)
+                # a server's view types its columns by what they hold: made again if this batch changes that
+                retype = first_seq > 0 and self.db.export_view_retype(tx, view_name, job_id, kind, rows_json)
+                tx.run_many("INSERT INTO export_rows (job_id, kind, seq, data_json) "
+                            "VALUES (:id, :kind, :seq, :data)",
+                            [{"id": job_id, "kind": kind, "seq": first_seq + i, "data": d}
+                             for i, d in enumerate(rows_json)])
+                if first_seq == 0 or retype:  # after its rows, which type it
+                    tx.ddl(f'DROP VIEW IF EXISTS "{view_name}"')
+                    tx.ddl(self.db.export_view_sql(view_name, columns, job_id, kind, tx))
+        except BaseException:
+            self.db.forget_export_view(view_name)  # what this process knew of it may not have been committed
+            raise
 
     def _replace_export(self, tx: Tx, job_id: str, kind: str, columns: list[str], path: str, view_name: str) -> None:
         tx.run("DELETE FROM export_rows WHERE job_id = :id AND kind = :kind", {"id": job_id, "kind": kind})
