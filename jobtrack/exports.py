@@ -112,14 +112,25 @@ class Batch:
     nonfinite: dict[str, list[int]] = field(default_factory=dict)  # column -> row numbers that held NaN/inf
 
 
+def is_dataframe(value: Any) -> bool:
+    """Whether ``value`` is a pandas DataFrame (without importing pandas)."""
+    return hasattr(value, "to_dict") and hasattr(value, "columns") and hasattr(value, "iloc")
+
+
+def _records(frame: Any, size: int = EXPORT_BATCH_ROWS) -> Iterator[dict[str, Any]]:
+    """A DataFrame's rows as dicts, a slice at a time: never the whole frame as dicts at once."""
+    for start in range(0, len(frame), size):
+        yield from frame.iloc[start : start + size].to_dict("records")
+
+
 def as_rows(kind: str, rows: Any) -> Any:
     """``rows`` as an iterable of row mappings: a pandas DataFrame as its records; other rows as they are.
 
     Raises:
         InvalidArgument: a container that iterates as something other than rows (a dict of columns, text).
     """
-    if hasattr(rows, "to_dict") and hasattr(rows, "columns") and hasattr(rows, "iloc"):  # a pandas DataFrame
-        return rows.to_dict("records")
+    if is_dataframe(rows):
+        return _records(rows)
     if isinstance(rows, (Mapping, str, bytes)):
         raise InvalidArgument(
             f"export({kind!r}) takes rows, a list of dicts (one per row: {{'id': 1, 'score': 0.9}}) or a pandas "

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace, manager: Any) -> int:
         for r in [header, *lines]:
             print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     if not rows and args.experiment and not args.offset:
-        _unknown_experiment(args.experiment, manager.db)
+        _unknown_experiment(args.experiment, manager)
     if jobs.has_more:  # on stderr: the table (or the JSON) on stdout stays what it was
         shown = f"first {args.limit} matching jobs in --sort order; the rest" if args.sort else \
             f"newest {args.limit} matching jobs; older ones"
@@ -134,13 +134,13 @@ def run(args: argparse.Namespace, manager: Any) -> int:
     return 0
 
 
-def _unknown_experiment(name: str, db: str) -> None:
+def _unknown_experiment(name: str, manager: Any) -> None:
     """On stderr, for an --experiment no job has: the experiments there (a dataset's name alone matches none)."""
     from jobtrack.store import Store
 
-    known = Store.open(db, create=False).dashboard_choices(limit=11)["experiments"]
-    if name in known:
+    if manager.list_jobs(experiment_name=name, limit=1):  # it has jobs: another filter left them out
         return
+    known = Store.open(manager.db, create=False).dashboard_choices(limit=11)["experiments"]
     listed = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "") if known else "none yet"
     print(f"jobtrack: no job has experiment {name!r}; an experiment's name is <dataset>_<task_type>_<task_name>, "
           f"and this database has: {listed}. A prefix: --where \"experiment like '{name}*'\".", file=sys.stderr)

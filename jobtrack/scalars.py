@@ -39,12 +39,18 @@ def short_float(x: float, fmt: str) -> float:
     """The shortest decimal that is the same ``fmt`` (``"f"``: 32-bit, ``"e"``: 16-bit) float as ``x``."""
     try:
         target = struct.pack(fmt, x)
-        for digits in range(1, 10):  # 9 significant digits tell every 32-bit float apart
-            shorter = float(f"{x:.{digits}g}")
+    except (OverflowError, struct.error):
+        return x
+    # A 32-bit float from 6 digits: a shorter decimal that is the same value prints the same at 6 (%g drops
+    # trailing zeros), as its spacing is below half a 6-digit step; 9 digits tell every 32-bit float apart.
+    # A 16-bit float's spacing is not: from 1 digit.
+    for digits in range(6 if fmt == "f" else 1, 10):
+        shorter = float(f"{x:.{digits}g}")
+        try:
             if struct.pack(fmt, shorter) == target:
                 return shorter
-    except (OverflowError, struct.error):
-        pass
+        except (OverflowError, struct.error):  # rounded past the format's largest value: try more digits
+            continue
     return x
 
 

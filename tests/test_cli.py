@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from jobtrack import Dataset, JobManager, JobNotFound, RunContext, Trainer, cli, demo
+from jobtrack.store import Store
 from proc import child_env
 
 SCRIPT = shutil.which("jobtrack", path=os.path.dirname(sys.executable)) or "jobtrack"
@@ -294,6 +295,10 @@ def test_list_of_an_unknown_experiment_names_the_experiments_there(jobtrack: Cli
     assert out.code == 0 and out.out.splitlines()[1:] == [], out.out
     assert "no job has experiment 'cli'" in out.err and "cli_binary_classification_t" in out.err, out.err
     assert "experiment like 'cli*'" in out.err
+    store = Store.open(db_path)
+    for k in range(12):  # experiments that sort before it: it is found however many there are
+        store.create_job({"id": f"job_early_{k}", "job_type": "train", "experiment_name": f"a{k:02d}_x_y",
+                          "runner_kind": "worker"})
     known = jobtrack("list", "--experiment", "cli_binary_classification_t", "--status", "CANCELED", "--db", db_path)
     assert known.code == 0 and known.err == ""  # a known experiment that no job of the filters has: nothing to say
 

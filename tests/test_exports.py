@@ -266,7 +266,8 @@ def test_a_predict_that_returns_its_rows_instead_of_exporting_them_is_told_in_it
     hinted = Trainer(jobfuncs.train_noop, returns, db=db_path, runner="eager").fit_predict(_dataset(), "returned")
     status = hinted.get_status()
     assert status["status"] == "COMPLETED" and status["export_paths"] == {}
-    assert "predict returned 2 row(s) and exported none" in hinted.log_path.read_text()
+    logged = hinted.log_path.read_text()
+    assert "predict returned 2 row(s) and exported none: a returned value is the job's summary" in logged
     quiet = Trainer(jobfuncs.train_noop, both, db=db_path, runner="eager").fit_predict(_dataset(), "exported")
     assert quiet.get_status()["status"] == "COMPLETED"
     assert "exported none" not in quiet.log_path.read_text()

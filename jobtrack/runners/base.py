@@ -246,8 +246,8 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int,
     returned: Any = summary.get("predict") if spec.job_type is JobType.TRAIN_INFERENCE and isinstance(summary, dict) \
         else summary
     if ctx.output_alias is not None and not ctx.exported_kinds() and _looks_like_rows(returned):
-        ctx.log(f"predict returned {len(returned)} row(s) and exported none: they are kept in result['summary'] "
-                "only; call ctx.export('predictions', rows) to write them to a file and a SQL view")
+        ctx.log(f"predict returned {len(returned)} row(s) and exported none: a returned value is the job's "
+                "summary; call ctx.export('predictions', rows) to write rows to a file and a SQL view")
     # A summary that cannot be stored as it is never fails the finished job (#13): what can be stored is,
     # and result["summary_error"] and the log say what was not.
     summary_json, summary_error = _summary_json(ctx, summary)
@@ -263,9 +263,10 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int,
 
 def _looks_like_rows(value: Any) -> bool:
     """A list of dicts, or a DataFrame: what a predict function meant to export."""
-    if hasattr(value, "to_dict") and hasattr(value, "columns") and hasattr(value, "iloc"):
-        return True
-    return isinstance(value, list) and bool(value) and all(isinstance(r, Mapping) for r in value[:10])
+    from jobtrack.exports import is_dataframe
+
+    return is_dataframe(value) or (isinstance(value, list) and bool(value)
+                                   and all(isinstance(r, Mapping) for r in value[:10]))
 
 
 def _on_main_thread() -> bool:
