@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from jobtrack import checkpoints, exports, jsonutil, runtime
 from jobtrack.config import make_private_dir, max_result_bytes
-from jobtrack.errors import InvalidArgument, JobCanceled, ResultTooLarge, RunnerFenced
+from jobtrack.errors import InvalidArgument, JobCanceled, ResultTooLarge, RunnerFenced, StoreError
 from jobtrack.exporting import Exporter, JobExports
 from jobtrack.joblog import JobLog, epoch_line
 from jobtrack.results import EarlyStopping
@@ -243,9 +243,13 @@ class RunContext:
             self.log(f"no epoch reported {metric!r}, this job's evaluation metric, so it has no best epoch; "
                      f"reported: {', '.join(sorted(self._metric_names))}. Report it, or choose one of these with "
                      "Trainer(eval_metric=..., eval_mode='max'|'min').")
-        top = self._stored_top()
-        if not self._early_fed and top is not None:  # a resumed attempt that reported no epoch
-            self._replay_epochs_before(top + 1)
+        if not self._early_fed and self._early.active:  # a resumed attempt that reported no epoch
+            try:
+                top = self._stored_top()
+                if top is not None:
+                    self._replay_epochs_before(top + 1)
+            except StoreError as exc:  # the code completed: a store gone meanwhile must not fail the job
+                self.log(f"could not read the stored epochs to tell whether the job stopped early: {exc}")
         stopped = self._early.stopped_early
         return {} if stopped is None else {"stopped_early": stopped}
 

@@ -89,7 +89,7 @@ class _Again:
 
 
 def run_job(store: Store, spec: JobSpec, *, token: int | None = None, capture_fds: bool = False,
-            attempt: int = 1) -> JobStatus | None:
+            attempt: int = 1, signals_seen: int | None = None) -> JobStatus | None:
     """Claim (unless already claimed with ``token``), run and finish one job; returns its final status.
 
     Returns None when the job could not be claimed (canceled or failed before it started) or the
@@ -97,9 +97,10 @@ def run_job(store: Store, spec: JobSpec, *, token: int | None = None, capture_fd
     start the next attempt in place when the job's ``retry_on`` names them (#18; ``attempt``: the
     number of the attempt ``token`` holds). The code's output goes to the job's log
     (``jobtrack.capture``), by thread, or with ``capture_fds`` (one job at a time) by fds 1 and 2.
+    ``signals_seen``: the signal count when the job was queued; a signal since stops a claim the store refuses.
     """
     if token is None:
-        token = _claim(store, spec.job_id)
+        token = _claim(store, spec.job_id, signals_seen)
         if token is None:
             return None  # canceled (or declared lost) before it started
     held = [token]  # the heartbeat renews the lease of the current attempt's token
@@ -130,12 +131,13 @@ def run_job(store: Store, spec: JobSpec, *, token: int | None = None, capture_fd
         beats.remove(key)
 
 
-def retrying(fn: Callable[[], T], what: str, *, until_signal: bool = False) -> T:
+def retrying(fn: Callable[[], T], what: str, *, signals_seen: int | None = None) -> T:
     """``fn()``, retried with backoff while the store is busy or unreachable (#21).
 
     For a runner's reads and writes that nothing else would repeat (a claim, a child's exit). Gives
     up, raising the last error, only when the interpreter is shutting down (its main thread ended),
-    or with ``until_signal`` once a signal stops this process (its exit would wait on the store).
+    or, given ``signals_seen`` (the signal count when the job was submitted), once a signal came since:
+    the process is stopping, and its exit would wait on the store.
 
     Raises:
         StoreBusy, StoreUnavailable: still failing as the interpreter shuts down (or a signal came).
@@ -145,7 +147,7 @@ def retrying(fn: Callable[[], T], what: str, *, until_signal: bool = False) -> T
         try:
             return fn()
         except (StoreBusy, StoreUnavailable) as exc:
-            stopping = until_signal and runtime.signal_state().received is not None
+            stopping = signals_seen is not None and runtime.signal_state().count != signals_seen
             if stopping or not threading.main_thread().is_alive():
                 raise
             log.debug("%s: not yet, retrying: %s", what, exc)
@@ -153,7 +155,7 @@ def retrying(fn: Callable[[], T], what: str, *, until_signal: bool = False) -> T
             delay = min(delay * 2, runtime.RECORD_RETRY_MAX_S)
 
 
-def _claim(store: Store, job_id: str) -> int | None:
+def _claim(store: Store, job_id: str, signals_seen: int | None = None) -> int | None:
     """Claim a QUEUED job (``retrying``); its fencing token, or None if it is no longer QUEUED.
 
     Also None when the store refuses for good, or the interpreter shuts down or a signal stops this
@@ -177,7 +179,7 @@ def _claim(store: Store, job_id: str) -> int | None:
             raise
 
     try:  # a process stopping by a signal starts no job: its exit never waits for a store that refuses a claim
-        return retrying(attempt, f"job {job_id}: claim", until_signal=True)
+        return retrying(attempt, f"job {job_id}: claim", signals_seen=signals_seen)
     except InvalidTransition:
         return None  # canceled (or declared lost) before it started
     except StoreError as exc:

@@ -194,7 +194,7 @@ def _job_thread(store: Store, job_id: str, token: int, capture_fds: bool,
     except Exception:  # run_job records user errors; this is jobtrack's own: logged, and the worker goes on
         log.exception("job %s: the worker could not run it", job_id)
     except (KeyboardInterrupt, SystemExit) as exc:  # raised by the job's code itself: signals reach the main thread
-        log.warning("job %s: its code raised %s; recorded FAILED, and the worker goes on", job_id,
+        log.warning("job %s: its code raised %s; its end is recorded, and the worker goes on", job_id,
                     type(exc).__name__)
     finally:
         ended.append((job_id, status))
