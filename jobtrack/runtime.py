@@ -56,6 +56,7 @@ class SignalState:
 
     received: int | None = None  # the first SIGINT/SIGTERM
     count: int = 0  # bumped when a signal arrives and when it acts; jobs compare it with their start value
+    arrived: int = 0  # ``count`` just after the latest signal arrived: jobs submitted later are not its to cancel
     pending: int | None = None  # a signal whose delivery to the main thread waits for a safe point
     armed: Any = None  # the frame whose return delivers ``pending`` (a profile hook watches for it)
     die_by: int | None = None  # the signal whose default action (death) is carried out at exit
@@ -109,6 +110,29 @@ class _Runtime:
         # job id -> the Future of a job this process runs on a thread: ``JobMonitor.wait`` wakes when it is
         # done instead of at its next poll (#14); an entry goes with its Future once the executor let it go
         self.local_jobs: weakref.WeakValueDictionary[str, Future[Any]] = weakref.WeakValueDictionary()
+        # job id -> the signal count when this process submitted it (an in-process job): a signal's cancel spares
+        # the jobs submitted after it arrived (a caught Ctrl-C, the script going on); the latest only are kept
+        self.submitted: OrderedDict[str, int] = OrderedDict()
+        self.submitted_lock = threading.Lock()  # its own: the signal recorder takes it inside a write transaction
+
+
+def note_submitted(job_id: str) -> None:
+    """Remember the signal count at which this process submitted ``job_id`` (see ``_Runtime.submitted``)."""
+    with _rt.submitted_lock:
+        submitted = _rt.submitted
+        submitted[job_id] = _rt.signals.count
+        if len(submitted) > SUBMITTED_KEPT:
+            submitted.popitem(last=False)
+
+
+def submitted_after(count: int) -> set[str]:
+    """The jobs this process submitted once the signal count was past ``count``."""
+    with _rt.submitted_lock:
+        return {job_id for job_id, seen in _rt.submitted.items() if seen > count}
+
+
+SUBMITTED_KEPT = 10_000
+"""How many recent submissions ``note_submitted`` remembers (older jobs have long been running or done)."""
 
 
 _rt = _Runtime()

@@ -343,6 +343,8 @@ class Trainer:
         row = spec.row()
         recorded = provenance.record(spec, self._store.job_dir(spec.job_id)) if self.provenance else None
         row["provenance_json"] = recorded.json if recorded is not None else None
+        if self.runner != "worker":
+            runtime.note_submitted(spec.job_id)  # before its row exists: a signal caught before this spares it
         token = self._store.create_job(row, model_run=spec.model_run() if new_model else None,
                                        unique_alias=row["output_alias"], claim=self.runner == "eager",
                                        tags=self.tags)

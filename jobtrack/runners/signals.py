@@ -164,6 +164,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         signum = state.pending
     else:  # a new signal
         state.count += 1
+        state.arrived = state.count
         first = state.received is None
         if first:
             state.received = signum
@@ -333,16 +334,23 @@ def _record_loop(fd: int) -> None:
         _cancel_jobs(deadline=None)
 
 
-def _cancel_jobs(deadline: float | None) -> bool:
-    """Cancel this process's jobs in every watched database, retrying while a store is busy; True when done."""
-    name = runtime.signal_state().name or "signal"
+def _cancel_jobs(deadline: float | None, *, spare_later: bool = True) -> bool:
+    """Cancel this process's jobs in every watched database, retrying while a store is busy; True when done.
+
+    ``spare_later``: not the jobs submitted after the latest signal arrived (the script caught it and went on);
+    at exit every job goes.
+    """
+    state = runtime.signal_state()
+    name = state.name or "signal"
     me = liveness.current().encode()
-    todo = list(runtime.signal_state().stores.values())
+    arrived = state.arrived
+    later = (lambda: runtime.submitted_after(arrived)) if spare_later else None
+    todo = list(state.stores.values())
     delay = 0.01
     while todo:
         for store in list(todo):
             try:
-                n = store.cancel_process_jobs(me, reason=f"signal {name}")
+                n = store.cancel_process_jobs(me, reason=f"signal {name}", spare=later)
             except StoreError as exc:
                 log.debug("%s: cannot record jobs as canceled yet: %s", name, exc)
                 continue
@@ -396,7 +404,7 @@ def _at_exit() -> None:
         return
     # Runner threads were joined before this runs: cancel what is left (an eager job cut short, a job
     # submitted after the signal), then die of the signal if that was its default action.
-    if not _cancel_jobs(deadline=time.monotonic() + runtime.EXIT_DRAIN_S):
+    if not _cancel_jobs(deadline=time.monotonic() + runtime.EXIT_DRAIN_S, spare_later=False):
         log.error("jobtrack: could not record this process's jobs as canceled before exit; they will read "
                   "FAILED (runner lost)")
     runtime.current().recorder.drain(runtime.EXIT_DRAIN_S)  # ends of jobs still being recorded go first

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -353,8 +353,10 @@ class FencedCore(StoreBase):
                        {"yes": True, "reason": reason, "now": to_iso(utcnow()), "id": job_id})
             return JobStatus(status)
 
-    def cancel_process_jobs(self, process: str, *, reason: str) -> int:
-        """Cancel every job that a process runs or holds queued for its in-process runners.
+    def cancel_process_jobs(self, process: str, *, reason: str,
+                            spare: Callable[[], Collection[str]] | None = None) -> int:
+        """Cancel every job that a process runs or holds queued for its in-process runners, but those ``spare()``
+        names, asked once the jobs are read (a job created meanwhile was noted before its row was written).
 
         Used when that process is stopped by a signal. Returns how many jobs were canceled.
         """
@@ -367,6 +369,9 @@ class FencedCore(StoreBase):
                 f"OR (status = 'QUEUED' AND submitter = :p AND runner_kind IN {kinds}){self.db.for_update}",
                 params,
             )
+            if spare is not None:
+                spared = spare()
+                rows = [r for r in rows if r[0] not in spared]
             for job_id, status, token in rows:
                 self._apply_transition(tx, job_id, JobStatus(status), JobStatus.CANCELED, reason=reason,
                                        token=token)
