@@ -120,9 +120,9 @@ def _show(monitor: Any, *, limit: int | None = None) -> None:
                      *[_fmt(param_of(t.config, k)) for k in keys], t.job_id])
     shown = rows if limit is None else rows[:limit]
     widths = [max(len(h), *(len(r[i]) for r in shown)) if shown else len(h) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for r in shown:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     if limit is not None and len(rows) > limit:
         print(f"... {len(rows) - limit} more (jobtrack sweep show {monitor.name})")
     best = status["best"]

@@ -371,5 +371,6 @@ def test_sweep_show_says_why_no_trial_is_best(db_path: str, dataset: Dataset,
     Trainer(_no_eval_metric, db=db_path, runner="eager", provenance=False).sweep(
         dataset, {"lr": [0.1, 0.2]}, sampler="grid", name="unranked")
     assert cli.main(["sweep", "show", "unranked", "--db", db_path]) == 0
-    first = capsys.readouterr().out.splitlines()[0]
-    assert "2/2 done" in first and "no best: no trial reported roc_auc" in first and "eval_metric" in first
+    lines = capsys.readouterr().out.splitlines()
+    assert "2/2 done" in lines[0] and "no best: no trial reported roc_auc" in lines[0] and "eval_metric" in lines[0]
+    assert all(line == line.rstrip() for line in lines)  # no trailing blanks to trip a diff
