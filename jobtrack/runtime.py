@@ -125,6 +125,12 @@ def note_submitted(job_id: str) -> None:
             submitted.popitem(last=False)
 
 
+def submitted_count(job_id: str) -> int | None:
+    """The signal count when this process submitted ``job_id``, or None if it did not (or long ago)."""
+    with _rt.submitted_lock:
+        return _rt.submitted.get(job_id)
+
+
 def submitted_after(count: int) -> set[str]:
     """The jobs this process submitted once the signal count was past ``count``."""
     with _rt.submitted_lock:

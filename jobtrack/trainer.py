@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -386,9 +385,7 @@ class Trainer:
         if self.runner == "eager":
             run_job(self._store, spec, token=token)
         elif self.runner in ("thread", "process"):
-            # a signal after this job was queued: a claim the store refuses gives up (the process is stopping)
-            run = functools.partial(run_job, signals_seen=runtime.signal_state().count) if self.runner == "thread" \
-                else process.run_in_child
+            run = run_job if self.runner == "thread" else process.run_in_child
             future = thread.submit(self._store, run, self._store, spec, max_workers=self.max_workers)
             runtime.current().local_jobs[spec.job_id] = future  # wait() wakes when it is done (#14)
         # "worker": the row is queued; `jobtrack worker` processes pick it up.

@@ -89,7 +89,7 @@ class _Again:
 
 
 def run_job(store: Store, spec: JobSpec, *, token: int | None = None, capture_fds: bool = False,
-            attempt: int = 1, signals_seen: int | None = None) -> JobStatus | None:
+            attempt: int = 1) -> JobStatus | None:
     """Claim (unless already claimed with ``token``), run and finish one job; returns its final status.
 
     Returns None when the job could not be claimed (canceled or failed before it started) or the
@@ -97,10 +97,9 @@ def run_job(store: Store, spec: JobSpec, *, token: int | None = None, capture_fd
     start the next attempt in place when the job's ``retry_on`` names them (#18; ``attempt``: the
     number of the attempt ``token`` holds). The code's output goes to the job's log
     (``jobtrack.capture``), by thread, or with ``capture_fds`` (one job at a time) by fds 1 and 2.
-    ``signals_seen``: the signal count when the job was queued; a signal since stops a claim the store refuses.
     """
     if token is None:
-        token = _claim(store, spec.job_id, signals_seen)
+        token = _claim(store, spec.job_id)
         if token is None:
             return None  # canceled (or declared lost) before it started
     held = [token]  # the heartbeat renews the lease of the current attempt's token
@@ -155,7 +154,7 @@ def retrying(fn: Callable[[], T], what: str, *, signals_seen: int | None = None)
             delay = min(delay * 2, runtime.RECORD_RETRY_MAX_S)
 
 
-def _claim(store: Store, job_id: str, signals_seen: int | None = None) -> int | None:
+def _claim(store: Store, job_id: str) -> int | None:
     """Claim a QUEUED job (``retrying``); its fencing token, or None if it is no longer QUEUED.
 
     Also None when the store refuses for good, or the interpreter shuts down or a signal stops this
@@ -179,7 +178,8 @@ def _claim(store: Store, job_id: str, signals_seen: int | None = None) -> int | 
             raise
 
     try:  # a process stopping by a signal starts no job: its exit never waits for a store that refuses a claim
-        return retrying(attempt, f"job {job_id}: claim", signals_seen=signals_seen)
+        # a signal since this process queued the job: the process is stopping, a claim the store refuses gives up
+        return retrying(attempt, f"job {job_id}: claim", signals_seen=runtime.submitted_count(job_id))
     except InvalidTransition:
         return None  # canceled (or declared lost) before it started
     except StoreError as exc:
