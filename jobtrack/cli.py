@@ -228,8 +228,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"epochs (eval metric {result.get('eval_metric') or 'none'}{', ' + best if best else ''}):")
         for ep in result["epochs"]:
             mark = " *" if ep["epoch"] == result.get("best_epoch") else ""
-            print(f"  {ep['epoch']:>4}  train {json.dumps(ep['train'])}  "
-                  f"validation {json.dumps(ep['validation'])}{mark}")
+            shown = [f"{part} {json.dumps(ep[part])}" for part in ("train", "validation") if ep.get(part)]
+            print(f"  {ep['epoch']:>4}  {'  '.join(shown) or 'no metrics'}{mark}")  # as the log: no empty part
     if "summary" in result:
         print(f"summary: {json.dumps(result['summary'])}")
     if "summary_error" in result:

@@ -241,6 +241,7 @@ def test_show_and_wait_of_a_metric_only_reported_as_nan_print_no_none(jobtrack: 
         Dataset("nan", "regression", "t", tables={"train": [{"x": 1}]}))
     shown = jobtrack("show", job.job_id, "--db", db_path)
     assert "eval metric rmse, no best epoch: the metric was never reported as a number" in shown.out
+    assert "     0  validation {\"rmse\": null}\n" in shown.out  # no "train {}": the part not reported is left out
     waited = jobtrack("wait", job.job_id, "--db", db_path)
     assert "validation rmse=null" in waited.err and "None" not in shown.out + waited.out + waited.err
 
