@@ -22,8 +22,8 @@ Grammar (keywords in any case; ``not`` binds tighter than ``and``, ``and`` tight
   ``\\?`` and ``\\\\`` literal ones (``tag like 'base*'``).
 - ``created`` and ``finished`` take a date or time string, read as ``--since`` reads it (no zone
   means local time): ``created > '2026-11-01'``; or an age, ``created > -7d`` (also ``7d``): seven days
-  before now. Units: ``s``, ``m`` (minutes), ``h``, ``d``, ``w``. ``duration`` is in seconds and takes
-  the same units: ``duration > 2h``.
+  before now. Units: ``s``, ``m`` (minutes), ``h``, ``d``, ``w``. ``duration`` is in seconds (a running
+  job's: so far) and takes the same units: ``duration > 2h``.
 - Null: ``f is null`` (or ``f = null``) is true when the job has no such value: no such config key
   or a null one, no such metric, no tag at all, not finished. Every other comparison is false on a
   missing value, ``!=``, ``not in`` and ``not like`` included: ``config.opt != 'adam'`` is the jobs that

@@ -288,3 +288,14 @@ def test_child_sees_the_same_job(any_db: str) -> None:
     out = run_python("import sys\nfrom jobtrack import JobManager\n"
                      "print(JobManager(sys.argv[1]).fetch_job('job_shared').get_status()['status'])", any_db)
     assert out.stdout.strip() == "RUNNING"
+
+
+def test_a_running_jobs_duration_is_its_time_so_far_in_queries_and_tables(any_db: str) -> None:
+    store = Store.open(any_db)
+    with testing.shift_clock(timedelta(minutes=-5)):  # claimed five minutes ago, and not ended
+        store.create_job({"id": "job_long", "job_type": "train", "experiment_name": "e", "runner_kind": "worker"})
+        store.claim("job_long", lease_s=3600)
+    manager = JobManager(any_db)
+    assert [j.job_id for j in manager.list_jobs(where="status = 'RUNNING' and duration > 4m")] == ["job_long"]
+    assert manager.list_jobs(where="duration is null or duration > 6m") == []
+    assert [(r["id"], round(r["duration"] / 60)) for r in manager.table()] == [("job_long", 5)]

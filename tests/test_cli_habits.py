@@ -4,6 +4,7 @@ right exit code (and an unchanged database), examples that run twice, and privat
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import runpy
@@ -135,10 +136,16 @@ def test_duration_counts_from_the_claim_and_grows_while_running(capsys: pytest.C
     assert duration() == "5.0m"
     with testing.shift_clock(timedelta(minutes=3)):
         assert duration() == "8.0m"
+        code, out, _ = _run(capsys, "list", "--db", db_path, "--where", "duration > 7m and duration < 9m")
+        assert code == 0 and "job_long" in out  # the query's duration is its time so far too
+        assert [(r["id"], round(r["duration"])) for r in JobManager(db_path).table()] == [("job_long", 480)]
     queued = {"id": "job_wait", "job_type": "train", "experiment_name": "e", "runner_kind": "worker"}
     store.create_job(queued)
     _, out, _ = _run(capsys, "list", "--db", db_path)
     assert [line.split()[-1] for line in out.splitlines() if line.startswith("job_wait")] == ["-"]
+    code, out, err = _run(capsys, "compare", "job_long", "job_wait", "--db", db_path, "--json")
+    assert code == 0 and [[None if d is None else round(d) for d in r["values"]] for r in json.loads(out)["rows"]
+                          if r["key"] == "duration"] == [[300, None]], err  # compare's duration: the same
 
 
 # -- local time, hints ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from jobtrack.states import JobStatus
 from jobtrack.store.base import in_list
 from jobtrack.store.jobs import JobsMixin
 from jobtrack.store.records import SELECT_JOB, JobRecord, job_record
-from jobtrack.timeutil import to_iso
+from jobtrack.timeutil import to_iso, utcnow
 
 if TYPE_CHECKING:
     from jobtrack import query as q
@@ -110,10 +110,11 @@ class _Compiler:
         return f"(CAST(jobs.provenance_json AS jsonb) #>> '{{git,{part}}}')", True
 
     def duration_expr(self) -> str:
-        """Seconds from the job's claim (its first RUNNING event) to its end; NULL until both exist."""
+        """Seconds from the job's claim (its first RUNNING event) to its end, or to now while RUNNING; NULL before."""
+        end = f"COALESCE(jobs.finished_at, CASE WHEN jobs.status = 'RUNNING' THEN {self.bind(utcnow())} END)"
         if self.sqlite:
-            return f"((julianday(jobs.finished_at) - julianday({_STARTED})) * 86400.0)"
-        return (f"CAST(EXTRACT(EPOCH FROM CAST(jobs.finished_at AS timestamptz) - CAST({_STARTED} AS timestamptz))"
+            return f"((julianday({end}) - julianday({_STARTED})) * 86400.0)"
+        return (f"CAST(EXTRACT(EPOCH FROM CAST({end} AS timestamptz) - CAST({_STARTED} AS timestamptz))"
                 " AS double precision)")
 
     def column_value(self, f: q.Field, value: Any) -> Any:
