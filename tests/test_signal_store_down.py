@@ -43,6 +43,9 @@ def test_sigterm_ends_a_process_whose_queued_job_cannot_be_claimed(db_path: str,
     with spawn(CHILD, db_path, str(go)) as child:
         assert child.stdout is not None and child.stderr is not None
         first, second = child.stdout.readline().split()
+        manager = JobManager(db_path)  # the first job's claim is its thread's, maybe still to come: not behind the lock
+        wait_until(lambda: manager.fetch_job(first).get_status()["status"] == "RUNNING", timeout=30,
+                   message="the first job runs")
         with testing.hold_write_lock(db_path):
             go.touch()  # the first job returns; its end and the second job's claim now wait for the lock
             stderr: list[str] = []
@@ -52,7 +55,6 @@ def test_sigterm_ends_a_process_whose_queued_job_cannot_be_claimed(db_path: str,
             child.send_signal(signal.SIGTERM)  # the runner thread is on (or moves on to) the second job's claim
             wait_until(lambda: child.poll() is not None, timeout=10,
                        message="the process ends after SIGTERM while the store is locked")
-    manager = JobManager(db_path)
     ended = {job: manager.fetch_job(job).get_status()["status"] for job in (first, second)}
     assert ended == {first: "FAILED", second: "FAILED"}  # runner lost, submitter lost: nothing left RUNNING/QUEUED
 
