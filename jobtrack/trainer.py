@@ -189,6 +189,7 @@ class Trainer:
         batch_size = _positive_int(test_batch_size, "test_batch_size")
         materialize = _flag(materialize_results, "materialize_results")
         flat = _flag(flatten_output, "flatten_output")
+        embeddings = _flag(extract_embeddings, "extract_embeddings")
         if (model_run_id is None) == (registered_model_key is None):
             raise InvalidArgument("Pass exactly one of model_run_id= and registered_model_key=.")
         for value, what in ((model_run_id, "model_run_id"), (registered_model_key, "registered_model_key")):
@@ -218,7 +219,7 @@ class Trainer:
             self._store.check_tables_free([exports.view_name(kind, alias) for kind in exports.KINDS])
         model_dir = self._store.model_dir_of(model_run_id, train_job.spec.get("model_dir"))
         monitor = self._submit(JobType.INFERENCE, dataset, model_run_id, alias=alias, output_config=out_config,
-                               extract_embeddings=bool(extract_embeddings), model_dir=model_dir,
+                               extract_embeddings=embeddings, model_dir=model_dir,
                                test_batch_size=batch_size, flatten_output=flat)
         if materialize:
             monitor.materialize_results()
@@ -252,11 +253,12 @@ class Trainer:
         batch_size = _positive_int(test_batch_size, "test_batch_size")
         materialize = _flag(materialize_results, "materialize_results")
         flat = _flag(flatten_output, "flatten_output")
+        embeddings = _flag(extract_embeddings, "extract_embeddings")
         self._check_dataset(dataset, needs=("train", "test"))
         if materialize:
             self._store.check_tables_free([exports.view_name(kind, alias) for kind in exports.KINDS])
         monitor = self._submit(JobType.TRAIN_INFERENCE, dataset, new_id("mr"), new_model=True, alias=alias,
-                               output_config=out_config, extract_embeddings=bool(extract_embeddings),
+                               output_config=out_config, extract_embeddings=embeddings,
                                test_batch_size=batch_size, flatten_output=flat)
         if materialize:
             monitor.materialize_results()

@@ -132,6 +132,8 @@ CASES: list[Case] = [
      lambda w: w.trainer.predict("a", output_config={"format": "pickle"}, model_run_id=w.done)),
     ("predict-output-config-bad-directory", InvalidArgument, ("export directory",),
      lambda w: w.trainer.predict("a", output_config={"directory": str(Path(w.db))}, model_run_id=w.done)),
+    ("predict-extract-embeddings-not-a-flag", InvalidArgument, ("extract_embeddings", "True or False", "'no'"),
+     lambda w: w.trainer.predict("a", model_run_id=w.done, extract_embeddings="no")),
     ("predict-without-predict-function", InvalidArgument, ("no predict function",),
      lambda w: Trainer(demo.train, db=w.db, runner="eager").predict("a", model_run_id=w.done)),
     # fit / fit_predict
@@ -150,6 +152,8 @@ CASES: list[Case] = [
      lambda w: w.trainer.fit_predict(w.dataset, "fresh", output_config={"format": "xlsx"})),
     ("fit-predict-output-config-key", InvalidArgument, ("path",),
      lambda w: w.trainer.fit_predict(w.dataset, "fresh", output_config={"path": "/tmp"})),
+    ("fit-predict-extract-embeddings-not-a-flag", InvalidArgument, ("extract_embeddings", "True or False"),
+     lambda w: w.trainer.fit_predict(w.dataset, "fresh", extract_embeddings="False")),
     ("fit-predict-without-predict-function", InvalidArgument, ("no predict function",),
      lambda w: Trainer(demo.train, db=w.db).fit_predict(w.dataset, "fresh")),
     # Trainer construction
