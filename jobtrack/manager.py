@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from jobtrack import files, runtable
 from jobtrack.config import check_lock_timeout
 from jobtrack.errors import AmbiguousJobId, InvalidArgument, JobNotFound
-from jobtrack.monitor import JobMonitor, StatusPage, status_dict
+from jobtrack.monitor import JobMonitor, StatusPage, request_cancel, status_dict
 from jobtrack.runtable import JobList
 from jobtrack.states import JobStatus, JobType
 from jobtrack.store import PruneReport, Store
@@ -137,8 +137,12 @@ class JobManager:
                 "max_attempts": rec.max_attempts}
 
     def cancel_job(self, job_id: str) -> JobStatus:
-        """Cancel job ``job_id`` (see ``JobMonitor.cancel``) and return its status after the call."""
-        return self._store.request_cancel(job_id)
+        """Cancel job ``job_id`` (see ``JobMonitor.cancel``) and return its status after the call.
+
+        Raises:
+            JobNotFound: no job has this id.
+        """
+        return request_cancel(self._store, job_id)
 
     def list_jobs(
         self,

@@ -98,6 +98,16 @@ def check_wait(timeout: object, poll_interval: object) -> None:
                               f"{type(poll_interval).__name__} {poll_interval!r}; use e.g. poll_interval=0.05.")
 
 
+def request_cancel(store: Store, job_id: str) -> JobStatus:
+    """Cancel a job (``JobMonitor.cancel``, ``JobManager.cancel_job``); its status right after the call.
+
+    A RUNNING job whose runner is gone is not "asked to stop": it reads as ``get_status()`` reads it
+    (FAILED, runner lost), never RUNNING (SPEC §2).
+    """
+    status = store.request_cancel(job_id)
+    return store.get_job(job_id).status if status is JobStatus.RUNNING else status
+
+
 class JobMonitor:
     """A job created by ``Trainer.fit()``/``predict()``/``fit_predict()`` or fetched by ``JobManager``."""
 
@@ -213,9 +223,9 @@ class JobMonitor:
     def cancel(self) -> JobStatus:
         """Cancel the job: QUEUED → CANCELED at once; RUNNING is asked to stop; terminal is left alone.
 
-        Returns the status right after the call.
+        Returns the status right after the call (FAILED for a RUNNING job whose runner is gone).
         """
-        return self._store.request_cancel(self.job_id)
+        return request_cancel(self._store, self.job_id)
 
     def register_model(self, model_name: str, version_name: str, database_name: str | None = None,
                        schema_name: str | None = None, comment: str | None = None) -> str:

@@ -75,6 +75,21 @@ def test_sigkilled_runner_reads_failed_at_the_next_read_and_keeps_its_epochs(db_
     assert error["type"] == "RunnerLost" and f"pid {child.pid}" in error["message"] and error["traceback"] == ""
 
 
+def test_cancel_of_a_sigkilled_runners_job_returns_failed_not_running(db_path: str) -> None:
+    with spawn(SLOW_TRAINER, db_path) as child:
+        job_id = child.stdout.readline().strip()  # type: ignore[union-attr]
+        manager = JobManager(db_path)
+        wait_until(lambda: manager.fetch_job(job_id).get_status()["result"].get("epochs"),
+                   message="first epoch reported")
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+        # nothing is left to ask to stop: the status after the call is what get_status() reads
+        assert manager.cancel_job(job_id) == "FAILED"
+    assert manager.fetch_job(job_id).cancel() == "FAILED"
+    status = manager.fetch_job(job_id).get_status()
+    assert status["status"] == "FAILED" and status["result"]["error"]["type"] == "RunnerLost"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_cancels_running_and_queued_jobs_before_exit(db_path: str, sig: signal.Signals) -> None:
     code = SLOW_TRAINER.replace("print(m.job_id, flush=True)",
