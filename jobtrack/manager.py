@@ -141,8 +141,9 @@ class JobManager:
 
         Raises:
             JobNotFound: no job has this id.
+            InvalidArgument: ``job_id`` is not a string.
         """
-        return request_cancel(self._store, job_id)
+        return request_cancel(self._store, _job_id(job_id))
 
     def list_jobs(
         self,

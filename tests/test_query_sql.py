@@ -485,5 +485,7 @@ def test_arguments_of_the_wrong_type_are_typed_errors(pop: Population) -> None:
     for job_id in (None, 123, ""):
         with pytest.raises(InvalidArgument, match="A job id is a non-empty string"):
             manager.fetch_job(job_id)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgument, match="A job id is a non-empty string"):
+            manager.cancel_job(job_id)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="A job id is a non-empty string"):
         manager.compare([1, 2])  # type: ignore[list-item]
