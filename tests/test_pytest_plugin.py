@@ -6,10 +6,12 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from jobtrack import JobManager, JobMonitor, StoreBusy, Trainer, demo, testing, timeutil
+import jobfuncs
+from jobtrack import JobManager, JobMonitor, StoreBusy, Trainer, demo, runtime, testing, timeutil
 from jobtrack.dataset import Dataset
 from jobtrack.store import Store
 from proc import wait_until
@@ -242,3 +244,19 @@ def test_shift_clock_expires_a_detached_runners_lease_and_is_undone(db_path: str
         assert job.get_status()["status"] == "FAILED"
     assert abs(timeutil.utcnow() - before) < timedelta(minutes=1)
     assert job.events()[-1].reason == "runner lost (lease expired)"
+
+
+def test_the_teardowns_close_all_leaves_a_running_process_job_to_finish(db_path: str, tmp_path: Path) -> None:
+    """A test that ends with a process-runner job still running: the fixture's ``runtime.close_all()`` must not close
+    the file under the job's child (SQLite then deleted its write-ahead log, and the job failed "malformed")."""
+    release = tmp_path / "release"
+    job = Trainer(jobfuncs.train_until_released, db=db_path, runner="process",
+                  config={"release": str(release)}).fit(Dataset("d", "regression", "t", tables={"train": [{"x": 1}]}))
+    try:
+        seen = len(testing.wait_for_epochs(job, 2))
+        runtime.close_all()  # what the jobtrack_db fixture does when a test ends
+        testing.wait_for_epochs(job, seen + 20)  # the child keeps writing to the file
+    finally:
+        release.touch()
+    final = testing.assert_completed(job)
+    assert len(final["result"]["epochs"]) == final["result"]["summary"]["epochs"]  # every epoch it reported

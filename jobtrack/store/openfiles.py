@@ -178,7 +178,15 @@ def attach(path: str, target: str) -> OpenFile:
 
 
 def close_files() -> None:
-    """Close every connection and lock file of every open file of this process, and forget them."""
+    """Close every connection and lock file of every open file of this process, and forget them.
+
+    Not while a child forked from this process lives (a process runner's): it shares this process's records of
+    SQLite's locks, not the locks, so once our connections are closed SQLite takes itself for the file's last user
+    and deletes the write-ahead log the child writes to (its job then failed with "disk image is malformed")."""
+    import multiprocessing  # not on `jobtrack status`'s path (#14)
+
+    if multiprocessing.active_children():
+        return
     files = _registry()
     with _files_lock:
         for f in files.values():
