@@ -59,6 +59,14 @@ def _job_id(job_id: object) -> str:
     return job_id
 
 
+def _experiment_name(value: object) -> str:
+    """An experiment to filter by: a non-empty string, ``name/task_type/task_name`` read as ``predict()`` reads it."""
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"experiment_name must be a non-empty string such as "
+                              f"'churn_binary_classification_next_month', not {value!r}.")
+    return value.replace("/", "_")
+
+
 class JobManager:
     """Jobs of one database (``db`` argument, else ``$JOBTRACK_DB``, else the default path).
 
@@ -170,7 +178,8 @@ class JobManager:
 
         Raises:
             InvalidQuery: ``where`` or ``sort`` does not parse (the message points at the problem).
-            InvalidArgument: an unknown status or job type, an unreadable time, or a bad limit or offset.
+            InvalidArgument: an unknown status or job type, an experiment name that is not a string, an unreadable
+                time, or a bad limit or offset.
         """
         statuses = None
         if status is not None:
@@ -178,6 +187,8 @@ class JobManager:
             statuses = [parse_status(s) for s in items]
         if job_type is not None:
             job_type = parse_job_type(job_type).value
+        if experiment_name is not None:
+            experiment_name = _experiment_name(experiment_name)
         _check_page(limit, offset)
         if statuses == []:  # none of the statuses: no job (as ``status IN ()``), not every job
             return JobList(self._store, [], has_more=False, offset=offset)

@@ -119,6 +119,10 @@ def test_list_jobs_type_and_experiment_filters(store: Store, db_path: str) -> No
     assert ids(manager.list_jobs(experiment_name="ds_regression_x")) == ["job_t2", "job_t1"]
     assert ids(manager.list_jobs(experiment_name="ds_regression_x", job_type="train")) == ["job_t1"]
     assert manager.list_jobs(experiment_name="nothing_like_it") == []
+    assert ids(manager.list_jobs(experiment_name="ds/regression/x")) == ["job_t2", "job_t1"]  # as predict() reads it
+    for bad in ("", 5, ["ds_regression_x"]):
+        with pytest.raises(InvalidArgument, match="experiment_name must be a non-empty string"):
+            manager.list_jobs(experiment_name=bad)  # type: ignore[arg-type]
 
 
 def test_list_jobs_time_bounds(db_path: str, jobs: dict[str, str]) -> None:
