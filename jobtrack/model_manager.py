@@ -29,8 +29,11 @@ def registry_key(model_name: str, version_name: str, database_name: str | None =
     check_name(model_name, "model_name")
     check_name(version_name, "version_name")
     if (database_name is None) != (schema_name is None):
-        raise InvalidArgument("Pass both database_name= and schema_name= (the key is "
-                              "'database.schema.model.version'), or neither (the key is 'model:version').")
+        given = "database_name" if schema_name is None else "schema_name"
+        raise InvalidArgument(f"Got {given}={database_name if schema_name is None else schema_name!r} alone: pass both "
+                              "database_name= and schema_name= (the key is 'database.schema.model.version'), or "
+                              "neither (the key is 'model:version'). As in the reference SDK, the arguments after "
+                              "version_name are database_name and schema_name; a comment goes in comment=.")
     if database_name is None or schema_name is None:
         return f"{model_name}:{version_name}", model_name
     parts = {"database_name": database_name, "schema_name": schema_name, "model_name": model_name,

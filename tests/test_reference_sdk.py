@@ -258,6 +258,8 @@ def test_four_part_keys_are_namespaced_and_two_part_keys_keep_working(db_path: s
         train.register_model("m", "v1", "DB", "S1")
     with pytest.raises(ValidationError, match="both database_name"):
         train.register_model("m", "v2", database_name="DB")
+    with pytest.raises(ValidationError, match=r"(?s)database_name='my first model' alone.*comment="):
+        train.register_model("m", "v2", "my first model")  # SPEC's register_model(name, version, comment=None)
     with pytest.raises(ValidationError, match="separates the parts"):
         train.register_model("m.x", "v2", "DB", "S1")
     for key in ("DB.S1.m.v1", "m:v1"):
