@@ -119,14 +119,27 @@ def kill_runner(monitor: JobMonitor) -> None:
     """Make a RUNNING job's runner look dead (a process that no longer exists): the next read says FAILED.
 
     The real runner, if any, is fenced off at its next report, as a runner that lost its claim is.
+
+    Raises:
+        InvalidArgument: the job is not RUNNING (nothing is changed); ``wait_for_status(job, "RUNNING")`` first.
     """
     me = liveness.current()
-    Store.open(monitor.db).set_runner_identity(monitor.job_id, f"{me.host}|{_unused_pid()}|gone:0")
+    _set_runner(monitor, f"{me.host}|{_unused_pid()}|gone:0", "kill_runner")
 
 
 def detach_runner(monitor: JobMonitor) -> None:
-    """Make a RUNNING job's runner look like it lives on another host: only its lease decides now."""
-    Store.open(monitor.db).set_runner_identity(monitor.job_id, f"{UNREACHABLE_HOST}|1|unknown")
+    """Make a RUNNING job's runner look like it lives on another host: only its lease decides now.
+
+    Raises:
+        InvalidArgument: the job is not RUNNING (nothing is changed); ``wait_for_status(job, "RUNNING")`` first.
+    """
+    _set_runner(monitor, f"{UNREACHABLE_HOST}|1|unknown", "detach_runner")
+
+
+def _set_runner(monitor: JobMonitor, runner: str, what: str) -> None:
+    if not Store.open(monitor.db).set_runner_identity(monitor.job_id, runner):
+        raise InvalidArgument(f"{what}() needs a RUNNING job, but job {monitor.job_id} is {monitor.status}, so "
+                              f"nothing was changed; call wait_for_status(job, 'RUNNING') before {what}(job).")
 
 
 def _unused_pid() -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import jobfuncs
-from jobtrack import JobManager, JobMonitor, StoreBusy, Trainer, demo, runtime, testing, timeutil
+from jobtrack import InvalidArgument, JobManager, JobMonitor, StoreBusy, Trainer, demo, runtime, testing, timeutil
 from jobtrack.dataset import Dataset
 from jobtrack.store import Store
 from proc import wait_until
@@ -260,3 +260,15 @@ def test_the_teardowns_close_all_leaves_a_running_process_job_to_finish(db_path:
         release.touch()
     final = testing.assert_completed(job)
     assert len(final["result"]["epochs"]) == final["result"]["summary"]["epochs"]  # every epoch it reported
+
+
+def test_kill_and_detach_runner_refuse_a_job_that_is_not_running(db_path: str) -> None:
+    """Without ``wait_for_status(job, "RUNNING")`` first, the fault did nothing and the test failed later."""
+    ds = Dataset("d", "binary_classification", "t", tables=demo.write_csv_tables(Path(db_path).parent / "data"))
+    done = Trainer(demo.train, db=db_path, runner="eager", config={"epochs": 1}).fit(ds)
+    queued = Trainer(demo.train, db=db_path, runner="worker").fit(ds)
+    for job, status in ((done, "COMPLETED"), (queued, "QUEUED")):
+        for fault in (testing.kill_runner, testing.detach_runner):
+            with pytest.raises(InvalidArgument, match=f"needs a RUNNING job, but job {job.job_id} is {status}"):
+                fault(job)
+            assert job.get_status()["status"] == status

@@ -377,8 +377,9 @@ class FencedCore(StoreBase):
                                        token=token)
         return len(rows)
 
-    def set_runner_identity(self, job_id: str, runner: str) -> None:
-        """Overwrite the recorded runner of a RUNNING job (fault injection: make it look dead or remote)."""
+    def set_runner_identity(self, job_id: str, runner: str) -> bool:
+        """Overwrite the recorded runner of a RUNNING job (fault injection: make it look dead or remote); whether
+        the job was RUNNING (else nothing changed)."""
         with self.db.write() as tx:
-            tx.run("UPDATE jobs SET runner = :runner WHERE id = :id AND status = 'RUNNING'",
-                   {"runner": runner, "id": job_id})
+            return tx.run("UPDATE jobs SET runner = :runner WHERE id = :id AND status = 'RUNNING'",
+                          {"runner": runner, "id": job_id}) > 0
