@@ -281,26 +281,10 @@ def _cmd_wait(args: argparse.Namespace) -> int:
     except WaitTimeout as exc:
         if args.debug:
             raise
-        print(f"jobtrack: error: {cliutil.error_line(exc, args)}{_no_worker_hint(job.job_id, args)}", file=sys.stderr)
+        print(f"jobtrack: error: {cliutil.error_line(exc, args)}", file=sys.stderr)  # names a missing worker
         return 1
     print(f"{args.job_id}: {final['status']}")
     return EXIT_CODES[final["status"]]
-
-
-def _no_worker_hint(job_id: str, args: argparse.Namespace) -> str:
-    """For a runner="worker" job still QUEUED while no worker runs a job of this database: say so (#13)."""
-    from jobtrack.states import JobStatus
-    from jobtrack.store import Store
-
-    store = Store.open(args.db, create=False)  # the manager's store: it exists
-    rec = store.get_job(job_id)
-    if rec.runner_kind != "worker" or rec.status is not JobStatus.QUEUED:
-        return ""
-    if any(r.runner_kind == "worker" for r in store.list_jobs(statuses=[JobStatus.RUNNING], limit=None)):
-        return ""
-    db = f" --db {args.db}" if args.db else ""
-    return (" No worker is running a job of this database now, and only a worker runs this one: "
-            f"start one with `jobtrack worker{db}`.")
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:

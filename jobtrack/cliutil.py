@@ -114,8 +114,8 @@ def error_line(exc: BaseException, args: argparse.Namespace | None = None) -> st
         where = f" in {exc.db}" if exc.db else ""
         text = f"No job with id {exc.job_id!r}{where}. `jobtrack list{db}` shows the jobs; check the id and --db."
     elif isinstance(exc, WaitTimeout):
-        text = (f"Job {exc.job_id!r} is still {exc.status} after {exc.timeout:g} s. Wait longer (--timeout SECONDS) "
-                f"or cancel it (jobtrack cancel {exc.job_id}{db}).")
+        text = (f"Job {exc.job_id!r} is still {exc.status} after {exc.timeout:g} s. "
+                + (exc.hint or f"Wait longer (--timeout SECONDS) or cancel it (jobtrack cancel {exc.job_id}{db})."))
     elif isinstance(exc, ModelNotFound):
         detail = f": {exc.detail}" if exc.detail else ""
         text = f"No model {exc.model_ref!r} in this database{detail}. `jobtrack models{db}` lists the model runs."

@@ -13,6 +13,7 @@ from jobtrack.dataset import check_tags
 from jobtrack.errors import InvalidArgument, ModelNotReady, SnapshotCopy, WaitTimeout
 from jobtrack.states import JobStatus, JobType
 from jobtrack.statusdoc import finished_status_document, status_document
+from jobtrack.store.failures import shown
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -106,6 +107,16 @@ def request_cancel(store: Store, job_id: str) -> JobStatus:
     """
     status = store.request_cancel(job_id)
     return store.get_job(job_id).status if status is JobStatus.RUNNING else status
+
+
+def _no_worker_hint(store: Store, rec: JobRecord) -> str:
+    """For a runner="worker" job still QUEUED while no worker runs a job of its database: say so (#13)."""
+    if rec.runner_kind != "worker" or rec.status is not JobStatus.QUEUED:
+        return ""
+    if any(r.runner_kind == "worker" for r in store.list_jobs(statuses=[JobStatus.RUNNING], limit=None)):
+        return ""
+    return ("No worker is running a job of this database now, and only a worker runs this one: start one with "
+            f"`jobtrack worker --db {shown(store.target)}`.")
 
 
 class JobMonitor:
@@ -206,7 +217,7 @@ class JobMonitor:
                 if rec.runner and liveness.is_snapshot(rec.runner):  # imported unfinished: it ends elsewhere (#19)
                     raise SnapshotCopy(self.job_id, rec.status, rec.runner.split("|", 2)[2])
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise WaitTimeout(self.job_id, timeout or 0.0, rec.status)
+                    raise WaitTimeout(self.job_id, timeout or 0.0, rec.status, _no_worker_hint(self._store, rec))
                 if running_here is None or running_here.done():  # done, yet not ended here: someone else's now
                     time.sleep(self._pause(delay, deadline))
                 elif bar is not None:  # (without a bar, the top of the loop waits on the job's thread)
@@ -322,6 +333,7 @@ class JobMonitor:
 
     def stream_logs(self, *, file: Any = None, follow: bool = True, poll_interval: float = 0.2) -> None:
         """Print the job's log lines as they are written, until the job ends (or at once if ``follow=False``)."""
+        check_wait(None, poll_interval)  # 0 would spin, a negative one fail inside time.sleep
         out = file if file is not None else sys.stdout
         path = self.log_path
         pos = 0

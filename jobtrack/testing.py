@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from jobtrack import liveness, runtime
-from jobtrack.errors import InvalidArgument
+from jobtrack.errors import InvalidArgument, WaitTimeout
 from jobtrack.monitor import JobMonitor, JobStatusDict
 from jobtrack.states import JobStatus
 from jobtrack.store import Store
@@ -51,8 +51,13 @@ def assert_status(monitor: JobMonitor, expected: str | JobStatus) -> JobStatusDi
 
 
 def assert_completed(monitor: JobMonitor, *, timeout: float | None = 30) -> JobStatusDict:
-    """Wait for the job to end and assert it COMPLETED; on failure the message shows the error and traceback."""
-    monitor.wait(timeout=timeout)
+    """Wait for the job to end and assert it COMPLETED; on failure the message shows the error and traceback.
+
+    A job still running after ``timeout`` seconds is an AssertionError too (a test failure, not an error)."""
+    try:
+        monitor.wait(timeout=timeout)
+    except WaitTimeout:
+        raise AssertionError(f"expected COMPLETED within {timeout} s, but {_describe(monitor.get_status())}") from None
     return assert_status(monitor, JobStatus.COMPLETED)
 
 
@@ -71,6 +76,9 @@ def wait_for_status(monitor: JobMonitor, expected: str | JobStatus, *, timeout: 
 
 def wait_for_epochs(monitor: JobMonitor, count: int, *, timeout: float = 30) -> list[dict[str, Any]]:
     """Poll until the job has reported at least ``count`` epochs; returns them."""
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise InvalidArgument(f"wait_for_epochs(count=...) must be an int, not {type(count).__name__} {count!r}; "
+                              "e.g. wait_for_epochs(job, 3).")
     deadline = time.monotonic() + timeout
     while True:
         status = monitor.get_status()

@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 
 import jobfuncs
-from jobtrack import InvalidArgument, JobManager, JobMonitor, StoreBusy, Trainer, demo, runtime, testing, timeutil
+from jobtrack import (
+    InvalidArgument,
+    JobManager,
+    JobMonitor,
+    StoreBusy,
+    Trainer,
+    WaitTimeout,
+    demo,
+    runtime,
+    testing,
+    timeutil,
+)
 from jobtrack.dataset import Dataset
 from jobtrack.store import Store
 from proc import wait_until
@@ -272,3 +283,20 @@ def test_kill_and_detach_runner_refuse_a_job_that_is_not_running(db_path: str) -
             with pytest.raises(InvalidArgument, match=f"needs a RUNNING job, but job {job.job_id} is {status}"):
                 fault(job)
             assert job.get_status()["status"] == status
+
+
+def test_assert_completed_wait_for_epochs_and_wait_say_what_went_wrong(db_path: str) -> None:
+    """A job still running at assert_completed's timeout is a test failure (AssertionError), not WaitTimeout; a count
+    that is not an int is InvalidArgument, not a TypeError from inside the helper."""
+    queued = Trainer(demo.train, db=db_path, runner="worker").fit(
+        Dataset("d", "binary_classification", "t", tables=demo.write_csv_tables(Path(db_path).parent / "data")))
+    with pytest.raises(AssertionError, match=f"expected COMPLETED within 0.05 s, but job {queued.job_id} is QUEUED"):
+        testing.assert_completed(queued, timeout=0.05)
+    with pytest.raises(InvalidArgument, match=r"wait_for_epochs\(count=...\) must be an int, not str '3'"):
+        testing.wait_for_epochs(queued, "3")  # type: ignore[arg-type]
+    with pytest.raises(WaitTimeout, match="No worker is running a job of this database now") as caught:
+        queued.wait(timeout=0.05)  # wait() says why the job may never start, as `jobtrack wait` does
+    assert f"start one with `jobtrack worker --db {db_path}`" in str(caught.value)
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(InvalidArgument, match="poll_interval must be a number of seconds > 0"):
+            queued.stream_logs(poll_interval=bad)

@@ -230,17 +230,18 @@ class ResultTooLarge(JobtrackError, ValueError):
 class WaitTimeout(JobtrackError, TimeoutError):
     """``wait()`` ran out of time before the job reached a terminal status."""
 
-    def __init__(self, job_id: str, timeout: float, status: str) -> None:
+    def __init__(self, job_id: str, timeout: float, status: str, hint: str = "") -> None:
         self.job_id = job_id
         self.timeout = timeout
         self.status = status
+        self.hint = hint  # why it may never end as things stand (no worker runs its queue), or ""
         super().__init__(
             f"Job {job_id!r} is still {status} after {timeout:g} s. "
-            "Wait longer (wait(timeout=...)) or cancel it (cancel())."
+            + (hint or "Wait longer (wait(timeout=...)) or cancel it (cancel()).")
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.job_id, self.timeout, self.status))
+        return (type(self), (self.job_id, self.timeout, self.status, self.hint))
 
 
 class SnapshotCopy(JobMonitorError):
