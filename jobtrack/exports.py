@@ -118,9 +118,15 @@ def is_dataframe(value: Any) -> bool:
 
 
 def _records(frame: Any, size: int = EXPORT_BATCH_ROWS) -> Iterator[dict[str, Any]]:
-    """A DataFrame's rows as dicts, a slice at a time: never the whole frame as dicts at once."""
+    """A DataFrame's rows as dicts, a slice at a time: never the whole frame as dicts at once.
+
+    A named index (``df.set_index("id")``) comes first as columns, as ``to_csv`` writes it; an unnamed one
+    (the default ``0, 1, 2, ...``) is left out.
+    """
+    named = any(name is not None for name in frame.index.names)
     for start in range(0, len(frame), size):
-        yield from frame.iloc[start : start + size].to_dict("records")
+        part = frame.iloc[start : start + size]
+        yield from (part.reset_index() if named else part).to_dict("records")
 
 
 def as_rows(kind: str, rows: Any) -> Any:

@@ -271,3 +271,25 @@ def test_a_predict_that_returns_its_rows_instead_of_exporting_them_is_told_in_it
     quiet = Trainer(jobfuncs.train_noop, both, db=db_path, runner="eager").fit_predict(_dataset(), "exported")
     assert quiet.get_status()["status"] == "COMPLETED"
     assert "exported none" not in quiet.log_path.read_text()
+
+
+def test_a_dataframe_export_keeps_its_named_index_as_columns(db_path: str) -> None:
+    """``df.set_index("id")`` exported its other columns only: the ids were lost without a word."""
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame({"id": [7, 8, 9], "score": [0.5, 0.25, 0.125]}).set_index("id")
+    unnamed = pandas.DataFrame({"score": [0.5]}, index=[3])
+
+    def predict(ctx: Any) -> None:
+        ctx.export("predictions", frame)
+        ctx.export("embeddings", unnamed)  # the default, unnamed index is no column
+
+    status = Trainer(jobfuncs.train_noop, predict, db=db_path, runner="eager").fit_predict(
+        _dataset(), "indexed", extract_embeddings=True).get_status()
+    assert status["status"] == "COMPLETED", status["result"].get("error")
+    with open(status["export_paths"]["predictions"], newline="") as f:
+        assert list(csv.DictReader(f)) == [{"id": "7", "score": "0.5"}, {"id": "8", "score": "0.25"},
+                                           {"id": "9", "score": "0.125"}]
+    assert _query(db_path, f"SELECT id FROM {status['source_views']['predictions']}") == [
+        {"id": 7}, {"id": 8}, {"id": 9}]
+    with open(status["export_paths"]["embeddings"], newline="") as f:
+        assert list(csv.DictReader(f)) == [{"score": "0.5"}]
