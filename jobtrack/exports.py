@@ -18,6 +18,7 @@ from jobtrack import jsonutil
 from jobtrack.config import make_private_dir
 from jobtrack.errors import InvalidArgument, MissingExtra, NotSerializable
 from jobtrack.files import remove_stale_temps, temp_prefix
+from jobtrack.scalars import narrow_floats
 
 KINDS = ("predictions", "embeddings")
 """What a job may export."""
@@ -121,12 +122,23 @@ def _records(frame: Any, size: int = EXPORT_BATCH_ROWS) -> Iterator[dict[str, An
     """A DataFrame's rows as dicts, a slice at a time: never the whole frame as dicts at once.
 
     A named index (``df.set_index("id")``) comes first as columns, as ``to_csv`` writes it; an unnamed one
-    (the default ``0, 1, 2, ...``) is left out.
+    (the default ``0, 1, 2, ...``) is left out. Values are what ``to_dict("records")`` gives, but a 32- or 16-bit
+    float the decimal it stands for, as everywhere (``jobtrack.scalars``).
     """
     named = any(name is not None for name in frame.index.names)
     for start in range(0, len(frame), size):
         part = frame.iloc[start : start + size]
-        yield from (part.reset_index() if named else part).to_dict("records")
+        if named:
+            part = part.reset_index()
+        if len(part.columns) == 0:
+            yield from ({} for _ in range(len(part)))
+            continue
+        # column by column, so a float32 or float16 column's values are the decimals they stand for, as the
+        # same values in rows of dicts are (``to_dict`` gives their exact 64-bit values: 0.1 as 0.10000000149...)
+        names = list(part.columns)
+        columns = [narrow_floats(column, column.tolist()) for _, column in part.items()]
+        for values in zip(*columns, strict=True):
+            yield dict(zip(names, values, strict=True))
 
 
 def as_rows(kind: str, rows: Any) -> Any:

@@ -293,3 +293,26 @@ def test_a_dataframe_export_keeps_its_named_index_as_columns(db_path: str) -> No
         {"id": 7}, {"id": 8}, {"id": 9}]
     with open(status["export_paths"]["embeddings"], newline="") as f:
         assert list(csv.DictReader(f)) == [{"score": "0.5"}]
+
+
+def test_a_dataframe_exports_narrow_floats_as_the_decimals_rows_of_dicts_get(db_path: str) -> None:
+    """A float32 column was exported as its exact 64-bit values (0.1 as 0.10000000149011612), while the same
+    numpy values in rows of dicts were written as the decimals they stand for (0.1)."""
+    numpy = pytest.importorskip("numpy")
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame({"id": [1, 2], "p32": numpy.array([0.1, 0.7], dtype=numpy.float32),
+                              "p16": numpy.array([0.1, 0.7], dtype=numpy.float16), "p64": [0.1, 0.7]})
+
+    def predict(ctx: Any) -> None:
+        ctx.export("predictions", frame)
+        ctx.export("embeddings", [{c: frame[c].to_numpy()[i] for c in frame.columns}  # rows of numpy scalars
+                                  for i in range(len(frame))])
+
+    status = Trainer(jobfuncs.train_noop, predict, db=db_path, runner="eager").fit_predict(
+        _dataset(), "narrow", extract_embeddings=True).get_status()
+    assert status["status"] == "COMPLETED", status["result"].get("error")
+    expected = [{"id": 1, "p32": 0.1, "p16": 0.1, "p64": 0.1}, {"id": 2, "p32": 0.7, "p16": 0.7, "p64": 0.7}]
+    for kind in ("predictions", "embeddings"):
+        assert _query(db_path, f"SELECT * FROM {status['source_views'][kind]}") == expected
+        with open(status["export_paths"][kind], newline="") as f:
+            assert [row["p32"] for row in csv.DictReader(f)] == ["0.1", "0.7"]
