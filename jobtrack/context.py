@@ -17,7 +17,7 @@ from jobtrack.config import make_private_dir, max_result_bytes
 from jobtrack.errors import InvalidArgument, JobCanceled, ResultTooLarge, RunnerFenced, StoreError
 from jobtrack.exporting import Exporter, JobExports
 from jobtrack.joblog import JobLog, epoch_line
-from jobtrack.results import EarlyStopping
+from jobtrack.results import EarlyStopping, prefixed_metric_hint
 from jobtrack.states import JobStatus, JobType
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class RunContext:
         """The cap of this job's reported epochs and of its summary, in bytes of stored JSON (#13)."""
         self._epoch_bytes = 0  # stored JSON of the epochs reported so far
         self._metric_names: set[str] = set()  # every metric reported, for eval_metric_missing (#13)
+        self._validation_names: set[str] = set()  # the validation ones
         self.phase = "predict" if spec.job_type is JobType.INFERENCE else "train"
         self._cancel_seen = False
         self._model_dir = store.model_dir_of(spec.model_run_id or spec.job_id, spec.model_dir)
@@ -200,6 +201,7 @@ class RunContext:
         self._top = (epoch if top is None else max(top, epoch),)
         self._epoch_bytes = size
         self._metric_names.update(train_clean, val_clean)
+        self._validation_names.update(val_clean)
         self.log(epoch_line(epoch, train_clean, val_clean))  # one log line per reported epoch (#13)
         if cancel:
             self._cancel_seen = True
@@ -240,9 +242,10 @@ class RunContext:
         """
         metric = self._early.metric
         if metric and self._metric_names and not self._early.seen:
+            hint = prefixed_metric_hint(metric, self._validation_names)
             self.log(f"no epoch reported {metric!r}, this job's evaluation metric, so it has no best epoch; "
-                     f"reported: {', '.join(sorted(self._metric_names))}. Report it, or choose one of these with "
-                     "Trainer(eval_metric=..., eval_mode='max'|'min').")
+                     f"reported: {', '.join(sorted(self._metric_names))}. " + (f"{hint}." if hint else
+                     "Report it, or choose one of these with Trainer(eval_metric=..., eval_mode='max'|'min')."))
         if not self._early_fed and self._early.active:  # a resumed attempt that reported no epoch
             try:
                 top = self._stored_top()

@@ -28,23 +28,43 @@ def best_epoch(
     return best
 
 
+VALIDATION_PREFIXES = ("val_", "val/", "valid_", "valid/", "validation_", "validation/", "eval_", "eval/")
+"""Metric names that start with one of these are validation metrics (the prefix is dropped): Keras's and
+Lightning's ``val_``, Transformers' ``eval_``, and the ``split/name`` style."""
+
+
+def prefixed_metric_hint(metric: str, validation_names: Iterable[str]) -> str | None:
+    """The fix when ``metric`` is a framework's name (``val_loss``) of a validation metric reported without its
+    prefix (``loss``), as the framework callbacks report them; else None."""
+    names = set(validation_names)
+    for prefix in VALIDATION_PREFIXES:
+        bare = metric[len(prefix):]
+        if metric.startswith(prefix) and bare in names:
+            return (f"{metric!r} is reported as the validation metric {bare!r} (the framework callbacks drop the "
+                    f"{prefix!r} prefix): choose Trainer(eval_metric={bare!r})")
+    return None
+
+
 def missing_metric(epochs: Iterable[Mapping[str, Any]], metric: str) -> dict[str, Any] | None:
     """``{"reported": [names], "note": ...}`` when no epoch reported ``metric`` at all, else None (#13).
 
     Without it ``best_epoch`` stays None with no word why: a binary classifier reporting ``auc`` where
-    its task type's metric is ``roc_auc``, say.
+    its task type's metric is ``roc_auc``, say, or ``Trainer(eval_metric="val_loss")`` where a framework
+    callback reports Keras's ``val_loss`` as ``validation.loss``.
     """
     names: set[str] = set()
+    validation: set[str] = set()
     for ep in epochs:
         for section in ("train", "validation"):
             part = ep.get(section) or {}
             if metric in part:
                 return None
             names.update(part)
+        validation.update(ep.get("validation") or {})
+    fix = prefixed_metric_hint(metric, validation) or ("report it with ctx.log_epoch, or choose one of the reported "
+                                                       "metrics with Trainer(eval_metric=..., eval_mode='max'|'min')")
     return {"reported": sorted(names),
-            "note": f"no epoch reported {metric!r}, the evaluation metric of this job, so it has no best epoch; "
-                    "report it with ctx.log_epoch, or choose one of the reported metrics with "
-                    "Trainer(eval_metric=..., eval_mode='max'|'min')"}
+            "note": f"no epoch reported {metric!r}, the evaluation metric of this job, so it has no best epoch; {fix}"}
 
 
 def compose(

@@ -272,6 +272,31 @@ def test_epochs_without_the_evaluation_metric_say_so_in_the_result_and_the_log(d
                                      "job_type", "model_run_id", "result", "export_paths", "source_views"}
 
 
+def test_an_eval_metric_named_with_a_framework_prefix_says_which_name_to_choose(db_path: str) -> None:
+    """``Trainer(eval_metric="val_loss")`` with a framework callback, which reports Keras's ``val_loss`` as
+    ``validation.loss``: no best epoch and no early stopping, and the note only said to report 'val_loss'."""
+    def train(ctx: RunContext) -> dict[str, Any]:
+        for epoch in (1, 2):  # what JobtrackCallback reports of logs {"loss": ..., "val_loss": ...}
+            ctx.log_epoch(epoch, train={"loss": 1.0 / epoch}, validation={"loss": 2.0 / epoch})
+        return {}
+
+    job = Trainer(train, db=db_path, runner="eager", eval_metric="val_loss", eval_mode="min").fit(
+        _dataset("regression"))
+    result = testing.assert_completed(job)["result"]
+    assert result["best_epoch"] is None
+    fix = "choose Trainer(eval_metric='loss')"
+    assert fix in result["eval_metric_missing"]["note"] and fix in _log(db_path, job.job_id)
+
+    def train_only(ctx: RunContext) -> dict[str, Any]:  # a training loss alone is not what val_loss meant
+        ctx.log_epoch(1, train={"loss": 1.0})
+        return {}
+
+    job = Trainer(train_only, db=db_path, runner="eager", eval_metric="val_loss", eval_mode="min").fit(
+        _dataset("regression"))
+    result = testing.assert_completed(job)["result"]
+    assert fix not in result["eval_metric_missing"]["note"] and fix not in _log(db_path, job.job_id)
+
+
 def test_a_job_that_reports_its_metric_has_no_note(db_path: str) -> None:
     def train(ctx: RunContext) -> dict[str, Any]:
         ctx.log_epoch(1, train={"roc_auc": 0.7})

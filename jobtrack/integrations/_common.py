@@ -13,15 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobtrack.errors import InvalidArgument, JobCanceled, MissingExtra, StoreError
+from jobtrack.results import VALIDATION_PREFIXES as VALIDATION_PREFIXES  # re-exported: the callbacks use it
 
 if TYPE_CHECKING:
     from jobtrack.context import RunContext
 
 log = logging.getLogger(__name__)
-
-VALIDATION_PREFIXES = ("val_", "val/", "valid_", "valid/", "validation_", "validation/", "eval_", "eval/")
-"""Metric names that start with one of these are validation metrics (the prefix is dropped): Keras's and
-Lightning's ``val_``, Transformers' ``eval_``, and the ``split/name`` style."""
 
 TRAIN_PREFIXES = ("train_", "train/")
 """Metric names that start with one of these are training metrics (the prefix is dropped); so are names

@@ -103,3 +103,13 @@ def test_a_model_keras_cannot_save_trains_on_with_checkpoints_off(db_path: str) 
     assert status["result"]["summary"] == {"epochs": 3, "checkpoints": False, "files": []}  # no .partial-* left
     said = [line for line in job.log_path.read_text(encoding="utf-8").splitlines() if "not saved" in line]
     assert len(said) == 1 and "last.keras not saved, checkpoints off for this run: NotImplementedError" in said[0]
+
+
+def test_eval_metric_val_loss_says_the_callback_reports_it_as_validation_loss(db_path: str) -> None:
+    """Keras names it ``val_loss``; the callback reports it as ``validation.loss``, so ``eval_metric="val_loss"``
+    found no best epoch, and the note did not say which name to choose instead."""
+    job = Trainer(fit, db=db_path, runner="eager", eval_metric="val_loss", eval_mode="min").fit(DATASET)
+    result = job.get_status()["result"]
+    assert result["best_epoch"] is None
+    assert "choose Trainer(eval_metric='loss')" in result["eval_metric_missing"]["note"]
+    assert "choose Trainer(eval_metric='loss')" in job.log_path.read_text()
