@@ -81,6 +81,11 @@ class JobtrackCallback(_Callback):  # type: ignore[misc]
             with contextlib.suppress(OSError):  # the Trainer made the default folder already; empty, it goes
                 os.rmdir(default)
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # What an evaluate() before train() measured (a baseline of the untrained model) is no epoch's validation.
+        self._pending = None
+        self._train, self._validation = {}, {}
+
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._flush(control)
         self._epoch = int(state.epoch or 0)

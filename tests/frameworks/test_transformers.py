@@ -116,3 +116,23 @@ def test_without_an_evaluation_per_epoch_the_epoch_is_reported_when_the_next_sta
     assert status["status"] == "COMPLETED" and [e["epoch"] for e in epochs] == [0, 1]
     assert all("loss" in e["train"] for e in epochs)
     assert all(bool(e["validation"]) == (strategy == "steps") for e in epochs)
+
+
+def test_an_evaluation_before_training_is_not_reported_as_the_first_epoch(db_path: str) -> None:
+    """A baseline ``trainer.evaluate()`` before ``train()`` (no evaluation per epoch) was reported as epoch 0's
+    validation metrics, and picked as its best epoch: the untrained model's roc_auc."""
+    def train(ctx: RunContext) -> None:
+        args = TrainingArguments(num_train_epochs=2, per_device_train_batch_size=16, logging_strategy="epoch",
+                                 save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
+                                 output_dir=str(ctx.job_dir / "out"))
+        config = BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=16, max_position_embeddings=16, num_labels=2)
+        trainer = HFTrainer(model=BertForSequenceClassification(config), args=args, train_dataset=Sequences(64, 0),
+                            eval_dataset=Sequences(16, 1), compute_metrics=roc_auc, callbacks=[JobtrackCallback(ctx)])
+        trainer.evaluate()  # the baseline
+        trainer.train()
+
+    result = Trainer(train, db=db_path, runner="eager").fit(DATASET).get_status()["result"]
+    assert [e["epoch"] for e in result["epochs"]] == [0, 1]
+    assert all(e["validation"] == {} and "loss" in e["train"] for e in result["epochs"])
+    assert result["best_epoch"] is None
