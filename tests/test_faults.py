@@ -110,6 +110,40 @@ def test_a_signal_cancels_running_and_queued_jobs_before_exit(db_path: str, sig:
         assert last.to_status == "CANCELED" and last.reason == f"signal {sig.name}"
 
 
+# A job whose code fails because of the signal itself: a terminal's Ctrl-C reaches the whole process group, so
+# a torch DataLoader's worker processes die of it and the training loop raises RuntimeError.
+KILLED_WORKERS = """
+import sys, time
+from jobtrack import Dataset, Trainer
+def train(ctx):
+    ctx.log_epoch(0, train={"loss": 1.0})
+    while not ctx.stopped_by_signal:
+        time.sleep(0.01)
+    raise RuntimeError("DataLoader worker (pid(s) 123) exited unexpectedly")
+m = Trainer(train, db=sys.argv[1], provenance=False).fit(Dataset("d", "regression", "t", tables={"train": [{"a": 1}]}))
+print(m.job_id, flush=True)
+m.wait()
+"""
+
+
+def test_an_error_the_signal_caused_in_the_code_is_a_cancel_not_a_failure(db_path: str) -> None:
+    """It was recorded FAILED when the runner thread got there before the signal's recorder, else a warning said
+    the FAILED end was refused because "the job was taken over or declared lost"."""
+    with spawn(KILLED_WORKERS, db_path) as child:
+        job_id = child.stdout.readline().strip()  # type: ignore[union-attr]
+        manager = JobManager(db_path)
+        wait_until(lambda: manager.fetch_job(job_id).get_status()["result"].get("epochs"),
+                   message="first epoch reported")
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=30)
+    job = manager.fetch_job(job_id)
+    last = job.events()[-1]
+    assert (last.to_status, last.reason) == ("CANCELED", "signal SIGINT")
+    assert "error" not in job.get_status()["result"]
+    assert "could not record" not in err and "taken over" not in err, err
+    assert "job canceled by SIGINT; its code then raised RuntimeError: DataLoader worker" in job.log_path.read_text()
+
+
 def test_a_canceled_process_jobs_end_is_left_to_its_living_parent(store: Store, db_path: str) -> None:
     """The process runner's parent terminates a child that ignores a cancel and records CANCELED; a reader that
     sees the child gone first must not record FAILED (runner lost) in its place. Without a cancel it does."""

@@ -224,9 +224,12 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int,
         return None
     except BaseException as exc:  # every failure of user code is recorded, then re-raised if fatal
         signal_name = ctx.stopped_by_signal
-        if signal_name and isinstance(exc, (KeyboardInterrupt, SystemExit)):  # our own signal, raised in the code
-            # An eager job in the main thread is recorded CANCELED by the signal's recorder thread, which
-            # retries while the store is busy: Ctrl-C never waits here for the write lock (#12).
+        if signal_name:  # our own signal raised in the code, or an error it caused (Ctrl-C killed its DataLoader
+            # workers): the job was stopped, not failed. An eager job in the main thread is recorded CANCELED by
+            # the signal's recorder thread, which retries while the store is busy: Ctrl-C never waits here for
+            # the write lock (#12).
+            if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                ctx.log(f"job canceled by {signal_name}; its code then raised {type(exc).__name__}: {_message(exc)}")
             status = None if _on_main_thread() else finish(store, spec.job_id, token, JobStatus.CANCELED,
                                                             reason=f"signal {signal_name}")
         else:
