@@ -219,8 +219,11 @@ def _check_table(split: Any, source: Any) -> Path | list[dict[str, Any]]:
         return path
     if isinstance(source, Sequence) and all(isinstance(r, Mapping) for r in source):
         return [dict(r) for r in source]
+    frame = hasattr(source, "to_dict") and hasattr(source, "columns")  # a pandas DataFrame: say how to pass it
     raise InvalidArgument(
-        f"The {split} table must be a file path or a list of dicts (rows), not {type(source).__name__}."
+        f"The {split} table must be a file path or a list of dicts (rows), not {type(source).__name__}"
+        + ("; pass df.to_dict('records'), or write it with df.to_csv(path, index=False) and pass the path."
+           if frame else ".")
     )
 
 

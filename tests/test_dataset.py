@@ -115,6 +115,14 @@ def test_wrong_table_type_is_refused_saying_what_is_accepted(source: Any) -> Non
     _refused(lambda: Dataset("d", "regression", "t", tables={"train": source}), "file path or a list of dicts")
 
 
+def test_a_dataframe_table_is_refused_saying_how_to_pass_it() -> None:
+    """A pandas DataFrame (what ctx.export() takes) was refused without a word on how to pass it instead."""
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame({"x": [1, 2]})
+    _refused(lambda: Dataset("d", "regression", "t", tables={"train": frame}), "not DataFrame",
+             "df.to_dict('records')", "df.to_csv(path, index=False)")
+
+
 def test_csv_tables_read_back_with_numbers_as_numbers(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("id,score,name,big,sci,empty,neg\n1,2.5,alice,12345678901234,1e3,,-4\n2,0.0,bob,0,2E-2,,-0.5\n",
