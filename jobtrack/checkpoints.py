@@ -93,7 +93,9 @@ def save(folder: Path, data: bytes | bytearray | memoryview | str | os.PathLike[
         if source.resolve() != target.resolve():
             _write_atomic(target, source=source)
     else:
-        raise InvalidArgument(f"save_checkpoint() takes bytes or a file's path, not {type(data).__name__}.")
+        fix = ("pass its bytes, buffer.getvalue()" if hasattr(data, "getvalue") else
+               "save it to a file first (torch.save(state, path), say) and pass the path, or pass its bytes")
+        raise InvalidArgument(f"save_checkpoint() takes bytes or a file's path, not {type(data).__name__}; {fix}.")
     _write_atomic(folder / LATEST, [target.name.encode("utf-8")])
     return target
 

@@ -224,6 +224,21 @@ def test_checkpoints_are_saved_atomically_and_the_latest_is_found(db_path: str, 
     assert seen["replaced"] == b"two"
 
 
+def test_a_checkpoint_that_is_no_bytes_is_refused_saying_how_to_pass_it(db_path: str) -> None:
+    """A state dict or an io.BytesIO (what torch.save writes to) was refused without a word on what to pass."""
+    messages: list[str] = []
+
+    def train(ctx: Any) -> None:
+        for data in ({"weights": [1.0]}, io.BytesIO(b"state")):
+            with pytest.raises(InvalidArgument) as info:
+                ctx.save_checkpoint(data)
+            messages.append(str(info.value))
+
+    assert Trainer(train, db=db_path, runner="eager").fit(_ds()).get_status()["status"] == "COMPLETED"
+    assert "not dict" in messages[0] and "save it to a file first" in messages[0]
+    assert "not BytesIO" in messages[1] and "buffer.getvalue()" in messages[1]
+
+
 # -- jobtrack retry ----------------------------------------------------------------------------------
 
 
