@@ -121,15 +121,16 @@ def is_dataframe(value: Any) -> bool:
 def _records(frame: Any, size: int = EXPORT_BATCH_ROWS) -> Iterator[dict[str, Any]]:
     """A DataFrame's rows as dicts, a slice at a time: never the whole frame as dicts at once.
 
-    A named index (``df.set_index("id")``) comes first as columns, as ``to_csv`` writes it; an unnamed one
-    (the default ``0, 1, 2, ...``) is left out. Values are what ``to_dict("records")`` gives, but a 32- or 16-bit
-    float the decimal it stands for, as everywhere (``jobtrack.scalars``).
+    A named index (``df.set_index("id")``) comes first as columns, as ``to_csv`` writes it, unless a column has
+    its name; an unnamed one (the default ``0, 1, 2, ...``) is left out. Values are what ``to_dict("records")``
+    gives, but a 32- or 16-bit float the decimal it stands for, as everywhere (``jobtrack.scalars``).
     """
-    named = any(name is not None for name in frame.index.names)
+    taken = set(frame.columns)  # an index level that is also a column (set_index("id", drop=False)) is there
+    levels = [name for name in frame.index.names if name is not None and name not in taken]
     for start in range(0, len(frame), size):
         part = frame.iloc[start : start + size]
-        if named:
-            part = part.reset_index()
+        if levels:
+            part = part.reset_index(level=levels)
         if len(part.columns) == 0:
             yield from ({} for _ in range(len(part)))
             continue

@@ -282,15 +282,16 @@ def test_a_dataframe_export_keeps_its_named_index_as_columns(db_path: str) -> No
     def predict(ctx: Any) -> None:
         ctx.export("predictions", frame)
         ctx.export("embeddings", unnamed)  # the default, unnamed index is no column
+        ctx.export("predictions", frame.reset_index().set_index("id", drop=False))  # an index that is a column too
 
     status = Trainer(jobfuncs.train_noop, predict, db=db_path, runner="eager").fit_predict(
         _dataset(), "indexed", extract_embeddings=True).get_status()
     assert status["status"] == "COMPLETED", status["result"].get("error")
     with open(status["export_paths"]["predictions"], newline="") as f:
         assert list(csv.DictReader(f)) == [{"id": "7", "score": "0.5"}, {"id": "8", "score": "0.25"},
-                                           {"id": "9", "score": "0.125"}]
+                                           {"id": "9", "score": "0.125"}] * 2
     assert _query(db_path, f"SELECT id FROM {status['source_views']['predictions']}") == [
-        {"id": 7}, {"id": 8}, {"id": 9}]
+        {"id": 7}, {"id": 8}, {"id": 9}] * 2
     with open(status["export_paths"]["embeddings"], newline="") as f:
         assert list(csv.DictReader(f)) == [{"score": "0.5"}]
 
