@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,6 +135,10 @@ class MetricRouter:
         return out["train"], out["validation"]
 
 
+_LAST_REPORTED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+"""The largest epoch the callbacks reported to each RunContext (one per job attempt)."""
+
+
 class Reporter:
     """One callback's link to its run: reports epochs, notices a cancel (or a patience rule's stop) at step
     boundaries. It never ends the job itself: the framework stops, the training code returns, and the runner
@@ -144,6 +149,7 @@ class Reporter:
         self.router = router
         self.canceled = False
         self.should_stop = False  # the job's patience rule (Trainer(patience=N)) says stop
+        self.offset = 0  # added to the framework's epoch numbers (see report)
 
     def poll(self) -> bool:
         """Whether training should stop now (canceled, or early stopping said so); one cheap read."""
@@ -156,11 +162,24 @@ class Reporter:
 
     def report(self, epoch: int, train: Mapping[str, Any], validation: Mapping[str, Any]) -> bool:
         """``ctx.log_epoch`` once per epoch; returns whether training should stop. Nothing is reported after
-        a cancel (the partial epoch a stop ends is not an epoch)."""
+        a cancel (the partial epoch a stop ends is not an epoch).
+
+        A framework run that counts its epochs from 0 again after this attempt reported some (a second ``fit``
+        to fine-tune, in the same job) continues the job's numbering rather than replacing the stored epochs.
+        """
         if self.canceled or (not train and not validation):
             return self.poll()
+        number = int(epoch) + self.offset
+        last = _LAST_REPORTED.get(self.ctx)
+        if last is not None and number <= last:
+            self.offset += last + 1 - number
+            self.ctx.log(f"a new training run started at its epoch {int(epoch)} after epoch {last} was reported: its "
+                         f"epochs are reported as {last + 1}, {last + 2}, ... (the earlier ones are kept)")
+            number = last + 1
         try:
-            if self.ctx.log_epoch(int(epoch), train=dict(train), validation=dict(validation)):
+            stop = self.ctx.log_epoch(number, train=dict(train), validation=dict(validation))
+            _LAST_REPORTED[self.ctx] = number
+            if stop:
                 self.should_stop = True
         except JobCanceled:
             self.canceled = True

@@ -113,3 +113,19 @@ def test_eval_metric_val_loss_says_the_callback_reports_it_as_validation_loss(db
     assert result["best_epoch"] is None
     assert "choose Trainer(eval_metric='loss')" in result["eval_metric_missing"]["note"]
     assert "choose Trainer(eval_metric='loss')" in job.log_path.read_text()
+
+
+def test_a_second_fit_in_the_same_job_continues_the_epoch_numbers(db_path: str) -> None:
+    """A second ``model.fit`` (fine-tuning after a frozen stage) counts from epoch 0 again: its epochs silently
+    replaced the first fit's, leaving a mix of both runs."""
+    def two_fits(ctx: RunContext) -> None:
+        fit(ctx, epochs=3)
+        fit(ctx, epochs=2)
+
+    job = Trainer(two_fits, db=db_path, runner="eager").fit(DATASET)
+    result = job.get_status()["result"]
+    assert job.get_status()["status"] == "COMPLETED", result.get("error")
+    epochs = result["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2, 3, 4]
+    assert epochs[3]["train"] == epochs[0]["train"]  # the same seeded model again: its first epoch, kept apart
+    assert "its epochs are reported as 3, 4, ..." in job.log_path.read_text()
