@@ -84,6 +84,8 @@ def plain(value: Any) -> Any:
         return operator.index(value)
     if hasattr(value, "__float__") and not hasattr(value, "__len__"):  # Decimal, Fraction
         return float(value)
+    if hasattr(kind, "__dataclass_fields__"):  # a dataclass instance: its fields are likely storable
+        raise TypeError(f"holds the dataclass {kind.__name__} {_short(value)}; store dataclasses.asdict() of it")
     raise TypeError(f"holds {kind.__name__} {_short(value)}")
 
 

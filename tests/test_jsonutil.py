@@ -81,6 +81,15 @@ def test_values_jobtrack_does_not_store_are_refused_with_the_key_named(value: di
     assert "summary" in str(info.value)
 
 
+def test_a_refused_dataclass_is_named_with_the_fix() -> None:
+    """A dataclass (a training run's summary, say) was refused as "holds Point Point(x=1)", with no way out named."""
+    with pytest.raises(NotSerializable) as info:
+        jsonutil.dumps({"p": Point(1)}, "summary")
+    assert "summary['p'] holds the dataclass Point Point(x=1); store dataclasses.asdict() of it" in str(info.value)
+    stored, problems = jsonutil.storable({"p": Point(1), "n": 2}, "the returned summary")
+    assert stored == {"p": "<not stored: Point>", "n": 2} and "dataclasses.asdict()" in problems[0]
+
+
 def test_subclasses_and_big_integers_encode_as_the_standard_encoder_does() -> None:
     value = {"color": Color.RED, "big": 2**70, 3: "int key", "none": None}
     assert json.loads(jsonutil.dumps(value, "v")) == json.loads(json.dumps(value))
