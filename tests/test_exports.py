@@ -273,6 +273,18 @@ def test_a_predict_that_returns_its_rows_instead_of_exporting_them_is_told_in_it
     assert "exported none" not in quiet.log_path.read_text()
 
 
+def test_a_predict_that_returns_an_array_of_predictions_is_told_in_its_log(db_path: str) -> None:
+    """``return model(x)``: an array or tensor of predictions completed with no export and no word about it."""
+    numpy = pytest.importorskip("numpy")
+
+    def returns(ctx: Any) -> Any:
+        return numpy.array([[0.5, 0.5], [0.25, 0.75], [0.1, 0.9]])
+
+    job = Trainer(jobfuncs.train_noop, returns, db=db_path, runner="eager").fit_predict(_dataset(), "array")
+    assert job.get_status()["export_paths"] == {}
+    assert "predict returned 3 row(s) and exported none" in job.log_path.read_text()
+
+
 def test_a_dataframe_export_keeps_its_named_index_as_columns(db_path: str) -> None:
     """``df.set_index("id")`` exported its other columns only: the ids were lost without a word."""
     pandas = pytest.importorskip("pandas")

@@ -267,9 +267,13 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int,
 
 
 def _looks_like_rows(value: Any) -> bool:
-    """A list of dicts, or a DataFrame: what a predict function meant to export."""
+    """A list of dicts, a DataFrame, or an array or tensor of predictions (``return model(x)``): what a predict
+    function meant to export."""
     from jobtrack.exports import is_dataframe
 
+    shape = getattr(value, "shape", None)
+    if isinstance(shape, tuple) and len(shape) >= 1 and shape[0] > 0:  # numpy, torch (torch.Size is a tuple)
+        return True
     return is_dataframe(value) or (isinstance(value, list) and bool(value)
                                    and all(isinstance(r, Mapping) for r in value[:10]))
 
