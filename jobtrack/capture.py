@@ -31,6 +31,7 @@ import codecs
 import io
 import logging
 import os
+import re
 import selectors
 import sys
 import threading
@@ -50,6 +51,10 @@ FD_DRAIN_S = 2.0
 """Seconds the end of a job waits for its captured descriptors' last output (a subprocess may hold them)."""
 
 STREAMS = ("stdout", "stderr")
+
+_CURSOR_UP = re.compile(r"\x1b\[[0-9]*A")
+"""The terminal escape that moves the cursor up: what a line holding it drew (tqdm's nested bars, drawn on the
+line below, then the cursor moved back) is overwritten by the next redraw, so it is no line of the log."""
 
 
 class Lines:
@@ -85,6 +90,8 @@ class Lines:
         line = line.rstrip("\r")
         if "\r" in line:
             line = line[line.rindex("\r") + 1:]
+        if "\x1b" in line and _CURSOR_UP.search(line):
+            return  # a progress bar's redraw below the current line (one per refresh): not kept
         self._log.write(self._tag + line)
 
 

@@ -59,6 +59,19 @@ def progress(ctx):
     print("windows line\\r", file=sys.stderr)  # the CR and the LF come in two writes
     return None
 
+def nested_bars(ctx):
+    # what tqdm writes for `for e in trange(2): for b in tqdm(range(3), leave=False)`: the inner bar is drawn on
+    # the line below (a newline) and the cursor moved back up (ESC [A) at every refresh
+    out = sys.stderr
+    for epoch in range(2):
+        out.write(f"\\r{epoch}/2 epochs")
+        for step in range(4):
+            out.write(f"\\n\\r{step}/3 steps\\x1b[A")
+        out.write("\\n\\r" + " " * 9 + "\\x1b[A")
+        out.flush()
+    out.write("\\r2/2 epochs\\n")
+    return None
+
 def waits(ctx):
     print("first line", flush=True)
     ctx.config["release"].wait(timeout=20)
@@ -180,6 +193,16 @@ def test_a_progress_bar_redrawn_with_carriage_returns_is_one_line(
 ) -> None:
     job = Trainer(jobs_module.progress, db=db_path, runner="eager").fit(dataset)
     assert _stamped(_logs(db_path, job.job_id, capsys)) == ["[stderr] 100%", "[stderr] windows line"]
+
+
+def test_nested_progress_bars_are_not_one_line_per_refresh(
+    jobs_module: ModuleType, db_path: str, dataset: Dataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tqdm's nested bars (an epoch bar, a step bar below it) wrote two log lines per refresh of the inner bar:
+    a long training filled the log to its cap, and the lines after it were cut."""
+    job = Trainer(jobs_module.nested_bars, db=db_path, runner="eager").fit(dataset)
+    assert _stamped(_logs(db_path, job.job_id, capsys)) == [
+        "[stderr] 0/2 epochs", "[stderr] 1/2 epochs", "[stderr] 2/2 epochs"]
 
 
 def test_output_of_a_job_whose_log_cannot_be_written_still_reaches_the_terminal(
