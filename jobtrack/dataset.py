@@ -240,15 +240,23 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     return data
 
 
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"-?(?:(?:0|[1-9][0-9]*)?\.[0-9]+|(?:0|[1-9][0-9]*)\.?)(?:[eE][-+]?[0-9]+)?")
+_NOT_FINITE = {"nan", "-nan", "inf", "-inf", "infinity", "-infinity"}
+
+
 def _number(text: str | None) -> Any:
-    """CSV cells are text; give numbers back as numbers so training code need not convert."""
+    """CSV cells are text; give numbers back as numbers so training code need not convert.
+
+    Only text written as a number is written: an id or a code such as ``00123``, ``+15551234567`` or ``1_000``
+    (which ``int()`` would read as 123, 15551234567 and 1000) stays text, as it was in the file.
+    """
     if text is None or text == "":
         return text
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text) or text.lower() in _NOT_FINITE:
+        return float(text)
     return text
 
 

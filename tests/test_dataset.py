@@ -123,6 +123,16 @@ def test_a_dataframe_table_is_refused_saying_how_to_pass_it() -> None:
              "df.to_dict('records')", "df.to_csv(path, index=False)")
 
 
+def test_csv_ids_and_codes_that_int_would_change_stay_text(tmp_path: Path) -> None:
+    """``00123`` (an id, a zip code) was read as 123, ``+15551234567`` as 15551234567 and ``1_000`` as 1000: a
+    prediction exported with such an id no longer matched its row."""
+    path = tmp_path / "t.csv"
+    path.write_text("id,zip,phone,code,pad,x\n00123,02139,+15551234567,1_000, 42 ,1.5e-3\n", encoding="utf-8")
+    rows = Dataset("d", "regression", "t", tables={"test": str(path)}).table("test")
+    assert rows == [{"id": "00123", "zip": "02139", "phone": "+15551234567", "code": "1_000", "pad": " 42 ",
+                     "x": 0.0015}]
+
+
 def test_csv_tables_read_back_with_numbers_as_numbers(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("id,score,name,big,sci,empty,neg\n1,2.5,alice,12345678901234,1e3,,-4\n2,0.0,bob,0,2E-2,,-0.5\n",
