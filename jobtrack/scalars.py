@@ -1,7 +1,7 @@
 """Numbers of numpy, pandas and torch as the plain Python values jobtrack stores (``jsonutil``'s helpers).
 
-Every number is stored in 64 bits. A 32- or 16-bit float is stored as the shortest decimal it stands for:
-``np.float32(0.01)`` as ``0.01``, what the user wrote and what ``--where config.lr = 0.01`` finds, not as
+Every number is stored in 64 bits. A 32- or 16-bit float (bfloat16 too) is stored as the shortest decimal it stands
+for: ``np.float32(0.01)`` as ``0.01``, what the user wrote and what ``--where config.lr = 0.01`` finds, not as
 ``0.009999999776482582``, its exact value in 64 bits (the same 32-bit value, so nothing is lost).
 """
 
@@ -12,7 +12,11 @@ import operator
 import struct
 from typing import Any
 
-_NARROW = {"float32": "f", "float16": "e", "torch.float32": "f", "torch.float16": "e"}
+_BFLOAT16 = "bf16"
+"""bfloat16 (torch's, and numpy's through ml_dtypes): no struct format of its own, the upper half of a float32."""
+
+_NARROW = {"float32": "f", "float16": "e", "torch.float32": "f", "torch.float16": "e",
+           "bfloat16": _BFLOAT16, "torch.bfloat16": _BFLOAT16}
 """The struct format of each narrow float dtype whose values are stored as the decimals they stand for."""
 
 
@@ -35,10 +39,20 @@ def narrow_floats(array: Any, items: list[Any]) -> list[Any]:
     return items if fmt is None else [short_float(v, fmt) if type(v) is float else v for v in items]
 
 
+def _pack(fmt: str, x: float) -> bytes | int:
+    """``x`` as a ``fmt`` float, to compare; bfloat16 as float32's upper 16 bits, rounded to nearest even as torch
+    converts."""
+    if fmt != _BFLOAT16:
+        return struct.pack(fmt, x)
+    bits: int = struct.unpack("<I", struct.pack("<f", x))[0]
+    return (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+
+
 def short_float(x: float, fmt: str) -> float:
-    """The shortest decimal that is the same ``fmt`` (``"f"``: 32-bit, ``"e"``: 16-bit) float as ``x``."""
+    """The shortest decimal that is the same ``fmt`` (``"f"``: 32-bit, ``"e"``: 16-bit, ``"bf16"``: bfloat16) float
+    as ``x``."""
     try:
-        target = struct.pack(fmt, x)
+        target = _pack(fmt, x)
     except (OverflowError, struct.error):
         return x
     # A 32-bit float from 6 digits: a shorter decimal that is the same value prints the same at 6 (%g drops
@@ -47,7 +61,7 @@ def short_float(x: float, fmt: str) -> float:
     for digits in range(6 if fmt == "f" else 1, 10):
         shorter = float(f"{x:.{digits}g}")
         try:
-            if struct.pack(fmt, shorter) == target:
+            if _pack(fmt, shorter) == target:
                 return shorter
         except (OverflowError, struct.error):  # rounded past the format's largest value: try more digits
             continue

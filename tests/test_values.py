@@ -432,6 +432,30 @@ def test_numpy_integers_are_taken_wherever_a_count_is(db_path: str) -> None:
     assert len(sweep.trials()) == 2
 
 
+class _BFloat16Scalar:
+    """What jobtrack sees of ``torch.tensor(0.1, dtype=torch.bfloat16)`` (torch is not a dependency of these tests)."""
+
+    shape = ()
+    dtype = "torch.bfloat16"
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def item(self) -> float:
+        return self.value
+
+
+def test_bfloat16_values_are_stored_as_the_decimals_they_stand_for(db_path: str) -> None:
+    """A bfloat16 loss (mixed precision) was stored as 0.10009765625, while float16 and float32 ones were 0.1."""
+    def train(ctx: RunContext) -> dict[str, Any]:
+        ctx.log_epoch(0, train={"loss": _BFloat16Scalar(0.10009765625)}, validation={"rmse": _BFloat16Scalar(-2.5)})
+        return {"scale": _BFloat16Scalar(0.322265625)}
+
+    result = testing.assert_completed(Trainer(train, db=db_path, runner="eager").fit(_dataset()))["result"]
+    assert result["epochs"] == [{"epoch": 0, "train": {"loss": 0.1}, "validation": {"rmse": -2.5}}]
+    assert result["summary"] == {"scale": 0.322}
+
+
 def test_32_and_16_bit_floats_are_stored_as_the_decimals_they_stand_for(db_path: str) -> None:
     torch_like = np.array([0.2], dtype=np.float32)  # a one-element array, as a tensor's metric often is
 
