@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,29 @@ def test_code_that_raises_fails_with_its_error_and_keeps_the_epochs(db_path: str
     assert status["result"]["epochs"][2]["train"] == {"loss": pytest.approx(1 / 3)}
     assert "summary" not in status["result"]
     assert _event_rows(db_path, job.job_id)[-1] == ("RUNNING", "FAILED", "error: ValueError")
+
+
+def _sys_exit(ctx: Any) -> dict[str, Any]:
+    ctx.log_epoch(0, train={"loss": 1.0})
+    sys.exit(ctx.config["code"])
+
+
+@pytest.mark.parametrize("runner", ["eager", "thread", "process"])
+@pytest.mark.parametrize(("code", "expected"), [(0, "COMPLETED"), (None, "COMPLETED"), (3, "FAILED")])
+def test_sys_exit_in_the_code_ends_the_job_as_it_ends_a_tracked_block(db_path: str, runner: str, code: int | None,
+                                                                       expected: str) -> None:
+    """``sys.exit(0)`` (a script's ``main()`` called from the train function) read FAILED, "SystemExit: 0", where a
+    ``jobtrack.track()`` block that does the same ends COMPLETED."""
+    trainer = Trainer(_sys_exit, db=db_path, runner=runner, config={"code": code})
+    if runner == "eager":  # the code runs in this thread: sys.exit still exits, once the job is recorded
+        with pytest.raises(SystemExit) as info:
+            trainer.fit(_ds())
+        assert info.value.code == code
+        status = JobManager(db_path).show_jobs()[0]
+    else:
+        status = trainer.fit(_ds()).wait(timeout=30)
+    assert status["status"] == expected, status["result"].get("error")
+    assert [e["epoch"] for e in status["result"]["epochs"]] == [0]
 
 
 # -- the process runner survives crashes ---------------------------------------------------------

@@ -232,6 +232,8 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int,
                 ctx.log(f"job canceled by {signal_name}; its code then raised {type(exc).__name__}: {_message(exc)}")
             status = None if _on_main_thread() else finish(store, spec.job_id, token, JobStatus.CANCELED,
                                                             reason=f"signal {signal_name}")
+        elif isinstance(exc, SystemExit) and exc.code in (None, 0):  # sys.exit() / sys.exit(0): a normal end
+            status = _complete(store, spec, ctx, token, None)
         else:
             again = _next_attempt(store, spec, ctx, token, exc) if isinstance(exc, Exception) else None
             if again is not None:
@@ -248,6 +250,11 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int,
         if _on_main_thread():
             return None  # recorded by the signal's recorder thread
         return finish(store, spec.job_id, token, JobStatus.CANCELED, reason=f"signal {signal_name}")
+    return _complete(store, spec, ctx, token, summary)
+
+
+def _complete(store: Store, spec: JobSpec, ctx: RunContext, token: int, summary: Any) -> JobStatus | None:
+    """Record COMPLETED with what the code returned (or None: it called ``sys.exit(0)``)."""
     returned: Any = summary.get("predict") if spec.job_type is JobType.TRAIN_INFERENCE and isinstance(summary, dict) \
         else summary
     if ctx.output_alias is not None and not ctx.exported_kinds() and _looks_like_rows(returned):
