@@ -248,15 +248,16 @@ _NOT_FINITE = {"nan", "-nan", "inf", "-inf", "infinity", "-infinity"}
 def _number(text: str | None) -> Any:
     """CSV cells are text; give numbers back as numbers so training code need not convert.
 
-    Only text written as a number is written: an id or a code such as ``00123``, ``+15551234567`` or ``1_000``
+    Only text written as a number is read as one: an id or a code such as ``00123``, ``+15551234567`` or ``1_000``
     (which ``int()`` would read as 123, 15551234567 and 1000) stays text, as it was in the file.
     """
     if text is None or text == "":
         return text
-    if _INTEGER.fullmatch(text):
-        return int(text)
-    if _FLOAT.fullmatch(text) or text.lower() in _NOT_FINITE:
-        return float(text)
+    number = text.strip()  # `1, 2` (a space after the comma) reads as numbers, as int() and float() read it
+    if _INTEGER.fullmatch(number):
+        return int(number)
+    if _FLOAT.fullmatch(number) or number.lower() in _NOT_FINITE:
+        return float(number)
     return text
 
 

