@@ -166,8 +166,8 @@ class RunContext:
             NotSerializable: a metric that is not a number.
             ResultTooLarge: the epochs reported so far would pass ``max_result_bytes``; nothing was stored.
         """
-        if not isinstance(epoch, int) and hasattr(epoch, "__index__") and not hasattr(epoch, "__len__"):
-            epoch = operator.index(epoch)  # numpy.int64 and friends (#13)
+        if not isinstance(epoch, int) and hasattr(epoch, "__index__") and getattr(epoch, "ndim", 0) == 0:
+            epoch = operator.index(epoch)  # numpy.int64, 0-d integer arrays and tensors (#13); not np.array([3])
         if isinstance(epoch, bool) or not isinstance(epoch, int):
             raise InvalidArgument(f"log_epoch(epoch=...) must be an int, not {type(epoch).__name__} {epoch!r}.")
         if not -(2**63) <= epoch < 2**63:  # the database stores it as a signed 64-bit integer (#21)

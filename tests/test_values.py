@@ -41,7 +41,7 @@ def _query(db_path: str, sql: str) -> list[tuple[Any, ...]]:
 
 def test_numpy_summary_and_metrics_complete_and_read_back_as_plain_numbers(db_path: str) -> None:
     def train(ctx: RunContext) -> dict[str, Any]:
-        for epoch in np.arange(1, 3):  # numpy.int64 epochs too
+        for epoch in (np.arange(1, 3)[0], np.array(2)):  # numpy.int64 and 0-d array epochs too (a tensor's item)
             ctx.log_epoch(epoch, train={"loss": np.float32(0.5) / epoch},
                           validation={"rmse": np.float64(1.5) / epoch, "r2": np.array(0.25)})
         return {"n": np.int64(3), "mean": np.float32(0.75), "flag": np.bool_(True)}
