@@ -292,6 +292,8 @@ class Trainer:
             raise InvalidArgument(f"This Trainer has no {what} function; pass {what}=... to Trainer().")
 
     def _check_dataset(self, dataset: Any, *, needs: tuple[str, ...]) -> None:
+        if self.runner == "process":
+            process.check_can_start()  # before any row is written: a Pool worker cannot start the job's child
         if not isinstance(dataset, Dataset):
             raise InvalidArgument(f"dataset must be a jobtrack.Dataset, not {type(dataset).__name__}.")
         for split in needs:

@@ -30,7 +30,7 @@ from jobtrack import (
     demo,
     testing,
 )
-from proc import wait_until
+from proc import run_python, wait_until
 
 EPOCHS = 5
 
@@ -235,6 +235,50 @@ def test_thread_runner_runs_jobs_one_at_a_time_in_submission_order(db_path: str)
 def test_process_runner_runs_jobs_submitted_back_to_back(db_path: str) -> None:
     # Submitting while the runner thread forks the previous job's child must neither hang nor fail a job.
     _check_one_at_a_time_in_order(db_path, _run_back_to_back(db_path, "process"))
+
+
+POOL_WORKER_SUBMITS = """
+import multiprocessing, sys
+from jobtrack import Dataset, Trainer
+
+def submit(db):
+    ds = Dataset("d", "regression", "t", tables={"train": [{"x": 1}]})
+    try:
+        Trainer(lambda ctx: None, db=db, runner="process", provenance=False).fit(ds).wait(timeout=30)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "submitted"
+
+with multiprocessing.get_context("fork").Pool(1) as pool:
+    print(pool.apply(submit, (sys.argv[1],)))
+"""
+
+
+def test_process_runner_in_a_pool_worker_is_refused_before_a_job_is_written(db_path: str) -> None:
+    # A multiprocessing.Pool worker is daemonic and may not start children: the job used to stay QUEUED.
+    out = run_python(POOL_WORKER_SUBMITS, db_path, timeout=60)
+    assert out.stdout.startswith("InvalidArgument: runner='process' cannot start a child process here"), out
+    assert "runner='thread'" in out.stdout
+    assert JobManager(db_path, create=True).show_jobs() == []
+
+
+FORK_REFUSED = """
+import errno, json, multiprocessing.process, sys
+from jobtrack import Dataset, Trainer
+
+def refuse(self):
+    raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+multiprocessing.process.BaseProcess.start = refuse  # fork refused (a large process, strict overcommit)
+ds = Dataset("d", "regression", "t", tables={"train": [{"x": 1}]})
+st = Trainer(lambda ctx: None, db=sys.argv[1], runner="process", provenance=False).fit(ds).wait(timeout=30)
+print(json.dumps([st["status"], st["result"].get("error", {}).get("message")]))
+"""
+
+
+def test_a_process_job_whose_child_cannot_be_started_ends_failed(db_path: str) -> None:
+    out = run_python(FORK_REFUSED, db_path, timeout=60)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["FAILED", "[Errno 12] Cannot allocate memory"], out
 
 
 def test_more_workers_are_opt_in_and_run_jobs_at_once(db_path: str) -> None:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from jobtrack import liveness, runtime
 from jobtrack.config import lease_seconds
-from jobtrack.errors import RunnerFenced, StoreError
-from jobtrack.runners.base import finish, retrying, run_job
+from jobtrack.errors import InvalidArgument, RunnerFenced, StoreError
+from jobtrack.runners.base import error_json, finish, retrying, run_job
 from jobtrack.states import JobStatus
 
 if TYPE_CHECKING:
@@ -43,6 +43,20 @@ def runner_exit_error(how: str) -> dict[str, str]:
     return {"type": "RunnerExited", "message": f"The job's runner process {was}{how}.", "traceback": ""}
 
 
+def check_can_start() -> None:
+    """Refuse ``runner="process"`` where no child can be started, before a job is written.
+
+    Raises:
+        InvalidArgument: this process is a daemonic ``multiprocessing`` process (a ``multiprocessing.Pool``
+            worker), which may not have children.
+    """
+    if multiprocessing.current_process().daemon:
+        raise InvalidArgument(
+            "runner='process' cannot start a child process here: this process is a multiprocessing.Pool worker "
+            "(a daemonic process), which may not have children. Use runner='thread' or 'eager' inside Pool workers, "
+            "or run them with concurrent.futures.ProcessPoolExecutor, whose workers may start children.")
+
+
 def run_in_child(store: Store, spec: JobSpec) -> JobStatus | None:
     """Run one job in a child process and record the outcome if the child could not (crash, kill)."""
     try:  # no fork for a job canceled while queued (a signal cancels hundreds at once: exit stays quick)
@@ -59,7 +73,13 @@ def run_in_child(store: Store, spec: JobSpec) -> JobStatus | None:
     while True:  # a child that dies with the job RUNNING is run again while attempts are left (#18)
         watched: list[int] = []
         try:
-            exitcode, canceled = _run_child(ctx, store, spec, takeover, watched)
+            try:
+                exitcode, canceled = _run_child(ctx, store, spec, takeover, watched)
+            except (AssertionError, OSError) as exc:  # no child started (a daemonic process, fork refused)
+                if takeover is not None or not store.fail_unclaimed(
+                        spec.job_id, "runner process could not be started", error_json(exc)):
+                    raise
+                return JobStatus.FAILED
             takeover = _retry_after(store, spec.job_id, exitcode, canceled=canceled)
             if takeover is None:
                 return _record_exit(store, spec.job_id, exitcode, canceled=canceled)
