@@ -32,7 +32,7 @@ from jobtrack import (
 from jobtrack.states import JobStatus, is_allowed
 from jobtrack.store import Store
 from jobtrack.store.db import check_local_filesystem
-from proc import spawn, wait_until
+from proc import run_python, spawn, wait_until
 
 # A child that trains slowly with the thread runner and prints its job id.
 SLOW_TRAINER = """
@@ -142,6 +142,36 @@ def test_an_error_the_signal_caused_in_the_code_is_a_cancel_not_a_failure(db_pat
     assert "error" not in job.get_status()["result"]
     assert "could not record" not in err and "taken over" not in err, err
     assert "job canceled by SIGINT; its code then raised RuntimeError: DataLoader worker" in job.log_path.read_text()
+
+
+IN_A_POOL_WORKER = """
+import json, multiprocessing, sys, time
+from jobtrack import Dataset, JobManager, Trainer, demo
+
+def train_there(db, runner):  # a multiprocessing child (a Pool worker) running a job
+    t = Trainer(demo.train, config={"epochs": 10000, "epoch_pause_s": 0.02}, db=db, runner=runner)
+    t.fit(Dataset("d", "binary_classification", "t", tables={"train": demo.make_rows(40, seed=1)})).wait()
+
+db, runner = sys.argv[1], sys.argv[2]
+child = multiprocessing.get_context("fork").Process(target=train_there, args=(db, runner))
+child.start()
+deadline = time.monotonic() + 30
+manager = JobManager(db, create=True)
+while time.monotonic() < deadline and not any(j["result"].get("epochs") for j in manager.show_jobs()):
+    time.sleep(0.01)
+child.terminate()  # SIGTERM, as Pool.terminate() sends its workers
+child.join(30)
+last = manager.fetch_job(manager.show_jobs()[0]["job_id"]).events()[-1]
+print(json.dumps([child.exitcode, last.to_status, last.reason]))
+"""
+
+
+@pytest.mark.parametrize("runner", ["eager", "thread"])
+def test_sigterm_to_a_multiprocessing_child_cancels_its_jobs_and_kills_it(db_path: str, runner: str) -> None:
+    # A forked multiprocessing child ends with os._exit, which runs no atexit handler: its eager job used to be
+    # left to the signal's recorder thread, cut short, and read FAILED (runner lost).
+    out = run_python(IN_A_POOL_WORKER, db_path, runner, timeout=90)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [-signal.SIGTERM, "CANCELED", "signal SIGTERM"], out
 
 
 def test_a_canceled_process_jobs_end_is_left_to_its_living_parent(store: Store, db_path: str) -> None:

@@ -30,6 +30,7 @@ import atexit
 import contextlib
 import inspect
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -389,11 +390,13 @@ def _join_runner_threads() -> None:
                     log.warning("jobtrack: %s canceled this process's jobs; waiting for their code to return (it "
                                 "stops at its next ctx.log_epoch or cancel check). %s again to exit now.",
                                 state.name, again)
+    if multiprocessing.parent_process() is not None and runtime.signal_state().received is not None:
+        _at_exit()  # a multiprocessing child (a Pool worker) ends with os._exit, which runs no atexit handler
 
 
 def _at_exit() -> None:
     state = runtime.signal_state()
-    if state.installed_pid != os.getpid():
+    if state.installed_pid != os.getpid() or state.exiting:
         return
     state.exiting = True
     _disarm()
