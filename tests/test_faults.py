@@ -174,6 +174,40 @@ def test_sigterm_to_a_multiprocessing_child_cancels_its_jobs_and_kills_it(db_pat
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [-signal.SIGTERM, "CANCELED", "signal SIGTERM"], out
 
 
+SECOND_SIGNAL_IN_A_POOL_WORKER = """
+import json, multiprocessing, os, signal, sys, time
+from jobtrack import Dataset, JobManager, Trainer
+
+def train(ctx):
+    ctx.log_epoch(1, validation={"rmse": 1.0})
+    time.sleep(60)  # code that does not check for a cancel: the child's exit waits for it
+
+def train_there(db):
+    Trainer(train, db=db, provenance=False).fit(Dataset("d", "regression", "t", tables={"train": []})).wait()
+
+def until(predicate):
+    deadline = time.monotonic() + 30
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+db = sys.argv[1]
+child = multiprocessing.get_context("fork").Process(target=train_there, args=(db,))
+child.start()
+manager = JobManager(db, create=True)
+until(lambda: any(j["result"].get("epochs") for j in manager.show_jobs()))
+os.kill(child.pid, signal.SIGINT)  # Ctrl-C: the job is canceled, the child's exit waits for its code
+until(lambda: manager.show_jobs()[0]["status"] == "CANCELED")
+child.terminate()  # then Pool.terminate()'s SIGTERM stops that wait
+child.join(30)
+print(json.dumps([child.exitcode, manager.show_jobs()[0]["status"]]))
+"""
+
+
+def test_a_second_signal_to_a_multiprocessing_child_still_kills_it_by_the_signal(db_path: str) -> None:
+    out = run_python(SECOND_SIGNAL_IN_A_POOL_WORKER, db_path, timeout=90)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [-signal.SIGTERM, "CANCELED"], out
+
+
 def test_a_canceled_process_jobs_end_is_left_to_its_living_parent(store: Store, db_path: str) -> None:
     """The process runner's parent terminates a child that ignores a cancel and records CANCELED; a reader that
     sees the child gone first must not record FAILED (runner lost) in its place. Without a cancel it does."""

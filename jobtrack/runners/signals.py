@@ -378,20 +378,22 @@ def _join_runner_threads() -> None:
         return
     for executor in list(runtime.current().executors.values()):
         executor.shutdown(wait=False)  # what Python's exit does too: queued jobs still run, then the threads end
-    hint_at = time.monotonic() + EXIT_HINT_S
-    for t in threading.enumerate():
-        if t.name.startswith(runtime.RUNNER_THREAD_PREFIX):
-            while t.is_alive():
-                t.join(0.05)
-                state = runtime.signal_state()
-                if state.received is not None and time.monotonic() > hint_at:
-                    hint_at = float("inf")
-                    again = "Press Ctrl-C" if state.received == signal.SIGINT else f"Send {state.name}"
-                    log.warning("jobtrack: %s canceled this process's jobs; waiting for their code to return (it "
-                                "stops at its next ctx.log_epoch or cancel check). %s again to exit now.",
-                                state.name, again)
-    if multiprocessing.parent_process() is not None and runtime.signal_state().received is not None:
-        _at_exit()  # a multiprocessing child (a Pool worker) ends with os._exit, which runs no atexit handler
+    try:
+        hint_at = time.monotonic() + EXIT_HINT_S
+        for t in threading.enumerate():
+            if t.name.startswith(runtime.RUNNER_THREAD_PREFIX):
+                while t.is_alive():
+                    t.join(0.05)
+                    state = runtime.signal_state()
+                    if state.received is not None and time.monotonic() > hint_at:
+                        hint_at = float("inf")
+                        again = "Press Ctrl-C" if state.received == signal.SIGINT else f"Send {state.name}"
+                        log.warning("jobtrack: %s canceled this process's jobs; waiting for their code to return (it "
+                                    "stops at its next ctx.log_epoch or cancel check). %s again to exit now.",
+                                    state.name, again)
+    finally:  # also when a second signal stops the wait (Pool.terminate() after a Ctrl-C)
+        if multiprocessing.parent_process() is not None and runtime.signal_state().received is not None:
+            _at_exit()  # a multiprocessing child (a Pool worker) ends with os._exit, which runs no atexit handler
 
 
 def _at_exit() -> None:
