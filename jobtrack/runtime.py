@@ -63,6 +63,7 @@ class SignalState:
     resends: int = 0  # copies of ``pending`` the redeliverer sent to the main thread ...
     resends_seen: int = 0  # ... and how many of them the handler saw (a copy is not a new signal)
     exiting: bool = False  # the exit handler runs
+    acted_at: float | None = None  # time.monotonic() when a signal last acted in the main thread
     wake_fd: int = -1  # write end of the recorder thread's pipe
     redeliver_fd: int = -1  # write end of the redeliverer thread's pipe
     fds: list[int] = field(default_factory=list)  # both pipes' ends, closed in a forked child

@@ -438,3 +438,44 @@ def test_cancels_from_two_processes_racing_completion_leave_one_legal_ending(db_
         assert [e.to_status for e in events][:2] == ["QUEUED", "RUNNING"] and len(events) == 3
         assert events[-1].to_status == endings[job_id] in (JobStatus.COMPLETED, JobStatus.CANCELED)
         assert store.get_job(job_id).status == endings[job_id]
+
+
+LOST_SIGTERM = """
+import os, signal, sys, time
+from jobtrack import Dataset, JobManager, Trainer
+
+def train(ctx):
+    for epoch in range(100_000):
+        ctx.log_epoch(epoch, train={"loss": 1.0})
+        time.sleep(0.02)
+
+ds = Dataset("d", "regression", "t", tables={"train": [{"a": 1}]})
+job = Trainer(train, db=sys.argv[1], provenance=False).fit(ds)
+while not JobManager(sys.argv[1]).fetch_job(job.job_id).get_status()["result"].get("epochs"):
+    time.sleep(0.01)
+print(job.job_id, flush=True)
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(10)
+except KeyboardInterrupt:
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # Pool.terminate() after a Ctrl-C to the whole process group
+        time.sleep(10)
+    except SystemExit:
+        pass  # lost, as threading.Condition.wait loses it while it restores its lock
+    print("alive after SIGTERM", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_sigterm_soon_after_another_signal_ends_the_process_even_if_its_exception_is_lost(db_path: str) -> None:
+    """A Pool worker hung: Ctrl-C's KeyboardInterrupt was unwinding a Condition.wait when the pool's SIGTERM came,
+    and its SystemExit turned into "release unlocked lock", which the worker caught; it then waited forever for a
+    task. A SIGTERM so soon after a signal now ends the process at once (its jobs recorded first), as without
+    jobtrack, whatever becomes of its exception."""
+    with spawn(LOST_SIGTERM, db_path) as child:
+        out, err = child.communicate(timeout=40)
+    assert "alive after SIGTERM" not in out and child.returncode == -signal.SIGTERM, err
+    job_id = out.split()[0]
+    status = JobManager(db_path).fetch_job(job_id).get_status()["status"]
+    assert status == "CANCELED", err

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 """The signals that cancel a process's jobs."""
 
+SECOND_SIGNAL_S = 5.0
+"""A SIGTERM that acts this soon after another signal acted ends the process at once (its jobs recorded first)."""
+
 EXIT_HINT_S = 2.0
 """How long the process waits at exit, after a signal, for its jobs' code to return before saying how to stop it."""
 
@@ -216,6 +219,8 @@ def _dies_of(signum: int) -> bool:
 def _act(signum: int, frame: FrameType | None) -> None:
     """What the signal would have done without jobtrack."""
     state = runtime.signal_state()
+    now = time.monotonic()
+    again, state.acted_at = state.acted_at is not None and now - state.acted_at < SECOND_SIGNAL_S, now
     # The signal acts now: jobs started since it arrived (an eager job, one submitted meanwhile) stop too.
     state.count += 1
     _poke(state.wake_fd)
@@ -228,6 +233,10 @@ def _act(signum: int, frame: FrameType | None) -> None:
         # Unwind the main thread now (its finally blocks run, runner threads are joined), and die of
         # the signal at exit, after the process's jobs are recorded (see _at_exit).
         state.die_by = signum
+        if again:  # The exception of the signal before may still be unwinding, and one raised into that can be
+            # lost (threading.Condition.wait restoring its lock turns it into "release unlocked lock", which a
+            # Pool worker catches and goes on): the process would live on. Die now, as it would without jobtrack.
+            _at_exit()
         raise SystemExit(128 + signum)
 
 
