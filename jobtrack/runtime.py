@@ -64,6 +64,7 @@ class SignalState:
     resends_seen: int = 0  # ... and how many of them the handler saw (a copy is not a new signal)
     exiting: bool = False  # the exit handler runs
     acted_at: float | None = None  # time.monotonic() when a signal last acted in the main thread
+    resend_at: float | None = None  # when the recorder thread sends a SIGTERM again that has not ended the process
     wake_fd: int = -1  # write end of the recorder thread's pipe
     redeliver_fd: int = -1  # write end of the redeliverer thread's pipe
     fds: list[int] = field(default_factory=list)  # both pipes' ends, closed in a forked child

@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 """The signals that cancel a process's jobs."""
 
-SECOND_SIGNAL_S = 5.0
-"""A SIGTERM that acts this soon after another signal acted ends the process at once (its jobs recorded first)."""
+SECOND_SIGNAL_S, RESEND_S = 5.0, 1.0
+"""A SIGTERM that acts this soon after another signal acted is sent again every RESEND_S until the process exits."""
 
 EXIT_HINT_S = 2.0
 """How long the process waits at exit, after a signal, for its jobs' code to return before saying how to stop it."""
@@ -235,8 +235,8 @@ def _act(signum: int, frame: FrameType | None) -> None:
         state.die_by = signum
         if again:  # The exception of the signal before may still be unwinding, and one raised into that can be
             # lost (threading.Condition.wait restoring its lock turns it into "release unlocked lock", which a
-            # Pool worker catches and goes on): the process would live on. Die now, as it would without jobtrack.
-            _at_exit()
+            # Pool worker catches and goes on): if the process lives on, the recorder thread sends it again.
+            state.resend_at = now + RESEND_S
         raise SystemExit(128 + signum)
 
 
@@ -342,6 +342,19 @@ def _record_loop(fd: int) -> None:
         except OSError:
             return
         _cancel_jobs(deadline=None)
+        _resend_until_exit()
+
+
+def _resend_until_exit() -> None:
+    """After a SIGTERM hard on another signal (``_act``): send it again every RESEND_S until the process exits."""
+    state = runtime.signal_state()
+    while state.resend_at is not None and not state.exiting:
+        wait = state.resend_at - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, 0.05))
+            continue
+        state.resend_at = time.monotonic() + RESEND_S
+        os.kill(os.getpid(), state.die_by or signal.SIGTERM)
 
 
 def _cancel_jobs(deadline: float | None, *, spare_later: bool = True) -> bool:
