@@ -68,6 +68,7 @@ def nested_bars(ctx):
         for step in range(4):
             out.write(f"\\n\\r{step}/3 steps\\x1b[A")
         out.write("\\n\\r" + " " * 9 + "\\x1b[A")
+        out.write("\\r" + " " * 9 + "\\r\\x1b[A" + f"loss at {epoch}\\n")  # tqdm.write() above the bars
         out.flush()
     out.write("\\r2/2 epochs\\n")
     return None
@@ -201,8 +202,8 @@ def test_nested_progress_bars_are_not_one_line_per_refresh(
     """tqdm's nested bars (an epoch bar, a step bar below it) wrote two log lines per refresh of the inner bar:
     a long training filled the log to its cap, and the lines after it were cut."""
     job = Trainer(jobs_module.nested_bars, db=db_path, runner="eager").fit(dataset)
-    assert _stamped(_logs(db_path, job.job_id, capsys)) == [
-        "[stderr] 0/2 epochs", "[stderr] 1/2 epochs", "[stderr] 2/2 epochs"]
+    assert _stamped(_logs(db_path, job.job_id, capsys)) == [  # what tqdm.write() printed above the bars is kept
+        "[stderr] 0/2 epochs", "[stderr] loss at 0", "[stderr] 1/2 epochs", "[stderr] loss at 1", "[stderr] 2/2 epochs"]
 
 
 def test_output_of_a_job_whose_log_cannot_be_written_still_reaches_the_terminal(
