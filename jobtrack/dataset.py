@@ -231,7 +231,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     with open(path, encoding="utf-8", newline="") as fh:
         if suffix == ".csv":
-            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+            return _read_csv(fh)
         if suffix == ".jsonl":
             return [json.loads(line) for line in fh if line.strip()]
         data = json.load(fh)
@@ -245,20 +245,25 @@ _FLOAT = re.compile(r"-?(?:(?:0|[1-9][0-9]*)?\.[0-9]+|(?:0|[1-9][0-9]*)\.?)(?:[e
 _NOT_FINITE = {"nan", "-nan", "inf", "-inf", "infinity", "-infinity"}
 
 
-def _number(text: str | None) -> Any:
-    """CSV cells are text; give numbers back as numbers so training code need not convert.
+def _read_csv(fh: Any) -> list[dict[str, Any]]:
+    """CSV cells are text; a column whose every non-empty cell is written as a number is read as numbers, so
+    training code need not convert. Any other column stays text, as in the file: one type per column, and an id or
+    a code such as ``00123``, ``+15551234567`` or ``1_000`` (which ``int()`` reads as 123, 15551234567 and 1000)
+    keeps its spelling, with the rest of its column."""
+    rows = list(csv.DictReader(fh))
+    text = {k for row in rows for k, v in row.items() if isinstance(v, str) and v and _number(v) is None}
+    return [{k: v if k in text or not isinstance(v, str) or not v else _number(v) for k, v in row.items()}
+            for row in rows]
 
-    Only text written as a number is read as one: an id or a code such as ``00123``, ``+15551234567`` or ``1_000``
-    (which ``int()`` would read as 123, 15551234567 and 1000) stays text, as it was in the file.
-    """
-    if text is None or text == "":
-        return text
-    number = text.strip()  # `1, 2` (a space after the comma) reads as numbers, as int() and float() read it
+
+def _number(text: str) -> int | float | None:
+    """The number ``text`` is written as (spaces around it allowed, as in ``1, 2``), or None."""
+    number = text.strip()
     if _INTEGER.fullmatch(number):
         return int(number)
     if _FLOAT.fullmatch(number) or number.lower() in _NOT_FINITE:
         return float(number)
-    return text
+    return None
 
 
 def _short(value: Any) -> str:

@@ -127,10 +127,13 @@ def test_csv_ids_and_codes_that_int_would_change_stay_text(tmp_path: Path) -> No
     """``00123`` (an id, a zip code) was read as 123, ``+15551234567`` as 15551234567 and ``1_000`` as 1000: a
     prediction exported with such an id no longer matched its row."""
     path = tmp_path / "t.csv"
-    path.write_text("id,zip,phone,code,pad,x\n00123,02139,+15551234567,1_000, 42 ,1.5e-3\n", encoding="utf-8")
+    path.write_text("id,zip,phone,code,pad,x,delta\n00123,02139,+15551234567,1_000, 42 ,1.5e-3,+0.5\n"
+                    "124,94105,5551234567,1000,7,2,-0.5\n", encoding="utf-8")
     rows = Dataset("d", "regression", "t", tables={"test": str(path)}).table("test")
-    assert rows == [{"id": "00123", "zip": "02139", "phone": "+15551234567", "code": "1_000", "pad": 42,
-                     "x": 0.0015}]
+    assert rows == [  # one type per column: a column with one cell that is no number stays text in every row
+        {"id": "00123", "zip": "02139", "phone": "+15551234567", "code": "1_000", "pad": 42, "x": 0.0015,
+         "delta": "+0.5"},
+        {"id": "124", "zip": "94105", "phone": "5551234567", "code": "1000", "pad": 7, "x": 2, "delta": "-0.5"}]
 
 
 def test_csv_tables_read_back_with_numbers_as_numbers(tmp_path: Path) -> None:
