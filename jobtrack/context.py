@@ -8,7 +8,7 @@ import operator
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager as ContextManager, contextmanager
+from contextlib import AbstractContextManager as ContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -167,7 +167,8 @@ class RunContext:
             ResultTooLarge: the epochs reported so far would pass ``max_result_bytes``; nothing was stored.
         """
         if not isinstance(epoch, int) and hasattr(epoch, "__index__") and getattr(epoch, "ndim", 0) == 0:
-            epoch = operator.index(epoch)  # numpy.int64, 0-d integer arrays and tensors (#13); not np.array([3])
+            with suppress(TypeError):  # a 0-d float array has __index__ too, and refuses: refused below
+                epoch = operator.index(epoch)  # numpy.int64, 0-d integer arrays and tensors (#13); not np.array([3])
         if isinstance(epoch, bool) or not isinstance(epoch, int):
             raise InvalidArgument(f"log_epoch(epoch=...) must be an int, not {type(epoch).__name__} {epoch!r}.")
         if not -(2**63) <= epoch < 2**63:  # the database stores it as a signed 64-bit integer (#21)

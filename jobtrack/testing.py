@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from jobtrack import liveness, runtime
+from jobtrack import jsonutil, liveness, runtime
 from jobtrack.errors import InvalidArgument, WaitTimeout
 from jobtrack.monitor import JobMonitor, JobStatusDict
 from jobtrack.states import JobStatus
@@ -76,7 +76,7 @@ def wait_for_status(monitor: JobMonitor, expected: str | JobStatus, *, timeout: 
 
 def wait_for_epochs(monitor: JobMonitor, count: int, *, timeout: float = 30) -> list[dict[str, Any]]:
     """Poll until the job has reported at least ``count`` epochs; returns them."""
-    if isinstance(count, bool) or not isinstance(count, int):
+    if jsonutil.as_int(count) is None:  # numpy integers too
         raise InvalidArgument(f"wait_for_epochs(count=...) must be an int, not {type(count).__name__} {count!r}; "
                               "e.g. wait_for_epochs(job, 3).")
     deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import jobfuncs
@@ -294,6 +295,8 @@ def test_assert_completed_wait_for_epochs_and_wait_say_what_went_wrong(db_path: 
         testing.assert_completed(queued, timeout=0.05)
     with pytest.raises(InvalidArgument, match=r"wait_for_epochs\(count=...\) must be an int, not str '3'"):
         testing.wait_for_epochs(queued, "3")  # type: ignore[arg-type]
+    with pytest.raises(AssertionError, match="waited for 1 epochs, got 0"):
+        testing.wait_for_epochs(queued, np.int64(1), timeout=0.05)  # a numpy count is a count
     with pytest.raises(WaitTimeout, match="No worker is running a job of this database now") as caught:
         queued.wait(timeout=0.05)  # wait() says why the job may never start, as `jobtrack wait` does
     assert f"start one with `jobtrack worker --db {db_path}`" in str(caught.value)

@@ -41,6 +41,9 @@ def _query(db_path: str, sql: str) -> list[tuple[Any, ...]]:
 
 def test_numpy_summary_and_metrics_complete_and_read_back_as_plain_numbers(db_path: str) -> None:
     def train(ctx: RunContext) -> dict[str, Any]:
+        for bad in (np.array(2.0), np.array(True), np.array([3])):  # a float, a bool, an array: no epoch number
+            with pytest.raises(InvalidArgument, match=r"log_epoch\(epoch=...\) must be an int"):
+                ctx.log_epoch(bad)
         for epoch in (np.arange(1, 3)[0], np.array(2)):  # numpy.int64 and 0-d array epochs too (a tensor's item)
             ctx.log_epoch(epoch, train={"loss": np.float32(0.5) / epoch},
                           validation={"rmse": np.float64(1.5) / epoch, "r2": np.array(0.25)})
