@@ -31,6 +31,8 @@ def _positive_int(value: Any, what: str) -> int:
 
 
 def _flag(value: Any, what: str) -> bool:
+    if getattr(getattr(value, "dtype", None), "kind", "") == "b" and getattr(value, "shape", None) == ():
+        value = bool(value)  # numpy's True (a comparison's result)
     if not isinstance(value, bool):
         raise InvalidArgument(f"{what} must be True or False, not {type(value).__name__} {value!r}.")
     return value

@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import jobfuncs
@@ -135,8 +136,8 @@ def test_output_directory_is_created_and_recorded_as_an_absolute_path(
 
 
 def test_embeddings_are_exported_only_when_asked(db_path: str) -> None:
-    asked = _run(db_path, "with_emb", extract_embeddings=True, config={"embeddings": EMBEDDINGS})
-    status = asked.get_status()
+    asked = _run(db_path, "with_emb", extract_embeddings=np.bool_(True), config={"embeddings": EMBEDDINGS})
+    status = asked.get_status()  # numpy's True is True (an argument built from a numpy comparison)
     assert set(status["export_paths"]) == set(status["source_views"]) == {"predictions", "embeddings"}
     rows = _query(db_path, f"SELECT * FROM {status['source_views']['embeddings']}")
     assert [(r["id"], json.loads(r["embedding"])) for r in rows] == [(e["id"], e["embedding"]) for e in EMBEDDINGS]

@@ -141,7 +141,9 @@ def test_an_error_the_signal_caused_in_the_code_is_a_cancel_not_a_failure(db_pat
     assert (last.to_status, last.reason) == ("CANCELED", "signal SIGINT")
     assert "error" not in job.get_status()["result"]
     assert "could not record" not in err and "taken over" not in err, err
-    assert "job canceled by SIGINT; its code then raised RuntimeError: DataLoader worker" in job.log_path.read_text()
+    log = job.log_path.read_text()
+    assert "job canceled by SIGINT; its code then raised RuntimeError: DataLoader worker" in log
+    assert 'File "<string>", line 8, in train' in log  # with its traceback
 
 
 IN_A_POOL_WORKER = """

@@ -229,7 +229,8 @@ def _execute(store: Store, spec: JobSpec, ctx: RunContext, token: int,
             # the signal's recorder thread, which retries while the store is busy: Ctrl-C never waits here for
             # the write lock (#12).
             if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                ctx.log(f"job canceled by {signal_name}; its code then raised {type(exc).__name__}: {_message(exc)}")
+                ctx.log(f"job canceled by {signal_name}; its code then raised {type(exc).__name__}: {_message(exc)}\n"
+                        + error_info(exc)["traceback"].rstrip())  # where, for whoever reads the log
             status = None if _on_main_thread() else finish(store, spec.job_id, token, JobStatus.CANCELED,
                                                             reason=f"signal {signal_name}")
         elif isinstance(exc, SystemExit) and exc.code in (None, 0):  # sys.exit() / sys.exit(0): a normal end
