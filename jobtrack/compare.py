@@ -18,8 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobtrack import provenance
-from jobtrack.states import JobStatus
-from jobtrack.timeutil import to_iso, utcnow
+from jobtrack.timeutil import utcnow
 
 if TYPE_CHECKING:
     from jobtrack.store import JobRecord
@@ -121,9 +120,9 @@ class Comparison:
 def run_facts(rec: JobRecord, facts: dict[str, Any], result: dict[str, Any]) -> RunFacts:
     """RunFacts from a job's record, its ``Store.experiment_facts`` and its result dict."""
     claimed = facts.get("claimed_at")
-    duration, end = None, rec.finished_iso or (to_iso(utcnow()) if rec.status is JobStatus.RUNNING else None)
-    if claimed and end:  # a running job's time so far, as `jobtrack list` shows it
-        duration = max(0.0, (datetime.fromisoformat(end) - datetime.fromisoformat(claimed)).total_seconds())
+    duration, end = None, rec.run_end(utcnow())  # a running job's time so far, as `jobtrack list` shows it
+    if claimed and end:
+        duration = max(0.0, (end - datetime.fromisoformat(claimed)).total_seconds())
     return RunFacts(job_id=rec.id, status=rec.status.value, job_type=rec.job_type.value,
                     experiment=rec.experiment_name, eval_metric=rec.eval_metric, metric_mode=rec.metric_mode,
                     best_metric=result.get("best_metric"), best_epoch=result.get("best_epoch"),

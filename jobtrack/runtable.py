@@ -11,8 +11,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobtrack.errors import MissingExtra
-from jobtrack.liveness import is_snapshot
-from jobtrack.states import JobStatus
 from jobtrack.timeutil import from_iso, utcnow
 
 if TYPE_CHECKING:
@@ -55,9 +53,7 @@ def rows(store: Store, records: Sequence[JobRecord], columns: Sequence[str] | No
         e = extras[r.id]
         started = from_iso(e["started"]) if e["started"] else None
         finished = r.finished_at
-        end = finished if finished is not None or not is_snapshot(r.runner) else r.updated_at  # a copy: as exported
-        if end is None and r.status is JobStatus.RUNNING:  # it runs: its time so far, as `jobtrack list` shows it
-            end = now
+        end = r.run_end(now)  # a copy's as exported; a running job's so far
         row: dict[str, Any] = {
             "id": r.id, "status": r.status.value, "job_type": r.job_type.value, "experiment": r.experiment_name,
             "created": r.created_at, "started": started, "finished": finished,

@@ -237,6 +237,7 @@ def _act(signum: int, frame: FrameType | None) -> None:
             # lost (threading.Condition.wait restoring its lock turns it into "release unlocked lock", which a
             # Pool worker catches and goes on): if the process lives on, the recorder thread sends it again.
             state.resend_at = now + RESEND_S
+            _poke(state.wake_fd)  # the recorder may have read the poke above before resend_at was set
         raise SystemExit(128 + signum)
 
 

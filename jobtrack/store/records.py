@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from jobtrack import jsonutil
+from jobtrack.liveness import is_snapshot
 from jobtrack.states import TERMINAL, JobStatus, JobType
 from jobtrack.timeutil import from_iso
 
@@ -68,6 +69,15 @@ class JobRecord(NamedTuple):
     @property
     def finished_at(self) -> datetime | None:
         return None if self.finished_iso is None else from_iso(self.finished_iso)
+
+    def run_end(self, now: datetime) -> datetime | None:
+        """Where the job's run time ends (durations in ``table()`` and ``compare``, as ``jobtrack list`` shows
+        them): its finish; for a bundle's unfinished copy, when it was exported; ``now`` while it runs; else None."""
+        if self.finished_iso is not None:
+            return from_iso(self.finished_iso)
+        if is_snapshot(self.runner):
+            return self.updated_at
+        return now if self.status is JobStatus.RUNNING else None
 
     @property
     def lease_expires_at(self) -> datetime | None:
