@@ -91,9 +91,9 @@ class Lines:
         if "\r" in line:
             line = line[line.rindex("\r") + 1:]
         if "\x1b" in line and _CURSOR_UP.search(line):
-            if not _CURSOR_UP.split(line)[-1].strip():
-                return  # a progress bar's redraw below the current line (one per refresh): not kept
             line = _CURSOR_UP.split(line)[-1]  # text after the cursor moved up: tqdm.write() printing above the bars
+            if not line.strip():
+                return  # a progress bar's redraw below the current line (one per refresh): not kept
         self._log.write(self._tag + line)
 
 
