@@ -3,6 +3,7 @@ to cancel, while those it ran or had queued when the signal came still end CANCE
 
 from __future__ import annotations
 
+from jobtrack import JobManager
 from proc import spawn
 
 SCRIPT = '''
@@ -41,3 +42,42 @@ def test_jobs_submitted_after_a_caught_ctrl_c_run_and_earlier_ones_are_canceled(
     with spawn(SCRIPT, db_path) as child:
         out, err = child.communicate(timeout=120)
     assert out.splitlines() == ["CANCELED CANCELED COMPLETED"] * 5, err
+
+
+KERNEL = '''
+import os, signal, sys
+from jobtrack import Dataset, Trainer
+
+db = sys.argv[1]
+ds = Dataset("d", "regression", "t", tables={"train": [{"id": 1}]})
+
+def interrupted(ctx):
+    ctx.log_epoch(0, train={"loss": 1.0})
+    os.kill(os.getpid(), signal.SIGINT)  # the kernel's interrupt button, while the cell runs the job
+    ctx.log_epoch(1, train={"loss": 0.5})
+
+Trainer(lambda ctx: None, db=db, runner="eager", provenance=False).fit(ds)  # a first cell: jobtrack's handlers
+for cell in range(3):
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # what ipykernel does before each cell runs
+    try:
+        Trainer(interrupted, db=db, runner="eager", provenance=False).fit(ds)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", flush=True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # and after it
+'''
+
+
+def test_an_interrupt_in_a_later_notebook_cell_cancels_its_eager_job(db_path: str) -> None:
+    """A notebook kernel puts its own SIGINT handler back around every cell: an interrupt in a later cell is still
+    jobtrack's, so the job it stops reads CANCELED (it read FAILED, KeyboardInterrupt) and the cell gets the
+    KeyboardInterrupt."""
+    with spawn(KERNEL, db_path) as child:
+        out, err = child.communicate(timeout=120)
+    assert child.returncode == 0 and out.splitlines() == ["KeyboardInterrupt"] * 3, err
+    jobs = JobManager(db_path).list_jobs(limit=10)
+    statuses = sorted(job.get_status()["status"] for job in jobs)
+    assert statuses == ["CANCELED"] * 3 + ["COMPLETED"], statuses
+    for job in jobs:
+        status = job.get_status()
+        if status["status"] == "CANCELED":
+            assert [e["epoch"] for e in status["result"]["epochs"]] == [0] and status["result"].get("error") is None

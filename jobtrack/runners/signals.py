@@ -96,19 +96,19 @@ def watch(store: Store) -> None:
     """Cancel this process's in-process jobs of ``store`` on SIGTERM/SIGINT (handlers need the main thread)."""
     state = runtime.signal_state()
     state.stores[store.target] = store
-    if state.installed_pid != os.getpid() and threading.current_thread() is threading.main_thread():
-        for sig in SIGNALS:
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:  # again whenever another handler took our place (a notebook kernel's, after each cell)
             previous = signal.getsignal(sig)
-            if previous in (signal.SIG_IGN, None):
-                continue  # ignored on purpose (nohup, a parent's choice): leave it so
-            state.previous[sig] = previous
-            signal.signal(sig, _on_signal)
-        state.installed_pid = os.getpid()
-        atexit.register(_at_exit)
-        register = getattr(threading, "_register_atexit", None)  # runs before concurrent.futures joins its threads
-        if register is not None:
-            with contextlib.suppress(RuntimeError):  # the interpreter is shutting down already
-                register(_join_runner_threads)
+            if previous not in (signal.SIG_IGN, None, _on_signal):  # SIG_IGN: ignored on purpose (nohup): left so
+                state.previous[sig] = previous
+                signal.signal(sig, _on_signal)
+        if state.installed_pid != os.getpid():
+            state.installed_pid = os.getpid()
+            atexit.register(_at_exit)
+            register = getattr(threading, "_register_atexit", None)  # runs before concurrent.futures joins threads
+            if register is not None:
+                with contextlib.suppress(RuntimeError):  # the interpreter is shutting down already
+                    register(_join_runner_threads)
     _start_threads()
 
 
