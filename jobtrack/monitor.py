@@ -196,6 +196,10 @@ class JobMonitor:
         # A job this process runs on a thread: its end wakes this wait at once; the store is still read
         # every poll_interval (another process may have ended the job meanwhile).
         running_here = runtime.current().local_jobs.get(self.job_id)
+        if running_here is not None and not running_here.done():  # Ctrl-C here cancels it, as in a script: also in
+            from jobtrack.runners import signals  # a later notebook cell, whose kernel put its own SIGINT handler back
+
+            signals.watch(self._store)
         bar = None
         if progress:
             from jobtrack.progress import Progress

@@ -45,8 +45,8 @@ def test_jobs_submitted_after_a_caught_ctrl_c_run_and_earlier_ones_are_canceled(
 
 
 KERNEL = '''
-import os, signal, sys
-from jobtrack import Dataset, Trainer
+import os, signal, sys, threading, time
+from jobtrack import Dataset, Trainer, WaitTimeout
 
 db = sys.argv[1]
 ds = Dataset("d", "regression", "t", tables={"train": [{"id": 1}]})
@@ -64,19 +64,36 @@ for cell in range(3):
     except KeyboardInterrupt:
         print("KeyboardInterrupt", flush=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # and after it
+
+def held(ctx):
+    while True:
+        ctx.log_epoch(0, train={"loss": 1.0})
+        time.sleep(0.01)
+
+job = Trainer(held, db=db, provenance=False).fit(ds)  # a thread job of one cell ...
+signal.signal(signal.SIGINT, signal.default_int_handler)
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    job.wait(timeout=60)  # ... waited for in the next one, and interrupted there
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+try:
+    print(job.wait(timeout=10)["status"], flush=True)
+except WaitTimeout:
+    print("still", job.cancel(), flush=True)
 '''
 
 
-def test_an_interrupt_in_a_later_notebook_cell_cancels_its_eager_job(db_path: str) -> None:
+def test_an_interrupt_in_a_later_notebook_cell_cancels_the_job_it_runs_or_waits_for(db_path: str) -> None:
     """A notebook kernel puts its own SIGINT handler back around every cell: an interrupt in a later cell is still
-    jobtrack's, so the job it stops reads CANCELED (it read FAILED, KeyboardInterrupt) and the cell gets the
-    KeyboardInterrupt."""
+    jobtrack's, so an eager job it stops reads CANCELED (it read FAILED, KeyboardInterrupt), as does a thread job
+    whose wait() it stops (it went on running), and the cell gets the KeyboardInterrupt."""
     with spawn(KERNEL, db_path) as child:
         out, err = child.communicate(timeout=120)
-    assert child.returncode == 0 and out.splitlines() == ["KeyboardInterrupt"] * 3, err
+    assert child.returncode == 0 and out.splitlines() == ["KeyboardInterrupt"] * 4 + ["CANCELED"], (out, err)
     jobs = JobManager(db_path).list_jobs(limit=10)
-    statuses = sorted(job.get_status()["status"] for job in jobs)
-    assert statuses == ["CANCELED"] * 3 + ["COMPLETED"], statuses
+    statuses = sorted(job.wait(timeout=30)["status"] for job in jobs)
+    assert statuses == ["CANCELED"] * 4 + ["COMPLETED"], statuses
     for job in jobs:
         status = job.get_status()
         if status["status"] == "CANCELED":
