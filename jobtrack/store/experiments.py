@@ -95,6 +95,19 @@ def config_rows(job_id: str, spec_json: str | None) -> list[dict[str, Any]]:
     return [param_row(job_id, k, v) for k, v in flatten_config(config).items()]
 
 
+def backfill(tx: Tx) -> None:
+    """Give jobs written before schema 4 what the query language reads: their ``job_params`` (from the stored
+    config), ``job_metrics`` and ``jobs.best_metric`` (from the stored epochs). Only jobs that have none of
+    these rows are filled, so a job written by schema 4 is left as it is (the upgrade step to 4)."""
+    rows = tx.all("SELECT id, spec_json FROM jobs WHERE NOT EXISTS "
+                  "(SELECT 1 FROM job_params p WHERE p.job_id = jobs.id)")
+    tx.run_many(_INSERT_PARAM, [p for job_id, spec in rows for p in config_rows(str(job_id), spec)])
+    for job_id, metric, mode in tx.all(
+            "SELECT id, eval_metric, metric_mode FROM jobs WHERE EXISTS (SELECT 1 FROM job_epochs e WHERE e.job_id = "
+            "jobs.id) AND NOT EXISTS (SELECT 1 FROM job_metrics m WHERE m.job_id = jobs.id)"):
+        _recompute(tx, str(job_id), metric, mode)
+
+
 def insert_created(tx: Tx, job_id: str, params: list[dict[str, Any]], tags: Iterable[str]) -> None:
     """Write a new job's parameters and tags (inside ``create_job``'s transaction)."""
     tx.run_many(_INSERT_PARAM, params)

@@ -84,11 +84,13 @@ def _v3_to_v4(tx: Tx, db: Database) -> None:
     """Version 4 adds what the schema declares and the database lacks: tables (config parameters, tags,
     metrics, sweeps), ``jobs`` columns (best metric, provenance, sweep trial, attempts) and indexes.
 
-    Additive only: every new column is nullable or has a ``server_default``, so existing rows stay valid.
+    Additive only: every new column is nullable or has a ``server_default``, so existing rows stay valid. The
+    jobs already there get their config parameters, metrics and best metric (``experiments.backfill``): without
+    them ``--where config.lr = 0.1``, ``best.<m>``, ``-best_metric`` and ``table()`` would miss every old job.
     """
     from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 
-    from jobtrack.store import models
+    from jobtrack.store import experiments, models
 
     dialect = db.ddl_dialect()
     present = set(db.table_names(tx))
@@ -107,6 +109,7 @@ def _v3_to_v4(tx: Tx, db: Database) -> None:
             tx.ddl(f"ALTER TABLE {table.name} ADD COLUMN {CreateColumn(column).compile(dialect=dialect)}")
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             tx.ddl(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)).strip())
+    experiments.backfill(tx)
 
 
 UPGRADES: dict[int, Callable[[Tx, Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
