@@ -228,10 +228,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"epochs (eval metric {result.get('eval_metric') or 'none'}{', ' + best if best else ''}):")
         for ep in result["epochs"]:
             mark = " *" if ep["epoch"] == result.get("best_epoch") else ""
-            shown = [f"{part} {json.dumps(ep[part])}" for part in ("train", "validation") if ep.get(part)]
+            shown = [f"{part} {json.dumps(ep[part], ensure_ascii=False)}"  # as written: no \\u escapes
+                     for part in ("train", "validation") if ep.get(part)]
             print(f"  {ep['epoch']:>4}  {'  '.join(shown) or 'no metrics'}{mark}")  # as the log: no empty part
     if "summary" in result:
-        print(f"summary: {json.dumps(result['summary'])}")
+        print(f"summary: {json.dumps(result['summary'], ensure_ascii=False)}")
     if "summary_error" in result:
         print(f"summary not stored as returned: {result['summary_error']['message']}")
     if "eval_metric_missing" in result:

@@ -236,7 +236,7 @@ def _cell(value: Any, present: bool, key: str) -> str:
             return value[:19]
         return value
     if isinstance(value, (list, dict)):
-        return json.dumps(value)
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
 
 

@@ -283,3 +283,20 @@ def test_an_unexpected_failure_is_one_line_too_and_debug_shows_it(
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["list", "--db", db_path, "--debug"])
 
+
+
+def test_show_prints_unicode_metric_names_and_summary_keys_as_written(capsys: pytest.CaptureFixture[str],
+                                                                        db_path: str, dataset: Dataset) -> None:
+    def train(ctx: Any) -> dict[str, Any]:
+        ctx.log_epoch(0, train={"précision": 0.5, "精度": 0.25}, validation={"roc_auc": 0.75})
+        return {"modèle": "résumé", "层": [1, 2]}
+
+    job = Trainer(train, db=db_path, runner="eager", provenance=False).fit(dataset)
+    code, out, _ = _run(capsys, "--db", db_path, "show", job.job_id)
+    assert code == 0
+    assert '"précision": 0.5' in out and '"精度": 0.25' in out
+    assert 'summary: {"modèle": "résumé", "层": [1, 2]}' in out
+    assert "\\u" not in out
+    other = Trainer(train, db=db_path, runner="eager", provenance=False, config={"layers": ["ü"]}).fit(dataset)
+    code, out, _ = _run(capsys, "--db", db_path, "compare", job.job_id, other.job_id)
+    assert code == 0 and '["ü"]' in out and "\\u" not in out
