@@ -57,7 +57,8 @@ def rows(store: Store, records: Sequence[JobRecord], columns: Sequence[str] | No
         row: dict[str, Any] = {
             "id": r.id, "status": r.status.value, "job_type": r.job_type.value, "experiment": r.experiment_name,
             "created": r.created_at, "started": started, "finished": finished,
-            "duration": (end - started).total_seconds() if started and end else None,
+            # never below 0, as jobtrack list and compare show it: a clock stepped back mid-run ends it "earlier"
+            "duration": max(0.0, (end - started).total_seconds()) if started and end else None,
             "eval_metric": r.eval_metric, "best_metric": r.best_metric, "model_run_id": r.model_run_id,
             "sweep": e["sweep"], "tags": list(e["tags"]),
         }

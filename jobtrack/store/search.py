@@ -110,12 +110,12 @@ class _Compiler:
         return f"(CAST(jobs.provenance_json AS jsonb) #>> '{{git,{part}}}')", True
 
     def duration_expr(self) -> str:
-        """Seconds from the job's claim (its first RUNNING event) to its end, or to now while RUNNING; NULL before."""
+        """Seconds from the claim (first RUNNING event) to the end, or now while RUNNING; NULL before; never < 0."""
         end = f"COALESCE(jobs.finished_at, CASE WHEN jobs.status = 'RUNNING' THEN {self.bind(utcnow())} END)"
         if self.sqlite:
-            return f"((julianday({end}) - julianday({_STARTED})) * 86400.0)"
-        return (f"CAST(EXTRACT(EPOCH FROM CAST({end} AS timestamptz) - CAST({_STARTED} AS timestamptz))"
-                " AS double precision)")
+            return f"max(0.0, (julianday({end}) - julianday({_STARTED})) * 86400.0)"  # NULL stays NULL
+        seconds = f"EXTRACT(EPOCH FROM CAST({end} AS timestamptz) - CAST({_STARTED} AS timestamptz))"
+        return f"CAST(CASE WHEN {seconds} < 0 THEN 0 ELSE {seconds} END AS double precision)"
 
     def column_value(self, f: q.Field, value: Any) -> Any:
         if f.type == "bool" and not self.sqlite:
