@@ -315,3 +315,29 @@ def _remove(base: str) -> None:
     os.chmod(base, 0o700)
     shutil.rmtree(base)
 
+
+
+def test_a_write_to_a_read_only_mount_says_so_not_that_this_user_lacks_permission(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "mnt"
+    folder.mkdir()
+    real_access, real_statvfs = os.access, os.statvfs
+
+    class ReadOnlyMount:  # what statvfs says of a folder on a filesystem mounted read-only
+        def __init__(self, real: os.statvfs_result) -> None:
+            self.f_flag = real.f_flag | os.ST_RDONLY
+
+    def access(path: str | os.PathLike[str], mode: int, **kw: object) -> bool:
+        if os.fspath(path) == str(folder) and mode & os.W_OK:
+            return False  # EROFS: the kernel refuses every writer, root included
+        return real_access(path, mode, **kw)  # type: ignore[arg-type]
+
+    def statvfs(path: str | os.PathLike[str]) -> object:
+        return ReadOnlyMount(real_statvfs(path)) if os.fspath(path) == str(folder) else real_statvfs(path)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    ds = Dataset("ro", "regression", "t", tables={"train": [{"x": 1}]})
+    with pytest.raises(StoreReadOnly, match="read-only file system") as info:
+        Trainer(lambda ctx: None, db=str(folder / "jobs.db"), runner="eager").fit(ds)
+    assert "not writable by this user" not in str(info.value)

@@ -41,9 +41,18 @@ def permission_problem(path: str) -> str | None:
             continue
         if not os.access(candidate, need):
             what = "directory" if stat.S_ISDIR(st.st_mode) else "file"
+            if _on_read_only_fs(candidate):  # no user can write it, whatever its owner and mode say
+                return f"the {what} {candidate} is on a read-only file system (mounted read-only)"
             return (f"the {what} {candidate} is not writable by this user (owner uid {st.st_uid}, "
                     f"mode {stat.S_IMODE(st.st_mode):o})")
     return None
+
+
+def _on_read_only_fs(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 NETWORK_FS_TYPES = frozenset({
