@@ -103,10 +103,19 @@ def parse_when(value: str | datetime, *, now: datetime | None = None) -> datetim
         raise InvalidArgument(f"Cannot read {value.strip()!r} as a time: a bare number is no age and no date. Give "
                               f"an age with its unit ('{value.strip()}d', '{value.strip()}h') or a whole date "
                               "('2026-11-01').")
+    import warnings
+
     from dateutil import parser as dtparser  # only free-text times need it: the CLI starts without it (#14)
 
     try:
-        parsed = dtparser.parse(value)
+        with warnings.catch_warnings():  # a zone name dateutil does not know ("EST") would be dropped silently,
+            warnings.simplefilter("error", dtparser.UnknownTimezoneWarning)  # the time read as local time
+            parsed = dtparser.parse(value)
+    except dtparser.UnknownTimezoneWarning:
+        raise InvalidArgument(
+            f"Cannot read {value!r} as a time: its time zone name is not one jobtrack can know (only UTC, Z and "
+            "this machine's own zone are); write the offset instead, e.g. '2026-11-01 12:00-05:00'."
+        ) from None
     except (ValueError, OverflowError) as exc:
         raise InvalidArgument(
             f"Cannot read {value!r} as a time ({exc}); use e.g. '2h', '3d', '2026-11-01' "
