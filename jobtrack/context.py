@@ -185,10 +185,11 @@ class RunContext:
             raise JobCanceled(self.job_id)
         train_json = jsonutil.dumps(train_clean, "train metrics")
         val_json = jsonutil.dumps(val_clean, "validation metrics")
-        size = self._epoch_bytes + len(train_json) + len(val_json) + 48  # + the epoch's own keys in the result
+        t_size, v_size = jsonutil.stored_size(train_json), jsonutil.stored_size(val_json)
+        size = self._epoch_bytes + t_size + v_size + 48  # + the epoch's own keys in the result
         if size > self.max_result_bytes:
-            biggest = "train metrics" if len(train_json) >= len(val_json) else "validation metrics"
-            raise ResultTooLarge(f"log_epoch({epoch}): its {biggest} ({len(max(train_json, val_json, key=len)):,} "
+            biggest = "train metrics" if t_size >= v_size else "validation metrics"
+            raise ResultTooLarge(f"log_epoch({epoch}): its {biggest} ({max(t_size, v_size):,} "
                                  "bytes) with the epochs before", size, self.max_result_bytes)
         top = self._stored_top()
         if not self._early_fed:

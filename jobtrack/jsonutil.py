@@ -217,6 +217,11 @@ def _backslash_surrogate(match: re.Match[str]) -> str:
     return f"\\\\u{ord(match.group()):04x}"  # JSON for a backslash, then "udcff": the text \\udcff
 
 
+def stored_size(text: str) -> int:
+    """The bytes ``text`` takes stored (UTF-8): what ``max_result_bytes`` caps, not its count of characters."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def loads(text: str | None) -> Any:
     """Decode stored JSON (None stays None); integers of any size come back exact.
 

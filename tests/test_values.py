@@ -231,6 +231,25 @@ def test_log_epoch_past_the_result_cap_raises_naming_the_metrics_and_the_size(db
     assert [e["epoch"] for e in status["result"]["epochs"]] == [1]  # nothing of epoch 2 was stored
 
 
+def test_the_result_cap_counts_stored_bytes_not_characters(db_path: str) -> None:
+    """A summary of 900 "精" is 2,711 bytes of JSON: it was stored past max_result_bytes=1000 (900 characters), and
+    so were epochs whose non-ASCII metric names passed the cap in bytes."""
+    caught: list[ResultTooLarge] = []
+
+    def train(ctx: RunContext) -> dict[str, Any]:
+        try:
+            ctx.log_epoch(1, validation={"精度" * 200: 0.5})  # 1,200 bytes in 400 characters
+        except ResultTooLarge as exc:
+            caught.append(exc)
+        return {"text": "精" * 900}
+
+    job = Trainer(train, db=db_path, runner="eager", max_result_bytes=1000).fit(_dataset())
+    status = testing.assert_completed(job)
+    assert len(caught) == 1 and caught[0].size > 1200 and "(1,2" in str(caught[0]), caught
+    assert "summary" not in status["result"] and "epochs" not in status["result"]
+    assert "would take 2,711 bytes" in status["result"]["summary_error"]["message"]
+
+
 def test_a_summary_past_the_cap_is_not_stored_and_the_job_completes(db_path: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBTRACK_MAX_RESULT_BYTES", "5000")

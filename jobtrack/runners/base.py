@@ -336,8 +336,8 @@ def _summary_json(ctx: RunContext, summary: Any) -> tuple[str | None, str | None
     if nonfinite:
         ctx.log(f"{field}: non-finite values (NaN or infinite) stored as null at {', '.join(nonfinite[:20])}"
                 + (f" and {len(nonfinite) - 20} more" if len(nonfinite) > 20 else ""))
-    if text is not None and len(text) > ctx.max_result_bytes:
-        problem, text = ResultTooLarge(field, len(text), ctx.max_result_bytes), None
+    if text is not None and jsonutil.stored_size(text) > ctx.max_result_bytes:
+        problem, text = ResultTooLarge(field, jsonutil.stored_size(text), ctx.max_result_bytes), None
     error = None
     if problem is not None:
         ctx.log(f"{field} was {'stored in part' if text is not None else 'not stored'}: {problem}")
