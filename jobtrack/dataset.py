@@ -229,7 +229,7 @@ def _check_table(split: Any, source: Any) -> Path | list[dict[str, Any]]:
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
-    with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: a byte order mark (Excel's "CSV UTF-8") dropped
+    with open(path, encoding="utf-8", newline="") as fh:
         if suffix == ".csv":
             return _read_csv(fh)
         if suffix == ".jsonl":

@@ -136,19 +136,6 @@ def test_csv_ids_and_codes_that_int_would_change_stay_text(tmp_path: Path) -> No
         {"id": "124", "zip": "94105", "phone": "5551234567", "code": "1000", "pad": 7, "x": 2, "delta": "-0.5"}]
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
-def test_table_files_saved_with_a_byte_order_mark_read_as_without(tmp_path: Path, suffix: str) -> None:
-    """Excel's "CSV UTF-8" (and Notepad) start the file with a byte order mark: the first column was named
-    '\ufeffid', so ``row["id"]`` failed in the job; a JSON file so saved could not be read at all."""
-    text = {".csv": "id,x\r\n1,0.5\r\n2,0.7\r\n", ".jsonl": '{"id": 1, "x": 0.5}\n{"id": 2, "x": 0.7}\n',
-            ".json": '[{"id": 1, "x": 0.5}, {"id": 2, "x": 0.7}]'}[suffix]
-    path = tmp_path / f"t{suffix}"
-    path.write_text(text, encoding="utf-8-sig")
-    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
-    rows = Dataset("d", "regression", "t", tables={"test": str(path)}).table("test")
-    assert rows == [{"id": 1, "x": 0.5}, {"id": 2, "x": 0.7}]
-
-
 def test_csv_tables_read_back_with_numbers_as_numbers(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("id,score,name,big,sci,empty,neg\n1,2.5,alice,12345678901234,1e3,,-4\n2,0.0,bob,0,2E-2,,-0.5\n",
