@@ -276,7 +276,7 @@ def files_dir(db_path: str) -> Path:
     return Path(db_path + "-files")
 
 
-def make_private_dir(path: Path) -> Path:
+def make_private_dir(path: Path, *, parent_made: bool = False) -> Path:
     """Create ``path`` and any missing parents readable only by the user (0700); existing ones are left alone.
 
     The mode is set with chmod after mkdir, so it is 0700 whatever the umask (mkdir's mode is masked by it).
@@ -287,10 +287,10 @@ def make_private_dir(path: Path) -> Path:
     try:
         os.mkdir(path, 0o700)
     except FileNotFoundError:  # a parent is missing: made first, the same way
-        if path.parent == path:
+        if path.parent == path or parent_made:  # still "missing" with the parent there (/proc, a removed cwd)
             raise
         make_private_dir(path.parent)
-        return make_private_dir(path)
+        return make_private_dir(path, parent_made=True)
     except FileExistsError:  # there already, perhaps made meanwhile by another thread or process: left alone
         if not os.path.isdir(path):
             raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path)) from None
