@@ -44,11 +44,12 @@ _INT64_MAX = 2**63 - 1  # the largest LIMIT SQLite and PostgreSQL take
 
 
 def _check_page(limit: object, offset: object) -> None:
-    """``limit``: a positive integer or None; ``offset``: an integer >= 0."""
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise InvalidArgument(f"limit must be a positive integer or None, not {limit!r}.")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise InvalidArgument(f"offset must be an integer >= 0, not {offset!r}.")
+    """``limit``: a positive integer or None; ``offset``: an integer >= 0; neither past what SQL takes (2**63 - 1)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _INT64_MAX):
+        raise InvalidArgument(f"limit must be a positive integer up to {_INT64_MAX} or None (every job), "
+                              f"not {limit!r}.")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= _INT64_MAX:
+        raise InvalidArgument(f"offset must be an integer from 0 to {_INT64_MAX}, not {offset!r}.")
 
 
 def _job_id(job_id: object) -> str:
@@ -326,7 +327,7 @@ class JobManager:
             InvalidArgument: a limit that is not a positive integer or None, an offset below 0.
         """
         _check_page(limit, offset)
-        recs = self._store.search_jobs(limit=None if limit is None else limit + 1, offset=offset)
+        recs = self._store.search_jobs(limit=None if limit is None else min(limit + 1, _INT64_MAX), offset=offset)
         more = limit is not None and len(recs) > limit
         return StatusPage([status_dict(self._store, r) for r in recs[:limit]], has_more=more, offset=offset)
 

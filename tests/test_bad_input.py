@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from jobtrack import InvalidArgument, config, exports
+from jobtrack import Dataset, InvalidArgument, JobManager, Trainer, cli, config, exports
 
 
 def _removed_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,3 +31,38 @@ def test_an_export_directory_that_cannot_be_made_is_invalid_argument() -> None:
     # /proc exists, yet mkdir of a folder in it is ENOENT: was endless recursion, RecursionError
     with pytest.raises(InvalidArgument, match=r"Cannot create the export directory /proc/.*output_config"):
         exports.check_output_config({"directory": "/proc/jobtrack-no-such-folder"})
+
+
+def _train(ctx: Any) -> None:
+    ctx.log_epoch(0, validation={"roc_auc": 0.5})
+
+
+def _one_job(db: str) -> str:
+    rows = [{"id": i, "y": i % 2} for i in range(4)]
+    return Trainer(_train, db=db, runner="eager").fit(Dataset("d", "binary_classification", "y",
+                                                                tables={"train": rows})).job_id
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: m.table(limit=2**64), lambda m: m.table(offset=2**64), lambda m: m.show_jobs(limit=2**64),
+    lambda m: m.show_jobs(offset=2**64), lambda m: m.list_jobs(offset=2**63),
+])
+def test_a_limit_or_offset_past_what_sql_takes_is_invalid_argument(db_path: str, call: Any) -> None:
+    _one_job(db_path)
+    with pytest.raises(InvalidArgument, match=r"(limit|offset) must be .* up to|from 0 to"):  # was OverflowError
+        call(JobManager(db_path))
+
+
+def test_the_largest_limit_sql_takes_is_read(db_path: str) -> None:
+    job = _one_job(db_path)
+    page = JobManager(db_path).show_jobs(limit=2**63 - 1)  # was OverflowError (limit + 1 asked for)
+    assert [s["job_id"] for s in page] == [job] and not page.has_more
+
+
+def test_cli_list_offset_past_what_sql_takes_is_one_line_and_exit_2(db_path: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    _one_job(db_path)
+    capsys.readouterr()
+    code = cli.main(["--db", db_path, "list", "--offset", str(2**64)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("jobtrack: error: offset must be an integer from 0 to") and err.count("\n") == 1
