@@ -32,7 +32,7 @@ from typing import Any
 from jobtrack import __version__, jsonutil, liveness
 from jobtrack.bundlerows import as_snapshots, job_folders, job_paths, regular_files, rewrite_paths
 from jobtrack.errors import BundleConflict, InvalidArgument, InvalidBundle
-from jobtrack.files import NewFiles, check_output, remove_stale_temps, temp_prefix
+from jobtrack.files import NewFiles, check_output, remove_stale_temps, temp_beside, temp_prefix
 from jobtrack.states import JobStatus
 from jobtrack.store import Store
 from jobtrack.store.bundles import NAME, bundle_tables, job_tables, required_columns, table_columns
@@ -113,8 +113,8 @@ def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[s
 
     Raises:
         InvalidQuery: ``where`` does not parse; nothing was written.
-        InvalidArgument: both ``job_ids`` and ``where``; ``out`` is this database (or another), a folder, or in a
-            missing folder (``files.check_output``).
+        InvalidArgument: both ``job_ids`` and ``where``; ``out`` is this database (or another), a folder, a device,
+            in a missing or unwritable folder (``files.check_output``, ``files.temp_beside``).
     """
     if where is not None and job_ids is not None:
         raise InvalidArgument("Give job ids or a query (--where), not both; put the ids in the query instead.")
@@ -132,8 +132,7 @@ def export_bundle(store: Store, out: str | os.PathLike[str], job_ids: Sequence[s
     report = ExportReport(str(out), jobs=ids, snapshot=running)
     entries: dict[str, dict[str, Any]] = {}
     remove_stale_temps(os.path.dirname(target), "bundle")  # what an export killed midway left
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix("bundle"), dir=os.path.dirname(target))
-    os.close(fd)
+    tmp = temp_beside(target, "bundle")  # a device or unwritable folder: InvalidArgument, nothing written
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             for table in bundle_tables():

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -42,6 +43,25 @@ def temp_prefix(kind: str) -> str:
     its host (a digest), pid and start time, so ``remove_stale_temps`` can tell when its writer is gone."""
     me = liveness.current()
     return f".{kind}.{_host_tag(me.host)}.{me.pid}.{me.start}."
+
+
+def temp_beside(target: str, kind: str) -> str:
+    """A new, empty private temp file in ``target``'s folder, to be written and then renamed over ``target``.
+
+    Raises:
+        InvalidArgument: ``target`` exists and is not a regular file (a device such as /dev/null, a pipe: the
+            rename would replace it), or its folder takes no new file (read-only, /proc, no permission).
+    """
+    if os.path.exists(target) and not os.path.isfile(target):
+        raise InvalidArgument(f"{target!r} is not a regular file (a device, a pipe or a socket): writing the {kind} "
+                              "would replace it. Choose a file path for -o.")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(kind), dir=os.path.dirname(target))
+    except OSError as exc:
+        raise InvalidArgument(f"Cannot write the {kind} to {target!r} ({exc.strerror}); choose another -o path."
+                              ) from None
+    os.close(fd)
+    return tmp
 
 
 def remove_stale_temps(folder: str | os.PathLike[str], kind: str) -> list[str]:
@@ -101,7 +121,7 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 def check_output(out: str | os.PathLike[str], what: str, database: str | None = None) -> str:
     """The absolute path of ``out``, where a new ``what`` (a bundle, a report) may be written, replacing any file.
 
-    Refuses what writing there would destroy or cannot work: the database ``database`` (a SQLite path) or its
+    Refuses what writing there would destroy or cannot work: no path, the database ``database`` (a SQLite path) or its
     ``-wal``, ``-shm`` or lock file, any other SQLite database, a directory, a path in a missing folder.
 
     Raises:
@@ -110,6 +130,8 @@ def check_output(out: str | os.PathLike[str], what: str, database: str | None = 
     from jobtrack.store.location import file_identity
     from jobtrack.store.readonly import open_here
 
+    if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
+        raise InvalidArgument(f"The {what} needs a file path (-o FILE), not {out!r}; e.g. 'runs.jtb'.")
     target = os.path.abspath(os.fspath(out))
     if os.path.isdir(target):
         raise InvalidArgument(f"{os.fspath(out)!r} is a folder; give a file path for the {what} (-o FILE).")
@@ -127,6 +149,8 @@ def check_output(out: str | os.PathLike[str], what: str, database: str | None = 
     if open_here(found):
         raise InvalidArgument(f"{os.fspath(out)!r} is a database this process has open: writing the {what} there "
                               "would destroy its jobs. Choose another -o path.")
+    if not os.path.isfile(target):  # a device or a pipe holds no database (and opening a pipe would block)
+        return target
     try:  # not a database this process has open: reading it drops no lock of ours
         with open(target, "rb") as fh:
             header = fh.read(len(_SQLITE_HEADER))

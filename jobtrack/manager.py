@@ -257,10 +257,17 @@ class JobManager:
         Raises:
             JobNotFound: a named job does not exist.
             InvalidQuery: ``where`` does not parse; nothing was written.
-            InvalidArgument: a named job is not finished and ``include_running`` is false; an unreadable time.
+            InvalidArgument: a named job is not finished and ``include_running`` is false; an unreadable time;
+                ``job_ids`` a string; a flag not True or False; ``out`` no path, a folder, a device or unwritable.
         """
         from jobtrack import bundle
 
+        if isinstance(job_ids, str):  # each character would be read as a job id prefix
+            raise InvalidArgument(f"job_ids must be a list of job ids, not the string {job_ids!r}; "
+                                  f"e.g. export_bundle(out, [{job_ids!r}]).")
+        for flag, what in ((include_running, "include_running"), (files, "files"), (deps, "deps")):
+            if not isinstance(flag, bool):
+                raise InvalidArgument(f"{what} must be True or False, not {flag!r}.")
         ids = None if job_ids is None else [self.resolve_job_id(j) for j in job_ids]
         return bundle.export_bundle(self._store, out, ids, where=where,
                                     since=None if since is None else parse_when(since),

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +69,40 @@ def test_cli_list_offset_past_what_sql_takes_is_one_line_and_exit_2(db_path: str
     code = cli.main(["--db", db_path, "list", "--offset", str(2**64)])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("jobtrack: error: offset must be an integer from 0 to") and err.count("\n") == 1
+
+
+def test_a_bundle_is_never_renamed_over_a_socket_or_pipe(db_path: str, tmp_path: Path) -> None:
+    _one_job(db_path)
+    sock_path = tmp_path / "s.jtb"
+    with socket.socket(socket.AF_UNIX) as sock:  # as /dev/null: `jobtrack export -o /dev/null` replaced the device
+        sock.bind(str(sock_path))
+        with pytest.raises(InvalidArgument, match=r"not a regular file .*Choose a file path for -o"):
+            JobManager(db_path).export_bundle(sock_path)
+        assert stat.S_ISSOCK(sock_path.stat().st_mode)
+    fifo = tmp_path / "p.jtb"
+    os.mkfifo(fifo)  # not opened to read its header (that would block)
+    with pytest.raises(InvalidArgument, match=r"not a regular file"):
+        JobManager(db_path).export_bundle(fifo)
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_bundle_in_a_folder_that_takes_no_file_is_invalid_argument(db_path: str) -> None:
+    _one_job(db_path)
+    with pytest.raises(InvalidArgument, match=r"Cannot write the bundle to '/proc/x.jtb' .*another -o path"):
+        JobManager(db_path).export_bundle("/proc/x.jtb")  # was a bare FileNotFoundError
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    ((None,), r"needs a file path"), (("",), r"needs a file path"),
+    (("x.jtb", "job_"), r"job_ids must be a list"),
+    (("x.jtb",), r"files must be True or False"),
+])
+def test_export_bundle_arguments_are_checked(db_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             args: tuple[Any, ...], match: str) -> None:
+    _one_job(db_path)
+    monkeypatch.chdir(tmp_path)
+    kwargs = {"files": "no"} if "files" in match else {}
+    with pytest.raises(InvalidArgument, match=match):
+        JobManager(db_path).export_bundle(*args, **kwargs)
+    assert not (tmp_path / "x.jtb").exists()
