@@ -66,11 +66,17 @@ def _write_atomic(target: Path, chunks: list[bytes] | None = None, source: Path 
     _fsync_dir(target.parent)
 
 
+MAX_NAME_BYTES = 150
+"""The longest checkpoint name, in UTF-8 bytes: its temp file's name adds about 80 to it, and file systems take 255."""
+
+
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not name or name.startswith(".") or name == LATEST \
-            or os.sep in name or (os.altsep and os.altsep in name):
-        raise InvalidArgument(f"checkpoint name {name!r} is not a plain file name; use e.g. 'model.pt' "
-                              f"(no folders, not starting with '.', not {LATEST!r}).")
+            or os.sep in name or (os.altsep and os.altsep in name) \
+            or not name.isprintable() or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise InvalidArgument(f"checkpoint name {name!r} is not a plain file name; use e.g. 'model.pt' (printable "
+                              f"characters, at most {MAX_NAME_BYTES} bytes, no folders, not starting with '.', "
+                              f"not {LATEST!r}); name= sets it.")
     return name
 
 

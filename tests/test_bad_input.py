@@ -106,3 +106,22 @@ def test_export_bundle_arguments_are_checked(db_path: str, tmp_path: Path, monke
     with pytest.raises(InvalidArgument, match=match):
         JobManager(db_path).export_bundle(*args, **kwargs)
     assert not (tmp_path / "x.jtb").exists()
+
+
+@pytest.mark.parametrize("name", ["a" * 200, "a\x00b", "a\nb", "x\udcff"])
+def test_a_checkpoint_name_the_file_system_cannot_take_is_invalid_argument(db_path: str, name: str) -> None:
+    seen: list[BaseException] = []
+
+    def train(ctx: Any) -> None:
+        try:
+            ctx.save_checkpoint(b"weights", name=name)  # was a bare OSError, ValueError or UnicodeEncodeError
+        except (OSError, ValueError) as exc:  # InvalidArgument is a ValueError
+            seen.append(exc)
+        assert ctx.latest_checkpoint() is None and not list(ctx.checkpoint_dir.iterdir())
+
+    rows = [{"id": 1, "y": 1}]
+    job = Trainer(train, db=db_path, runner="eager").fit(Dataset("d", "binary_classification", "y",
+                                                                   tables={"train": rows}))
+    assert job.get_status()["status"] == "COMPLETED", job.get_status()["result"].get("error")
+    assert len(seen) == 1 and isinstance(seen[0], InvalidArgument), seen
+    assert "is not a plain file name" in str(seen[0]) and "name= sets it" in str(seen[0])
