@@ -234,8 +234,16 @@ class RunContext:
         return self._early.should_stop
 
     def should_evaluate(self, epoch: int) -> bool:
-        """Whether ``epoch`` is an evaluation epoch under ``eval_every`` (``epoch % eval_every == 0``)."""
-        return epoch % self.eval_every == 0
+        """Whether ``epoch`` is an evaluation epoch under ``eval_every`` (``epoch % eval_every == 0``).
+
+        Raises:
+            InvalidArgument: ``epoch`` is not an integer (numpy's count too).
+        """
+        number = jsonutil.as_int(epoch)
+        if number is None:
+            raise InvalidArgument(f"should_evaluate(epoch) takes the epoch's number, not {type(epoch).__name__} "
+                                  f"{epoch!r}.")
+        return number % self.eval_every == 0
 
     def result_extras(self) -> dict[str, Any]:
         """Entries the runner adds to a completed job's ``result``: ``stopped_early`` when a patience rule is set.
@@ -265,11 +273,15 @@ class RunContext:
         ``size`` defaults to ``test_batch_size`` (``predict(test_batch_size=...)``, 128 as in the reference).
 
         Raises:
-            InvalidArgument: a size that is not a positive integer, or a split the dataset lacks.
+            InvalidArgument: a size that is not a positive integer, a split the dataset lacks, or neither a
+                split name nor rows.
         """
         size = self.test_batch_size if size is None else size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise InvalidArgument(f"batches(size=...) must be a positive integer, not {size!r}.")
+        if not isinstance(table, (str, Iterable)) or isinstance(table, Mapping):
+            raise InvalidArgument(f"batches(table=...) takes a split name such as 'test' or a list of row dicts, "
+                                  f"not {type(table).__name__} {table!r}.")
         rows = self.dataset.table(table) if isinstance(table, str) else table
         batch: list[dict[str, Any]] = []
         for row in rows:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -184,7 +184,7 @@ class JobManager:
         """
         statuses = None
         if status is not None:
-            items = [status] if isinstance(status, str) else list(status)
+            items = [status] if isinstance(status, str) or not isinstance(status, Iterable) else list(status)
             statuses = [parse_status(s) for s in items]
         if job_type is not None:
             job_type = parse_job_type(job_type).value
@@ -294,10 +294,10 @@ class JobManager:
         whether config, code, data and metrics agree, ``as_dict()`` is JSON for scripts.
 
         Raises:
-            InvalidArgument: fewer than two jobs, or one named twice.
+            InvalidArgument: fewer than two jobs (or not a list of ids), or one named twice.
             JobNotFound, AmbiguousJobId: an id that names no job, or several.
         """
-        if isinstance(job_ids, str) or len(job_ids) < 2:
+        if isinstance(job_ids, (str, bytes)) or not isinstance(job_ids, Iterable) or len(job_ids := list(job_ids)) < 2:
             raise InvalidArgument(f"compare needs two or more job ids, not {job_ids!r}; "
                                   "e.g. compare(['job_a', 'job_b']).")
         ids = [self.resolve_job_id(j) for j in job_ids]

@@ -336,9 +336,17 @@ class JobMonitor:
         return self._store.job_dir(self.job_id) / "log.txt"
 
     def stream_logs(self, *, file: Any = None, follow: bool = True, poll_interval: float = 0.2) -> None:
-        """Print the job's log lines as they are written, until the job ends (or at once if ``follow=False``)."""
+        """Print the job's log lines as they are written, until the job ends (or at once if ``follow=False``).
+
+        Raises:
+            InvalidArgument: a poll_interval that is not > 0, or a ``file`` without ``write()``.
+            JobNotFound: the job was removed from the database.
+        """
         check_wait(None, poll_interval)  # 0 would spin, a negative one fail inside time.sleep
         out = file if file is not None else sys.stdout
+        if not callable(getattr(out, "write", None)):
+            raise InvalidArgument(f"stream_logs(file=...) takes an open text file (anything with write()), not "
+                                  f"{type(file).__name__} {file!r}; e.g. file=sys.stderr.")
         path = self.log_path
         pos = 0
         while True:

@@ -125,3 +125,42 @@ def test_a_checkpoint_name_the_file_system_cannot_take_is_invalid_argument(db_pa
     assert job.get_status()["status"] == "COMPLETED", job.get_status()["result"].get("error")
     assert len(seen) == 1 and isinstance(seen[0], InvalidArgument), seen
     assert "is not a plain file name" in str(seen[0]) and "name= sets it" in str(seen[0])
+
+
+def test_list_jobs_and_compare_refuse_what_is_no_status_or_list_of_ids(db_path: str) -> None:
+    job = _one_job(db_path)
+    manager = JobManager(db_path)
+    with pytest.raises(InvalidArgument, match=r"Unknown job status 5; use one of QUEUED"):  # was TypeError
+        manager.list_jobs(status=5)
+    assert [m.job_id for m in manager.list_jobs(status=(s for s in ["completed"]))] == [job]
+    for ids in (None, 5):
+        with pytest.raises(InvalidArgument, match=r"compare needs two or more job ids"):  # was TypeError
+            manager.compare(ids)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"more than once"):  # a generator is read: was TypeError
+        manager.compare(iter([job, job]))  # type: ignore[arg-type]
+
+
+def test_stream_logs_to_no_file_is_invalid_argument(db_path: str) -> None:
+    job_id = _one_job(db_path)
+    job = JobManager(db_path).fetch_job(job_id)
+    with pytest.raises(InvalidArgument, match=r"stream_logs\(file=\.\.\.\) takes an open text file"):
+        job.stream_logs(file=5, follow=False)  # was AttributeError: 'int' object has no attribute 'write'
+
+
+def test_batches_and_should_evaluate_refuse_what_is_no_table_or_epoch(db_path: str) -> None:
+    seen: list[str] = []
+
+    def train(ctx: Any) -> None:
+        for call in (lambda: list(ctx.batches(5)), lambda: list(ctx.batches(None)),
+                     lambda: list(ctx.batches({"id": 1})), lambda: ctx.should_evaluate(None),
+                     lambda: ctx.should_evaluate("1")):
+            with pytest.raises(InvalidArgument) as caught:  # were TypeErrors (or a dict's keys as rows)
+                call()
+            seen.append(str(caught.value))
+        assert list(ctx.batches([{"id": 1}], size=1)) == [[{"id": 1}]] and ctx.should_evaluate(4)
+
+    rows = [{"id": 1, "y": 1}]
+    job = Trainer(train, db=db_path, runner="eager").fit(Dataset("d", "binary_classification", "y",
+                                                                   tables={"train": rows}))
+    assert job.get_status()["status"] == "COMPLETED", job.get_status()["result"].get("error")
+    assert len(seen) == 5 and "split name such as 'test'" in seen[0] and "epoch's number" in seen[3]
