@@ -110,14 +110,18 @@ def _number(query: str, start: int) -> Token:
 
 
 def read_ident(query: str, start: int) -> tuple[str, int]:
-    """A dotted name; a part in backticks may hold any character (``config.`learning rate```)."""
+    """A dotted name; a part in backticks may hold any character (``config.`learning rate```), a backtick
+    written twice (``config.`a``b``` is the key ``a`b``)."""
     parts, i = [], start
     while True:
         if i < len(query) and query[i] == "`":
             close = query.find("`", i + 1)
+            while close >= 0 and query.startswith("``", close):  # a doubled backtick: one in the name
+                close = query.find("`", close + 2)
             if close < 0:
-                raise InvalidQuery(query, i, "unterminated `name`: no closing backtick")
-            parts.append(query[i + 1:close])
+                raise InvalidQuery(query, i, "unterminated `name`: no closing backtick (write a backtick in a "
+                                             "name twice)")
+            parts.append(query[i + 1:close].replace("``", "`"))
             i = close + 1
         else:
             m = _IDENT_PART.match(query, i)

@@ -164,3 +164,13 @@ def test_batches_and_should_evaluate_refuse_what_is_no_table_or_epoch(db_path: s
                                                                    tables={"train": rows}))
     assert job.get_status()["status"] == "COMPLETED", job.get_status()["result"].get("error")
     assert len(seen) == 5 and "split name such as 'test'" in seen[0] and "epoch's number" in seen[3]
+
+
+def test_a_config_key_with_a_backtick_is_queried_with_the_backtick_written_twice(db_path: str) -> None:
+    rows = [{"id": 1, "y": 1}]
+    job = Trainer(_train, db=db_path, runner="eager", config={"a`b": 2, "c": 3}).fit(
+        Dataset("d", "binary_classification", "y", tables={"train": rows})).job_id
+    manager = JobManager(db_path)
+    assert [m.job_id for m in manager.list_jobs(where="config.`a``b` = 2 and config.`c` = 3")] == [job]
+    assert [m.job_id for m in manager.list_jobs(sort="-config.`a``b`")] == [job]  # was: no closing backtick
+    assert manager.table(where="config.`a``b` > 1")[0]["config.a`b"] == 2
