@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from jobtrack import provenance
+from jobtrack import jsonutil, provenance
 from jobtrack.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -108,11 +108,12 @@ class Comparison:
             if row.section == "metric" and self.evaluation is not None:
                 cells = [c + _note(d, w) for c, d, w in
                          zip(cells, self.evaluation["deltas"], self.evaluation["directions"], strict=True)]
-            table.append((row.key, *cells))
+            table.append((jsonutil.one_line(row.key), *cells))
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
         if self.hidden():
-            lines.append(f"({len(self.hidden())} other metric value(s) differ: {', '.join(self.hidden()[:4])}"
+            names = ", ".join(map(jsonutil.one_line, self.hidden()[:4]))
+            lines.append(f"({len(self.hidden())} other metric value(s) differ: {names}"
                          f"{', ...' if len(self.hidden()) > 4 else ''}; --all shows them)")
         return "\n".join(lines)
 
@@ -234,7 +235,7 @@ def _cell(value: Any, present: bool, key: str) -> str:
             return value[:12]
         if value.startswith("sha256:"):
             return value[:19]
-        return value
+        return jsonutil.one_line(value)  # a newline or escape sequence must not break the table
     if isinstance(value, (list, dict)):
         return json.dumps(value, ensure_ascii=False)
     return str(value)

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from jobtrack import jsonutil
+
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the tag, untag and compare commands to the ``jobtrack`` parser's subcommands."""
@@ -48,7 +50,7 @@ def print_show(args: argparse.Namespace, job_id: str) -> None:
     if facts["config"]:
         print("config:")
         for key, value in sorted(facts["config"].items()):  # as JSON: "4" (text) and 4 (number) look different
-            print(f"  {key} = {json.dumps(value, ensure_ascii=False)}")
+            print(f"  {jsonutil.one_line(key)} = {json.dumps(value, ensure_ascii=False)}")
     if facts["tags"]:
         print(f"tags: {', '.join(facts['tags'])}")
     prov = facts["provenance"]

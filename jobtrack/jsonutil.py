@@ -419,3 +419,11 @@ def _short(value: Any) -> str:
     except Exception:  # noqa: BLE001 - a user object whose __repr__ fails
         text = f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def one_line(text: str) -> str:
+    """``text`` for one cell of a table a terminal shows: each character that is not printable (a newline, a tab,
+    an escape sequence's ESC, a lone surrogate) written as its Python escape (``\\n``, ``\\x1b``), the rest as is."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

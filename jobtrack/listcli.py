@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timedelta
 from typing import Any
 
-from jobtrack import cliutil
+from jobtrack import cliutil, jsonutil
 from jobtrack.errors import InvalidQuery
 from jobtrack.query import field
 from jobtrack.querylex import tokenize
@@ -82,8 +82,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, datetime):
         return cliutil.local(value.isoformat())
     if isinstance(value, list):
-        return ",".join(map(str, value)) or "-"
-    return str(value)
+        return jsonutil.one_line(",".join(map(str, value))) or "-"
+    return jsonutil.one_line(str(value))  # a config text's newline or escape sequence must not break the table
 
 
 def _json(value: Any) -> Any:
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace, manager: Any) -> int:
         print(json.dumps(statuses, indent=2))
     else:
         extra = [name for name in extra if name not in _IN_HEADER]
-        header = (*_HEADER, *(name.upper() for name in extra))
+        header = (*_HEADER, *(jsonutil.one_line(name.upper()) for name in extra))
         lines = [(r["id"], r["status"], r["job_type"], r["experiment"], r["model_run_id"] or "-",
                   _cell(r["created"]), _duration(r),
                   *(_cell(r.get(name)) for name in extra)) for r in rows]

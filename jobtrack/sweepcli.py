@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any
 
+from jobtrack import jsonutil
 from jobtrack.config import ENV_DB, is_url, resolve_db
 from jobtrack.errors import InvalidArgument
 from jobtrack.space import param_of
@@ -56,7 +57,7 @@ def _instance(ref: str, what: str, cls: type) -> Any:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return "-" if value is None else str(value)
+    return "-" if value is None else jsonutil.one_line(str(value))
 
 
 def _line(status: dict[str, Any]) -> str:

@@ -174,3 +174,22 @@ def test_a_config_key_with_a_backtick_is_queried_with_the_backtick_written_twice
     assert [m.job_id for m in manager.list_jobs(where="config.`a``b` = 2 and config.`c` = 3")] == [job]
     assert [m.job_id for m in manager.list_jobs(sort="-config.`a``b`")] == [job]  # was: no closing backtick
     assert manager.table(where="config.`a``b` > 1")[0]["config.a`b"] == 2
+
+
+def test_cli_tables_show_a_config_texts_control_characters_escaped(db_path: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"id": 1, "y": 1}]
+    data = Dataset("d", "binary_classification", "y", tables={"train": rows})
+    first = Trainer(_train, db=db_path, runner="eager", config={"prompt": "Q:\nA:\x1b[2J", "k\x1b[1m": 1}).fit(data)
+    second = Trainer(_train, db=db_path, runner="eager", config={"prompt": "plain", "k\x1b[1m": 2}).fit(data)
+    capsys.readouterr()
+    assert cli.main(["--db", db_path, "list", "--columns", "config.prompt"]) == 0
+    listed = capsys.readouterr().out
+    assert cli.main(["--db", db_path, "compare", first.job_id, second.job_id]) == 0
+    compared = capsys.readouterr().out
+    assert cli.main(["--db", db_path, "show", first.job_id]) == 0
+    shown = capsys.readouterr().out
+    for out in (listed, compared, shown):  # was: the newline split a row, the ESC reached the terminal
+        assert "\x1b" not in out
+    assert len(listed.splitlines()) == 3 and "Q:\\nA:\\x1b[2J" in listed
+    assert "Q:\\nA:\\x1b[2J" in compared and "config.k\\x1b[1m" in compared and "  k\\x1b[1m = 1" in shown
