@@ -147,7 +147,8 @@ class Dataset:
         """The rows of one split, read from its file or returned from memory.
 
         Raises:
-            InvalidArgument: the dataset has no such table.
+            InvalidArgument: the dataset has no such table, or its file cannot be read as rows (not UTF-8, malformed
+                CSV / JSON, a row with more cells than the header, a column named twice); the message names the file.
         """
         if split not in self._tables:
             raise InvalidArgument(
@@ -228,15 +229,30 @@ def _check_table(split: Any, source: Any) -> Path | list[dict[str, Any]]:
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    suffix = path.suffix.lower()
-    with open(path, encoding="utf-8", newline="") as fh:
-        if suffix == ".csv":
-            return _read_csv(fh)
-        if suffix == ".jsonl":
-            return [json.loads(line) for line in fh if line.strip()]
-        data = json.load(fh)
-    if not isinstance(data, list):
-        raise InvalidArgument(f"{path} must hold a JSON list of row objects.")
+    """The rows of a table file; a byte order mark (as Excel writes "CSV UTF-8") is not part of the first column.
+
+    Raises:
+        InvalidArgument: the file is not UTF-8, not valid CSV / JSON / JSON Lines, or holds something besides rows.
+    """
+    suffix, where = path.suffix.lower(), ""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            if suffix == ".csv":
+                return _read_csv(fh, path)
+            if suffix == ".jsonl":
+                data = []
+                for number, line in enumerate(fh, 1):
+                    where = f"line {number}: "
+                    data.extend([json.loads(line)] if line.strip() else [])
+            else:
+                data = json.load(fh)
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"Table file {path} is not UTF-8 text; save it as UTF-8 (in Excel: CSV UTF-8).") from None
+    except (json.JSONDecodeError, csv.Error) as exc:
+        raise InvalidArgument(f"Table file {path} cannot be read: {where}{exc}; fix the file.") from None
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        shape = "one JSON object per line" if suffix == ".jsonl" else "a JSON list of row objects"
+        raise InvalidArgument(f"{path} must hold {shape}, e.g. {{\"id\": 1, \"x\": 0.5}} for a row.")
     return data
 
 
@@ -245,12 +261,24 @@ _FLOAT = re.compile(r"-?(?:(?:0|[1-9][0-9]*)?\.[0-9]+|(?:0|[1-9][0-9]*)\.?)(?:[e
 _NOT_FINITE = {"nan", "-nan", "inf", "-inf", "infinity", "-infinity"}
 
 
-def _read_csv(fh: Any) -> list[dict[str, Any]]:
+def _read_csv(fh: Any, path: Path) -> list[dict[str, Any]]:
     """CSV cells are text; a column whose every non-empty cell is written as a number is read as numbers, so
     training code need not convert. Any other column stays text, as in the file: one type per column, and an id or
     a code such as ``00123``, ``+15551234567`` or ``1_000`` (which ``int()`` reads as 123, 15551234567 and 1000)
     keeps its spelling, with the rest of its column."""
-    rows = list(csv.DictReader(fh))
+    reader = csv.DictReader(fh)
+    header = reader.fieldnames or []
+    if len(set(header)) < len(header):
+        twice = sorted({name for name in header if header.count(name) > 1})
+        raise InvalidArgument(f"Table file {path} names the column(s) {twice} more than once in its header; give each "
+                              "column its own name.")
+    rows = []
+    for row in reader:
+        extra = row.pop(None, ())  # more cells than the header names (empty ones, a trailing comma: dropped)
+        if any(extra):
+            raise InvalidArgument(f"Table file {path}, line {reader.line_num}: {len(header) + len(extra)} cells "
+                                  f"under a header of {len(header)} columns; fix the row or the header.")
+        rows.append(row)
     text = {k for row in rows for k, v in row.items() if isinstance(v, str) and v and _number(v) is None}
     return [{k: v if k in text or not isinstance(v, str) or not v else _number(v) for k, v in row.items()}
             for row in rows]

@@ -193,3 +193,33 @@ def test_cli_tables_show_a_config_texts_control_characters_escaped(db_path: str,
         assert "\x1b" not in out
     assert len(listed.splitlines()) == 3 and "Q:\\nA:\\x1b[2J" in listed
     assert "Q:\\nA:\\x1b[2J" in compared and "config.k\\x1b[1m" in compared and "  k\\x1b[1m = 1" in shown
+
+
+def test_a_table_file_saved_by_excel_with_a_byte_order_mark_reads_its_first_column(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_bytes(b"\xef\xbb\xbfid,y\n1,2\n")  # Excel's "CSV UTF-8"
+    (tmp_path / "t.json").write_bytes(b'\xef\xbb\xbf[{"id": 1}]')
+    data = Dataset("d", "regression", "y", tables={"train": tmp_path / "t.csv", "test": tmp_path / "t.json"})
+    assert data.table("train") == [{"id": 1, "y": 2}]  # was {"\ufeffid": 1, ...}: row["id"] a KeyError
+    assert data.table("test") == [{"id": 1}]  # was a bare JSONDecodeError
+
+
+@pytest.mark.parametrize(("name", "content", "match"), [
+    ("latin.csv", b"id,y\n\xe9,1\n", r"latin\.csv is not UTF-8 text"),
+    ("bad.jsonl", b'{"a": 1}\nnot json\n', r"bad\.jsonl cannot be read: line 2: "),
+    ("cut.json", b"[", r"cut\.json cannot be read: "),
+    ("ints.json", b"[1, 2]", r"ints\.json must hold a JSON list of row objects"),
+    ("ints.jsonl", b"1\n", r"ints\.jsonl must hold one JSON object per line"),
+    ("ragged.csv", b"id,y\n1,2,3\n", r"ragged\.csv, line 2: 3 cells under a header of 2 columns"),
+    ("twice.csv", b"id,id\n1,2\n", r"twice\.csv names the column\(s\) \['id'\] more than once"),
+])
+def test_a_table_file_that_is_no_rows_is_invalid_argument_naming_it(tmp_path: Path, name: str, content: bytes,
+                                                                   match: str) -> None:
+    (tmp_path / name).write_bytes(content)
+    data = Dataset("d", "regression", "y", tables={"train": tmp_path / name})
+    with pytest.raises(InvalidArgument, match=match):  # were bare UnicodeDecodeError / JSONDecodeError, or rows
+        data.table("train")                            # of ints, a None column, a column silently lost
+
+
+def test_a_csv_row_with_a_trailing_comma_reads_its_cells(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_bytes(b"id,y\n1,2,\n")
+    assert Dataset("d", "regression", "y", tables={"train": tmp_path / "t.csv"}).table("train") == [{"id": 1, "y": 2}]
