@@ -45,8 +45,20 @@ def _load(ref: str, what: str) -> Any:
 
 
 def _instance(ref: str, what: str, cls: type) -> Any:
+    import inspect
+
     obj = _load(ref, what)
     if not isinstance(obj, cls) and callable(obj):
+        try:
+            signature: inspect.Signature | None = inspect.signature(obj)
+        except (TypeError, ValueError):  # no signature to read (a builtin): called as it is
+            signature = None
+        try:
+            if signature is not None:
+                signature.bind()
+        except TypeError:  # a train(ctx) function, say: calling it would fail as an "unexpected TypeError"
+            raise InvalidArgument(f"{ref!r} is a function taking arguments {signature}, not a jobtrack.{cls.__name__}; "
+                                  f"name the {cls.__name__} (or a function taking none that returns one).") from None
         obj = obj()
     if not isinstance(obj, cls):
         raise InvalidArgument(f"{ref!r} is a {type(obj).__name__}, not a jobtrack.{cls.__name__} (or a function "

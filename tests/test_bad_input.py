@@ -223,3 +223,12 @@ def test_a_table_file_that_is_no_rows_is_invalid_argument_naming_it(tmp_path: Pa
 def test_a_csv_row_with_a_trailing_comma_reads_its_cells(tmp_path: Path) -> None:
     (tmp_path / "t.csv").write_bytes(b"id,y\n1,2,\n")
     assert Dataset("d", "regression", "y", tables={"train": tmp_path / "t.csv"}).table("train") == [{"id": 1, "y": 2}]
+
+
+def test_sweep_run_naming_a_train_function_instead_of_a_trainer_is_one_line_and_exit_2(
+        db_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    code = cli.main(["--db", db_path, "sweep", "run", "jobtrack.demo:train", "--space", "lr=[0.1]"])
+    err = capsys.readouterr().err  # was "unexpected TypeError: train() missing 1 required positional argument", 1
+    assert code == 2 and err.startswith("jobtrack: error: 'jobtrack.demo:train' is a function taking arguments (ctx")
+    assert "name the Trainer (or a function taking none that returns one)" in err and not Path(db_path).exists()
