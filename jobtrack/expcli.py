@@ -37,6 +37,11 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    if len(args.job_ids) < 2:
+        from jobtrack.errors import InvalidArgument
+
+        raise InvalidArgument(f"compare needs two or more jobs, not only {args.job_ids[0]!r}: "
+                              "jobtrack compare JOB_A JOB_B [...] (the first is the baseline).")
     comparison = _manager(args).compare(args.job_ids, show_all=args.show_all)
     print(json.dumps(comparison.as_dict(), indent=2) if args.json else comparison.format())
     return 0

@@ -293,6 +293,21 @@ def clean_metrics(values: Any, field: str) -> tuple[dict[str, float | int | None
     return out, replaced
 
 
+def as_flag(value: Any, what: str) -> bool:
+    """A True/False argument (numpy's True from a comparison too); "no", 0 or None is refused, never taken as truthy.
+
+    Raises:
+        InvalidArgument: anything else.
+    """
+    if getattr(getattr(value, "dtype", None), "kind", "") == "b" and getattr(value, "shape", None) == ():
+        value = bool(value)
+    if not isinstance(value, bool):
+        from jobtrack.errors import InvalidArgument
+
+        raise InvalidArgument(f"{what} must be True or False, not {type(value).__name__} {value!r}.")
+    return value
+
+
 def as_int(value: Any) -> int | None:
     """An integer argument as a plain int: an int, or what ``operator.index`` takes (numpy and torch integer
     scalars, 0-d integer arrays); None for anything else, bools included."""

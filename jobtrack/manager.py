@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from jobtrack import files, runtable
 from jobtrack.config import check_lock_timeout
 from jobtrack.errors import AmbiguousJobId, InvalidArgument, JobNotFound
+from jobtrack.jsonutil import as_flag
 from jobtrack.monitor import JobMonitor, StatusPage, request_cancel, status_dict
 from jobtrack.runtable import JobList
 from jobtrack.states import JobStatus, JobType
@@ -133,7 +134,7 @@ class JobManager:
         """
         from jobtrack import retrying
 
-        return self.fetch_job(retrying.resubmit(self._store, job_id, resume=resume))
+        return self.fetch_job(retrying.resubmit(self._store, job_id, resume=as_flag(resume, "resume")))
 
     def retry_links(self, job_id: str) -> dict[str, Any]:
         """``retry_of`` (the job this one retries, or None), ``retried_by`` (ids), ``attempt`` and ``max_attempts``.
@@ -243,7 +244,7 @@ class JobManager:
             raise InvalidArgument(f"prune(older_than={older_than!r}) names a time in the future ({to_iso(cutoff)}), "
                                   "before which every finished job ended; nothing was removed. Give an age such "
                                   "as '30d' or a past date.")
-        report = self._store.prune(cutoff, dry_run=dry_run)
+        report = self._store.prune(cutoff, dry_run=as_flag(dry_run, "dry_run"))
         if not dry_run:
             files.remove_paths(report.files)
         return report
@@ -265,9 +266,8 @@ class JobManager:
         if isinstance(job_ids, str):  # each character would be read as a job id prefix
             raise InvalidArgument(f"job_ids must be a list of job ids, not the string {job_ids!r}; "
                                   f"e.g. export_bundle(out, [{job_ids!r}]).")
-        for flag, what in ((include_running, "include_running"), (files, "files"), (deps, "deps")):
-            if not isinstance(flag, bool):
-                raise InvalidArgument(f"{what} must be True or False, not {flag!r}.")
+        include_running, files, deps = (as_flag(v, w) for v, w in ((include_running, "include_running"),
+                                                                    (files, "files"), (deps, "deps")))
         ids = None if job_ids is None else [self.resolve_job_id(j) for j in job_ids]
         return bundle.export_bundle(self._store, out, ids, where=where,
                                     since=None if since is None else parse_when(since),

@@ -343,6 +343,7 @@ class JobMonitor:
             JobNotFound: the job was removed from the database.
         """
         check_wait(None, poll_interval)  # 0 would spin, a negative one fail inside time.sleep
+        follow = jsonutil.as_flag(follow, "stream_logs(follow=...)")
         out = file if file is not None else sys.stdout
         if not callable(getattr(out, "write", None)):
             raise InvalidArgument(f"stream_logs(file=...) takes an open text file (anything with write()), not "

@@ -30,12 +30,7 @@ def _positive_int(value: Any, what: str) -> int:
     return number
 
 
-def _flag(value: Any, what: str) -> bool:
-    if getattr(getattr(value, "dtype", None), "kind", "") == "b" and getattr(value, "shape", None) == ():
-        value = bool(value)  # numpy's True (a comparison's result)
-    if not isinstance(value, bool):
-        raise InvalidArgument(f"{what} must be True or False, not {type(value).__name__} {value!r}.")
-    return value
+_flag = jsonutil.as_flag
 
 
 def new_id(prefix: str) -> str:

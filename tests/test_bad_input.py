@@ -232,3 +232,31 @@ def test_sweep_run_naming_a_train_function_instead_of_a_trainer_is_one_line_and_
     err = capsys.readouterr().err  # was "unexpected TypeError: train() missing 1 required positional argument", 1
     assert code == 2 and err.startswith("jobtrack: error: 'jobtrack.demo:train' is a function taking arguments (ctx")
     assert "name the Trainer (or a function taking none that returns one)" in err and not Path(db_path).exists()
+
+
+def test_a_flag_that_is_not_true_or_false_is_refused(tmp_path: Path) -> None:
+    """``prune(dry_run="no")`` did a dry run, ``retry(resume="no")`` resumed and ``stream_logs(follow="no")``
+    followed: any non-empty text counted as True."""
+    db = str(tmp_path / "j.db")
+    job = Trainer(_train, db=db, runner="eager").fit(Dataset("d", "binary_classification", "t",
+                                                             tables={"train": [{"x": 1}]}))
+    manager = JobManager(db)
+    with pytest.raises(InvalidArgument, match=r"dry_run must be True or False, not str 'no'"):
+        manager.prune("0s", dry_run="no")  # type: ignore[arg-type]
+    assert manager.list_jobs(), "nothing was pruned"
+    with pytest.raises(InvalidArgument, match=r"resume must be True or False"):
+        manager.retry(job.job_id, resume="no")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"follow=\.\.\.\) must be True or False"):
+        job.stream_logs(follow="no")  # type: ignore[arg-type]
+    numpy = pytest.importorskip("numpy")
+    assert manager.prune("0s", dry_run=numpy.bool_(True)).removed == [job.job_id]  # numpy's True is True
+    assert manager.list_jobs(), "a dry run removes nothing"
+
+
+def test_cli_compare_of_one_job_says_how_to_name_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "j.db")
+    job = Trainer(_train, db=db, runner="eager").fit(Dataset("d", "binary_classification", "t",
+                                                             tables={"train": [{"x": 1}]}))
+    assert cli.main(["--db", db, "compare", job.job_id]) == 2
+    err = capsys.readouterr().err
+    assert "jobtrack compare JOB_A JOB_B" in err and "compare([" not in err, err
