@@ -79,7 +79,9 @@ class JobtrackFaults:
     def hold_lock(self, *, lock_timeout: float = 0.2) -> None:
         """Hold the write lock until the test ends; writers raise StoreBusy after ``lock_timeout`` s."""
         from jobtrack import testing
+        from jobtrack.store import Store
 
+        Store.open(self._db)  # the test's database, made if nothing made it yet
         self._stack.enter_context(testing.hold_write_lock(self._db, lock_timeout=lock_timeout))
 
     def release_lock(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from jobtrack import jsonutil, liveness, runtime
 from jobtrack.errors import InvalidArgument, WaitTimeout
-from jobtrack.monitor import JobMonitor, JobStatusDict
+from jobtrack.monitor import JobMonitor, JobStatusDict, check_wait
 from jobtrack.states import JobStatus
 from jobtrack.store import Store
 
@@ -74,12 +74,14 @@ def wait_for_status(monitor: JobMonitor, expected: str | JobStatus, *, timeout: 
         time.sleep(0.01)
 
 
-def wait_for_epochs(monitor: JobMonitor, count: int, *, timeout: float = 30) -> list[dict[str, Any]]:
+def wait_for_epochs(monitor: JobMonitor, count: int, *, timeout: float | None = 30) -> list[dict[str, Any]]:
     """Poll until the job has reported at least ``count`` epochs; returns them."""
-    if jsonutil.as_int(count) is None:  # numpy integers too
-        raise InvalidArgument(f"wait_for_epochs(count=...) must be an int, not {type(count).__name__} {count!r}; "
+    number = jsonutil.as_int(count)  # numpy integers too
+    if number is None or number < 0:
+        raise InvalidArgument(f"wait_for_epochs(count=...) must be an int >= 0, not {type(count).__name__} {count!r}; "
                               "e.g. wait_for_epochs(job, 3).")
-    deadline = time.monotonic() + timeout
+    check_wait(timeout, 0.01)  # seconds >= 0, or None: no deadline
+    deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
     while True:
         status = monitor.get_status()
         found = status["result"].get("epochs", [])
@@ -167,10 +169,13 @@ def hold_write_lock(db: str | os.PathLike[str] | None = None, *, lock_timeout: f
     """Hold the database's write lock (as another process would) and shorten writers' wait to ``lock_timeout``.
 
     Writers in this process then raise ``StoreBusy`` after ``lock_timeout`` seconds; both are undone on exit.
+
+    Raises:
+        DatabaseNotFound: no database at ``db`` (a mistyped path makes none).
     """
     import fcntl  # POSIX only, like the lock it imitates
 
-    store = Store.open(db)
+    store = Store.open(db, create=False)  # a mistyped path is DatabaseNotFound, not a new empty database
     assert store.db.lock_path is not None, "only file databases have a write lock"
     old_timeout = store.db.lock_timeout
     fd = os.open(store.db.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -190,6 +195,9 @@ _clock_lock = threading.Lock()
 @contextmanager
 def shift_clock(delta: timedelta) -> Iterator[None]:
     """Move jobtrack's clock by ``delta`` (timestamps and lease expiry), restoring it on exit."""
+    if not isinstance(delta, timedelta):
+        raise InvalidArgument(f"shift_clock(delta) takes a datetime.timedelta, not {type(delta).__name__} "
+                              f"{delta!r}; e.g. shift_clock(timedelta(seconds=5)).")
     with _clock_lock:
         previous = runtime.clock_offset()
         runtime.set_clock_offset(previous + delta)

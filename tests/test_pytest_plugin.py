@@ -13,6 +13,7 @@ import pytest
 
 import jobfuncs
 from jobtrack import (
+    DatabaseNotFound,
     InvalidArgument,
     JobManager,
     JobMonitor,
@@ -293,7 +294,7 @@ def test_assert_completed_wait_for_epochs_and_wait_say_what_went_wrong(db_path: 
         Dataset("d", "binary_classification", "t", tables=demo.write_csv_tables(Path(db_path).parent / "data")))
     with pytest.raises(AssertionError, match=f"expected COMPLETED within 0.05 s, but job {queued.job_id} is QUEUED"):
         testing.assert_completed(queued, timeout=0.05)
-    with pytest.raises(InvalidArgument, match=r"wait_for_epochs\(count=...\) must be an int, not str '3'"):
+    with pytest.raises(InvalidArgument, match=r"wait_for_epochs\(count=...\) must be an int >= 0, not str '3'"):
         testing.wait_for_epochs(queued, "3")  # type: ignore[arg-type]
     with pytest.raises(AssertionError, match="waited for 1 epochs, got 0"):
         testing.wait_for_epochs(queued, np.int64(1), timeout=0.05)  # a numpy count is a count
@@ -303,3 +304,28 @@ def test_assert_completed_wait_for_epochs_and_wait_say_what_went_wrong(db_path: 
     for bad in (0, -1, float("nan")):
         with pytest.raises(InvalidArgument, match="poll_interval must be a number of seconds > 0"):
             queued.stream_logs(poll_interval=bad)
+
+
+def test_testing_helpers_check_their_arguments(tmp_path: Path, db_path: str) -> None:
+    """``hold_write_lock("typo.db")`` made a new empty database there; ``shift_clock(5)`` and
+    ``wait_for_epochs(job, 1, timeout="x")`` gave a bare TypeError; ``wait_for_epochs(job, -1)`` was accepted."""
+    typo = tmp_path / "typo.db"
+    with pytest.raises(DatabaseNotFound), testing.hold_write_lock(str(typo)):
+        pass
+    assert not typo.exists()
+    with pytest.raises(InvalidArgument, match=r"timedelta"), testing.shift_clock(5):  # type: ignore[arg-type]
+        pass
+    job = Trainer(jobfuncs.train_noop, db=db_path, runner="eager").fit(Dataset("d", "regression", "t",
+                                                                              tables={"train": [{"x": 1}]}))
+    with pytest.raises(InvalidArgument, match=r"timeout must be a number"):
+        testing.wait_for_epochs(job, 1, timeout="x")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"count=\.\.\.\) must be an int >= 0"):
+        testing.wait_for_epochs(job, -1)
+    assert testing.wait_for_epochs(job, 0, timeout=None) == testing.epochs(job)
+
+
+def test_the_faults_fixture_holds_the_lock_of_a_database_no_job_made_yet(jobtrack_faults, jobtrack_db) -> None:
+    jobtrack_faults.hold_lock(lock_timeout=0.1)
+    with pytest.raises(StoreBusy):
+        Trainer(jobfuncs.train_noop, db=jobtrack_db, runner="eager").fit(Dataset("d", "regression", "t",
+                                                                                tables={"train": [{"x": 1}]}))
