@@ -63,9 +63,10 @@ def check_output_config(output_config: Mapping[str, Any] | None) -> dict[str, An
                 f"output_config['directory'] must be a path (str or pathlib.Path), not {type(raw).__name__} "
                 f"{_short(raw)}; use e.g. {{'directory': 'exports'}}."
             )
-        if "\x00" in text:
+        if "\x00" in text or not text.strip():
             raise InvalidArgument(
-                f"The export directory {_short(text)} holds a NUL byte, which no path can; remove it."
+                f"The export directory {_short(text)} is empty or holds a NUL byte, which no path can; name a folder "
+                "(e.g. {'directory': 'exports'}), or leave 'directory' out for the job's own folder."
             )
         if not text.isascii() and _utf8(text) != text:  # its path is stored in the database, as UTF-8 text
             raise InvalidArgument(

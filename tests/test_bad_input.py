@@ -260,3 +260,9 @@ def test_cli_compare_of_one_job_says_how_to_name_two(tmp_path: Path, capsys: pyt
     assert cli.main(["--db", db, "compare", job.job_id]) == 2
     err = capsys.readouterr().err
     assert "jobtrack compare JOB_A JOB_B" in err and "compare([" not in err, err
+
+
+@pytest.mark.parametrize("directory", ["", "  "])
+def test_an_empty_export_directory_is_refused_not_taken_as_the_current_folder(directory: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"is empty .*leave 'directory' out"):
+        exports.check_output_config({"directory": directory})
