@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +142,12 @@ _LAST_REPORTED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary(
 class Reporter:
     """One callback's link to its run: reports epochs, notices a cancel (or a patience rule's stop) at step
     boundaries. It never ends the job itself: the framework stops, the training code returns, and the runner
-    records CANCELED (a cancel requested while the code ran wins over COMPLETED, SPEC §5)."""
+    records CANCELED (a cancel requested while the code ran wins over COMPLETED, SPEC §5).
+
+    In a run of several processes (DDP), the callback sets ``zero`` (whether this is the global rank zero) and
+    ``agree`` (a function every rank calls with its flag at the same point, returning whether any rank's is
+    True): only rank zero reads the job and reports epochs, and every rank stops at the same step.
+    """
 
     def __init__(self, ctx: RunContext, router: MetricRouter) -> None:
         self.ctx = ctx
@@ -150,40 +155,59 @@ class Reporter:
         self.canceled = False
         self.should_stop = False  # the job's patience rule (Trainer(patience=N)) says stop
         self.offset = 0  # added to the framework's epoch numbers (see report)
+        self.zero = True
+        self.agree: Callable[[bool], bool] | None = None
 
     def poll(self) -> bool:
         """Whether training should stop now (canceled, or early stopping said so); one cheap read."""
         if not self.canceled:
-            try:
-                self.canceled = self.ctx.is_cancel_requested()
-            except StoreError as exc:  # a read that failed now (a busy server): the next step asks again
-                log.debug("job %s: cancel check failed: %s", self.ctx.job_id, exc)
+            canceled = self.zero and self._read_cancel()
+            self.canceled = self.agree(canceled) if self.agree is not None else canceled
         return self.canceled or self.should_stop
 
+    def _read_cancel(self) -> bool:
+        try:
+            return self.ctx.is_cancel_requested()
+        except StoreError as exc:  # a read that failed now (a busy server): the next step asks again
+            log.debug("job %s: cancel check failed: %s", self.ctx.job_id, exc)
+            return False
+
     def report(self, epoch: int, train: Mapping[str, Any], validation: Mapping[str, Any]) -> bool:
-        """``ctx.log_epoch`` once per epoch; returns whether training should stop. Nothing is reported after
-        a cancel (the partial epoch a stop ends is not an epoch).
+        """``ctx.log_epoch`` once per epoch (on rank zero); returns whether training should stop. Nothing is
+        reported after a cancel (the partial epoch a stop ends is not an epoch).
 
         A framework run that counts its epochs from 0 again after this attempt reported some (a second ``fit``
         to fine-tune, in the same job) continues the job's numbering rather than replacing the stored epochs.
         """
-        if self.canceled or (not train and not validation):
-            return self.poll()
-        number = int(epoch) + self.offset
+        if self.canceled:  # the same in every rank: agreed
+            return True
+        stop = canceled = False
+        if self.zero:
+            if train or validation:
+                stop, canceled = self._log_epoch(int(epoch), train, validation)
+            else:
+                canceled = self._read_cancel()
+        if self.agree is not None:  # the same calls in every rank, whatever each rank's metrics (rank_zero_only)
+            stop, canceled = self.agree(stop), self.agree(canceled)
+        self.should_stop = self.should_stop or stop
+        self.canceled = self.canceled or canceled
+        return self.canceled or self.should_stop
+
+    def _log_epoch(self, epoch: int, train: Mapping[str, Any], validation: Mapping[str, Any]) -> tuple[bool, bool]:
+        """(should stop, canceled) after reporting the epoch."""
+        number = epoch + self.offset
         last = _LAST_REPORTED.get(self.ctx)
         if last is not None and number <= last:
             self.offset += last + 1 - number
-            self.ctx.log(f"a new training run started at its epoch {int(epoch)} after epoch {last} was reported: its "
+            self.ctx.log(f"a new training run started at its epoch {epoch} after epoch {last} was reported: its "
                          f"epochs are reported as {last + 1}, {last + 2}, ... (the earlier ones are kept)")
             number = last + 1
         try:
             stop = self.ctx.log_epoch(number, train=dict(train), validation=dict(validation))
-            _LAST_REPORTED[self.ctx] = number
-            if stop:
-                self.should_stop = True
         except JobCanceled:
-            self.canceled = True
-        return self.canceled or self.should_stop
+            return False, True
+        _LAST_REPORTED[self.ctx] = number
+        return bool(stop), False
 
 
 def save_atomically(path: Path, write: Any) -> Path:

@@ -5,7 +5,8 @@ too). At each training epoch's end, what the module logged with ``self.log`` (``
 goes to ``ctx.log_epoch``: names starting with ``val_`` (or ``val/``, ``valid_``, ...) as validation metrics
 without the prefix, the others as training metrics (``train_`` dropped, ``*_step`` values left out,
 ``*_epoch`` cut). A cancel (or the job's patience rule) sets ``trainer.should_stop`` at the next batch;
-``ModelCheckpoint`` callbacks without a ``dirpath`` save under the job's checkpoint directory.
+``ModelCheckpoint`` callbacks without a ``dirpath`` save under the job's checkpoint directory. With several
+processes (``strategy="ddp"``, ``"ddp_fork"``), rank zero reports and all ranks stop at the same step.
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ class JobtrackCallback(_Callback):  # type: ignore[misc]
         return checkpoint_dir(self.reporter.ctx)
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        # In each rank's process (DDP): rank zero reports, and every rank stops at the same step
+        self.reporter.zero = bool(trainer.is_global_zero)
+        self.reporter.agree = (lambda flag: bool(trainer.strategy.reduce_boolean_decision(flag, all=False))) \
+            if trainer.world_size > 1 else None
         # ModelCheckpoint callbacks run after the others (Lightning moves them last), so their setup,
         # which resolves a missing dirpath from the loggers or default_root_dir, sees this one.
         if self.checkpoints and stage == "fit":
