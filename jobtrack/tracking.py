@@ -19,9 +19,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, SimpleNamespace, TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from jobtrack import capture, jsonutil, provenance, runtime
+from jobtrack import capture, jsonutil, provenance, ranks, runtime
 from jobtrack.dataset import Dataset, check_name
 from jobtrack.errors import InvalidArgument, JobCanceled, NestedRun
 from jobtrack.runners import signals
@@ -65,7 +65,9 @@ def track(
     A normal exit records COMPLETED (a decorated function's dict return value is the summary); an exception
     records FAILED with its traceback and propagates; Ctrl-C records CANCELED and the KeyboardInterrupt
     propagates; a cancel from elsewhere (``JobCanceled`` from ``run.log_epoch``) records CANCELED and ends
-    the block quietly, so the code after it runs.
+    the block quietly, so the code after it runs. In a further rank of a multi-process run (``RANK``, else
+    ``LOCAL_RANK`` or ``NODE_RANK``, set and not 0) no job is created: ``run`` is a ``jobtrack.ranks.RankReplica``
+    that stores nothing, and rank zero's block is the run's job.
 
     Raises:
         InvalidArgument: a bad argument (checked here, before anything is written).
@@ -104,6 +106,7 @@ class Tracking:
         self._code: Any = None  # what provenance names as the code: the decorated function, else the caller
         self._dataset = dataset if dataset is not None else _Experiment(experiment or _script_experiment())
         self._block: _Block | None = None
+        self._replica: ranks.RankReplica | None = None  # the block open in a process that is not rank zero
 
     @property
     def job_id(self) -> str | None:
@@ -114,6 +117,12 @@ class Tracking:
         if self._block is not None and self._block.open:
             raise NestedRun(self._block.spec.job_id)
         _check_not_nested()
+        rank = ranks.process_rank()
+        if rank is not None:  # a further rank of a multi-process run: the job is rank zero's (jobtrack.ranks)
+            replica: Any = ranks.RankReplica(rank, self._args["config"])
+            self._replica = replica
+            _runs().append(replica)
+            return cast("RunContext", replica)
         store = Store.open(self._trainer.db)
         block = _Block(store)
         spec = block.spec = self._spec(store, block)
@@ -132,6 +141,11 @@ class Tracking:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
+        if self._replica is not None:
+            self._replica.close()
+            self._replica = None
+            _runs().pop()
+            return False
         assert self._block is not None
         self._block.end(exc)
         return isinstance(exc, JobCanceled)  # a cancel ends the block (the job is CANCELED); the script goes on

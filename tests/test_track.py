@@ -244,3 +244,29 @@ def test_a_missing_framework_names_its_extra() -> None:
 def test_track_is_public_and_typed() -> None:
     assert "track" in jobtrack.__all__ and jobtrack.track is track
     assert issubclass(NestedRun, jobtrack.JobtrackError) and not issubclass(JobCanceled, Exception)
+
+
+@pytest.mark.parametrize("variables", [{"RANK": "1", "WORLD_SIZE": "2"}, {"LOCAL_RANK": "1", "WORLD_SIZE": "2"},
+                                       {"NODE_RANK": "1", "LOCAL_RANK": "0"}])
+def test_a_further_rank_of_a_multi_process_run_creates_no_job(db_path: str, monkeypatch: pytest.MonkeyPatch,
+                                                              variables: dict[str, str]) -> None:
+    # torchrun starts every rank with RANK set; Lightning's strategy="ddp" runs the script again with LOCAL_RANK
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    Trainer(lambda ctx: None, db=db_path).fit(Dataset("e", "regression", "t", tables={"train": [{"x": 1}]})).wait()
+    with track(experiment="ddp", config={"lr": 0.1}, db=db_path) as run:
+        assert active_run() is run and run.job_id is None and run.config == {"lr": 0.1}
+        assert run.log_epoch(0, train={"loss": 1.0}) is False and not run.is_cancel_requested()
+        run.log("not written")
+        scratch = run.checkpoint_dir
+        assert scratch.is_dir() and run.latest_checkpoint() is None
+    assert active_run() is None and not scratch.exists()  # the replica's scratch directory goes with the block
+    assert len(JobManager(db_path).list_jobs()) == 1  # only the job submitted above: rank zero's is the run's
+
+
+def test_rank_zero_is_tracked(db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with track(experiment="ddp", db=db_path) as run:
+        run.log_epoch(0, train={"loss": 1.0})
+    assert status_of(db_path, run.job_id)["status"] == "COMPLETED"

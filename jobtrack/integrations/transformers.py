@@ -6,7 +6,8 @@ evaluation returns (``on_evaluate``: ``eval_*``) its validation metrics without 
 throughput left out. An epoch is reported once its evaluation ran (``eval_strategy="epoch"``), else when the
 next epoch starts or training ends. A cancel (or the job's patience rule) sets
 ``control.should_training_stop`` at the next step. With no ``output_dir`` of its own (the library's
-default), checkpoints go to the job's checkpoint directory.
+default), checkpoints go to the job's checkpoint directory. With several processes (``torchrun``), rank zero
+reports and all ranks stop at the same step.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class JobtrackCallback(_Callback):  # type: ignore[misc]
         # What an evaluate() before train() measured (a baseline of the untrained model) is no epoch's validation.
         self._pending = None
         self._train, self._validation = {}, {}
+        # In each rank's process (torchrun): rank zero reports, and every rank stops at the same step
+        self.reporter.zero = bool(state.is_world_process_zero)
+        self.reporter.agree = _any_rank(args.device) if args.world_size > 1 else None
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._flush(control)
@@ -127,3 +131,19 @@ class JobtrackCallback(_Callback):  # type: ignore[misc]
         self._train, self._validation = {}, {}
         if self.reporter.report(epoch, train, validation):
             control.should_training_stop = True
+
+
+def _any_rank(device: Any) -> Any:
+    """A function every rank calls with its flag at the same point: whether any rank's flag is True."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+
+    def agree(flag: bool) -> bool:
+        value = torch.tensor([int(flag)], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    return agree

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -94,9 +99,109 @@ def test_a_cancel_stops_both_ranks_at_the_same_step(db_path: str) -> None:
     assert [e["epoch"] for e in status["result"]["epochs"]] == [0]  # epoch 1 was cut at its third step
 
 
+
 def test_metrics_logged_from_rank_zero_only_keep_the_ranks_in_step(db_path: str) -> None:
     # rank zero reports and the other has nothing to report: both still agree on stopping at the same calls
     status = Trainer(lambda ctx: ddp_fit(ctx, epochs=3, module=RankZeroLogging), db=db_path,
                      runner="eager").fit(DATASET).get_status()
     assert status["status"] == "COMPLETED", status["result"].get("error")
     assert [e["epoch"] for e in status["result"]["epochs"]] == [0, 1, 2]
+
+LIGHTNING_SCRIPT = """
+import sys
+import lightning.pytorch as pl
+import torch
+import jobtrack
+from jobtrack.integrations.lightning import JobtrackCallback
+from test_distributed import Regressor, loader
+
+with jobtrack.track(experiment="ddp", db=sys.argv[1]) as run:
+    torch.manual_seed(0)
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                         callbacks=[JobtrackCallback()])
+    trainer.fit(Regressor(), loader(128, 0), loader(64, 1))
+    with open(f"rank{trainer.global_rank}.txt", "w") as out:
+        out.write(f"rank {trainer.global_rank} job {run.job_id} steps {trainer.global_step}")
+"""
+
+TRANSFORMERS_SCRIPT = """
+import sys
+import torch
+import jobtrack
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+from jobtrack.integrations.transformers import JobtrackCallback
+
+DB, CANCEL_AT = sys.argv[1], int(sys.argv[2])
+
+
+class Sequences(torch.utils.data.Dataset):
+    def __init__(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(1, 10, (n, 8), generator=g)
+        self.labels = (self.ids == 7).any(dim=1).long()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.labels[i]}
+
+
+class CancelAt(TrainerCallback):  # rank zero, which has the job, cancels it after step CANCEL_AT
+    def __init__(self, job_id):
+        self.job_id = job_id
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.job_id is not None and state.global_step == CANCEL_AT:
+            jobtrack.JobManager(DB).cancel_job(self.job_id)
+
+
+with jobtrack.track(experiment="torchrun", db=DB) as run:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16, num_labels=2)
+    args = TrainingArguments(num_train_epochs=20, per_device_train_batch_size=8, learning_rate=1e-2,
+                             eval_strategy="epoch", logging_strategy="epoch", save_strategy="no",
+                             report_to="none", use_cpu=True, disable_tqdm=True, ddp_timeout=%d)
+    trainer = Trainer(model=BertForSequenceClassification(config), args=args, train_dataset=Sequences(64, 0),
+                      eval_dataset=Sequences(32, 1), callbacks=[JobtrackCallback(run), CancelAt(run.job_id)])
+    trainer.train()
+    with open(f"rank{args.process_index}.txt", "w") as out:
+        out.write(f"rank {args.process_index} job {run.job_id} steps {trainer.state.global_step}")
+""" % HANG_S
+
+
+def run_script(tmp_path: Path, text: str, *args: str, torchrun: bool = False) -> list[str]:
+    """Run ``text`` as a script (every rank's process runs it); what the ranks wrote, rank zero's first."""
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(text), encoding="utf-8")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun \
+        else [sys.executable]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR"):  # as a user's shell has them
+        env.pop(name, None)
+    done = subprocess.run([*launcher, str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=3 * HANG_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [p.read_text(encoding="utf-8") for p in sorted(tmp_path.glob("rank*.txt"))]
+
+
+def test_a_script_lightning_runs_again_per_rank_is_one_job(db_path: str, tmp_path: Path) -> None:
+    # strategy="ddp" starts the script again for rank 1 (LOCAL_RANK=1): its track() block creates no job
+    lines = run_script(tmp_path, LIGHTNING_SCRIPT, db_path)
+    [job] = JobManager(db_path).list_jobs()
+    assert lines == [f"rank 0 job {job.job_id} steps 12", "rank 1 job None steps 12"]
+    status = job.get_status()
+    assert status["status"] == "COMPLETED"
+    assert [e["epoch"] for e in status["result"]["epochs"]] == [0, 1, 2]
+
+
+def test_torchrun_is_one_job_and_a_cancel_stops_both_ranks(db_path: str, tmp_path: Path) -> None:
+    # 4 steps per epoch and rank; canceled after step 6, both ranks stop after step 7, and nothing hangs
+    lines = run_script(tmp_path, TRANSFORMERS_SCRIPT, db_path, "6", torchrun=True)
+    [job] = JobManager(db_path).list_jobs()
+    assert lines == [f"rank 0 job {job.job_id} steps 7", "rank 1 job None steps 7"]
+    status = job.get_status()
+    assert status["status"] == "CANCELED"
+    assert [e["epoch"] for e in status["result"]["epochs"]] == [0]
