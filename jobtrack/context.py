@@ -77,6 +77,18 @@ class RunContext:
         self.log_file = JobLog(store.job_dir(spec.job_id) / "log.txt", spec.job_id, spec.max_log_bytes)
         """The job's log file: ``log()`` lines, and the code's output while it runs (``jobtrack.capture``)."""
 
+    def __reduce__(self) -> NoReturn:
+        raise InvalidArgument(
+            f"A RunContext cannot be pickled to another process: it is this process's link to job {self.job_id} "
+            "(its database connection and claim). Lightning's strategy='ddp_spawn' (and other 'spawn' launchers) "
+            "pickle the callbacks: use strategy='ddp' or 'ddp_fork' (rank zero reports the job), or report from "
+            "the process that has the context.")
+
+    def __copy__(self) -> RunContext:  # a shallow copy shares the link: no pickling involved
+        new = object.__new__(RunContext)
+        new.__dict__.update(self.__dict__)
+        return new
+
     @property
     def stopped_by_signal(self) -> str | None:
         """The signal (``"SIGINT"``, ``"SIGTERM"``) that stopped this process since the job started, or None."""

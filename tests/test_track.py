@@ -270,3 +270,15 @@ def test_rank_zero_is_tracked(db_path: str, monkeypatch: pytest.MonkeyPatch) -> 
     with track(experiment="ddp", db=db_path) as run:
         run.log_epoch(0, train={"loss": 1.0})
     assert status_of(db_path, run.job_id)["status"] == "COMPLETED"
+
+
+def test_a_run_context_sent_to_another_process_is_a_typed_error_naming_the_fix(db_path: str) -> None:
+    import copy
+    import pickle
+
+    with track(experiment="spawn", db=db_path) as run:
+        with pytest.raises(InvalidArgument, match=r"cannot be pickled.*strategy='ddp' or 'ddp_fork'"):
+            pickle.dumps(run)  # what Lightning's strategy="ddp_spawn" does to the callbacks, and so to the run
+        assert copy.copy(run).job_id == run.job_id  # a shallow copy still shares the run
+        run.log_epoch(0, train={"loss": 1.0})
+    assert status_of(db_path, run.job_id)["status"] == "COMPLETED"

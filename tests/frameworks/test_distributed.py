@@ -205,3 +205,12 @@ def test_torchrun_is_one_job_and_a_cancel_stops_both_ranks(db_path: str, tmp_pat
     status = job.get_status()
     assert status["status"] == "CANCELED"
     assert [e["epoch"] for e in status["result"]["epochs"]] == [0]
+
+
+def test_ddp_spawn_is_a_typed_error_naming_the_strategies_that_work(db_path: str) -> None:
+    # spawn pickles the Trainer and so the callback's RunContext, which holds this process's database link
+    status = Trainer(lambda ctx: ddp_fit(ctx, epochs=1, start="spawn"), db=db_path,
+                     runner="eager").fit(DATASET).get_status()
+    assert status["status"] == "FAILED"
+    assert status["result"]["error"]["type"] == "InvalidArgument"
+    assert "strategy='ddp' or 'ddp_fork'" in status["result"]["error"]["message"]
