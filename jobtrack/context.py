@@ -268,8 +268,12 @@ class RunContext:
             self.log(f"no epoch reported {metric!r}, this job's evaluation metric, so it has no best epoch; "
                      f"reported: {', '.join(sorted(self._metric_names))}. " + (f"{hint}." if hint else
                      "Report it, or choose one of these with Trainer(eval_metric=..., eval_mode='max'|'min')."))
-        if not self._early_fed and self._early.active:  # a resumed attempt that reported no epoch
+        # A resumed attempt that reported no epoch, or a run whose epochs a copy of this context reported
+        # in another process (a forked DDP rank, #20): early stopping learns them from the store.
+        if self._early.active and (not self._early_fed or not self._metric_names):
             try:
+                if not self._metric_names:
+                    self._top = None  # read again: other processes may have stored epochs
                 top = self._stored_top()
                 if top is not None:
                     self._replay_epochs_before(top + 1)

@@ -214,3 +214,12 @@ def test_ddp_spawn_is_a_typed_error_naming_the_strategies_that_work(db_path: str
     assert status["status"] == "FAILED"
     assert status["result"]["error"]["type"] == "InvalidArgument"
     assert "strategy='ddp' or 'ddp_fork'" in status["result"]["error"]["message"]
+
+
+def test_patience_stops_both_ranks(db_path: str) -> None:
+    # val_rmse judged larger-is-better: it only falls, so epoch 0 stays best and patience 1 stops after epoch 1
+    status = Trainer(lambda ctx: ddp_fit(ctx, epochs=20), db=db_path, runner="eager", eval_metric="rmse",
+                     eval_mode="max", patience=1).fit(DATASET).get_status()
+    assert status["status"] == "COMPLETED", status["result"].get("error")
+    assert status["result"]["stopped_early"] is True
+    assert [e["epoch"] for e in status["result"]["epochs"]] == [0, 1]
