@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -167,6 +168,10 @@ def _after_fork_in_child() -> None:
             with contextlib.suppress(ValueError, OSError, TypeError):
                 signal.signal(sig, previous)
     _unblock_fork_signals()  # one that came meanwhile (Pool.terminate() at once) acts now, as before jobtrack
+    # Forked from an executor thread (the thread runner's): at exit concurrent.futures would join this very thread
+    # ("cannot join current thread"), and a multiprocessing child (a DDP rank) would end with code 1 whatever it did.
+    futures_thread = sys.modules.get("concurrent.futures.thread")
+    getattr(futures_thread, "_threads_queues", {}).pop(threading.current_thread(), None)
     for fd in old.signals.fds:  # the parent's signal threads are not here: their pipes are of no use
         with contextlib.suppress(OSError):
             os.close(fd)

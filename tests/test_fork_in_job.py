@@ -57,3 +57,31 @@ def test_a_forked_child_leaving_the_job_code_does_not_end_the_job(db_path: str, 
     st = json.loads(out.stdout.strip().splitlines()[-1])
     assert st == {"status": "COMPLETED", "epochs": 2, "summary": {"from": "parent", "child_exit": child_exit},
                   "error": None}, out.stderr
+
+
+MP_SCRIPT = '''
+import json, multiprocessing, sys
+from jobtrack import Dataset, Trainer
+
+def work():
+    pass
+
+def train(ctx):  # as torch.multiprocessing and Lightning's strategy="ddp_fork" start their ranks
+    child = multiprocessing.get_context("fork").Process(target=work)
+    child.start()
+    child.join(30)
+    return {"child_exit": child.exitcode}
+
+ds = Dataset("d", "regression", "t", tables={"train": [{"id": 1}]})
+st = Trainer(train, db=sys.argv[1], runner=sys.argv[2], provenance=False).fit(ds).wait(timeout=30)
+print(json.dumps({"status": st["status"], "summary": st["result"].get("summary")}))
+'''
+
+
+@pytest.mark.parametrize("runner", ["thread", "eager", "process"])
+def test_a_multiprocessing_child_forked_by_the_job_code_exits_zero(db_path: str, runner: str) -> None:
+    # Forked from the thread runner's executor thread, the child's exit joined that very thread ("cannot join
+    # current thread"), so every fork-started process of a job ended with code 1 (Lightning: ProcessExitedException)
+    out = run_python(MP_SCRIPT, db_path, runner, timeout=60)
+    st = json.loads(out.stdout.strip().splitlines()[-1])
+    assert st == {"status": "COMPLETED", "summary": {"child_exit": 0}}, out.stderr

@@ -189,11 +189,6 @@ def _child_main(target: str, spec: JobSpec, ready: Any, takeover: tuple[int, str
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent is not None:
         _die_with(parent)
-    # Forked from an executor thread: at exit concurrent.futures would join this very thread ("cannot join current
-    # thread") and multiprocessing would end the child with code 1, whatever the job did.
-    from concurrent.futures import thread as futures_thread
-
-    getattr(futures_thread, "_threads_queues", {}).pop(threading.current_thread(), None)
     try:
         _run_in_child(target, spec, ready, takeover)
     finally:  # multiprocessing ends a child with os._exit (no atexit): an end its recorder still retries must land

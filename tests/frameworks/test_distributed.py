@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
@@ -84,8 +85,9 @@ def ddp_fit(ctx: RunContext, *, epochs: int, start: str = "fork", cancel: tuple[
                 loader(64, 1))
 
 
-def test_ddp_fork_reports_each_epoch_once_from_rank_zero(db_path: str) -> None:
-    status = Trainer(lambda ctx: ddp_fit(ctx, epochs=3), db=db_path, runner="eager").fit(DATASET).get_status()
+@pytest.mark.parametrize("runner", ["eager", "thread"])  # thread: the ranks are forked from its executor thread
+def test_ddp_fork_reports_each_epoch_once_from_rank_zero(db_path: str, runner: str) -> None:
+    status = Trainer(lambda ctx: ddp_fit(ctx, epochs=3), db=db_path, runner=runner).fit(DATASET).wait(timeout=120)
     assert status["status"] == "COMPLETED", status["result"].get("error")
     assert [e["epoch"] for e in status["result"]["epochs"]] == [0, 1, 2]  # not 0, 0, 1, 1, 2, 2
 
@@ -110,6 +112,7 @@ def test_metrics_logged_from_rank_zero_only_keep_the_ranks_in_step(db_path: str)
 LIGHTNING_SCRIPT = """
 import sys
 import lightning.pytorch as pl
+import pytest
 import torch
 import jobtrack
 from jobtrack.integrations.lightning import JobtrackCallback
