@@ -172,6 +172,8 @@ class RunContext:
         Returns ``should_stop``: True once the job's ``patience`` rule (``Trainer(patience=N)``) says
         training should stop early; the loop decides (``if ctx.log_epoch(...): break``), and a job that
         stops there completes with ``result["stopped_early"] = True``. Always False without ``patience``.
+        In a process the job's code forked as a ``torch.distributed`` rank other than zero, nothing is stored
+        (rank zero reports the epoch) and it returns False: broadcast rank zero's decision to the others.
 
         Raises:
             JobCanceled: a cancel was requested; let it propagate so the job ends CANCELED.
@@ -188,6 +190,10 @@ class RunContext:
                 f"log_epoch(epoch={epoch}) does not fit a signed 64-bit integer; "
                 "report the epoch's number (0, 1, 2, ...)."
             )
+        if _further_rank():  # a forked DDP rank other than zero (#20): rank zero reports the run's epochs
+            if self.is_cancel_requested():
+                raise JobCanceled(self.job_id)
+            return False
         train_clean, bad_t = jsonutil.clean_metrics(train, "train metrics")
         val_clean, bad_v = jsonutil.clean_metrics(validation, "validation metrics")
         for name in bad_t + bad_v:
@@ -409,3 +415,9 @@ def _own_copy(value: Any) -> Any:
     if kind in (list, set, tuple):
         return kind(_own_copy(v) for v in value)
     return value
+
+
+def _further_rank() -> bool:
+    """Whether this process is a ``torch.distributed`` rank other than zero (torch is never imported here)."""
+    dist = sys.modules.get("torch.distributed")
+    return bool(dist is not None and dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)

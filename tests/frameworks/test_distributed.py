@@ -226,3 +226,30 @@ def test_patience_stops_both_ranks(db_path: str) -> None:
     assert status["status"] == "COMPLETED", status["result"].get("error")
     assert status["result"]["stopped_early"] is True
     assert [e["epoch"] for e in status["result"]["epochs"]] == [0, 1]
+
+
+def plain_rank(rank: int, ctx: RunContext, port: int) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=HANG_S))
+    total = torch.zeros(1)
+    for epoch in range(3):
+        total += 1
+        dist.all_reduce(total)
+        ctx.log_epoch(epoch, train={"total": float(total)})  # in every rank, as plain DDP code often does
+    dist.destroy_process_group()
+
+
+def test_plain_torch_distributed_code_logging_in_every_rank_stores_each_epoch_once(db_path: str) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    status = Trainer(lambda ctx: mp.start_processes(plain_rank, args=(ctx, port), nprocs=2, start_method="fork"),
+                     db=db_path).fit(DATASET).wait(timeout=120)
+    assert status["status"] == "COMPLETED", status["result"].get("error")
+    assert [(e["epoch"], e["train"]["total"]) for e in status["result"]["epochs"]] == [(0, 2.0), (1, 6.0), (2, 14.0)]
