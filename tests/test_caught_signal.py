@@ -3,6 +3,8 @@ to cancel, while those it ran or had queued when the signal came still end CANCE
 
 from __future__ import annotations
 
+import signal
+
 from jobtrack import JobManager
 from proc import spawn
 
@@ -98,3 +100,63 @@ def test_an_interrupt_in_a_later_notebook_cell_cancels_the_job_it_runs_or_waits_
         status = job.get_status()
         if status["status"] == "CANCELED":
             assert [e["epoch"] for e in status["result"]["epochs"]] == [0] and status["result"].get("error") is None
+
+
+CHAINED = '''
+import os, signal, sys, threading, time
+from jobtrack import Dataset, Trainer
+
+db = sys.argv[1]
+ds = Dataset("d", "regression", "t", tables={"train": [{"id": 1}]})
+
+def held(ctx):
+    while True:
+        ctx.log_epoch(0, train={"loss": 1.0})
+        time.sleep(0.01)
+
+Trainer(lambda ctx: None, db=db, runner="eager", provenance=False).fit(ds)  # jobtrack's handlers are in place
+old = signal.getsignal(signal.SIGTERM)
+calls = []
+def preempt(signum, frame):  # a handler of the code's own that chains to the one it replaced
+    calls.append(signum)
+    old(signum, frame)
+signal.signal(signal.SIGTERM, preempt)
+
+class DelayedKeyboardInterrupt:  # the well-known recipe: Ctrl-C held back during a critical section
+    def __enter__(self):
+        self.received = None
+        self.old = signal.signal(signal.SIGINT, self.handler)
+    def handler(self, signum, frame):
+        self.received = (signum, frame)
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.old)
+        if self.received:
+            self.old(*self.received)
+
+with DelayedKeyboardInterrupt():
+    Trainer(lambda ctx: None, db=db, runner="eager", provenance=False).fit(ds)
+threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    time.sleep(30)
+    print("Ctrl-C lost", flush=True)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+job = Trainer(held, db=db, provenance=False).fit(ds)
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+try:
+    job.wait(timeout=60)
+except SystemExit as exc:
+    print("SystemExit", exc.code, "calls", len(calls), flush=True)
+    raise
+'''
+
+
+def test_handlers_the_code_installs_after_jobtracks_are_left_alone(db_path: str) -> None:
+    """fit() and wait() take back only Python's default handler (a notebook kernel's): a handler of the code's own
+    that chains to jobtrack's recursed into it (RecursionError, or an eager job's process exiting 0), and a handler
+    held only during a critical section became jobtrack's "previous" for good, so Ctrl-C was lost after it."""
+    with spawn(CHAINED, db_path) as child:
+        out, err = child.communicate(timeout=120)
+    assert out.splitlines() == ["KeyboardInterrupt", "SystemExit 143 calls 1"], (out, err)
+    assert child.returncode in (143, -signal.SIGTERM), err  # death by SIGTERM, as without a handler
+    assert [j.wait(timeout=30)["status"] for j in JobManager(db_path).list_jobs(limit=1)] == ["CANCELED"]

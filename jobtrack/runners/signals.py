@@ -97,12 +97,13 @@ def watch(store: Store) -> None:
     state = runtime.signal_state()
     state.stores[store.target] = store
     if threading.current_thread() is threading.main_thread():
-        for sig in SIGNALS:  # again whenever another handler took our place (a notebook kernel's, after each cell)
+        first = state.installed_pid != os.getpid()  # later, only Python's default put back (a notebook kernel's
+        for sig in SIGNALS:  # Ctrl-C handler for each cell) is replaced: a handler of the code's own is left alone
             previous = signal.getsignal(sig)
-            if previous not in (signal.SIG_IGN, None, _on_signal):  # SIG_IGN: ignored on purpose (nohup): left so
-                state.previous[sig] = previous
+            if previous not in (signal.SIG_IGN, None, _on_signal) and (first or previous is signal.default_int_handler):
+                state.previous[sig] = previous  # SIG_IGN: ignored on purpose (nohup, a parent's choice): left so
                 signal.signal(sig, _on_signal)
-        if state.installed_pid != os.getpid():
+        if first:
             state.installed_pid = os.getpid()
             atexit.register(_at_exit)
             register = getattr(threading, "_register_atexit", None)  # runs before concurrent.futures joins threads
