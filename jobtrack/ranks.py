@@ -9,24 +9,32 @@ at the same step when rank zero's job is canceled or its patience rule says stop
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK")
 """The global rank (``torchrun``), else the process's rank on its machine and the machine's rank (Lightning)."""
+
+log = logging.getLogger(__name__)
 
 
 def process_rank() -> str | None:
-    """``"RANK=1"`` (the variable that says so) in a process that is not rank zero of a multi-process run;
-    None in rank zero and in a process no launcher started."""
+    """``"RANK=1"`` (the variable that says so) in a process that is not rank zero of a multi-process run (one whose
+    ``WORLD_SIZE``, which ``torchrun`` and Lightning set, is above 1); None in rank zero and in any other process,
+    whatever it has in these variables (``LOCAL_RANK=-1``: not distributed; a ``NODE_RANK`` left in a shell)."""
+    world = os.environ.get("WORLD_SIZE", "").strip()
+    if not (world.isdigit() and int(world) > 1):
+        return None
     names = ("RANK",) if os.environ.get("RANK", "").strip() else RANK_VARIABLES[1:]
     for name in names:
         value = os.environ.get(name, "").strip()
-        if value and value != "0" and value.lstrip("-").isdigit():
+        if value.isdigit() and int(value) > 0:
             return f"{name}={value}"
     return None
 
@@ -40,17 +48,42 @@ class RankReplica:
     ``job_id`` is None; ``rank`` names the variable that made this process a replica (``"RANK=1"``).
     """
 
-    job_id = None
-    attempt = 1
-    resume_epoch = None
-    cancel_requested = False
-    should_stop = False
-    stopped_by_signal = None
+    job_id = model_run_id = output_alias = resume_epoch = stopped_by_signal = n_epochs = None
+    job_type, phase, attempt, eval_every, test_batch_size = "train", "train", 1, 1, 128
+    cancel_requested = should_stop = extract_embeddings = flatten_output = False
 
-    def __init__(self, rank: str, config: Mapping[str, Any] | None) -> None:
+    def __init__(self, rank: str, dataset: Any, config: Mapping[str, Any] | None, patience: int | None) -> None:
+        from jobtrack.config import max_result_bytes
+        from jobtrack.context import RunContext
+
         self.rank = rank
-        self.config = dict(config or {})
+        self.dataset, self.patience, self.max_result_bytes = dataset, patience, max_result_bytes()
+        self.config = copy.deepcopy(dict(config or {}))  # the code may change it, as a RunContext's own copy
+        self.output_config: dict[str, Any] = {}
         self._dir: Path | None = None
+        self._batches: Callable[..., Any] = RunContext.batches  # the same rows, in the same batches, as rank zero reads
+        log.warning("jobtrack: this process is %s of a multi-process run: track() records nothing here; "
+                    "rank zero's block is the job", rank)
+
+    def batches(self, table: Any = "test", size: int | None = None) -> Any:
+        """The rows of ``table`` in lists of ``size`` rows, as ``RunContext.batches``."""
+        return self._batches(self, table, size)
+
+    def should_evaluate(self, epoch: int) -> bool:
+        return epoch % self.eval_every == 0
+
+    def export(self, kind: str, rows: Any) -> None:
+        """Nothing is exported: rank zero exports the job's rows."""
+
+    def exported_kinds(self) -> list[str]:
+        return []
+
+    def result_extras(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def log_path(self) -> Path:
+        return self.job_dir / "log.txt"
 
     def __repr__(self) -> str:
         return f"RankReplica({self.rank}: rank zero's process reports the job)"
@@ -68,9 +101,6 @@ class RankReplica:
 
     def check_canceled(self) -> None:
         """Never raises: a cancel reaches the other ranks through rank zero."""
-
-    def should_evaluate(self, epoch: int) -> bool:
-        return True
 
     @property
     def job_dir(self) -> Path:

@@ -119,7 +119,7 @@ class Tracking:
         _check_not_nested()
         rank = ranks.process_rank()
         if rank is not None:  # a further rank of a multi-process run: the job is rank zero's (jobtrack.ranks)
-            replica: Any = ranks.RankReplica(rank, self._args["config"])
+            replica: Any = ranks.RankReplica(rank, self._dataset, self._trainer.config, self._trainer.patience)
             self._replica = replica
             _runs().append(replica)
             return cast("RunContext", replica)

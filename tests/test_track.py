@@ -247,7 +247,7 @@ def test_track_is_public_and_typed() -> None:
 
 
 @pytest.mark.parametrize("variables", [{"RANK": "1", "WORLD_SIZE": "2"}, {"LOCAL_RANK": "1", "WORLD_SIZE": "2"},
-                                       {"NODE_RANK": "1", "LOCAL_RANK": "0"}])
+                                       {"NODE_RANK": "1", "LOCAL_RANK": "0", "WORLD_SIZE": "4"}])
 def test_a_further_rank_of_a_multi_process_run_creates_no_job(db_path: str, monkeypatch: pytest.MonkeyPatch,
                                                               variables: dict[str, str]) -> None:
     # torchrun starts every rank with RANK set; Lightning's strategy="ddp" runs the script again with LOCAL_RANK
@@ -262,6 +262,36 @@ def test_a_further_rank_of_a_multi_process_run_creates_no_job(db_path: str, monk
         assert scratch.is_dir() and run.latest_checkpoint() is None
     assert active_run() is None and not scratch.exists()  # the replica's scratch directory goes with the block
     assert len(JobManager(db_path).list_jobs()) == 1  # only the job submitted above: rank zero's is the run's
+
+
+@pytest.mark.parametrize("variables", [{"LOCAL_RANK": "-1"}, {"NODE_RANK": "1"}, {"RANK": "1"},
+                                       {"RANK": "1", "WORLD_SIZE": "1"}, {"LOCAL_RANK": "-1", "WORLD_SIZE": "2"}])
+def test_rank_variables_outside_a_multi_process_run_still_track(db_path: str, monkeypatch: pytest.MonkeyPatch,
+                                                                variables: dict[str, str]) -> None:
+    """``LOCAL_RANK=-1`` (Transformers' "not distributed"), a ``NODE_RANK`` left in a shell, or a rank without a
+    WORLD_SIZE above 1 made track() a replica that stored nothing: the run was lost without a word."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with track(experiment="solo", db=db_path) as run:
+        run.log_epoch(0, train={"loss": 1.0})
+    assert run.job_id is not None and status_of(db_path, run.job_id)["status"] == "COMPLETED"
+
+
+def test_a_replica_has_what_a_run_context_has_and_says_it_records_nothing(
+        db_path: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Rank 1's ``run.dataset.table("train")`` was an AttributeError: the rank crashed and rank zero hung."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    rows = [{"x": i} for i in range(5)]
+    with track(Dataset("e", "regression", "t", tables={"train": rows}), config={"lr": 0.1}, patience=3,
+               db=db_path) as run:
+        assert run.dataset.table("train") == rows and list(run.batches("train", 2)) == [rows[:2], rows[2:4], rows[4:]]
+        assert run.patience == 3 and run.eval_every == 1 and run.should_evaluate(4)
+        assert run.export("predictions", rows) is None and run.exported_kinds() == []
+        run.config["lr"] = 0.2  # its own copy
+    assert "RANK=1 of a multi-process run: track() records nothing here" in caplog.text
+    missing = {n for n in dir(RunContext) if not n.startswith("_")} - {n for n in dir(run) if not n.startswith("_")}
+    assert missing <= {"spec", "exporter", "record_export", "log_file"}, missing
 
 
 def test_rank_zero_is_tracked(db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
