@@ -139,6 +139,11 @@ _LAST_REPORTED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary(
 """The largest epoch the callbacks reported to each RunContext (one per job attempt)."""
 
 
+AGREE_EVERY = 16
+"""Steps between the ranks' agreements on a cancel in a multi-process run: an agreement is a collective and a
+host sync, which at every step would stall a GPU's run-ahead; a cancel so stops every rank within 16 steps."""
+
+
 class Reporter:
     """One callback's link to its run: reports epochs, notices a cancel (or a patience rule's stop) at step
     boundaries. It never ends the job itself: the framework stops, the training code returns, and the runner
@@ -157,12 +162,18 @@ class Reporter:
         self.offset = 0  # added to the framework's epoch numbers (see report)
         self.zero = True
         self.agree: Callable[[bool], bool] | None = None
+        self._polls = 0
 
     def poll(self) -> bool:
-        """Whether training should stop now (canceled, or early stopping said so); one cheap read."""
+        """Whether training should stop now (canceled, or early stopping said so); one cheap read. With several
+        ranks, they agree every ``AGREE_EVERY`` steps (each counts its own, in step with the others)."""
         if not self.canceled:
-            canceled = self.zero and self._read_cancel()
-            self.canceled = self.agree(canceled) if self.agree is not None else canceled
+            if self.agree is None:
+                self.canceled = self._read_cancel()
+            else:
+                self._polls += 1
+                if self._polls % AGREE_EVERY == 0:
+                    self.canceled = self.agree(self.zero and self._read_cancel())
         return self.canceled or self.should_stop
 
     def _read_cancel(self) -> bool:

@@ -6,8 +6,8 @@ evaluation returns (``on_evaluate``: ``eval_*``) its validation metrics without 
 throughput left out. An epoch is reported once its evaluation ran (``eval_strategy="epoch"``), else when the
 next epoch starts or training ends. A cancel (or the job's patience rule) sets
 ``control.should_training_stop`` at the next step. With no ``output_dir`` of its own (the library's
-default), checkpoints go to the job's checkpoint directory. With several processes (``torchrun``), rank zero
-reports and all ranks stop at the same step.
+default), checkpoints go to the job's checkpoint directory, unless several processes run (``torchrun``): every
+rank then writes its part where the library chose. Rank zero reports, and all ranks stop at the same step.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class JobtrackCallback(_Callback):  # type: ignore[misc]
         return checkpoint_dir(self.reporter.ctx)
 
     def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.checkpoints and args.output_dir in DEFAULT_OUTPUT_DIRS:
+        # not with several ranks: each writes its part of a checkpoint (rng states, shards) where the others do
+        if self.checkpoints and args.output_dir in DEFAULT_OUTPUT_DIRS and args.world_size <= 1:
             default = args.output_dir
             args.output_dir = str(self.checkpoint_dir)
             with contextlib.suppress(OSError):  # the Trainer made the default folder already; empty, it goes
