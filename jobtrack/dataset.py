@@ -268,8 +268,8 @@ def _read_csv(fh: Any, path: Path) -> list[dict[str, Any]]:
     keeps its spelling, with the rest of its column."""
     reader = csv.DictReader(fh)
     header = reader.fieldnames or []
-    if len(set(header)) < len(header):
-        twice = sorted({name for name in header if header.count(name) > 1})
+    twice = sorted({name for name in header if name and header.count(name) > 1})  # "id,x,,": Excel's unnamed ones
+    if twice:
         raise InvalidArgument(f"Table file {path} names the column(s) {twice} more than once in its header; give each "
                               "column its own name.")
     rows = []
@@ -279,6 +279,9 @@ def _read_csv(fh: Any, path: Path) -> list[dict[str, Any]]:
             raise InvalidArgument(f"Table file {path}, line {reader.line_num}: {len(header) + len(extra)} cells "
                                   f"under a header of {len(header)} columns; fix the row or the header.")
         rows.append(row)
+    if "" in header and not any(row.get("") for row in rows):  # unnamed columns with nothing in them: no column
+        for row in rows:
+            row.pop("", None)
     text = {k for row in rows for k, v in row.items() if isinstance(v, str) and v and _number(v) is None}
     return [{k: v if k in text or not isinstance(v, str) or not v else _number(v) for k, v in row.items()}
             for row in rows]

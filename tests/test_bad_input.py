@@ -266,3 +266,14 @@ def test_cli_compare_of_one_job_says_how_to_name_two(tmp_path: Path, capsys: pyt
 def test_an_empty_export_directory_is_refused_not_taken_as_the_current_folder(directory: str) -> None:
     with pytest.raises(InvalidArgument, match=r"is empty .*leave 'directory' out"):
         exports.check_output_config({"directory": directory})
+
+
+def test_a_csv_with_empty_unnamed_trailing_columns_reads_as_without(tmp_path: Path) -> None:
+    """Excel writes "id,x,," when cells right of the data were ever formatted: the empty names counted as a column
+    named twice, and the file was refused. An unnamed column that holds values (pandas' index) is still read."""
+    excel, indexed = tmp_path / "excel.csv", tmp_path / "indexed.csv"
+    excel.write_text("id,x,,\n1,2,,\n3,4,,\n", encoding="utf-8")
+    indexed.write_text(",x\n0,2\n1,4\n", encoding="utf-8")
+    ds = Dataset("d", "regression", "t", tables={"train": str(excel), "test": str(indexed)})
+    assert ds.table("train") == [{"id": 1, "x": 2}, {"id": 3, "x": 4}]
+    assert ds.table("test") == [{"": 0, "x": 2}, {"": 1, "x": 4}]
