@@ -98,7 +98,8 @@ class _Runtime:
         self.pid = os.getpid()
         self.lock = threading.RLock()
         self.stores: dict[Hashable, Any] = {}
-        self.executors: dict[Hashable, ThreadPoolExecutor] = {}
+        self.executors: dict[Hashable, ThreadPoolExecutor] = {}  # the most recently used last
+        self.executor_load: dict[Hashable, int] = {}  # executor key -> its jobs queued or running
         self.heartbeats = Heartbeats()
         self.recorder = Recorder()
         self.children: dict[int, Callable[[], Any]] = {}
@@ -236,6 +237,11 @@ def stores() -> list[Any]:
 # -- thread-runner executors -------------------------------------------------------------------
 
 
+EXECUTORS_KEPT_IDLE = 4
+"""How many executors with no job queued or running keep their thread (a notebook's few databases); the thread of
+an older idle one ends, with its connection (a loop over 200 databases would else keep 200 threads open)."""
+
+
 def executor(key: Hashable, max_workers: int) -> ThreadPoolExecutor:
     """The executor of ``key`` (a database and a parallelism), created on first use.
 
@@ -248,6 +254,34 @@ def executor(key: Hashable, max_workers: int) -> ThreadPoolExecutor:
             found = rt.executors[key] = ThreadPoolExecutor(max_workers=max_workers,
                                                            thread_name_prefix=RUNNER_THREAD_PREFIX)
         return found
+
+
+def run_on_executor(key: Hashable, max_workers: int, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """``fn(*args)`` queued on the executor of ``key``; once the executor has nothing left to run, it stays among
+    the ``EXECUTORS_KEPT_IDLE`` most recently used idle ones or is shut down (its thread ends)."""
+    rt = _rt
+    with rt.lock:
+        ex = executor(key, max_workers)
+        future = ex.submit(fn, *args)
+        rt.executor_load[key] = rt.executor_load.get(key, 0) + 1
+        rt.executors[key] = rt.executors.pop(key)  # the most recently used last
+    future.add_done_callback(lambda _: _executor_done(key, ex))
+    return future
+
+
+def _executor_done(key: Hashable, ex: ThreadPoolExecutor) -> None:
+    rt = _rt
+    surplus = []
+    with rt.lock:
+        if rt.executors.get(key) is not ex:
+            return  # shut down meanwhile (close_all) or this is a forked child
+        rt.executor_load[key] -= 1
+        idle = [k for k in rt.executors if not rt.executor_load.get(k)]
+        for k in idle[:max(len(idle) - EXECUTORS_KEPT_IDLE, 0)]:
+            rt.executor_load.pop(k, None)
+            surplus.append(rt.executors.pop(k))
+    for old in surplus:
+        old.shutdown(wait=False)  # from a runner thread too: it ends once its current call returns
 
 
 # -- process-runner children -------------------------------------------------------------------
@@ -387,6 +421,7 @@ def close_all() -> None:
         rt.stores.clear()
         executors = list(rt.executors.values())
         rt.executors.clear()
+        rt.executor_load.clear()
         rt.training_datasets.clear()
         rt.clock_offset = timedelta(0)
     for ex in executors:

@@ -17,6 +17,7 @@ def submit(store: Store, fn: Callable[..., Any], *args: Any, max_workers: int = 
 
     One executor per (database, max_workers) in a process: with the default of one worker, the
     jobs of a database run one at a time in submission order, as the reference SDK does. The
-    executor's threads are joined at interpreter exit, so queued jobs finish before a script ends.
+    executor's threads are joined at interpreter exit, so queued jobs finish before a script ends. The threads of
+    databases that have nothing to run end, but for the few most recently used (``runtime.EXECUTORS_KEPT_IDLE``).
     """
-    return runtime.executor((store.target, max_workers), max_workers).submit(fn, *args)
+    return runtime.run_on_executor((store.target, max_workers), max_workers, fn, *args)

@@ -1,0 +1,42 @@
+"""A process that lives for hours (a notebook, a dashboard, a worker): what it holds does not grow with use."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from jobtrack import Dataset, Trainer, runtime
+
+
+def _train(ctx: object) -> dict[str, int]:
+    return {"ok": 1}
+
+
+def _dataset() -> Dataset:
+    return Dataset("d", "binary_classification", "t", tables={"train": [{"id": 1, "y": 0}]})
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _runner_threads() -> int:
+    return sum(t.name.startswith(runtime.RUNNER_THREAD_PREFIX) for t in threading.enumerate())
+
+
+def test_a_loop_over_many_databases_keeps_a_few_runner_threads(tmp_path: Path) -> None:
+    before = _runner_threads()
+    for i in range(3 * runtime.EXECUTORS_KEPT_IDLE):
+        monitor = Trainer(_train, db=str(tmp_path / f"p{i}.db")).fit(_dataset())
+        assert monitor.wait()["status"] == "COMPLETED"
+    kept = runtime.EXECUTORS_KEPT_IDLE
+    assert _eventually(lambda: _runner_threads() - before <= kept), _runner_threads()
+    # the databases still run jobs, an old one on a new thread
+    assert Trainer(_train, db=str(tmp_path / "p0.db")).fit(_dataset()).wait()["status"] == "COMPLETED"
