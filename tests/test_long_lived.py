@@ -40,3 +40,14 @@ def test_a_loop_over_many_databases_keeps_a_few_runner_threads(tmp_path: Path) -
     assert _eventually(lambda: _runner_threads() - before <= kept), _runner_threads()
     # the databases still run jobs, an old one on a new thread
     assert Trainer(_train, db=str(tmp_path / "p0.db")).fit(_dataset()).wait()["status"] == "COMPLETED"
+
+
+def test_a_database_this_process_made_can_be_deleted_and_made_again(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    for _ in range(3):  # a notebook cell that starts afresh: rm jobs.db*, then new jobs at the same path
+        monitor = Trainer(_train, db=str(db), runner="eager").fit(_dataset())
+        assert monitor.get_status()["status"] == "COMPLETED"
+        assert [j.job_id for j in JobManager(db=str(db)).list_jobs()] == [monitor.job_id]
+        for path in tmp_path.glob("jobs.db*"):
+            if path.is_file():
+                path.unlink()

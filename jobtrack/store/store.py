@@ -78,8 +78,10 @@ class Store(RegistryMixin, RetentionMixin, ExportsMixin, MaterializeMixin, Bundl
         if read_only:
             key = ("read-only", *key)
         store: Store = runtime.store(key, lambda: cls(target, read_only=read_only, create=create))
-        if key[0] == "path":  # the file exists now: later spellings find it by its identity
-            runtime.store(_identity(target), lambda: store)
+        if key[0] == "path":  # the file exists now: later spellings find it by its identity ...
+            made = store
+            store = runtime.store(_identity(target), lambda: made)
+            runtime.forget_store(key)  # ... and a file made at that path after this one is deleted is another database
         if lock_timeout is not None:
             store.db.lock_timeout = lock_timeout
         return store
