@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jobtrack import Dataset, Trainer, runtime
+from jobtrack import Dataset, JobManager, Trainer, runtime
+from proc import spawn
 
 
 def _train(ctx: object) -> dict[str, int]:
@@ -51,3 +53,38 @@ def test_a_database_this_process_made_can_be_deleted_and_made_again(tmp_path: Pa
         for path in tmp_path.glob("jobs.db*"):
             if path.is_file():
                 path.unlink()
+
+
+INTERRUPTED = '''
+import os, signal, sys, threading
+from jobtrack import Dataset, Trainer
+
+gone, db = sys.argv[1], sys.argv[2]
+ds = Dataset("d", "regression", "t", tables={"train": [{"id": 1}]})
+Trainer(lambda ctx: None, db=gone, runner="eager", provenance=False).fit(ds)
+for name in os.listdir(os.path.dirname(gone)):  # that database is deleted, its folder stays
+    os.remove(os.path.join(os.path.dirname(gone), name))
+started = threading.Event()
+
+def held(ctx):
+    started.set()
+    while True:
+        ctx.check_canceled()
+        threading.Event().wait(0.01)
+
+job = Trainer(held, db=db, provenance=False).fit(ds)
+assert started.wait(30)
+print(job.job_id, flush=True)
+os.kill(os.getpid(), signal.SIGINT)
+threading.Event().wait(60)
+'''
+
+
+def test_ctrl_c_after_a_database_was_deleted_cancels_the_jobs_without_an_error(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    gone, db = tmp_path / "old" / "gone.db", tmp_path / "jobs.db"
+    with spawn(INTERRUPTED, str(gone), str(db)) as child:
+        out, err = child.communicate(timeout=120)
+    assert JobManager(db=str(db)).fetch_job(out.strip()).get_status()["status"] == "CANCELED"
+    assert "could not record" not in err, err  # it said the jobs would read FAILED, after 10 s spent on the file
+    assert os.listdir(tmp_path / "old") == []  # and no empty database is made where the deleted one was

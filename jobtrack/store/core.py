@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
 from jobtrack import jsonutil, liveness, results, timeutil
-from jobtrack.errors import InvalidTransition, JobNotFound, RunnerFenced, SnapshotCopy
+from jobtrack.errors import DatabaseReplaced, InvalidTransition, JobNotFound, RunnerFenced, SnapshotCopy
 from jobtrack.states import JobStatus, is_allowed, refusal
 from jobtrack.store import experiments
 from jobtrack.store.base import StoreBase, add_event, in_list
@@ -360,6 +361,14 @@ class FencedCore(StoreBase):
 
         Used when that process is stopped by a signal. Returns how many jobs were canceled.
         """
+        if self.db.is_sqlite and not os.path.exists(self.target):
+            return 0  # deleted since: none of its jobs can be recorded, and no empty file is to be made there
+        try:
+            return self._cancel_process_jobs(process, reason, spare)
+        except DatabaseReplaced:
+            return 0  # another file is at the path now: the jobs were in the one that was deleted
+
+    def _cancel_process_jobs(self, process: str, reason: str, spare: Callable[[], Collection[str]] | None) -> int:
         params: dict[str, Any] = {"p": process}
         kinds = in_list("k", list(liveness.IN_PROCESS_RUNNERS), params)
         with self.db.write() as tx:
