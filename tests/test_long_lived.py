@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from jobtrack import Dataset, JobManager, Trainer, runtime
-from proc import spawn
+from proc import run_python, spawn
 
 
 def _train(ctx: object) -> dict[str, int]:
@@ -88,3 +91,33 @@ def test_ctrl_c_after_a_database_was_deleted_cancels_the_jobs_without_an_error(t
     assert JobManager(db=str(db)).fetch_job(out.strip()).get_status()["status"] == "CANCELED"
     assert "could not record" not in err, err  # it said the jobs would read FAILED, after 10 s spent on the file
     assert os.listdir(tmp_path / "old") == []  # and no empty database is made where the deleted one was
+
+
+OUT_OF_FILES = '''
+import os, resource, sys
+from jobtrack import JobManager, StoreReadOnly, StoreUnavailable, runtime
+
+existing, new = sys.argv[1], sys.argv[2]
+JobManager(existing, create=True)
+runtime.close_all()
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+os.close(held.pop())  # one free: SQLite opens the database file, then fails on its write-ahead log
+for db in (existing, new):
+    try:
+        JobManager(db, create=True).list_jobs()
+    except (StoreReadOnly, StoreUnavailable) as exc:
+        print(type(exc).__name__, "ulimit -n" in str(exc), "permissions" in str(exc), flush=True)
+'''
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs the resource module")
+def test_running_out_of_file_descriptors_is_not_called_a_permissions_problem(tmp_path: Path) -> None:
+    out = run_python(OUT_OF_FILES, str(tmp_path / "old.db"), str(tmp_path / "new.db")).stdout
+    # both said "Cannot write ...: unable to open database file ... fix the permissions" (StoreReadOnly)
+    assert out.splitlines() == ["StoreUnavailable True False"] * 2, out

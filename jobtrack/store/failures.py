@@ -19,7 +19,7 @@ from jobtrack.errors import (
     StoreReadOnly,
     StoreUnavailable,
 )
-from jobtrack.store.location import permission_problem
+from jobtrack.store.location import out_of_descriptors, permission_problem
 
 # Primary SQLite result codes (an extended code keeps its primary one in the low byte).
 _SQLITE_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
@@ -59,6 +59,8 @@ def sqlite_failure(target: str, exc: sqlite3.Error, replaced: Callable[[], str |
     text = f"{exc} ({name})" if name else str(exc)
     if primary in _SQLITE_BUSY:
         return StoreBusy(target, DEFAULT_BUSY_TIMEOUT_MS / 1000, holder="another connection, through SQLite's own lock")
+    if primary == sqlite3.SQLITE_CANTOPEN and (full := out_of_descriptors()):
+        return StoreUnavailable(target, full)  # not a permissions problem: files can be opened again later
     if primary in _SQLITE_READONLY:
         return StoreReadOnly(target, permission_problem(target) or text)
     if primary in _SQLITE_FOREIGN:

@@ -6,6 +6,7 @@ checks use ``stat`` and ``access`` only.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -92,3 +93,31 @@ def check_local_filesystem(path: str, mounts_file: str = "/proc/mounts") -> None
         from jobtrack.errors import NetworkFilesystem
 
         raise NetworkFilesystem(path, fstype)
+
+
+def out_of_descriptors(error: OSError | None = None) -> str | None:
+    """Why no file can be opened now if this process is at its limit of open files (``error``'s errno, else a probe:
+    fewer than the 4 descriptors a SQLite connection may need are free), or None. SQLite says only "unable to open
+    database file" then, and has closed what it had opened by the time it says so."""
+    if error is None:
+        probes: list[int] = []
+        try:
+            for _ in range(4):  # not database files: closing them drops no lock
+                probes.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            return None
+        except OSError as exc:
+            error = exc
+        finally:
+            for fd in probes:
+                os.close(fd)
+    if error.errno not in (errno.EMFILE, errno.ENFILE):
+        return None
+    try:
+        import resource
+
+        limit = f" (its limit is {resource.getrlimit(resource.RLIMIT_NOFILE)[0]})"
+    except (ImportError, OSError, ValueError):
+        limit = ""
+    whose = "this process" if error.errno == errno.EMFILE else "the system"
+    return (f"{whose} has as many files open as it may{limit}; close files or databases it no longer needs, "
+            "or raise the limit (`ulimit -n`)")

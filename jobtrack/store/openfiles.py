@@ -19,8 +19,8 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from jobtrack.config import DEFAULT_BUSY_TIMEOUT_MS
-from jobtrack.errors import DatabaseReplaced, StoreReadOnly
-from jobtrack.store.location import FileIdentity, file_identity, permission_problem
+from jobtrack.errors import DatabaseReplaced, StoreReadOnly, StoreUnavailable
+from jobtrack.store.location import FileIdentity, file_identity, out_of_descriptors, permission_problem
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,8 @@ def attach(path: str, target: str) -> OpenFile:
             except FileExistsError:
                 pass
             except OSError as exc:
+                if full := out_of_descriptors(exc):
+                    raise StoreUnavailable(target, full) from None
                 raise StoreReadOnly(target, permission_problem(path) or exc.strerror or str(exc)) from None
             identity = file_identity(path)
             if identity is None:
