@@ -121,3 +121,26 @@ def test_running_out_of_file_descriptors_is_not_called_a_permissions_problem(tmp
     out = run_python(OUT_OF_FILES, str(tmp_path / "old.db"), str(tmp_path / "new.db")).stdout
     # both said "Cannot write ...: unable to open database file ... fix the permissions" (StoreReadOnly)
     assert out.splitlines() == ["StoreUnavailable True False"] * 2, out
+
+
+def test_an_epoch_written_as_the_file_is_closed_under_it_is_stored(db_path: str) -> None:
+    # Closing the open files (runtime.close_all, or another database opened past OPEN_FILES_KEPT) between the epoch
+    # write taking its connection and entering the fork gate left it on a closed connection: "Cannot operate on a
+    # closed database" reached the training code.
+    gate = runtime.current().fork_gate
+    real = gate.enter
+
+    def enter() -> None:
+        if sys._getframe(1).f_code.co_name == "write_call":
+            del gate.enter  # once
+            runtime.close_all()
+        real()
+
+    def train(ctx: RunContext) -> None:
+        ctx.log_epoch(0, train={"loss": 1.0}, validation={"roc_auc": 0.5})
+        gate.enter = enter  # type: ignore[method-assign]
+        ctx.log_epoch(1, train={"loss": 0.5}, validation={"roc_auc": 0.7})
+
+    status = Trainer(train, db=db_path, runner="eager").fit(_dataset()).get_status()
+    assert status["status"] == "COMPLETED", status["result"].get("error")
+    assert [e["epoch"] for e in status["result"]["epochs"]] == [0, 1]

@@ -316,6 +316,8 @@ class Database(Retrying, DialectSQL, SchemaState):
         gate = runtime.current().fork_gate
         gate.enter()
         try:
+            if f.pid != os.getpid():  # closed just before the gate let us in (close_all, the oldest files closed)
+                return self.write_call(fn, *args)
             deadline = None  # lock_timeout from the first wait: both locks are free almost always
             if not f.write_lock.acquire(blocking=False):
                 self._take(f.write_lock, deadline := time.monotonic() + self.lock_timeout)
