@@ -144,3 +144,17 @@ def test_an_epoch_written_as_the_file_is_closed_under_it_is_stored(db_path: str)
     status = Trainer(train, db=db_path, runner="eager").fit(_dataset()).get_status()
     assert status["status"] == "COMPLETED", status["result"].get("error")
     assert [e["epoch"] for e in status["result"]["epochs"]] == [0, 1]
+
+
+def test_the_write_ahead_log_shrinks_back_after_a_large_transaction(db_path: str) -> None:
+    # A long-lived process (a worker, the dashboard, a notebook) kept the -wal as large as the largest transaction
+    # it ever saw (an export, an import, a prune) for as long as it had the database open.
+    def predict(ctx: RunContext) -> None:
+        ctx.export("predictions", [{"id": i, "text": "x" * 200} for i in range(30_000)])  # ~10 MB in the -wal
+
+    data = Dataset("d", "binary_classification", "t", tables={"train": [{"id": 1, "y": 0}], "test": [{"id": 1}]})
+    trainer = Trainer(_train, predict, db=db_path, runner="eager")
+    model = trainer.fit(data)
+    assert trainer.predict("big", model_run_id=model.model_run_id).get_status()["status"] == "COMPLETED"
+    trainer.fit(data)  # a small write afterwards: the log starts over, at most 4 MiB long
+    assert os.path.getsize(db_path + "-wal") <= 4 * 1024 * 1024

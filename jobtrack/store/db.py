@@ -68,6 +68,7 @@ def _configure(conn: sqlite3.Connection, wal: bool) -> None:
     conn.execute("PRAGMA foreign_keys=ON")
     # FULL: a commit reported to the user survives power loss (SPEC §5: nothing is lost).
     conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA journal_size_limit=4194304")  # a -wal grown by one large transaction shrinks back (4 MiB)
     if wal:
         _switch_to_wal(conn)
 
