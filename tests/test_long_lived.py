@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jobtrack import Dataset, JobManager, Trainer, runtime
+from jobtrack import Dataset, JobManager, RunContext, Trainer, runtime
 from proc import run_python, spawn
 
 
