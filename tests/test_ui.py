@@ -3,17 +3,13 @@ reaches a file outside the database's files directory, user content escaped, and
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
 import threading
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -515,37 +511,3 @@ def test_the_query_box_example_parses_and_the_pager_names_its_direction(db_path:
     assert pager("/?per=10&page=2") == ["older →", "← newer"]
     assert pager("/?sort=created&dir=asc&per=10&page=2") == ["next →", "← previous"]  # oldest first
     assert pager("/?sort=best&per=10&page=2") == ["next →", "← previous"]
-
-
-def _deleted_descriptors(path: str) -> int:
-    """How many descriptors of this process are open on a deleted file that was at ``path`` (Linux /proc)."""
-    found = 0
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            found += os.readlink(f"/proc/self/fd/{fd}") == f"{path} (deleted)"
-    return found
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
-def test_the_dashboard_lets_go_of_a_replaced_file_on_every_request_thread(db_path: str, jobs: list[str],
-                                                                         tmp_path: Path) -> None:
-    # Each replacement left the request threads' connections open on the old file: descriptors piled up, and the
-    # disk space of every replaced database stayed taken while the dashboard ran.
-    runtime.close_all()
-    JobManager(db_path).list_jobs()  # the one connection left: closing it checkpoints and removes the -wal
-    runtime.close_all()
-    board = ui_app.Dashboard(db_path, token="t")
-    threads = 3
-    barrier = threading.Barrier(threads)
-
-    def read() -> int:
-        barrier.wait(10)  # one read on each thread of the pool, as concurrent requests do
-        return len(board.store().dashboard_page(limit=5)[1])
-
-    with ThreadPoolExecutor(threads) as pool:
-        for round_ in range(3):
-            assert list(pool.map(lambda _: read(), range(threads))) == [2] * threads
-            shutil.copy(db_path, tmp_path / "copy.db")
-            (tmp_path / "copy.db").replace(db_path)
-            board.store()  # sees the new file
-            assert _deleted_descriptors(db_path) == 0, round_

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobtrack import runtime
 from jobtrack.config import DEFAULT_LOCK_TIMEOUT_S, ENV_FILES, files_dir, lease_seconds, resolve_db
 from jobtrack.states import TERMINAL
 from jobtrack.store.db import Database, Tx
@@ -53,18 +52,6 @@ class StoreBase:
     def close(self) -> None:
         """Release this thread's connections; the Store can still be used (it reconnects)."""
         self.db.dispose()
-
-    def close_read_only(self) -> None:
-        """A read-only store (``Store.open(read_only=True)``): close its connections on every thread, not only on
-        this one as ``close()`` does, holding the other threads out of SQLite meanwhile; each reconnects on its
-        next use, to the file the path names then. The dashboard lets go this way of a file replaced under it,
-        whose disk space is freed only once no descriptor is open on it. On a writable store it is ``close()``."""
-        f = self.db._file  # a read-only Database's file entry is its own (``readonly.ReadOnlyFile``)
-        if not self.read_only or f is None:
-            self.close()
-            return
-        with runtime.current().fork_gate.fork():
-            f.close()
 
     @property
     def files_dir(self) -> Path:

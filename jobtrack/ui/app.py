@@ -128,7 +128,7 @@ class Dashboard:
                 self._identity = identity
                 self._choices = None
                 if old is not None and old is not self._store:
-                    old.close_read_only()  # every request thread's connection: the replaced file's space is freed
+                    old.close()
             return self._store
 
     def choices(self, store: Store) -> dict[str, list[str]]:
