@@ -124,7 +124,7 @@ def test_running_out_of_file_descriptors_is_not_called_a_permissions_problem(tmp
 
 
 def test_an_epoch_written_as_the_file_is_closed_under_it_is_stored(db_path: str) -> None:
-    # Closing the open files (runtime.close_all, or another database opened past OPEN_FILES_KEPT) between the epoch
+    # Closing the open files (runtime.close_all) between the epoch
     # write taking its connection and entering the fork gate left it on a closed connection: "Cannot operate on a
     # closed database" reached the training code.
     gate = runtime.current().fork_gate

@@ -317,7 +317,7 @@ class Database(Retrying, DialectSQL, SchemaState):
         gate = runtime.current().fork_gate
         gate.enter()
         try:
-            if f.pid != os.getpid():  # closed just before the gate let us in (close_all, the oldest files closed)
+            if f.pid != os.getpid():  # closed just before the gate let us in (runtime.close_all)
                 return self.write_call(fn, *args)
             deadline = None  # lock_timeout from the first wait: both locks are free almost always
             if not f.write_lock.acquire(blocking=False):
