@@ -40,6 +40,22 @@ def run_python(
 
 
 @contextmanager
+def local_time_zone(name: str) -> Iterator[None]:
+    """Run with ``TZ=name`` in this process (``time.tzset()``), then restore the previous zone."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = name
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+
+@contextmanager
 def spawn(code: str, *args: str, **env: str) -> Iterator[subprocess.Popen[str]]:
     """Start ``python -c code`` in the background; on exit terminate, then kill, and reap it."""
     proc = subprocess.Popen(

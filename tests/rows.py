@@ -178,3 +178,24 @@ def raw_columns(db: str, table: str) -> list[str]:
     """The column names of a table of a SQLite file, in order."""
     with closing(sqlite3.connect(db)) as conn:
         return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+# -- an older schema ----------------------------------------------------------------------------------------------
+
+V4_TABLES = ("job_params", "job_tags", "job_metrics", "job_attempts", "sweeps")
+V4_COLUMNS = ("best_metric", "provenance_json", "sweep_id", "trial", "max_attempts", "attempt", "retry_of")
+
+
+def drop_schema_4(execute: Callable[[str], Any]) -> None:
+    """Make a database what jobtrack schema 3 left: none of schema 4's tables, columns or indexes (``execute`` runs
+    one statement: a raw sqlite3 ``execute`` or a transaction's ``ddl``)."""
+    from jobtrack.store import models
+
+    for index in models.jobs.indexes:  # the indexes on schema 4's columns go with them
+        if {c.name for c in index.columns} & set(V4_COLUMNS):
+            execute(f"DROP INDEX {index.name}")
+    for table in V4_TABLES:
+        execute(f"DROP TABLE {table}")
+    for column in V4_COLUMNS:
+        execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+    execute("UPDATE jobtrack_meta SET value = '3' WHERE key = 'schema_version'")

@@ -10,9 +10,8 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 
 from jobtrack import Dataset, JobManager, JobNotFound, RunContext, Trainer, cli, demo
 from jobtrack.store import Store
-from proc import child_env
+from proc import child_env, local_time_zone
 
 SCRIPT = shutil.which("jobtrack", path=os.path.dirname(sys.executable)) or "jobtrack"
 
@@ -51,22 +50,6 @@ def jobtrack(capsys: pytest.CaptureFixture[str]) -> Cli:
         return Run(code, out, err)
 
     return run
-
-
-@contextmanager
-def local_time_zone(name: str) -> Iterator[None]:
-    """Run with ``TZ=name`` in this process (``time.tzset()``), then restore the previous zone."""
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = name
-    time.tzset()
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ import re
 import runpy
 import stat
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import pytest
 
 from jobtrack import Dataset, JobManager, Trainer, __version__, cli, demo, runtime, testing
 from jobtrack.store import Store
+from proc import local_time_zone
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,23 +31,6 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         code = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@contextmanager
-def _time_zone(name: str) -> Iterator[None]:
-    import time
-
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = name
-    time.tzset()
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
 
 
 def _snapshot(db_path: str) -> tuple[bytes, list[str]]:
@@ -152,9 +134,9 @@ def test_duration_counts_from_the_claim_and_grows_while_running(capsys: pytest.C
 
 
 def test_logs_show_local_time(capsys: pytest.CaptureFixture[str], db_path: str, jobs: dict[str, str]) -> None:
-    with _time_zone("UTC"):
+    with local_time_zone("UTC"):
         utc = _run(capsys, "logs", jobs["train"], "--db", db_path)[1].splitlines()
-    with _time_zone("Asia/Tokyo"):
+    with local_time_zone("Asia/Tokyo"):
         tokyo = _run(capsys, "logs", jobs["train"], "--db", db_path)[1].splitlines()
     stamp = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
     first_utc, first_tokyo = stamp.match(utc[0]), stamp.match(tokyo[0])

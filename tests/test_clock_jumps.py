@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +11,7 @@ import pytest
 
 from jobtrack import Dataset, JobManager, Trainer, runtime
 from jobtrack.errors import InvalidArgument, InvalidQuery
+from proc import local_time_zone
 
 
 def test_a_clock_stepped_back_mid_run_gives_no_negative_duration(tmp_path: Path) -> None:
@@ -42,22 +41,13 @@ def test_a_time_zone_name_jobtrack_cannot_know_is_refused_not_read_as_local_time
     ds = Dataset("tz", "binary_classification", "m1", tables={"train": [{"x": 1}]})
     Trainer(lambda ctx: None, db=db, runner="eager", provenance=False).fit(ds)
     manager = JobManager(db)
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "Asia/Kolkata"  # PST is not this machine's zone here, wherever the test runs
-    time.tzset()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # no dateutil warning reaches the user either
-            with pytest.raises(InvalidQuery, match="as a time"):
-                manager.list_jobs(where="created > '2026-12-01 05:40 PST'")
-            with pytest.raises(InvalidArgument, match="write the offset instead"):
-                manager.list_jobs(since="2026-12-01 05:40 PST")
-            assert len(manager.list_jobs(since="2000-01-01 00:00 UTC")) == 1  # names it knows still work
-            assert len(manager.list_jobs(since="2000-01-01 00:00 IST")) == 1  # this machine's own zone
-            assert len(manager.list_jobs(where="created > '2000-01-01T00:00:00-05:00'")) == 1
-    finally:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
+    # PST is not this machine's zone here, wherever the test runs; no dateutil warning reaches the user either
+    with local_time_zone("Asia/Kolkata"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidQuery, match="as a time"):
+            manager.list_jobs(where="created > '2026-12-01 05:40 PST'")
+        with pytest.raises(InvalidArgument, match="write the offset instead"):
+            manager.list_jobs(since="2026-12-01 05:40 PST")
+        assert len(manager.list_jobs(since="2000-01-01 00:00 UTC")) == 1  # names it knows still work
+        assert len(manager.list_jobs(since="2000-01-01 00:00 IST")) == 1  # this machine's own zone
+        assert len(manager.list_jobs(where="created > '2000-01-01T00:00:00-05:00'")) == 1

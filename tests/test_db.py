@@ -36,6 +36,7 @@ from jobtrack.store import models
 from jobtrack.store.db import Database, Tx, file_identity
 from jobtrack.store.schema import SCHEMA_VERSION, create_statements, prepare
 from proc import run_python, spawn, wait_until
+from rows import V4_TABLES, drop_schema_4
 
 NOW = "2026-01-01T00:00:00.000000+00:00"
 
@@ -706,23 +707,12 @@ def test_a_failed_upgrade_leaves_the_database_as_it_was(db_path: str) -> None:
 
 # -- schema 4: additive (config parameters, tags, metrics, sweeps, attempts) ---------------------------
 
-_V4_TABLES = ("job_params", "job_tags", "job_metrics", "job_attempts", "sweeps")
-_V4_COLUMNS = ("best_metric", "provenance_json", "sweep_id", "trial", "max_attempts", "attempt", "retry_of")
-
-
 def _make_v3(target: str) -> None:
     """What jobtrack schema 3 left: none of schema 4's tables, columns or indexes."""
     db = _open(target)
     with db.write() as tx:
         _add_job(tx, "old")
-        for index in models.jobs.indexes:  # the indexes on schema 4's columns go with them
-            if {c.name for c in index.columns} & set(_V4_COLUMNS):
-                tx.ddl(f"DROP INDEX {index.name}")
-        for table in _V4_TABLES:
-            tx.ddl(f"DROP TABLE {table}")
-        for column in _V4_COLUMNS:
-            tx.ddl(f"ALTER TABLE jobs DROP COLUMN {column}")
-        tx.run("UPDATE jobtrack_meta SET value = '3' WHERE key = 'schema_version'")
+        drop_schema_4(tx.ddl)
     db.dispose()
 
 
@@ -737,7 +727,7 @@ def test_schema_3_is_upgraded_by_adding_what_schema_4_declares(any_db: str) -> N
     prepare(db)
     assert _jobs_columns(db) == [c.name for c in models.jobs.columns]
     with db.read() as tx:
-        assert set(_V4_TABLES) <= set(db.table_names(tx))
+        assert set(V4_TABLES) <= set(db.table_names(tx))
         assert tx.scalar("SELECT value FROM jobtrack_meta WHERE key = 'schema_version'") == "4" == str(SCHEMA_VERSION)
         assert tx.one("SELECT max_attempts, attempt, sweep_id FROM jobs WHERE id = 'old'") == (1, 0, None)
         tx.all("SELECT job_id FROM job_params WHERE key = 'lr' AND num_value < 1")  # the new tables are usable

@@ -8,10 +8,7 @@ from typing import Any
 
 from jobtrack import Dataset, JobManager, Trainer
 from jobtrack.runtime import close_all
-from jobtrack.store import models
-
-_V4_TABLES = ("job_params", "job_tags", "job_metrics", "job_attempts", "sweeps")
-_V4_COLUMNS = ("best_metric", "provenance_json", "sweep_id", "trial", "max_attempts", "attempt", "retry_of")
+from rows import drop_schema_4
 
 
 def _train(ctx: Any) -> dict[str, int]:
@@ -24,14 +21,7 @@ def _as_schema_3(path: Path) -> None:
     """What schema 3 left of the jobs just written: none of schema 4's tables, columns or indexes."""
     conn = sqlite3.connect(path)
     try:
-        for index in models.jobs.indexes:
-            if {c.name for c in index.columns} & set(_V4_COLUMNS):
-                conn.execute(f"DROP INDEX {index.name}")
-        for table in _V4_TABLES:
-            conn.execute(f"DROP TABLE {table}")
-        for column in _V4_COLUMNS:
-            conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
-        conn.execute("UPDATE jobtrack_meta SET value = '3' WHERE key = 'schema_version'")
+        drop_schema_4(conn.execute)
         conn.commit()
     finally:
         conn.close()
